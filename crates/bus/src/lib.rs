@@ -1,0 +1,143 @@
+//! The Broker, presence and history abstraction, and its engines.
+//!
+//! The gateway receives these traits; it never knows which engine is behind
+//! them. `memory` is the single-node default; `redis` (a later issue) slots in
+//! behind the same traits.
+//!
+//! Events flow the other way through [`BrokerEvents`], which the node's Hub
+//! implements: an engine hands every publication, join and leave of a channel
+//! this node subscribed to (through [`Broker::subscribe`]) to it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_protocol::{ClientInfo, Publication, StreamPosition};
+
+pub mod memory;
+
+/// What can go wrong inside an engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BusError {
+    /// The backing store cannot be reached now; the caller may retry.
+    #[error("engine unavailable: {0}")]
+    Unavailable(String),
+    /// `since` names an epoch the stream no longer has.
+    #[error("unrecoverable position")]
+    UnrecoverablePosition,
+    #[error("engine error: {0}")]
+    Internal(String),
+}
+
+/// History settings of the channel a publication goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryOptions {
+    /// Publications kept (the stream is trimmed to this many).
+    pub size: usize,
+    /// The stream expires this long after its last publication.
+    pub ttl: Duration,
+    /// Epoch and top offset live this long after the last touch.
+    pub meta_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PublishOptions {
+    /// `None`: the publication is not kept and gets no offset.
+    pub history: Option<HistoryOptions>,
+    /// API publishes: a repeated key within 5 minutes returns the first
+    /// result without publishing again.
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Publications after this position (exclusive). `None`: from the start
+    /// (or from the end with `reverse`).
+    pub since: Option<StreamPosition>,
+    /// `Some(0)`: only the stream top; `None`: no limit.
+    pub limit: Option<usize>,
+    pub reverse: bool,
+    /// Creates or refreshes the stream meta with this TTL.
+    pub meta_ttl: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub publications: Vec<Publication>,
+    /// The stream top: last offset and current epoch.
+    pub position: StreamPosition,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PresenceStats {
+    pub num_clients: u32,
+    pub num_users: u32,
+}
+
+/// Publishing, node subscriptions and history.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Publishes to every node subscribed to `channel`. With history, the
+    /// engine assigns the next offset atomically with storing and delivery, and
+    /// the publication handed to [`BrokerEvents::on_publication`] carries it.
+    /// Returns the position (`offset` 0 and empty epoch without history).
+    async fn publish(
+        &self,
+        channel: &str,
+        publication: Publication,
+        options: &PublishOptions,
+    ) -> Result<StreamPosition, BusError>;
+
+    async fn publish_join(&self, channel: &str, info: ClientInfo) -> Result<(), BusError>;
+
+    async fn publish_leave(&self, channel: &str, info: ClientInfo) -> Result<(), BusError>;
+
+    /// This node starts receiving the channel's events. Idempotent.
+    async fn subscribe(&self, channel: &str) -> Result<(), BusError>;
+
+    /// This node stops receiving the channel's events. Idempotent.
+    async fn unsubscribe(&self, channel: &str) -> Result<(), BusError>;
+
+    async fn history(&self, channel: &str, query: &HistoryQuery) -> Result<HistoryPage, BusError>;
+
+    async fn remove_history(&self, channel: &str) -> Result<(), BusError>;
+}
+
+/// Who is in a channel, across every node.
+#[async_trait]
+pub trait PresenceStore: Send + Sync + 'static {
+    /// Adds or refreshes a client's entry; it expires after `ttl` unless refreshed.
+    async fn add_presence(
+        &self,
+        channel: &str,
+        info: ClientInfo,
+        ttl: Duration,
+    ) -> Result<(), BusError>;
+
+    async fn remove_presence(&self, channel: &str, client: &str) -> Result<(), BusError>;
+
+    /// client id -> info
+    async fn presence(&self, channel: &str) -> Result<BTreeMap<String, ClientInfo>, BusError>;
+
+    /// Users are counted once however many connections they hold.
+    async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, BusError>;
+}
+
+/// Implemented by the node's Hub: where an engine delivers channel events.
+///
+/// Called from engine tasks; implementations must not block.
+pub trait BrokerEvents: Send + Sync + 'static {
+    /// `epoch` is empty for channels without history.
+    fn on_publication(&self, channel: &str, publication: Publication, epoch: &str);
+    fn on_join(&self, channel: &str, info: ClientInfo);
+    fn on_leave(&self, channel: &str, info: ClientInfo);
+}
+
+/// A running engine: both halves, shareable.
+#[derive(Clone)]
+pub struct Engine {
+    pub broker: Arc<dyn Broker>,
+    pub presence: Arc<dyn PresenceStore>,
+}

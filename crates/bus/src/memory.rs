@@ -1,0 +1,322 @@
+//! The in-memory engine (single node).
+//!
+//! Channels live in a map sharded by channel hash; each channel's state sits
+//! behind its own locks, so publishes to different channels never contend.
+//! One channel has two locks:
+//!
+//! - the *feed* lock guards the subscription flag, the history stream and the
+//!   idempotency results. A publish holds it while it takes the next offset,
+//!   stores the publication and hands it to [`BrokerEvents`], so the events of
+//!   one channel reach the Hub one at a time, in offset order. Join and leave
+//!   go through it too, so they keep their place among the publications.
+//! - the *presence* lock guards the channel's presence entries.
+//!
+//! Expired entries are dropped lazily on access and by a periodic cleanup
+//! task, which also forgets channels with nothing left in them.
+//!
+//! **Invariant:** a channel's `Arc<ChannelState>` is only ever cloned out of
+//! its shard under the shard lock, and clones live for one operation. So the
+//! cleanup, holding the shard's write lock, may drop a channel whose `Arc` it
+//! holds alone: nobody is using it and nobody can start to.
+
+mod presence;
+mod stream;
+
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_protocol::{ClientInfo, Publication, StreamPosition};
+use parking_lot::{Mutex, RwLock};
+use tokio::task::AbortHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use self::presence::Presence;
+use self::stream::Stream;
+use crate::{
+    Broker, BrokerEvents, BusError, Engine, HistoryPage, HistoryQuery, PresenceStats,
+    PresenceStore, PublishOptions,
+};
+
+/// Number of channel map shards; a power of two.
+const SHARDS: usize = 64;
+
+/// How often expired entries and empty channels are swept.
+const CLEANUP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The single-node engine: broker, history and presence in process memory.
+pub struct MemoryEngine {
+    events: Arc<dyn BrokerEvents>,
+    hasher: RandomState,
+    shards: Box<[Shard]>,
+    cleanup: OnceLock<AbortHandle>,
+}
+
+impl MemoryEngine {
+    /// `events` receives every publication, join and leave of the channels
+    /// this node subscribed to through [`Broker::subscribe`].
+    ///
+    /// Called inside a Tokio runtime, it also starts the periodic cleanup,
+    /// which stops when the engine is dropped. Outside one, expired entries
+    /// are still dropped on access, but emptied channels are never forgotten.
+    pub fn new(events: Arc<dyn BrokerEvents>) -> Arc<Self> {
+        let engine = Arc::new(Self {
+            events,
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            cleanup: OnceLock::new(),
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let task = runtime.spawn(run_cleanup(Arc::downgrade(&engine)));
+            // Only set here, on a value nobody else has seen yet.
+            let _ = engine.cleanup.set(task.abort_handle());
+        }
+        engine
+    }
+
+    /// Both trait objects over this engine.
+    pub fn engine(self: &Arc<Self>) -> Engine {
+        Engine {
+            broker: self.clone(),
+            presence: self.clone(),
+        }
+    }
+
+    fn shard(&self, channel: &str) -> &Shard {
+        // Truncating the hash is fine: only its low bits pick the shard.
+        let index = self.hasher.hash_one(channel) as usize & (SHARDS - 1);
+        &self.shards[index]
+    }
+
+    fn channel(&self, channel: &str) -> Option<Arc<ChannelState>> {
+        self.shard(channel).read().get(channel).cloned()
+    }
+
+    fn channel_or_insert(&self, channel: &str) -> Arc<ChannelState> {
+        let shard = self.shard(channel);
+        if let Some(state) = shard.read().get(channel) {
+            return state.clone();
+        }
+        shard.write().entry(channel.into()).or_default().clone()
+    }
+
+    /// Drops expired entries everywhere, then forgets empty channels.
+    fn sweep(&self, now: Instant) {
+        let mut forgotten = 0;
+        for shard in self.shards.iter() {
+            // Prune outside the shard lock so lookups are not held up.
+            let channels: Vec<Arc<ChannelState>> = shard.read().values().cloned().collect();
+            for state in &channels {
+                state.feed.lock().stream.prune(now);
+                state.presence.lock().prune(now);
+            }
+            drop(channels);
+            let mut map = shard.write();
+            let before = map.len();
+            // `get_mut` succeeds only when the map holds the sole reference
+            // (see the module invariant), so no lock is needed to inspect it.
+            map.retain(|_, state| !Arc::get_mut(state).is_some_and(ChannelState::is_empty));
+            forgotten += before - map.len();
+        }
+        if forgotten > 0 {
+            tracing::debug!(forgotten, "memory engine dropped idle channels");
+        }
+    }
+
+    #[cfg(test)]
+    fn num_channels(&self) -> usize {
+        self.shards.iter().map(|shard| shard.read().len()).sum()
+    }
+}
+
+impl Drop for MemoryEngine {
+    fn drop(&mut self) {
+        if let Some(task) = self.cleanup.get() {
+            task.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryEngine {
+    async fn publish(
+        &self,
+        channel: &str,
+        mut publication: Publication,
+        options: &PublishOptions,
+    ) -> Result<StreamPosition, BusError> {
+        let now = Instant::now();
+        let keeps_state = options.history.is_some() || options.idempotency_key.is_some();
+        let state = if keeps_state {
+            self.channel_or_insert(channel)
+        } else {
+            match self.channel(channel) {
+                Some(state) => state,
+                // Nothing to store and nobody subscribed.
+                None => return Ok(StreamPosition::default()),
+            }
+        };
+
+        let mut feed = state.feed.lock();
+        if let Some(key) = &options.idempotency_key {
+            if let Some(position) = feed.stream.remembered(now, key) {
+                return Ok(position);
+            }
+        }
+        let position = match &options.history {
+            Some(history) => {
+                let position = feed.stream.advance(now, history);
+                publication.offset = position.offset;
+                if feed.subscribed {
+                    feed.stream.keep(now, history, publication.clone());
+                    self.events
+                        .on_publication(channel, publication, &position.epoch);
+                } else {
+                    feed.stream.keep(now, history, publication);
+                }
+                position
+            }
+            None => {
+                publication.offset = 0;
+                if feed.subscribed {
+                    self.events.on_publication(channel, publication, "");
+                }
+                StreamPosition::default()
+            }
+        };
+        if let Some(key) = &options.idempotency_key {
+            feed.stream.remember(now, key, position.clone());
+        }
+        Ok(position)
+    }
+
+    async fn publish_join(&self, channel: &str, info: ClientInfo) -> Result<(), BusError> {
+        if let Some(state) = self.channel(channel) {
+            let feed = state.feed.lock();
+            if feed.subscribed {
+                self.events.on_join(channel, info);
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish_leave(&self, channel: &str, info: ClientInfo) -> Result<(), BusError> {
+        if let Some(state) = self.channel(channel) {
+            let feed = state.feed.lock();
+            if feed.subscribed {
+                self.events.on_leave(channel, info);
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<(), BusError> {
+        self.channel_or_insert(channel).feed.lock().subscribed = true;
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, channel: &str) -> Result<(), BusError> {
+        if let Some(state) = self.channel(channel) {
+            state.feed.lock().subscribed = false;
+        }
+        Ok(())
+    }
+
+    async fn history(&self, channel: &str, query: &HistoryQuery) -> Result<HistoryPage, BusError> {
+        let now = Instant::now();
+        let state = self.channel_or_insert(channel);
+        let mut feed = state.feed.lock();
+        feed.stream.page(now, query)
+    }
+
+    async fn remove_history(&self, channel: &str) -> Result<(), BusError> {
+        if let Some(state) = self.channel(channel) {
+            state.feed.lock().stream.clear();
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PresenceStore for MemoryEngine {
+    async fn add_presence(
+        &self,
+        channel: &str,
+        info: ClientInfo,
+        ttl: Duration,
+    ) -> Result<(), BusError> {
+        let now = Instant::now();
+        let state = self.channel_or_insert(channel);
+        state.presence.lock().add(now, info, ttl);
+        Ok(())
+    }
+
+    async fn remove_presence(&self, channel: &str, client: &str) -> Result<(), BusError> {
+        if let Some(state) = self.channel(channel) {
+            state.presence.lock().remove(client);
+        }
+        Ok(())
+    }
+
+    async fn presence(&self, channel: &str) -> Result<BTreeMap<String, ClientInfo>, BusError> {
+        let Some(state) = self.channel(channel) else {
+            return Ok(BTreeMap::new());
+        };
+        let now = Instant::now();
+        let members = state.presence.lock().members(now);
+        Ok(members)
+    }
+
+    async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, BusError> {
+        let Some(state) = self.channel(channel) else {
+            return Ok(PresenceStats::default());
+        };
+        let now = Instant::now();
+        let stats = state.presence.lock().stats(now);
+        Ok(stats)
+    }
+}
+
+type Shard = RwLock<HashMap<Box<str>, Arc<ChannelState>>>;
+
+#[derive(Default)]
+struct ChannelState {
+    feed: Mutex<Feed>,
+    presence: Mutex<Presence>,
+}
+
+/// Everything whose changes must be ordered with delivery.
+#[derive(Default)]
+struct Feed {
+    /// This node receives the channel's events.
+    subscribed: bool,
+    stream: Stream,
+}
+
+impl ChannelState {
+    /// Call after pruning, with exclusive access.
+    fn is_empty(&mut self) -> bool {
+        let feed = self.feed.get_mut();
+        !feed.subscribed && feed.stream.is_empty() && self.presence.get_mut().is_empty()
+    }
+}
+
+async fn run_cleanup(engine: Weak<MemoryEngine>) {
+    let mut ticker = tokio::time::interval(CLEANUP_INTERVAL);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The first tick completes at once; sweeping an empty engine is useless.
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        engine.sweep(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,206 @@
+//! One channel's history stream: epoch, top offset, the kept publications and
+//! the idempotency results. Plain state: time is passed in, nothing locks.
+//!
+//! It mirrors what the Redis engine keeps in two keys with separate TTLs: the
+//! meta (epoch and top, refreshed by every publish and history read) and the
+//! stream (publications, which all expire together after the last publish).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use herald_protocol::{Publication, StreamPosition};
+use rand::distr::Alphabetic;
+use rand::Rng;
+use tokio::time::Instant;
+
+use crate::{BusError, HistoryOptions, HistoryPage, HistoryQuery};
+
+/// How long a publish result is remembered under its idempotency key.
+pub(super) const IDEMPOTENCY_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// Length of a stream epoch, in ASCII letters.
+const EPOCH_LEN: usize = 8;
+
+#[derive(Default)]
+pub(super) struct Stream {
+    meta: Option<Meta>,
+    /// Ascending, contiguous offsets (trimming only drops the oldest).
+    entries: VecDeque<Publication>,
+    /// When every kept publication vanishes at once; `None`: never.
+    entries_expire_at: Option<Instant>,
+    idempotency: HashMap<String, Remembered>,
+}
+
+struct Meta {
+    epoch: String,
+    top: u64,
+    /// `None`: never.
+    expires_at: Option<Instant>,
+}
+
+struct Remembered {
+    position: StreamPosition,
+    expires_at: Instant,
+}
+
+impl Stream {
+    /// Takes the next offset for a publication, creating or refreshing the
+    /// meta. The caller stores the publication with [`Stream::keep`].
+    pub(super) fn advance(&mut self, now: Instant, options: &HistoryOptions) -> StreamPosition {
+        let meta = self.touch(now, options.meta_ttl);
+        meta.top += 1;
+        StreamPosition {
+            offset: meta.top,
+            epoch: meta.epoch.clone(),
+        }
+    }
+
+    /// Stores a publication that [`Stream::advance`] just numbered, trims the
+    /// stream to its size and restarts its TTL.
+    pub(super) fn keep(
+        &mut self,
+        now: Instant,
+        options: &HistoryOptions,
+        publication: Publication,
+    ) {
+        self.entries.push_back(publication);
+        let excess = self.entries.len().saturating_sub(options.size);
+        self.entries.drain(..excess);
+        self.entries_expire_at = deadline(now, options.ttl);
+    }
+
+    /// Reads a page of history; refreshes (or creates) the meta first, so the
+    /// page always carries an epoch.
+    pub(super) fn page(
+        &mut self,
+        now: Instant,
+        query: &HistoryQuery,
+    ) -> Result<HistoryPage, BusError> {
+        let meta = self.touch(now, query.meta_ttl);
+        let position = StreamPosition {
+            offset: meta.top,
+            epoch: meta.epoch.clone(),
+        };
+        if let Some(since) = &query.since {
+            if !since.epoch.is_empty() && since.epoch != position.epoch {
+                return Err(BusError::UnrecoverablePosition);
+            }
+        }
+        let limit = query.limit.unwrap_or(usize::MAX);
+        let publications = if query.reverse {
+            let before = query.since.as_ref().map_or(u64::MAX, |since| since.offset);
+            let end = self.entries.partition_point(|p| p.offset < before);
+            self.entries
+                .range(..end)
+                .rev()
+                .take(limit)
+                .cloned()
+                .collect()
+        } else {
+            let after = query.since.as_ref().map_or(0, |since| since.offset);
+            let start = self.entries.partition_point(|p| p.offset <= after);
+            self.entries.range(start..).take(limit).cloned().collect()
+        };
+        Ok(HistoryPage {
+            publications,
+            position,
+        })
+    }
+
+    /// Drops the kept publications; epoch and top stay.
+    pub(super) fn clear(&mut self) {
+        self.entries.clear();
+        self.entries_expire_at = None;
+    }
+
+    /// The result of an earlier publish with this key, if still remembered.
+    pub(super) fn remembered(&mut self, now: Instant, key: &str) -> Option<StreamPosition> {
+        let remembered = self.idempotency.get(key)?;
+        if remembered.expires_at <= now {
+            self.idempotency.remove(key);
+            return None;
+        }
+        Some(remembered.position.clone())
+    }
+
+    pub(super) fn remember(&mut self, now: Instant, key: &str, position: StreamPosition) {
+        let remembered = Remembered {
+            position,
+            expires_at: now + IDEMPOTENCY_TTL,
+        };
+        self.idempotency.insert(key.to_owned(), remembered);
+    }
+
+    /// Drops everything that expired by `now`.
+    pub(super) fn prune(&mut self, now: Instant) {
+        self.expire(now);
+        self.idempotency
+            .retain(|_, remembered| remembered.expires_at > now);
+    }
+
+    /// Nothing kept: the channel may be forgotten (after [`Stream::prune`]).
+    pub(super) fn is_empty(&self) -> bool {
+        self.meta.is_none() && self.entries.is_empty() && self.idempotency.is_empty()
+    }
+
+    fn expire(&mut self, now: Instant) {
+        if self
+            .meta
+            .as_ref()
+            .is_some_and(|meta| expired(meta.expires_at, now))
+        {
+            // A new epoch starts from offset 1: the old publications would
+            // carry offsets of the old one.
+            self.meta = None;
+            self.clear();
+        }
+        if expired(self.entries_expire_at, now) {
+            self.clear();
+        }
+    }
+
+    fn touch(&mut self, now: Instant, meta_ttl: Duration) -> &mut Meta {
+        self.expire(now);
+        let meta = self.meta.get_or_insert_with(|| Meta {
+            epoch: new_epoch(),
+            top: 0,
+            expires_at: None,
+        });
+        meta.expires_at = deadline(now, meta_ttl);
+        meta
+    }
+}
+
+/// A zero TTL means no expiry, as in the Redis engine (which only sets
+/// `EXPIRE` for a positive TTL).
+fn deadline(now: Instant, ttl: Duration) -> Option<Instant> {
+    if ttl.is_zero() {
+        return None;
+    }
+    Some(now + ttl)
+}
+
+fn expired(at: Option<Instant>, now: Instant) -> bool {
+    at.is_some_and(|at| at <= now)
+}
+
+fn new_epoch() -> String {
+    rand::rng()
+        .sample_iter(Alphabetic)
+        .take(EPOCH_LEN)
+        .map(char::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_is_eight_ascii_letters() {
+        let epoch = new_epoch();
+        assert_eq!(epoch.len(), EPOCH_LEN);
+        assert!(epoch.bytes().all(|b| b.is_ascii_alphabetic()), "{epoch}");
+        assert_ne!(new_epoch(), new_epoch());
+    }
+}

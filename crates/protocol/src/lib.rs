@@ -1,0 +1,27 @@
+//! Wire types of the Centrifugo client protocol v2 (JSON) and its frame codec.
+//!
+//! Pure: no I/O, no clocks, no async. Every type here round-trips
+//! (`decode(encode(x)) == x`), raw JSON payloads are kept byte-exact (less any
+//! `\n`, which the frame separator forbids), unknown fields are ignored, and
+//! empty fields are omitted except the few the protocol says are always present.
+
+mod code;
+mod command;
+mod frame;
+mod raw;
+mod reply;
+
+pub use code::{Disconnect, ErrorCode, ErrorReply, UnsubscribeCode};
+pub use command::{
+    Command, ConnectRequest, HistoryRequest, Method, PresenceRequest, PresenceStatsRequest,
+    PublishRequest, RefreshRequest, RpcRequest, SendRequest, SubRefreshRequest,
+    SubscribeRequest, UnsubscribeRequest, SUBSCRIBE_FLAG_REJECT_UNRECOVERED,
+};
+pub use frame::{decode_frame, encode_frame, FrameError, FrameWriter};
+pub use raw::RawJson;
+pub use reply::{
+    ClientInfo, CommandResult, ConnectResult, HistoryResult, JoinPush, LeavePush, MessagePush,
+    PresenceResult, PresenceStatsResult, Publication, Push, PushBody, RefreshResult, Reply,
+    RpcResult, StreamPosition, SubRefreshResult, SubscribePush, SubscribeResult,
+    UnsubscribePush,
+};
