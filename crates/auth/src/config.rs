@@ -1,0 +1,380 @@
+//! The `client.token`, `client.subscription_token` and `channel` config sections.
+//!
+//! Key names follow Centrifugo v6 so a Centrifugo config carries over. Every
+//! struct is `#[serde(default)]`: an absent key takes the documented default.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The longest clock-skew allowance we accept for `exp`, `nbf` and `iat`.
+pub(crate) const MAX_LEEWAY: Duration = Duration::from_secs(30);
+
+/// Keys and checks for one kind of token (config section `client.token`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TokenConfig {
+    /// HMAC secret for HS256/HS384/HS512 tokens; empty = HMAC tokens refused.
+    pub hmac_secret_key: String,
+    /// The secret being rotated out; tried after `hmac_secret_key`.
+    pub hmac_previous_secret_key: String,
+    /// PEM text of the RSA public key for RS256/384/512 and PS256/384/512.
+    pub rsa_public_key: String,
+    /// PEM text of the ECDSA public key for ES256/ES384.
+    pub ecdsa_public_key: String,
+    /// JWKS URL. Not supported yet: a non-empty value is a config error.
+    pub jwks_public_endpoint: String,
+    /// Required `aud` member when non-empty.
+    pub audience: String,
+    /// Required `iss` when non-empty.
+    pub issuer: String,
+    /// Clock-skew allowance for `exp`, `nbf` and `iat`; at most 30s.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            hmac_secret_key: String::new(),
+            hmac_previous_secret_key: String::new(),
+            rsa_public_key: String::new(),
+            ecdsa_public_key: String::new(),
+            jwks_public_endpoint: String::new(),
+            audience: String::new(),
+            issuer: String::new(),
+            leeway: Duration::from_secs(5),
+        }
+    }
+}
+
+// Hand-written so that a `{:?}` of the config never prints a secret.
+impl fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("hmac_secret_key", &Redacted(&self.hmac_secret_key))
+            .field(
+                "hmac_previous_secret_key",
+                &Redacted(&self.hmac_previous_secret_key),
+            )
+            .field("rsa_public_key", &Redacted(&self.rsa_public_key))
+            .field("ecdsa_public_key", &Redacted(&self.ecdsa_public_key))
+            .field("jwks_public_endpoint", &self.jwks_public_endpoint)
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
+            .field("leeway", &self.leeway)
+            .finish()
+    }
+}
+
+/// Config section `client.subscription_token`.
+///
+/// With `enabled = false` subscription tokens are verified with the
+/// `client.token` keys and checks, and the keys here are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SubscriptionTokenConfig {
+    /// Use the keys of this section instead of `client.token`'s.
+    pub enabled: bool,
+    /// The same keys as `client.token`.
+    #[serde(flatten)]
+    pub token: TokenConfig,
+}
+
+/// Options of a channel namespace (Centrifugo v6 names). Everything defaults
+/// to off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChannelOptions {
+    /// Track presence.
+    pub presence: bool,
+    /// Emit join/leave events.
+    pub join_leave: bool,
+    /// Push join/leave to every subscriber without the client asking.
+    pub force_push_join_leave: bool,
+    /// Publications kept in history; history needs this and `history_ttl`.
+    pub history_size: usize,
+    /// How long history is kept; history needs this and `history_size`.
+    #[serde(with = "humantime_serde")]
+    pub history_ttl: Duration,
+    /// Server forces recovery on every subscription.
+    pub force_recovery: bool,
+    /// Client may ask for recovery.
+    pub allow_recovery: bool,
+    /// Server forces position tracking on every subscription.
+    pub force_positioning: bool,
+    /// Client may ask for position tracking.
+    pub allow_positioning: bool,
+    /// Authenticated clients may subscribe without a subscription token.
+    pub allow_subscribe_for_client: bool,
+    /// With `allow_subscribe_for_client`, anonymous clients may too.
+    pub allow_subscribe_for_anonymous: bool,
+    /// Subscribed clients may publish.
+    pub allow_publish_for_subscriber: bool,
+    /// Authenticated clients may publish.
+    pub allow_publish_for_client: bool,
+    /// Anonymous clients may publish where the two flags above allow it.
+    pub allow_publish_for_anonymous: bool,
+    /// Subscribed clients may call presence and presence_stats.
+    pub allow_presence_for_subscriber: bool,
+    /// Authenticated clients may call presence and presence_stats.
+    pub allow_presence_for_client: bool,
+    /// Anonymous clients may call presence where the two flags above allow it.
+    pub allow_presence_for_anonymous: bool,
+    /// Subscribed clients may call history.
+    pub allow_history_for_subscriber: bool,
+    /// Authenticated clients may call history.
+    pub allow_history_for_client: bool,
+    /// Anonymous clients may call history where the two flags above allow it.
+    pub allow_history_for_anonymous: bool,
+    /// Channels with `#` list the users allowed to subscribe after the last `#`.
+    pub allow_user_limited_channels: bool,
+    /// Overrides `channel.history_meta_ttl` for this namespace.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub history_meta_ttl: Option<Duration>,
+}
+
+impl ChannelOptions {
+    /// Whether publications are kept: both `history_size` and `history_ttl` set.
+    pub fn history_enabled(&self) -> bool {
+        self.history_size > 0 && !self.history_ttl.is_zero()
+    }
+}
+
+/// One entry of `[[channel.namespaces]]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NamespaceConfig {
+    /// The part of a channel name before the first `:`.
+    pub name: String,
+    /// The namespace's options, written beside `name`.
+    #[serde(flatten)]
+    pub options: ChannelOptions,
+}
+
+/// Config section `[channel]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChannelConfig {
+    /// How long a stream's epoch and top offset live.
+    #[serde(with = "humantime_serde")]
+    pub history_meta_ttl: Duration,
+    /// Options of channels without a namespace.
+    pub without_namespace: ChannelOptions,
+    /// Named namespaces.
+    pub namespaces: Vec<NamespaceConfig>,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        Self {
+            history_meta_ttl: Duration::from_secs(720 * 3600),
+            without_namespace: ChannelOptions::default(),
+            namespaces: Vec::new(),
+        }
+    }
+}
+
+/// A config value this crate refuses. `Display` starts with the full key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthConfigError {
+    /// `leeway` above 30 seconds.
+    #[error("{key}: at most 30s (got {got:?})")]
+    LeewayTooLarge {
+        /// Full config key, e.g. `client.token.leeway`.
+        key: String,
+        /// The configured value.
+        got: Duration,
+    },
+    /// A feature herald does not implement yet.
+    #[error("{key}: not supported yet")]
+    NotSupported {
+        /// Full config key.
+        key: String,
+    },
+    /// Any other bad value.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// Full config key.
+        key: String,
+        /// What is wrong with it; never contains a secret.
+        reason: String,
+    },
+}
+
+impl AuthConfigError {
+    /// The full config key at fault, e.g. `client.token.leeway`.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::LeewayTooLarge { key, .. }
+            | Self::NotSupported { key }
+            | Self::Invalid { key, .. } => key,
+        }
+    }
+
+    pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Shows whether a secret is set, never its value.
+struct Redacted<'a>(&'a str);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("<redacted>")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let token = TokenConfig::default();
+        assert_eq!(token.leeway, Duration::from_secs(5));
+        assert!(token.hmac_secret_key.is_empty());
+        let channel = ChannelConfig::default();
+        assert_eq!(channel.history_meta_ttl, Duration::from_secs(720 * 3600));
+        assert_eq!(channel.without_namespace, ChannelOptions::default());
+        assert!(!SubscriptionTokenConfig::default().enabled);
+    }
+
+    #[test]
+    fn deserializes_centrifugo_names_and_humantime_durations() {
+        let json = r#"{
+            "history_meta_ttl": "1h",
+            "without_namespace": {"presence": true, "history_size": 10, "history_ttl": "300s"},
+            "namespaces": [
+                {"name": "chat", "allow_subscribe_for_client": true, "history_meta_ttl": "2h"},
+                {"name": "feed"}
+            ]
+        }"#;
+        let config: ChannelConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(config.history_meta_ttl, Duration::from_secs(3600));
+        assert!(config.without_namespace.presence);
+        assert!(config.without_namespace.history_enabled());
+        assert_eq!(
+            config.without_namespace.history_ttl,
+            Duration::from_secs(300)
+        );
+        assert_eq!(config.namespaces.len(), 2);
+        assert_eq!(config.namespaces[0].name, "chat");
+        assert!(config.namespaces[0].options.allow_subscribe_for_client);
+        assert_eq!(
+            config.namespaces[0].options.history_meta_ttl,
+            Some(Duration::from_secs(7200))
+        );
+        assert_eq!(config.namespaces[1].options, ChannelOptions::default());
+    }
+
+    #[test]
+    fn subscription_token_section_flattens_token_keys() {
+        let json = r#"{"enabled": true, "hmac_secret_key": "s", "leeway": "2s", "audience": "a"}"#;
+        let config: SubscriptionTokenConfig = serde_json::from_str(json).unwrap();
+        assert!(config.enabled);
+        assert_eq!(config.token.hmac_secret_key, "s");
+        assert_eq!(config.token.leeway, Duration::from_secs(2));
+        assert_eq!(config.token.audience, "a");
+
+        let empty: SubscriptionTokenConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(empty, SubscriptionTokenConfig::default());
+    }
+
+    #[test]
+    fn round_trips_through_serialize() {
+        let mut config = ChannelConfig::default();
+        config.without_namespace.history_ttl = Duration::from_secs(90);
+        config.namespaces.push(NamespaceConfig {
+            name: "chat".into(),
+            options: ChannelOptions {
+                history_meta_ttl: Some(Duration::from_secs(60)),
+                join_leave: true,
+                ..ChannelOptions::default()
+            },
+        });
+        let text = serde_json::to_string(&config).unwrap();
+        let back: ChannelConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, config);
+
+        let token = SubscriptionTokenConfig {
+            enabled: true,
+            token: TokenConfig {
+                issuer: "me".into(),
+                ..TokenConfig::default()
+            },
+        };
+        let text = serde_json::to_string(&token).unwrap();
+        assert!(text.contains("\"leeway\":\"5s\""), "{text}");
+        let back: SubscriptionTokenConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, token);
+    }
+
+    #[test]
+    fn history_enabled_needs_size_and_ttl() {
+        let table = [
+            (0, 0, false),
+            (10, 0, false),
+            (0, 60, false),
+            (10, 60, true),
+        ];
+        for (size, ttl, want) in table {
+            let options = ChannelOptions {
+                history_size: size,
+                history_ttl: Duration::from_secs(ttl),
+                ..ChannelOptions::default()
+            };
+            assert_eq!(options.history_enabled(), want, "size={size} ttl={ttl}");
+        }
+    }
+
+    #[test]
+    fn debug_never_prints_secrets() {
+        let config = TokenConfig {
+            hmac_secret_key: "very-secret-value".into(),
+            hmac_previous_secret_key: "older-secret-value".into(),
+            ..TokenConfig::default()
+        };
+        let text = format!("{config:?}");
+        assert!(!text.contains("very-secret-value"), "{text}");
+        assert!(!text.contains("older-secret-value"), "{text}");
+        assert!(text.contains("<redacted>"), "{text}");
+    }
+
+    #[test]
+    fn error_display_names_the_key() {
+        let table: [(AuthConfigError, &str); 3] = [
+            (
+                AuthConfigError::LeewayTooLarge {
+                    key: "client.token.leeway".into(),
+                    got: Duration::from_secs(31),
+                },
+                "client.token.leeway: at most 30s (got 31s)",
+            ),
+            (
+                AuthConfigError::NotSupported {
+                    key: "client.token.jwks_public_endpoint".into(),
+                },
+                "client.token.jwks_public_endpoint: not supported yet",
+            ),
+            (
+                AuthConfigError::invalid("channel.namespaces[chat].history_ttl", "bad"),
+                "channel.namespaces[chat].history_ttl: bad",
+            ),
+        ];
+        for (error, want) in table {
+            assert_eq!(error.to_string(), want);
+            assert!(want.starts_with(error.key()));
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Configuration the gateway consumes (sections `http_server`, `client`,
+//! `channel`, `http_api`, `shutdown` of interface.md). Defaults are the
+//! documented ones.
+
+use std::time::Duration;
+
+use herald_auth::{ChannelConfig, SubscriptionTokenConfig, TokenConfig};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpServerConfig {
+    pub address: String,
+    /// Public listener: the WebSocket endpoint. 0 picks a free port.
+    pub port: u16,
+    /// API, metrics and health; 0 serves them on `port`.
+    pub internal_port: u16,
+    pub tls: TlsConfig,
+}
+
+impl Default for HttpServerConfig {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1".to_owned(),
+            port: 8000,
+            internal_port: 9000,
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsConfig {
+    pub enabled: bool,
+    pub cert_pem_file: String,
+    pub key_pem_file: String,
+    pub client_ca_pem_file: String,
+    pub client_auth: String,
+    pub min_version: String,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            cert_pem_file: String::new(),
+            key_pem_file: String::new(),
+            client_ca_pem_file: String::new(),
+            client_auth: "none".to_owned(),
+            min_version: "1.3".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IntrospectionConfig {
+    pub endpoint: String,
+    pub client_id: String,
+    pub client_secret: String,
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClientConfig {
+    /// Glob patterns; empty = only requests without `Origin`.
+    pub allowed_origins: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub pong_timeout: Duration,
+    /// Largest incoming frame in bytes (close 1009 above it).
+    pub message_size_limit: usize,
+    /// Bytes queued to one client before disconnect 3008.
+    pub queue_max_size: usize,
+    pub channel_limit: usize,
+    pub user_connection_limit: usize,
+    pub connection_limit_per_ip: usize,
+    pub command_rate_limit: u32,
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub expired_close_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub expired_sub_close_delay: Duration,
+    /// How often a node refreshes presence of its clients and checks
+    /// subscription expiry.
+    #[serde(with = "humantime_serde")]
+    pub presence_update_interval: Duration,
+    /// Most publications one history call returns.
+    pub history_max_publication_limit: usize,
+    /// Most publications a recovery returns; beyond it `recovered: false`.
+    pub recovery_max_publication_limit: usize,
+    pub allow_anonymous_connect_without_token: bool,
+    pub tls_identity_as_user: bool,
+    /// Development only: no auth, every permission.
+    pub insecure: bool,
+    pub token: TokenConfig,
+    pub subscription_token: SubscriptionTokenConfig,
+    pub introspection: IntrospectionConfig,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(8),
+            message_size_limit: 65536,
+            queue_max_size: 1_048_576,
+            channel_limit: 128,
+            user_connection_limit: 0,
+            connection_limit_per_ip: 0,
+            command_rate_limit: 0,
+            handshake_timeout: Duration::from_secs(10),
+            expired_close_delay: Duration::from_secs(25),
+            expired_sub_close_delay: Duration::from_secs(25),
+            presence_update_interval: Duration::from_secs(27),
+            history_max_publication_limit: 300,
+            recovery_max_publication_limit: 300,
+            allow_anonymous_connect_without_token: false,
+            tls_identity_as_user: false,
+            insecure: false,
+            token: TokenConfig::default(),
+            subscription_token: SubscriptionTokenConfig::default(),
+            introspection: IntrospectionConfig {
+                cache_ttl: Duration::from_secs(60),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpApiConfig {
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShutdownConfig {
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything the gateway needs to run a node.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayConfig {
+    pub http_server: HttpServerConfig,
+    pub client: ClientConfig,
+    pub channel: ChannelConfig,
+    pub http_api: HttpApiConfig,
+    pub shutdown: ShutdownConfig,
+}

@@ -1,0 +1,410 @@
+//! The node-local index channel -> subscribed sessions, and the fan-out.
+//!
+//! Sharded by channel hash so fan-out of different channels runs on every
+//! core without a global lock. A publication is encoded once into `Bytes`
+//! and every recipient's Outbox gets a reference-counted copy of the same
+//! bytes.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use herald_bus::BrokerEvents;
+use herald_protocol::{ClientInfo, Publication, Push};
+use parking_lot::{Mutex, RwLock};
+
+use crate::outbox::{Outbox, Pushed};
+
+/// Told when live delivery finds a gap or epoch change on a positioned
+/// subscription: the session must drop it (the client recovers by resubscribing).
+pub(crate) trait GapListener: Send + Sync {
+    fn on_gap(&self, channel: &str);
+}
+
+pub(crate) struct Hub {
+    shards: Box<[RwLock<HashMap<String, Channel>>]>,
+    hasher: BuildHasherDefault<DefaultHasher>,
+    num_channels: AtomicUsize,
+    num_subscriptions: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Channel {
+    subscribers: HashMap<u64, Arc<Subscriber>>,
+}
+
+/// One session's subscription to one channel, as the fan-out sees it.
+pub(crate) struct Subscriber {
+    session: u64,
+    channel: String,
+    outbox: Arc<Outbox>,
+    join_leave: bool,
+    delivery: Mutex<Delivery>,
+    gaps: Arc<dyn GapListener>,
+}
+
+enum Delivery {
+    /// Subscribe in progress: hold everything until the reply is queued.
+    Buffering(Vec<Buffered>),
+    /// Positioned: `next` is the offset expected next within `epoch`.
+    Positioned { next: u64, epoch: String },
+    Live,
+    Gone,
+}
+
+struct Buffered {
+    /// `None` for join/leave.
+    position: Option<(u64, String)>,
+    frame: Bytes,
+}
+
+/// Where a positioned subscription stands when its subscribe reply is queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Position {
+    /// Last offset the client has (delivered live or in the reply).
+    pub(crate) offset: u64,
+    pub(crate) epoch: String,
+}
+
+impl Subscriber {
+    pub(crate) fn new(
+        session: u64,
+        channel: String,
+        outbox: Arc<Outbox>,
+        join_leave: bool,
+        gaps: Arc<dyn GapListener>,
+    ) -> Self {
+        Self {
+            session,
+            channel,
+            outbox,
+            join_leave,
+            delivery: Mutex::new(Delivery::Buffering(Vec::new())),
+            gaps,
+        }
+    }
+
+    pub(crate) fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// Ends buffering: called right after the subscribe reply was queued.
+    /// Buffered frames the client already has (offset <= position) are dropped.
+    pub(crate) fn go_live(&self, position: Option<Position>) {
+        let mut delivery = self.delivery.lock();
+        let buffered = match std::mem::replace(&mut *delivery, Delivery::Live) {
+            Delivery::Buffering(b) => b,
+            Delivery::Gone => {
+                *delivery = Delivery::Gone;
+                return;
+            }
+            other => {
+                *delivery = other;
+                return;
+            }
+        };
+        if let Some(p) = position {
+            *delivery = Delivery::Positioned {
+                next: p.offset + 1,
+                epoch: p.epoch,
+            };
+        }
+        for item in buffered {
+            let keep_going = match &item.position {
+                Some((offset, epoch)) => self.deliver_locked(&mut delivery, *offset, epoch, item.frame),
+                None => self.push(&mut delivery, item.frame),
+            };
+            if !keep_going {
+                break;
+            }
+        }
+    }
+
+    /// Stops all delivery (unsubscribe, disconnect).
+    pub(crate) fn close(&self) {
+        *self.delivery.lock() = Delivery::Gone;
+    }
+
+    fn deliver_publication(&self, offset: u64, epoch: &str, frame: &Bytes) {
+        let mut delivery = self.delivery.lock();
+        if let Delivery::Buffering(buffer) = &mut *delivery {
+            buffer.push(Buffered {
+                position: Some((offset, epoch.to_owned())),
+                frame: frame.clone(),
+            });
+            return;
+        }
+        self.deliver_locked(&mut delivery, offset, epoch, frame.clone());
+    }
+
+    fn deliver_event(&self, frame: &Bytes) {
+        if !self.join_leave {
+            return;
+        }
+        let mut delivery = self.delivery.lock();
+        if let Delivery::Buffering(buffer) = &mut *delivery {
+            buffer.push(Buffered {
+                position: None,
+                frame: frame.clone(),
+            });
+            return;
+        }
+        self.push(&mut delivery, frame.clone());
+    }
+
+    /// Returns false when the subscription ended.
+    fn deliver_locked(&self, delivery: &mut Delivery, offset: u64, epoch: &str, frame: Bytes) -> bool {
+        if let Delivery::Positioned { next, epoch: expected } = delivery {
+            if offset > 0 {
+                if epoch != expected.as_str() && !expected.is_empty() {
+                    return self.gap(delivery);
+                }
+                if offset < *next {
+                    // Already delivered (in the subscribe reply or live).
+                    return true;
+                }
+                if offset > *next {
+                    return self.gap(delivery);
+                }
+                *next = offset + 1;
+                if expected.is_empty() {
+                    *expected = epoch.to_owned();
+                }
+            }
+        }
+        self.push(delivery, frame)
+    }
+
+    fn push(&self, delivery: &mut Delivery, frame: Bytes) -> bool {
+        if matches!(delivery, Delivery::Gone) {
+            return false;
+        }
+        match self.outbox.push(frame) {
+            Pushed::Queued => true,
+            Pushed::Overflow | Pushed::Closed => {
+                *delivery = Delivery::Gone;
+                false
+            }
+        }
+    }
+
+    fn gap(&self, delivery: &mut Delivery) -> bool {
+        *delivery = Delivery::Gone;
+        self.gaps.on_gap(&self.channel);
+        false
+    }
+}
+
+impl Hub {
+    pub(crate) fn new(shards: usize) -> Self {
+        Self {
+            shards: (0..shards.max(1)).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: BuildHasherDefault::default(),
+            num_channels: AtomicUsize::new(0),
+            num_subscriptions: AtomicUsize::new(0),
+        }
+    }
+
+    fn shard(&self, channel: &str) -> &RwLock<HashMap<String, Channel>> {
+        let index = self.hasher.hash_one(channel) as usize % self.shards.len();
+        &self.shards[index]
+    }
+
+    /// Adds a subscriber; true when it is the channel's first on this node.
+    pub(crate) fn add(&self, subscriber: Arc<Subscriber>) -> bool {
+        let mut shard = self.shard(&subscriber.channel).write();
+        let channel = shard.entry(subscriber.channel.clone()).or_default();
+        let first = channel.subscribers.is_empty();
+        if channel
+            .subscribers
+            .insert(subscriber.session, subscriber)
+            .is_none()
+        {
+            self.num_subscriptions.fetch_add(1, Ordering::Relaxed);
+        }
+        if first {
+            self.num_channels.fetch_add(1, Ordering::Relaxed);
+        }
+        first
+    }
+
+    /// Removes a session's subscriber; true when the channel has none left on this node.
+    pub(crate) fn remove(&self, channel: &str, session: u64) -> bool {
+        let mut shard = self.shard(channel).write();
+        let Some(entry) = shard.get_mut(channel) else {
+            return false;
+        };
+        if let Some(subscriber) = entry.subscribers.remove(&session) {
+            subscriber.close();
+            self.num_subscriptions.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            return false;
+        }
+        if entry.subscribers.is_empty() {
+            shard.remove(channel);
+            self.num_channels.fetch_sub(1, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    pub(crate) fn has_subscribers(&self, channel: &str) -> bool {
+        self.shard(channel).read().contains_key(channel)
+    }
+
+    #[cfg_attr(not(test), expect(dead_code, reason = "node gauges are exported with /metrics"))]
+    pub(crate) fn num_channels(&self) -> usize {
+        self.num_channels.load(Ordering::Relaxed)
+    }
+
+    #[cfg_attr(not(test), expect(dead_code, reason = "node gauges are exported with /metrics"))]
+    pub(crate) fn num_subscriptions(&self) -> usize {
+        self.num_subscriptions.load(Ordering::Relaxed)
+    }
+
+    fn for_each(&self, channel: &str, mut f: impl FnMut(&Subscriber)) {
+        let shard = self.shard(channel).read();
+        if let Some(entry) = shard.get(channel) {
+            for subscriber in entry.subscribers.values() {
+                f(subscriber);
+            }
+        }
+    }
+}
+
+impl BrokerEvents for Hub {
+    fn on_publication(&self, channel: &str, publication: Publication, epoch: &str) {
+        if !self.has_subscribers(channel) {
+            return;
+        }
+        let frame = Bytes::from(Push::encode_publication(channel, &publication));
+        let offset = publication.offset;
+        self.for_each(channel, |s| s.deliver_publication(offset, epoch, &frame));
+    }
+
+    fn on_join(&self, channel: &str, info: ClientInfo) {
+        if !self.has_subscribers(channel) {
+            return;
+        }
+        let frame = Bytes::from(Push::encode_join(channel, &info));
+        self.for_each(channel, |s| s.deliver_event(&frame));
+    }
+
+    fn on_leave(&self, channel: &str, info: ClientInfo) {
+        if !self.has_subscribers(channel) {
+            return;
+        }
+        let frame = Bytes::from(Push::encode_leave(channel, &info));
+        self.for_each(channel, |s| s.deliver_event(&frame));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::Next;
+    use herald_protocol::RawJson;
+
+    #[derive(Default)]
+    struct Gaps(Mutex<Vec<String>>);
+    impl GapListener for Gaps {
+        fn on_gap(&self, channel: &str) {
+            self.0.lock().push(channel.to_owned());
+        }
+    }
+
+    fn publication(offset: u64) -> Publication {
+        Publication {
+            data: RawJson::from_str(&format!("{{\"n\":{offset}}}")).unwrap(),
+            info: None,
+            offset,
+            tags: Default::default(),
+        }
+    }
+
+    fn subscriber(id: u64, outbox: &Arc<Outbox>, gaps: &Arc<Gaps>) -> Arc<Subscriber> {
+        Arc::new(Subscriber::new(id, "ch".into(), outbox.clone(), true, gaps.clone()))
+    }
+
+    async fn drain(outbox: &Outbox) -> String {
+        match outbox.next().await {
+            Next::Write(b) => String::from_utf8(b.to_vec()).unwrap(),
+            Next::Close(d) => format!("close {}", d.code),
+        }
+    }
+
+    #[tokio::test]
+    async fn buffers_until_live_and_dedupes_by_offset() {
+        let hub = Hub::new(4);
+        let gaps = Arc::new(Gaps::default());
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let sub = subscriber(1, &outbox, &gaps);
+        assert!(hub.add(sub.clone()));
+        hub.on_publication("ch", publication(5), "E");
+        hub.on_publication("ch", publication(6), "E");
+        // The reply (recovering up to offset 5) goes first, then only offset 6.
+        outbox.push(Bytes::from_static(b"REPLY"));
+        sub.go_live(Some(Position { offset: 5, epoch: "E".into() }));
+        let frame = drain(&outbox).await;
+        assert!(frame.starts_with("REPLY\n"), "{frame}");
+        assert!(frame.contains("\"n\":6") && !frame.contains("\"n\":5"), "{frame}");
+        hub.on_publication("ch", publication(7), "E");
+        assert!(drain(&outbox).await.contains("\"offset\":7"));
+        assert!(gaps.0.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn gap_and_epoch_change_end_positioned_subscription() {
+        let hub = Hub::new(4);
+        let gaps = Arc::new(Gaps::default());
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let sub = subscriber(1, &outbox, &gaps);
+        hub.add(sub.clone());
+        sub.go_live(Some(Position { offset: 1, epoch: "E".into() }));
+        hub.on_publication("ch", publication(3), "E");
+        assert_eq!(gaps.0.lock().as_slice(), ["ch".to_string()]);
+
+        let sub2 = subscriber(2, &outbox, &gaps);
+        hub.add(sub2.clone());
+        sub2.go_live(Some(Position { offset: 1, epoch: "E".into() }));
+        hub.on_publication("ch", publication(2), "OTHER");
+        assert_eq!(gaps.0.lock().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn counts_channels_and_first_last() {
+        let hub = Hub::new(2);
+        let gaps = Arc::new(Gaps::default());
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        assert!(hub.add(subscriber(1, &outbox, &gaps)));
+        assert!(!hub.add(subscriber(2, &outbox, &gaps)));
+        assert_eq!(hub.num_channels(), 1);
+        assert_eq!(hub.num_subscriptions(), 2);
+        assert!(!hub.remove("ch", 1));
+        assert!(hub.remove("ch", 2));
+        assert!(!hub.remove("ch", 2));
+        assert_eq!(hub.num_channels(), 0);
+        assert_eq!(hub.num_subscriptions(), 0);
+    }
+
+    #[tokio::test]
+    async fn one_encoding_shared_by_all_recipients() {
+        let hub = Hub::new(2);
+        let gaps = Arc::new(Gaps::default());
+        let a = Arc::new(Outbox::new(1 << 20));
+        let b = Arc::new(Outbox::new(1 << 20));
+        let sa = subscriber(1, &a, &gaps);
+        let sb = subscriber(2, &b, &gaps);
+        hub.add(sa.clone());
+        hub.add(sb.clone());
+        sa.go_live(None);
+        sb.go_live(None);
+        hub.on_publication("ch", publication(0), "");
+        let (Next::Write(x), Next::Write(y)) = (a.next().await, b.next().await) else {
+            panic!("expected writes");
+        };
+        assert_eq!(x.as_ptr(), y.as_ptr(), "recipients share one buffer");
+    }
+}

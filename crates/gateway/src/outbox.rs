@@ -1,0 +1,227 @@
+//! The bounded outbound queue of one connection.
+//!
+//! Everything a client receives (replies, pushes, pings, the close frame)
+//! goes through its Outbox, in order. Producers (the Session, the Hub's
+//! fan-out) only take a short per-connection lock and never wait on the
+//! socket; one writer task per connection drains the queue, joining whatever
+//! is queued into one newline-separated frame and one write.
+//!
+//! The queue is bounded in bytes: a push that would pass `limit` closes the
+//! connection with 3008 (slow) and drops what was queued, so one slow client
+//! never costs more than `limit` bytes here nor slows anyone else.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use herald_protocol::Disconnect;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+/// Most bytes joined into one WebSocket message by the writer.
+const MAX_BATCH_BYTES: usize = 32 * 1024;
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    Queued,
+    /// The queue passed its limit: the connection is being closed as slow.
+    Overflow,
+    /// The connection is closing; the frame was dropped.
+    Closed,
+}
+
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    wake: Notify,
+    limit: usize,
+}
+
+struct State {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    close: Option<Closing>,
+}
+
+struct Closing {
+    disconnect: Disconnect,
+}
+
+/// What the writer should do next.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Next {
+    /// One WebSocket text message: queued frames joined with `\n`.
+    Write(Bytes),
+    /// Send a close frame and stop.
+    Close(Disconnect),
+}
+
+impl Outbox {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                frames: VecDeque::new(),
+                bytes: 0,
+                close: None,
+            }),
+            wake: Notify::new(),
+            limit,
+        }
+    }
+
+    /// Queues one frame (a reply or push line). Never blocks on the socket.
+    pub(crate) fn push(&self, frame: Bytes) -> Pushed {
+        let mut state = self.state.lock();
+        if state.close.is_some() {
+            return Pushed::Closed;
+        }
+        if state.bytes + frame.len() > self.limit {
+            state.frames.clear();
+            state.bytes = 0;
+            state.close = Some(Closing {
+                disconnect: Disconnect::SLOW,
+            });
+            drop(state);
+            self.wake.notify_one();
+            return Pushed::Overflow;
+        }
+        state.bytes += frame.len();
+        state.frames.push_back(frame);
+        drop(state);
+        self.wake.notify_one();
+        Pushed::Queued
+    }
+
+    /// Closes after what is already queued has been written. The first close wins.
+    pub(crate) fn close(&self, disconnect: Disconnect) {
+        self.close_with(disconnect, true);
+    }
+
+    /// Closes at once, dropping whatever is queued. The first close wins.
+    pub(crate) fn close_now(&self, disconnect: Disconnect) {
+        self.close_with(disconnect, false);
+    }
+
+    fn close_with(&self, disconnect: Disconnect, flush: bool) {
+        let mut state = self.state.lock();
+        if state.close.is_some() {
+            return;
+        }
+        if !flush {
+            state.frames.clear();
+            state.bytes = 0;
+        }
+        state.close = Some(Closing { disconnect });
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Bytes queued and not yet taken by the writer.
+    #[cfg(test)]
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.state.lock().bytes
+    }
+
+    /// Waits for the next thing to write. Only the connection's one writer calls it.
+    pub(crate) async fn next(&self) -> Next {
+        loop {
+            if let Some(next) = self.take() {
+                return next;
+            }
+            // notify_one stores a permit when nobody waits, so a push between
+            // `take` and here is not lost.
+            self.wake.notified().await;
+        }
+    }
+
+    fn take(&self) -> Option<Next> {
+        let mut state = self.state.lock();
+        if let Some(first) = state.frames.pop_front() {
+            state.bytes -= first.len();
+            if state.frames.is_empty() || first.len() >= MAX_BATCH_BYTES {
+                return Some(Next::Write(first));
+            }
+            let mut batch = BytesMut::with_capacity(MAX_BATCH_BYTES.min(first.len() * 4));
+            batch.extend_from_slice(&first);
+            while let Some(frame) = state.frames.front() {
+                if batch.len() + 1 + frame.len() > MAX_BATCH_BYTES {
+                    break;
+                }
+                batch.extend_from_slice(b"\n");
+                batch.extend_from_slice(frame);
+                state.bytes -= frame.len();
+                state.frames.pop_front();
+            }
+            return Some(Next::Write(batch.freeze()));
+        }
+        state.close.as_ref().map(|c| Next::Close(c.disconnect.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn joins_queued_frames_into_one_message() {
+        let outbox = Outbox::new(1024);
+        assert_eq!(outbox.push(Bytes::from_static(b"{\"a\":1}")), Pushed::Queued);
+        assert_eq!(outbox.push(Bytes::from_static(b"{\"b\":2}")), Pushed::Queued);
+        assert_eq!(
+            outbox.next().await,
+            Next::Write(Bytes::from_static(b"{\"a\":1}\n{\"b\":2}"))
+        );
+        assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn overflow_closes_slow_and_drops_queue() {
+        let outbox = Outbox::new(10);
+        assert_eq!(outbox.push(Bytes::from_static(b"123456")), Pushed::Queued);
+        assert_eq!(outbox.push(Bytes::from_static(b"123456")), Pushed::Overflow);
+        assert_eq!(outbox.push(Bytes::from_static(b"1")), Pushed::Closed);
+        assert_eq!(outbox.queued_bytes(), 0);
+        assert_eq!(outbox.next().await, Next::Close(Disconnect::SLOW));
+    }
+
+    #[tokio::test]
+    async fn close_flushes_queued_first() {
+        let outbox = Outbox::new(100);
+        outbox.push(Bytes::from_static(b"x"));
+        outbox.close(Disconnect::BAD_REQUEST);
+        outbox.close(Disconnect::SHUTDOWN);
+        assert_eq!(outbox.next().await, Next::Write(Bytes::from_static(b"x")));
+        assert_eq!(outbox.next().await, Next::Close(Disconnect::BAD_REQUEST));
+    }
+
+    #[tokio::test]
+    async fn close_now_drops_queued() {
+        let outbox = Outbox::new(100);
+        outbox.push(Bytes::from_static(b"x"));
+        outbox.close_now(Disconnect::NO_PONG);
+        assert_eq!(outbox.next().await, Next::Close(Disconnect::NO_PONG));
+    }
+
+    #[tokio::test]
+    async fn batch_is_capped() {
+        let outbox = Outbox::new(1 << 20);
+        let frame = Bytes::from(vec![b'a'; 20 * 1024]);
+        outbox.push(frame.clone());
+        outbox.push(frame.clone());
+        match outbox.next().await {
+            Next::Write(b) => assert_eq!(b.len(), frame.len()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn writer_wakes_on_push_from_other_task() {
+        let outbox = std::sync::Arc::new(Outbox::new(100));
+        let o = outbox.clone();
+        let writer = tokio::spawn(async move { o.next().await });
+        tokio::task::yield_now().await;
+        outbox.push(Bytes::from_static(b"late"));
+        assert_eq!(
+            writer.await.unwrap(),
+            Next::Write(Bytes::from_static(b"late"))
+        );
+    }
+}

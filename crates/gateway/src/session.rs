@@ -1,0 +1,1018 @@
+//! One actix actor per WebSocket connection. It moves frames and timers in
+//! and out of the ConnectionState, runs one command at a time in arrival
+//! order (so commands that follow `connect` in the same frame wait for its
+//! reply), and writes only into its own bounded Outbox.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::fut::wrap_future;
+use actix::prelude::*;
+use actix_ws::{AggregatedMessage, ProtocolError};
+use bytes::Bytes;
+use herald_auth::{ChannelError, TokenError};
+use herald_bus::{HistoryOptions, HistoryQuery, PublishOptions};
+use herald_protocol::{
+    decode_frame, ClientInfo, Command, CommandResult, ConnectRequest, ConnectResult, Disconnect,
+    ErrorCode, ErrorReply, HistoryRequest, HistoryResult, Method, PresenceResult,
+    PresenceStatsResult, Publication, PublishRequest, Push, PushBody, RawJson, RefreshRequest,
+    RefreshResult, Reply, StreamPosition, SubRefreshRequest, SubRefreshResult, SubscribeRequest,
+    UnsubscribePush, UnsubscribeRequest, UnsubscribeCode, SUBSCRIBE_FLAG_REJECT_UNRECOVERED,
+};
+use rand::Rng;
+use tracing::{debug, info, warn};
+
+use crate::connection::{Admission, ConnectionState, Phase, SubscriptionState};
+use crate::hub::{GapListener, Subscriber};
+use crate::node::{unix_now, Node};
+use crate::outbox::{Outbox, Pushed};
+use crate::subscribe::{self, engine_error, SubscribeFlags, SubscribePlan};
+
+/// Commands waiting behind a running one; more is a flood.
+const MAX_QUEUED_COMMANDS: usize = 1024;
+
+type Work = Pin<Box<dyn ActorFuture<Session, Output = ()>>>;
+
+pub(crate) struct Session {
+    id: u64,
+    client: String,
+    node: Arc<Node>,
+    outbox: Arc<Outbox>,
+    ws: actix_ws::Session,
+    state: ConnectionState,
+    queue: VecDeque<Command>,
+    busy: bool,
+    closing: bool,
+    user: String,
+    conn_info: Option<RawJson>,
+    counted_user: Option<String>,
+    subscribers: HashMap<String, Arc<Subscriber>>,
+    chan_info: HashMap<String, Option<RawJson>>,
+    expiry_timer: Option<SpawnHandle>,
+    gaps: Option<Arc<dyn GapListener>>,
+}
+
+/// Sent by the Hub when a positioned subscription sees a gap.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Gap(String);
+
+struct GapToSession(Addr<Session>);
+
+impl GapListener for GapToSession {
+    fn on_gap(&self, channel: &str) {
+        self.0.do_send(Gap(channel.to_owned()));
+    }
+}
+
+impl Session {
+    pub(crate) fn new(node: Arc<Node>, outbox: Arc<Outbox>, ws: actix_ws::Session) -> Self {
+        let channel_limit = node.client.channel_limit;
+        Self {
+            id: node.next_session_id(),
+            client: uuid::Uuid::new_v4().to_string(),
+            node,
+            outbox,
+            ws,
+            state: ConnectionState::new(channel_limit),
+            queue: VecDeque::new(),
+            busy: false,
+            closing: false,
+            user: String::new(),
+            conn_info: None,
+            counted_user: None,
+            subscribers: HashMap::new(),
+            chan_info: HashMap::new(),
+            expiry_timer: None,
+            gaps: None,
+        }
+    }
+
+    // ---- output ----
+
+    fn send(&mut self, ctx: &mut Context<Self>, reply: &Reply) {
+        self.send_bytes(ctx, Bytes::from(reply.encode()));
+    }
+
+    fn send_bytes(&mut self, ctx: &mut Context<Self>, frame: Bytes) {
+        if self.closing {
+            return;
+        }
+        match self.outbox.push(frame) {
+            Pushed::Queued => {}
+            Pushed::Overflow => {
+                info!(client = %self.client, "disconnecting slow client");
+                self.closing = true;
+                ctx.stop();
+            }
+            Pushed::Closed => {
+                self.closing = true;
+                ctx.stop();
+            }
+        }
+    }
+
+    fn reply(&mut self, ctx: &mut Context<Self>, id: u32, result: CommandResult) {
+        self.send(ctx, &Reply::Result { id, result });
+    }
+
+    fn error(&mut self, ctx: &mut Context<Self>, id: u32, code: ErrorCode) {
+        debug!(client = %self.client, code = code.code(), "command error");
+        self.send(
+            ctx,
+            &Reply::Error {
+                id,
+                error: ErrorReply::from(code),
+            },
+        );
+    }
+
+    fn disconnect(&mut self, ctx: &mut Context<Self>, disconnect: Disconnect) {
+        if self.closing {
+            return;
+        }
+        debug!(client = %self.client, code = disconnect.code, reason = %disconnect.reason, "disconnecting");
+        self.closing = true;
+        self.outbox.close(disconnect);
+        ctx.stop();
+    }
+
+    // ---- input ----
+
+    fn on_frame(&mut self, frame: &[u8], ctx: &mut Context<Self>) {
+        let commands = match decode_frame(frame) {
+            Ok(commands) => commands,
+            Err(e) => {
+                debug!(client = %self.client, error = %e, "undecodable frame");
+                return self.disconnect(ctx, Disconnect::BAD_REQUEST);
+            }
+        };
+        for command in commands {
+            match self.state.admit(&command.method) {
+                Ok(Admission::PongAccepted) => {}
+                Ok(Admission::Queue) => {
+                    if self.queue.len() >= MAX_QUEUED_COMMANDS {
+                        return self.disconnect(ctx, Disconnect::TOO_MANY_REQUESTS);
+                    }
+                    self.queue.push_back(command);
+                }
+                Err(d) => return self.disconnect(ctx, d),
+            }
+        }
+        self.drive(ctx);
+    }
+
+    /// Runs the next queued command unless one is running.
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        while !self.busy && !self.closing {
+            let Some(command) = self.queue.pop_front() else {
+                return;
+            };
+            if let Err(d) = self.state.ready_for(&command.method) {
+                return self.disconnect(ctx, d);
+            }
+            if let Some(work) = self.execute(command, ctx) {
+                self.busy = true;
+                ctx.spawn(work.map(|(), act, ctx| {
+                    act.busy = false;
+                    act.drive(ctx);
+                }));
+            }
+        }
+    }
+
+    /// Handles one command: synchronously (None) or with async work.
+    fn execute(&mut self, command: Command, ctx: &mut Context<Self>) -> Option<Work> {
+        let id = command.id;
+        match command.method {
+            Method::Connect(req) => self.connect(id, req, ctx),
+            Method::Subscribe(req) => self.subscribe(id, req, ctx),
+            Method::Unsubscribe(req) => self.unsubscribe(id, req, ctx),
+            Method::Publish(req) => self.publish(id, req, ctx),
+            Method::Presence(req) => self.presence(id, req.channel, false, ctx),
+            Method::PresenceStats(req) => self.presence(id, req.channel, true, ctx),
+            Method::History(req) => self.history(id, req, ctx),
+            Method::Rpc(_) => {
+                // No RPC handler is configured in herald: 108 (centrifugo-compat §1.4).
+                self.error(ctx, id, ErrorCode::NotAvailable);
+                None
+            }
+            Method::Refresh(req) => {
+                self.refresh(id, req, ctx);
+                None
+            }
+            Method::SubRefresh(req) => {
+                self.sub_refresh(id, req, ctx);
+                None
+            }
+            // Rejected by the state machine before they are queued.
+            Method::Send(_) | Method::Ping | Method::Pong | Method::Unknown => {
+                self.disconnect(ctx, Disconnect::BAD_REQUEST);
+                None
+            }
+        }
+    }
+
+    // ---- connect ----
+
+    fn connect(&mut self, id: u32, req: ConnectRequest, ctx: &mut Context<Self>) -> Option<Work> {
+        let node = self.node.clone();
+        let now = unix_now();
+        let claims = if req.token.is_empty() {
+            if !(node.client.insecure || node.client.allow_anonymous_connect_without_token) {
+                debug!(client = %self.client, "connect without credentials");
+                self.disconnect(ctx, Disconnect::BAD_REQUEST);
+                return None;
+            }
+            None
+        } else {
+            match node.verifier.verify_connection(&req.token, now) {
+                Ok(claims) => Some(claims),
+                Err(TokenError::Expired) => {
+                    self.state.connect_failed();
+                    self.error(ctx, id, ErrorCode::TokenExpired);
+                    return None;
+                }
+                Err(e) => {
+                    warn!(client = %self.client, reason = %e, "connection token rejected");
+                    self.disconnect(ctx, Disconnect::INVALID_TOKEN);
+                    return None;
+                }
+            }
+        };
+        let expires_at = claims.as_ref().and_then(|c| c.expires_at());
+        if expires_at.is_some_and(|at| at <= now) {
+            self.state.connect_failed();
+            self.error(ctx, id, ErrorCode::TokenExpired);
+            return None;
+        }
+        if let Some(c) = &claims {
+            self.user = c.user.clone();
+            self.conn_info = c.info.clone();
+        }
+        if !node.add_user_connection(&self.user) {
+            self.disconnect(ctx, Disconnect::CONNECTION_LIMIT);
+            return None;
+        }
+        self.counted_user = Some(self.user.clone());
+
+        // Server-side subscriptions: `subs` takes precedence over `channels`.
+        let mut plans = Vec::new();
+        if let Some(c) = &claims {
+            let mut wanted: Vec<(String, Option<herald_auth::SubOptions>)> =
+                c.subs.iter().map(|(ch, o)| (ch.clone(), Some(o.clone()))).collect();
+            for ch in &c.channels {
+                if !c.subs.contains_key(ch) {
+                    wanted.push((ch.clone(), None));
+                }
+            }
+            for (channel, sub_options) in wanted {
+                let requested = req.subs.get(&channel);
+                match self.server_side_plan(&channel, sub_options, requested) {
+                    Ok(plan) => plans.push(plan),
+                    Err(code) => {
+                        for plan in &plans {
+                            self.state.remove(&plan.channel);
+                        }
+                        self.state.connect_failed();
+                        self.error(ctx, id, code);
+                        return None;
+                    }
+                }
+            }
+        }
+
+        let subscribers: Vec<Arc<Subscriber>> = plans
+            .iter()
+            .map(|p| self.new_subscriber(&p.channel, p.push_join_leave, ctx))
+            .collect();
+        let work = {
+            let node = node.clone();
+            let plans = plans.clone();
+            let subscribers = subscribers.clone();
+            async move {
+                let mut results = Vec::new();
+                for (plan, subscriber) in plans.into_iter().zip(subscribers) {
+                    results.push(subscribe::subscribe(node.clone(), plan, subscriber).await);
+                }
+                results
+            }
+        };
+        Some(Box::pin(wrap_future::<_, Self>(work).map(
+            move |results, act, ctx| {
+                let mut subs = std::collections::BTreeMap::new();
+                let mut live = Vec::new();
+                for ((plan, subscriber), result) in plans.into_iter().zip(subscribers).zip(results) {
+                    match result {
+                        Ok((result, position)) => {
+                            act.add_subscription(&plan, subscriber.clone(), true);
+                            subs.insert(plan.channel.clone(), result);
+                            live.push((subscriber, position));
+                        }
+                        Err(code) => {
+                            // The connection fails as a whole; undo what succeeded.
+                            warn!(client = %act.client, code = code.code(), "server-side subscription failed");
+                            act.state.remove(&plan.channel);
+                        }
+                    }
+                }
+                if live.len() != subs.len() || subs.len() != act.state.subscriptions().count() {
+                    act.state.connect_failed();
+                    act.error(ctx, id, ErrorCode::Internal);
+                    return;
+                }
+                act.state.connected(expires_at);
+                act.node.client_connected();
+                let ping = act.node.client.ping_interval.as_secs() as u32;
+                let result = ConnectResult {
+                    client: act.client.clone(),
+                    version: act.node.version.to_owned(),
+                    expires: expires_at.is_some(),
+                    ttl: ttl_from(expires_at),
+                    data: None,
+                    subs,
+                    ping,
+                    pong: ping > 0 && !act.node.client.pong_timeout.is_zero(),
+                };
+                act.reply(ctx, id, CommandResult::Connect(result));
+                for (subscriber, position) in live {
+                    subscriber.go_live(position);
+                }
+                debug!(client = %act.client, user = %act.user, "connected");
+                act.start_timers(ctx);
+            },
+        )))
+    }
+
+    fn server_side_plan(
+        &mut self,
+        channel: &str,
+        sub_options: Option<herald_auth::SubOptions>,
+        requested: Option<&SubscribeRequest>,
+    ) -> Result<SubscribePlan, ErrorCode> {
+        let node = self.node.clone();
+        let resolved = node.policy.resolve(channel).map_err(channel_error)?;
+        let mut options = resolved.options.clone();
+        let mut chan_info = None;
+        let mut data = None;
+        if let Some(o) = sub_options {
+            options = o.override_.apply(&options);
+            chan_info = o.info;
+            data = o.data;
+        }
+        self.state.begin_subscribe(channel, true)?;
+        let flags = SubscribeFlags {
+            recover: requested.is_some_and(|r| r.recover),
+            position: requested
+                .map(|r| StreamPosition {
+                    offset: r.offset,
+                    epoch: r.epoch.clone(),
+                })
+                .unwrap_or_default(),
+            history_access: true,
+            presence_access: true,
+            ..Default::default()
+        };
+        let info = self.info_with(chan_info.clone());
+        let meta_ttl = node.policy.history_meta_ttl(&resolved);
+        let mut plan = SubscribePlan::new(&node, channel.to_owned(), &options, meta_ttl, flags, info);
+        plan.data = data;
+        self.chan_info.insert(channel.to_owned(), chan_info);
+        Ok(plan)
+    }
+
+    fn info_with(&self, chan_info: Option<RawJson>) -> ClientInfo {
+        ClientInfo {
+            user: self.user.clone(),
+            client: self.client.clone(),
+            conn_info: self.conn_info.clone(),
+            chan_info,
+        }
+    }
+
+    fn new_subscriber(&mut self, channel: &str, join_leave: bool, ctx: &mut Context<Self>) -> Arc<Subscriber> {
+        let gaps = self
+            .gaps
+            .get_or_insert_with(|| Arc::new(GapToSession(ctx.address())))
+            .clone();
+        Arc::new(Subscriber::new(
+            self.id,
+            channel.to_owned(),
+            self.outbox.clone(),
+            join_leave,
+            gaps,
+        ))
+    }
+
+    fn add_subscription(&mut self, plan: &SubscribePlan, subscriber: Arc<Subscriber>, server_side: bool) {
+        self.state.subscribed(
+            &plan.channel,
+            SubscriptionState {
+                subscribed: true,
+                expires_at: plan.expires_at,
+                server_side,
+                presence: plan.options.presence,
+                join_leave: plan.options.join_leave,
+            },
+        );
+        self.subscribers.insert(plan.channel.clone(), subscriber);
+    }
+
+    // ---- timers ----
+
+    fn start_timers(&mut self, ctx: &mut Context<Self>) {
+        let client = &self.node.client;
+        let interval = client.ping_interval;
+        if !interval.is_zero() {
+            // First ping at a random point in [interval/2, interval) so a
+            // reconnect wave does not ping in lockstep.
+            let half = interval / 2;
+            let jitter = rand::rng().random_range(0..half.as_millis().max(1) as u64);
+            ctx.run_later(half + Duration::from_millis(jitter), move |act, ctx| {
+                act.ping(ctx);
+                ctx.run_interval(interval, |act, ctx| act.ping(ctx));
+            });
+        }
+        let tick = client.presence_update_interval;
+        if !tick.is_zero() {
+            ctx.run_interval(tick, |act, ctx| act.periodic(ctx));
+        }
+        self.schedule_expiry(ctx);
+    }
+
+    fn ping(&mut self, ctx: &mut Context<Self>) {
+        let timeout = self.node.client.pong_timeout;
+        if !timeout.is_zero() {
+            if !self.state.ping_sent(Instant::now()) {
+                return self.disconnect(ctx, Disconnect::NO_PONG);
+            }
+            ctx.run_later(timeout, move |act, ctx| {
+                if act.state.pong_overdue(Instant::now(), timeout) {
+                    act.disconnect(ctx, Disconnect::NO_PONG);
+                }
+            });
+        }
+        self.send(ctx, &Reply::Ping);
+    }
+
+    fn schedule_expiry(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.expiry_timer.take() {
+            ctx.cancel_future(handle);
+        }
+        let Some(at) = self.state.expires_at() else {
+            return;
+        };
+        let grace = self.node.client.expired_close_delay;
+        let due = at.saturating_add(grace.as_secs()).saturating_sub(unix_now());
+        // A little past the deadline so the check sees it passed.
+        let delay = Duration::from_secs(due) + Duration::from_millis(50);
+        self.expiry_timer = Some(ctx.run_later(delay, move |act, ctx| {
+            if act.state.expired(unix_now(), grace) {
+                info!(client = %act.client, "connection expired");
+                act.disconnect(ctx, Disconnect::EXPIRED);
+            } else {
+                act.schedule_expiry(ctx);
+            }
+        }));
+    }
+
+    /// Presence refresh and subscription expiry, every `presence_update_interval`.
+    fn periodic(&mut self, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        let grace = self.node.client.expired_sub_close_delay;
+        for channel in self.state.expired_subscriptions(unix_now(), grace) {
+            let server_side = self.state.subscription(&channel).is_some_and(|s| s.server_side);
+            if server_side {
+                return self.disconnect(ctx, Disconnect::SUBSCRIPTION_EXPIRED);
+            }
+            self.server_unsubscribe(ctx, &channel, UnsubscribeCode::Expired);
+        }
+        let node = self.node.clone();
+        let refresh: Vec<(String, ClientInfo)> = self
+            .state
+            .subscriptions()
+            .filter(|(_, s)| s.subscribed && s.presence)
+            .map(|(c, _)| (c.clone(), self.info_with(self.chan_info.get(c).cloned().flatten())))
+            .collect();
+        if refresh.is_empty() {
+            return;
+        }
+        let ttl = node.presence_ttl();
+        actix_web::rt::spawn(async move {
+            for (channel, info) in refresh {
+                if let Err(e) = node.engine.presence.add_presence(&channel, info, ttl).await {
+                    warn!(error = %e, "presence refresh failed");
+                }
+            }
+        });
+    }
+
+    /// Ends a subscription from the server side with an unsubscribe push.
+    fn server_unsubscribe(&mut self, ctx: &mut Context<Self>, channel: &str, code: UnsubscribeCode) {
+        if self.drop_subscription(channel).is_none() {
+            return;
+        }
+        let push = Reply::Push(Push {
+            channel: channel.to_owned(),
+            body: PushBody::Unsubscribe(UnsubscribePush {
+                code: code.code(),
+                reason: code.reason().to_owned(),
+            }),
+        });
+        self.send(ctx, &push);
+    }
+
+    /// Removes a subscription here and, in the background, from the node.
+    fn drop_subscription(&mut self, channel: &str) -> Option<SubscriptionState> {
+        let state = self.state.remove(channel)?;
+        let chan_info = self.chan_info.remove(channel).flatten();
+        if let Some(subscriber) = self.subscribers.remove(channel) {
+            subscriber.close();
+        }
+        let info = self.info_with(chan_info);
+        let node = self.node.clone();
+        let owned = channel.to_owned();
+        let session = self.id;
+        let left = state.clone();
+        actix_web::rt::spawn(async move {
+            leave(&node, &owned, session, &left, info).await;
+        });
+        Some(state)
+    }
+}
+
+/// Takes a subscription out of the node: Hub, presence, leave event.
+async fn leave(node: &Node, channel: &str, session: u64, state: &SubscriptionState, info: ClientInfo) {
+    node.detach(channel, session).await;
+    if !state.subscribed {
+        return;
+    }
+    if state.presence {
+        if let Err(e) = node.engine.presence.remove_presence(channel, &info.client).await {
+            warn!(error = %e, "presence removal failed");
+        }
+    }
+    if state.join_leave {
+        if let Err(e) = node.engine.broker.publish_leave(channel, info).await {
+            warn!(error = %e, "leave publish failed");
+        }
+    }
+}
+
+fn channel_error(e: ChannelError) -> ErrorCode {
+    match e {
+        ChannelError::UnknownNamespace => ErrorCode::UnknownChannel,
+        _ => ErrorCode::BadRequest,
+    }
+}
+
+fn ttl_from(expires_at: Option<u64>) -> u32 {
+    expires_at
+        .map(|at| at.saturating_sub(unix_now()).min(u64::from(u32::MAX)) as u32)
+        .unwrap_or(0)
+}
+
+impl Session {
+    // ---- subscribe / unsubscribe ----
+
+    fn subscribe(&mut self, id: u32, req: SubscribeRequest, ctx: &mut Context<Self>) -> Option<Work> {
+        if req.channel.is_empty() {
+            self.disconnect(ctx, Disconnect::BAD_REQUEST);
+            return None;
+        }
+        let node = self.node.clone();
+        let resolved = match node.policy.resolve(&req.channel) {
+            Ok(r) => r,
+            Err(e) => {
+                self.error(ctx, id, channel_error(e));
+                return None;
+            }
+        };
+        if let Err(code) = self.state.begin_subscribe(&req.channel, false) {
+            self.error(ctx, id, code);
+            return None;
+        }
+        let insecure = node.client.insecure;
+        let mut options = resolved.options.clone();
+        let mut chan_info = None;
+        let mut data = None;
+        let mut expires_at = None;
+        if !req.token.is_empty() {
+            match node.verifier.verify_subscription(&req.token, unix_now()) {
+                Ok(claims) => {
+                    let mismatch = claims.user != self.user
+                        || claims.channel != req.channel
+                        || claims.client.as_ref().is_some_and(|c| *c != self.client);
+                    if mismatch {
+                        warn!(client = %self.client, "subscription token for another user, channel or client");
+                        self.state.remove(&req.channel);
+                        self.disconnect(ctx, Disconnect::INVALID_TOKEN);
+                        return None;
+                    }
+                    options = claims.override_.apply(&options);
+                    chan_info = claims.info.clone();
+                    data = claims.data.clone();
+                    expires_at = claims.expires_at();
+                }
+                Err(e) => {
+                    debug!(client = %self.client, reason = %e, "subscription token rejected");
+                    self.state.remove(&req.channel);
+                    let code = match e {
+                        TokenError::Expired => ErrorCode::TokenExpired,
+                        _ => ErrorCode::PermissionDenied,
+                    };
+                    self.error(ctx, id, code);
+                    return None;
+                }
+            }
+        } else if !insecure && (resolved.private || !node.policy.can_subscribe(&resolved, &self.user)) {
+            self.state.remove(&req.channel);
+            self.error(ctx, id, ErrorCode::PermissionDenied);
+            return None;
+        }
+        if expires_at.is_some_and(|at| at <= unix_now()) {
+            self.state.remove(&req.channel);
+            self.error(ctx, id, ErrorCode::TokenExpired);
+            return None;
+        }
+        let flags = SubscribeFlags {
+            recover: req.recover,
+            position: StreamPosition {
+                offset: req.offset,
+                epoch: req.epoch.clone(),
+            },
+            recoverable: req.recoverable,
+            positioned: req.positioned,
+            join_leave: req.join_leave,
+            reject_unrecovered: req.flag & SUBSCRIBE_FLAG_REJECT_UNRECOVERED != 0,
+            history_access: insecure || node.policy.can_history(&resolved, &self.user, true),
+            presence_access: insecure || node.policy.can_presence(&resolved, &self.user, true),
+        };
+        let meta_ttl = node.policy.history_meta_ttl(&resolved);
+        let info = self.info_with(chan_info.clone());
+        let mut plan = SubscribePlan::new(&node, req.channel.clone(), &options, meta_ttl, flags, info);
+        plan.expires_at = expires_at;
+        plan.data = data;
+        self.chan_info.insert(req.channel.clone(), chan_info);
+        let subscriber = self.new_subscriber(&req.channel, plan.push_join_leave, ctx);
+        let work = subscribe::subscribe(node, plan.clone(), subscriber.clone());
+        Some(Box::pin(wrap_future::<_, Self>(work).map(move |outcome, act, ctx| {
+            match outcome {
+                Ok((result, position)) => {
+                    if act.state.subscription(&plan.channel).is_none() {
+                        // Dropped while subscribing (server unsubscribe): undo.
+                        let node = act.node.clone();
+                        let (channel, session) = (plan.channel.clone(), act.id);
+                        actix_web::rt::spawn(async move { node.detach(&channel, session).await });
+                        return act.error(ctx, id, ErrorCode::Internal);
+                    }
+                    act.add_subscription(&plan, subscriber.clone(), false);
+                    act.reply(ctx, id, CommandResult::Subscribe(result));
+                    subscriber.go_live(position);
+                    debug!(client = %act.client, channel = %plan.channel, "subscribed");
+                }
+                Err(code) => {
+                    act.state.remove(&plan.channel);
+                    act.chan_info.remove(&plan.channel);
+                    act.error(ctx, id, code);
+                }
+            }
+        })))
+    }
+
+    fn unsubscribe(&mut self, id: u32, req: UnsubscribeRequest, ctx: &mut Context<Self>) -> Option<Work> {
+        if req.channel.is_empty() {
+            self.disconnect(ctx, Disconnect::BAD_REQUEST);
+            return None;
+        }
+        self.drop_subscription(&req.channel);
+        self.reply(ctx, id, CommandResult::Unsubscribe);
+        None
+    }
+
+    // ---- publish / presence / history ----
+
+    fn publish(&mut self, id: u32, req: PublishRequest, ctx: &mut Context<Self>) -> Option<Work> {
+        if req.channel.is_empty() {
+            self.disconnect(ctx, Disconnect::BAD_REQUEST);
+            return None;
+        }
+        let node = self.node.clone();
+        let resolved = match node.policy.resolve(&req.channel) {
+            Ok(r) => r,
+            Err(e) => {
+                self.error(ctx, id, channel_error(e));
+                return None;
+            }
+        };
+        let Some(data) = req.data.filter(|d| !d.is_null()) else {
+            self.error(ctx, id, ErrorCode::BadRequest);
+            return None;
+        };
+        let subscribed = self.state.is_subscribed(&req.channel);
+        if !node.client.insecure && !node.policy.can_publish(&resolved, &self.user, subscribed) {
+            self.error(ctx, id, ErrorCode::PermissionDenied);
+            return None;
+        }
+        let history = resolved.options.history_enabled().then(|| HistoryOptions {
+            size: resolved.options.history_size,
+            ttl: resolved.options.history_ttl,
+            meta_ttl: node.policy.history_meta_ttl(&resolved),
+        });
+        let publication = Publication {
+            data,
+            info: Some(self.info_with(self.chan_info.get(&req.channel).cloned().flatten())),
+            offset: 0,
+            tags: Default::default(),
+        };
+        let channel = req.channel;
+        let work = async move {
+            let options = PublishOptions {
+                history,
+                idempotency_key: None,
+            };
+            node.engine.broker.publish(&channel, publication, &options).await
+        };
+        Some(Box::pin(wrap_future::<_, Self>(work).map(move |outcome, act, ctx| match outcome {
+            Ok(_) => act.reply(ctx, id, CommandResult::Publish),
+            Err(e) => act.error(ctx, id, engine_error(&e)),
+        })))
+    }
+
+    fn presence(&mut self, id: u32, channel: String, stats: bool, ctx: &mut Context<Self>) -> Option<Work> {
+        if channel.is_empty() {
+            self.disconnect(ctx, Disconnect::BAD_REQUEST);
+            return None;
+        }
+        let node = self.node.clone();
+        let resolved = match node.policy.resolve(&channel) {
+            Ok(r) => r,
+            Err(e) => {
+                self.error(ctx, id, channel_error(e));
+                return None;
+            }
+        };
+        if !resolved.options.presence {
+            self.error(ctx, id, ErrorCode::NotAvailable);
+            return None;
+        }
+        let subscribed = self.state.is_subscribed(&channel);
+        if !node.client.insecure && !node.policy.can_presence(&resolved, &self.user, subscribed) {
+            self.error(ctx, id, ErrorCode::PermissionDenied);
+            return None;
+        }
+        let work = async move {
+            let store = &node.engine.presence;
+            if stats {
+                store.presence_stats(&channel).await.map(|s| {
+                    CommandResult::PresenceStats(PresenceStatsResult {
+                        num_clients: s.num_clients,
+                        num_users: s.num_users,
+                    })
+                })
+            } else {
+                store
+                    .presence(&channel)
+                    .await
+                    .map(|presence| CommandResult::Presence(PresenceResult { presence }))
+            }
+        };
+        Some(Box::pin(wrap_future::<_, Self>(work).map(move |outcome, act, ctx| match outcome {
+            Ok(result) => act.reply(ctx, id, result),
+            Err(e) => act.error(ctx, id, engine_error(&e)),
+        })))
+    }
+
+    fn history(&mut self, id: u32, req: HistoryRequest, ctx: &mut Context<Self>) -> Option<Work> {
+        if req.channel.is_empty() {
+            self.disconnect(ctx, Disconnect::BAD_REQUEST);
+            return None;
+        }
+        let node = self.node.clone();
+        let resolved = match node.policy.resolve(&req.channel) {
+            Ok(r) => r,
+            Err(e) => {
+                self.error(ctx, id, channel_error(e));
+                return None;
+            }
+        };
+        if !resolved.options.history_enabled() {
+            self.error(ctx, id, ErrorCode::NotAvailable);
+            return None;
+        }
+        let subscribed = self.state.is_subscribed(&req.channel);
+        if !node.client.insecure && !node.policy.can_history(&resolved, &self.user, subscribed) {
+            self.error(ctx, id, ErrorCode::PermissionDenied);
+            return None;
+        }
+        if req.reverse && req.since.as_ref().is_some_and(|s| s.offset == 0) {
+            self.error(ctx, id, ErrorCode::BadRequest);
+            return None;
+        }
+        let max = node.client.history_max_publication_limit;
+        let limit = match req.limit {
+            0 => 0,
+            n if n < 0 => max,
+            n => (n as usize).min(max),
+        };
+        let query = HistoryQuery {
+            since: req.since,
+            limit: Some(limit),
+            reverse: req.reverse,
+            meta_ttl: node.policy.history_meta_ttl(&resolved),
+        };
+        let channel = req.channel;
+        let work = async move { node.engine.broker.history(&channel, &query).await };
+        Some(Box::pin(wrap_future::<_, Self>(work).map(move |outcome, act, ctx| match outcome {
+            Ok(page) => act.reply(
+                ctx,
+                id,
+                CommandResult::History(HistoryResult {
+                    publications: page.publications,
+                    epoch: page.position.epoch,
+                    offset: page.position.offset,
+                }),
+            ),
+            Err(e) => act.error(ctx, id, engine_error(&e)),
+        })))
+    }
+
+    // ---- refresh ----
+
+    fn refresh(&mut self, id: u32, req: RefreshRequest, ctx: &mut Context<Self>) {
+        if req.token.is_empty() {
+            return self.disconnect(ctx, Disconnect::BAD_REQUEST);
+        }
+        let claims = match self.node.verifier.verify_connection(&req.token, unix_now()) {
+            Ok(claims) => claims,
+            Err(TokenError::Expired) => return self.disconnect(ctx, Disconnect::EXPIRED),
+            Err(e) => {
+                warn!(client = %self.client, reason = %e, "refresh token rejected");
+                return self.disconnect(ctx, Disconnect::INVALID_TOKEN);
+            }
+        };
+        if claims.user != self.user {
+            warn!(client = %self.client, "refresh token for another user");
+            return self.disconnect(ctx, Disconnect::INVALID_TOKEN);
+        }
+        let expires_at = claims.expires_at();
+        if claims.info.is_some() {
+            self.conn_info = claims.info;
+        }
+        self.state.refreshed(expires_at);
+        self.schedule_expiry(ctx);
+        let result = RefreshResult {
+            client: self.client.clone(),
+            version: self.node.version.to_owned(),
+            expires: expires_at.is_some(),
+            ttl: ttl_from(expires_at),
+        };
+        self.reply(ctx, id, CommandResult::Refresh(result));
+    }
+
+    fn sub_refresh(&mut self, id: u32, req: SubRefreshRequest, ctx: &mut Context<Self>) {
+        if req.channel.is_empty() {
+            return self.disconnect(ctx, Disconnect::BAD_REQUEST);
+        }
+        if !self.state.is_subscribed(&req.channel) {
+            return self.error(ctx, id, ErrorCode::PermissionDenied);
+        }
+        if req.token.is_empty() {
+            return self.error(ctx, id, ErrorCode::BadRequest);
+        }
+        let claims = match self.node.verifier.verify_subscription(&req.token, unix_now()) {
+            Ok(claims) => claims,
+            Err(TokenError::Expired) => return self.error(ctx, id, ErrorCode::TokenExpired),
+            Err(e) => {
+                debug!(client = %self.client, reason = %e, "sub_refresh token rejected");
+                return self.error(ctx, id, ErrorCode::PermissionDenied);
+            }
+        };
+        let mismatch = claims.user != self.user
+            || claims.channel != req.channel
+            || claims.client.as_ref().is_some_and(|c| *c != self.client);
+        if mismatch {
+            return self.disconnect(ctx, Disconnect::INVALID_TOKEN);
+        }
+        let expires_at = claims.expires_at();
+        self.state.set_subscription_expiry(&req.channel, expires_at);
+        let result = SubRefreshResult {
+            expires: expires_at.is_some(),
+            ttl: ttl_from(expires_at),
+        };
+        self.reply(ctx, id, CommandResult::SubRefresh(result));
+    }
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let timeout = self.node.client.handshake_timeout;
+        ctx.run_later(timeout, |act, ctx| {
+            if act.state.phase() != Phase::Connected {
+                debug!(client = %act.client, "no connect in time");
+                act.disconnect(ctx, Disconnect::STALE);
+            }
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        // If nothing chose a close code, the peer went away: nothing to flush.
+        self.outbox.close_now(Disconnect::custom(1000, ""));
+        if self.state.phase() == Phase::Connected {
+            self.node.client_disconnected();
+        }
+        if let Some(user) = self.counted_user.take() {
+            self.node.remove_user_connection(&user);
+        }
+        let channels: Vec<String> = self.state.subscriptions().map(|(c, _)| c.clone()).collect();
+        for channel in channels {
+            self.drop_subscription(&channel);
+        }
+        debug!(client = %self.client, "session ended");
+    }
+}
+
+impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Session {
+    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
+        match item {
+            Ok(AggregatedMessage::Text(text)) => self.on_frame(text.as_bytes(), ctx),
+            Ok(AggregatedMessage::Binary(_)) => {
+                // JSON connections carry text frames only.
+                self.disconnect(ctx, Disconnect::BAD_REQUEST)
+            }
+            Ok(AggregatedMessage::Ping(payload)) => {
+                let mut ws = self.ws.clone();
+                actix_web::rt::spawn(async move {
+                    let _ = ws.pong(&payload).await;
+                });
+            }
+            Ok(AggregatedMessage::Pong(_)) => {}
+            Ok(AggregatedMessage::Close(_)) => {
+                self.closing = true;
+                self.outbox.close(Disconnect::custom(1000, ""));
+                ctx.stop();
+            }
+            Err(e) => {
+                let disconnect = match &e {
+                    ProtocolError::Overflow => Disconnect::MESSAGE_TOO_BIG,
+                    ProtocolError::Io(io) if io.to_string().contains("continuation") => {
+                        Disconnect::MESSAGE_TOO_BIG
+                    }
+                    _ => Disconnect::custom(1002, "protocol error"),
+                };
+                debug!(client = %self.client, error = %e, "websocket protocol error");
+                self.disconnect(ctx, disconnect);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Gap> for Session {
+    type Result = ();
+
+    fn handle(&mut self, gap: Gap, ctx: &mut Context<Self>) {
+        let server_side = self.state.subscription(&gap.0).is_some_and(|s| s.server_side);
+        if server_side {
+            return self.disconnect(ctx, Disconnect::INSUFFICIENT_STATE);
+        }
+        self.server_unsubscribe(ctx, &gap.0, UnsubscribeCode::InsufficientState);
+    }
+}
+
+/// Drains a connection's Outbox into its socket: one WebSocket message per
+/// batch of queued frames, then the close frame.
+pub(crate) async fn write_loop(outbox: Arc<Outbox>, mut ws: actix_ws::Session) {
+    use crate::outbox::Next;
+    loop {
+        match outbox.next().await {
+            Next::Write(bytes) => {
+                let Ok(text) = bytestring::ByteString::try_from(bytes) else {
+                    // Frames are serde_json output: always UTF-8.
+                    let _ = ws.close(None).await;
+                    return;
+                };
+                if ws.text(text).await.is_err() {
+                    return;
+                }
+            }
+            Next::Close(disconnect) => {
+                let reason = actix_ws::CloseReason {
+                    code: actix_ws::CloseCode::from(disconnect.code),
+                    description: (!disconnect.reason.is_empty()).then(|| disconnect.reason.into_owned()),
+                };
+                let _ = ws.close(Some(reason)).await;
+                return;
+            }
+        }
+    }
+}

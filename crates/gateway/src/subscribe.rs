@@ -1,0 +1,278 @@
+//! Subscribing a session to a channel: engine first, then history, so no
+//! publication is lost between the two, with recovery per centrifugo-compat
+//! §1.10 and §3.4. Shared by client-side subscribe and the server-side
+//! subscriptions of a connection token.
+
+use std::sync::Arc;
+
+use herald_auth::ChannelOptions;
+use herald_bus::{BusError, HistoryOptions, HistoryPage, HistoryQuery};
+use herald_protocol::{ClientInfo, ErrorCode, RawJson, StreamPosition, SubscribeResult};
+
+use crate::hub::{Position, Subscriber};
+use crate::node::{unix_now, Node};
+
+/// Everything decided synchronously before the engine is touched.
+#[derive(Debug, Clone)]
+pub(crate) struct SubscribePlan {
+    pub(crate) channel: String,
+    pub(crate) options: ChannelOptions,
+    pub(crate) history: Option<HistoryOptions>,
+    pub(crate) recoverable: bool,
+    pub(crate) positioned: bool,
+    /// The client's last known position when it asked to recover.
+    pub(crate) recover: Option<StreamPosition>,
+    /// Subscribe flag bit 2: error 112 instead of `recovered: false`.
+    pub(crate) reject_unrecovered: bool,
+    /// The subscriber receives join/leave pushes.
+    pub(crate) push_join_leave: bool,
+    pub(crate) info: ClientInfo,
+    pub(crate) expires_at: Option<u64>,
+    pub(crate) data: Option<RawJson>,
+}
+
+impl SubscribePlan {
+    pub(crate) fn new(
+        node: &Node,
+        channel: String,
+        namespace_options: &ChannelOptions,
+        meta_ttl: std::time::Duration,
+        request: SubscribeFlags,
+        info: ClientInfo,
+    ) -> Self {
+        let options = namespace_options.clone();
+        let history = options.history_enabled().then_some(HistoryOptions {
+            size: options.history_size,
+            ttl: options.history_ttl,
+            meta_ttl,
+        });
+        let has_history = history.is_some();
+        let recoverable =
+            has_history && (options.force_recovery || (request.recoverable && (options.allow_recovery || request.history_access)));
+        let positioned = has_history
+            && (recoverable
+                || options.force_positioning
+                || (request.positioned && (options.allow_positioning || request.history_access)));
+        let push_join_leave = options.join_leave
+            && (options.force_push_join_leave || (request.join_leave && request.presence_access));
+        let _ = node;
+        Self {
+            channel,
+            history,
+            recoverable,
+            positioned,
+            recover: (request.recover && recoverable).then_some(request.position),
+            reject_unrecovered: request.reject_unrecovered,
+            push_join_leave,
+            info,
+            expires_at: None,
+            data: None,
+            options,
+        }
+    }
+}
+
+/// What the client asked for, plus the access it has.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SubscribeFlags {
+    pub(crate) recover: bool,
+    pub(crate) position: StreamPosition,
+    pub(crate) recoverable: bool,
+    pub(crate) positioned: bool,
+    pub(crate) join_leave: bool,
+    pub(crate) reject_unrecovered: bool,
+    pub(crate) history_access: bool,
+    pub(crate) presence_access: bool,
+}
+
+/// Runs the engine side of a subscribe. On success the subscriber is in the
+/// Hub, buffering; the caller queues the reply and then calls
+/// `Subscriber::go_live` with the returned position. On error nothing is left behind.
+pub(crate) async fn subscribe(
+    node: Arc<Node>,
+    plan: SubscribePlan,
+    subscriber: Arc<Subscriber>,
+) -> Result<(SubscribeResult, Option<Position>), ErrorCode> {
+    let session = subscriber.session();
+    node.attach(&plan.channel, subscriber)
+        .await
+        .map_err(|e| engine_error(&e))?;
+    match finish(&node, &plan).await {
+        Ok(done) => Ok(done),
+        Err(code) => {
+            node.detach(&plan.channel, session).await;
+            Err(code)
+        }
+    }
+}
+
+async fn finish(node: &Node, plan: &SubscribePlan) -> Result<(SubscribeResult, Option<Position>), ErrorCode> {
+    let mut result = SubscribeResult::default();
+    let mut position = None;
+    if let Some(history) = plan.history {
+        // Read even when not positioned: this creates the stream meta
+        // (epoch, top offset) on first subscribe, as history_meta_ttl promises.
+        let (top, recovered) = read_position(node, plan, history).await?;
+        if !plan.positioned {
+            return finish_common(node, plan, result).await.map(|r| (r, None));
+        }
+        result.positioned = true;
+        result.recoverable = plan.recoverable;
+        result.epoch = top.epoch.clone();
+        result.offset = top.offset;
+        if let Some(requested) = &plan.recover {
+            result.was_recovering = true;
+            match recovered {
+                Some(publications) => {
+                    result.recovered = true;
+                    result.offset = requested.offset;
+                    result.publications = publications;
+                }
+                None if plan.reject_unrecovered => return Err(ErrorCode::UnrecoverablePosition),
+                None => {}
+            }
+        }
+        position = Some(Position {
+            offset: top.offset,
+            epoch: top.epoch,
+        });
+    }
+    finish_common(node, plan, result).await.map(|r| (r, position))
+}
+
+/// Presence, join and expiry: the part every subscribe shares.
+async fn finish_common(node: &Node, plan: &SubscribePlan, mut result: SubscribeResult) -> Result<SubscribeResult, ErrorCode> {
+    if plan.options.presence {
+        node.engine
+            .presence
+            .add_presence(&plan.channel, plan.info.clone(), node.presence_ttl())
+            .await
+            .map_err(|e| engine_error(&e))?;
+    }
+    if plan.options.join_leave {
+        node.engine
+            .broker
+            .publish_join(&plan.channel, plan.info.clone())
+            .await
+            .map_err(|e| engine_error(&e))?;
+    }
+    if let Some(at) = plan.expires_at {
+        result.expires = true;
+        result.ttl = at.saturating_sub(unix_now()).min(u64::from(u32::MAX)) as u32;
+    }
+    result.data = plan.data.clone();
+    Ok(result)
+}
+
+/// Reads the stream top, and with a recovery request the missed publications:
+/// `Some(publications)` when the client can continue without a gap.
+async fn read_position(
+    node: &Node,
+    plan: &SubscribePlan,
+    history: HistoryOptions,
+) -> Result<(StreamPosition, Option<Vec<herald_protocol::Publication>>), ErrorCode> {
+    let broker = &node.engine.broker;
+    let top_only = HistoryQuery {
+        since: None,
+        limit: Some(0),
+        reverse: false,
+        meta_ttl: history.meta_ttl,
+    };
+    let Some(requested) = &plan.recover else {
+        let page = broker.history(&plan.channel, &top_only).await.map_err(|e| engine_error(&e))?;
+        return Ok((page.position, None));
+    };
+    let max = node.client.recovery_max_publication_limit;
+    let query = HistoryQuery {
+        since: Some(requested.clone()),
+        limit: Some(max + 1),
+        reverse: false,
+        meta_ttl: history.meta_ttl,
+    };
+    match broker.history(&plan.channel, &query).await {
+        Ok(page) => {
+            let recovered = recovered(requested, &page, max);
+            let top = page.position.clone();
+            Ok((top, recovered.then_some(page.publications)))
+        }
+        Err(BusError::UnrecoverablePosition) => {
+            let page = broker.history(&plan.channel, &top_only).await.map_err(|e| engine_error(&e))?;
+            Ok((page.position, None))
+        }
+        Err(e) => Err(engine_error(&e)),
+    }
+}
+
+/// The recovery rule of centrifugo-compat §1.10.
+fn recovered(requested: &StreamPosition, page: &HistoryPage, max: usize) -> bool {
+    let top = &page.position;
+    if !requested.epoch.is_empty() && requested.epoch != top.epoch {
+        return false;
+    }
+    let pubs = &page.publications;
+    if pubs.len() > max {
+        return false;
+    }
+    match (pubs.first(), pubs.last()) {
+        (Some(first), Some(last)) => first.offset == requested.offset + 1 && last.offset == top.offset,
+        _ => top.offset == requested.offset,
+    }
+}
+
+pub(crate) fn engine_error(e: &BusError) -> ErrorCode {
+    match e {
+        BusError::UnrecoverablePosition => ErrorCode::UnrecoverablePosition,
+        other => {
+            tracing::warn!(error = %other, "engine call failed");
+            ErrorCode::Internal
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_protocol::Publication;
+
+    fn page(offsets: &[u64], top: u64, epoch: &str) -> HistoryPage {
+        HistoryPage {
+            publications: offsets
+                .iter()
+                .map(|o| Publication {
+                    data: RawJson::from_str("1").unwrap(),
+                    info: None,
+                    offset: *o,
+                    tags: Default::default(),
+                })
+                .collect(),
+            position: StreamPosition {
+                offset: top,
+                epoch: epoch.into(),
+            },
+        }
+    }
+
+    fn at(offset: u64, epoch: &str) -> StreamPosition {
+        StreamPosition {
+            offset,
+            epoch: epoch.into(),
+        }
+    }
+
+    #[test]
+    fn recovery_rule_table() {
+        let cases = [
+            (at(3, "E"), page(&[4, 5], 5, "E"), 300, true),
+            (at(3, ""), page(&[4, 5], 5, "E"), 300, true),
+            (at(5, "E"), page(&[], 5, "E"), 300, true),
+            (at(3, "E"), page(&[], 5, "E"), 300, false),
+            (at(3, "OLD"), page(&[4, 5], 5, "E"), 300, false),
+            (at(3, "E"), page(&[5], 5, "E"), 300, false),
+            (at(3, "E"), page(&[4], 5, "E"), 300, false),
+            (at(3, "E"), page(&[4, 5], 5, "E"), 1, false),
+        ];
+        for (i, (requested, page, max, want)) in cases.into_iter().enumerate() {
+            assert_eq!(recovered(&requested, &page, max), want, "case {i}");
+        }
+    }
+}
