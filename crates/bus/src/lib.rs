@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_protocol::{ClientInfo, Publication, StreamPosition};
+use serde::{Deserialize, Serialize};
 
 pub mod memory;
 
@@ -76,6 +77,62 @@ pub struct PresenceStats {
     pub num_users: u32,
 }
 
+/// A cluster-wide command: every node, this one included, applies it to its
+/// own clients. An empty `client` matches every client of `user`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ControlCommand {
+    Disconnect {
+        user: String,
+        #[serde(default)]
+        client: String,
+        /// Client ids left connected.
+        #[serde(default)]
+        whitelist: Vec<String>,
+        code: u16,
+        reason: String,
+    },
+    Unsubscribe {
+        user: String,
+        channel: String,
+        #[serde(default)]
+        client: String,
+    },
+    Subscribe {
+        user: String,
+        channel: String,
+        #[serde(default)]
+        client: String,
+    },
+    Refresh {
+        user: String,
+        #[serde(default)]
+        client: String,
+        /// Disconnect now as expired.
+        #[serde(default)]
+        expired: bool,
+        /// New expiry (unix seconds); `None` = never.
+        #[serde(default)]
+        expire_at: Option<u64>,
+    },
+}
+
+/// One node as the registry knows it (heartbeat content, `/api/info`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeInfo {
+    pub uid: String,
+    pub name: String,
+    pub version: String,
+    pub num_clients: u64,
+    pub num_users: u64,
+    pub num_channels: u64,
+    pub num_subs: u64,
+    /// Seconds since the node started.
+    pub uptime: u64,
+}
+
 /// Publishing, node subscriptions and history.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
@@ -103,6 +160,16 @@ pub trait Broker: Send + Sync + 'static {
     async fn history(&self, channel: &str, query: &HistoryQuery) -> Result<HistoryPage, BusError>;
 
     async fn remove_history(&self, channel: &str) -> Result<(), BusError>;
+
+    /// Delivers a control command to every node, this one included, through
+    /// [`BrokerEvents::on_control`].
+    async fn publish_control(&self, command: &ControlCommand) -> Result<(), BusError>;
+
+    /// The nodes seen alive recently, this one included.
+    fn nodes(&self) -> Vec<NodeInfo>;
+
+    /// False while the backing store cannot be reached.
+    fn healthy(&self) -> bool;
 }
 
 /// Who is in a channel, across every node.
@@ -133,6 +200,16 @@ pub trait BrokerEvents: Send + Sync + 'static {
     fn on_publication(&self, channel: &str, publication: Publication, epoch: &str);
     fn on_join(&self, channel: &str, info: ClientInfo);
     fn on_leave(&self, channel: &str, info: ClientInfo);
+
+    /// A control command published by any node (this one included).
+    fn on_control(&self, command: ControlCommand);
+
+    /// Publications of `channel` may have been lost (for example across a
+    /// pub/sub reconnect): positioned subscribers must recover from history.
+    fn on_gap(&self, channel: &str);
+
+    /// This node's current figures, for heartbeats and the node registry.
+    fn node_info(&self) -> NodeInfo;
 }
 
 /// A running engine: both halves, shareable.

@@ -37,8 +37,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use self::presence::Presence;
 use self::stream::Stream;
 use crate::{
-    Broker, BrokerEvents, BusError, Engine, HistoryPage, HistoryQuery, PresenceStats,
-    PresenceStore, PublishOptions,
+    Broker, BrokerEvents, BusError, ControlCommand, Engine, HistoryPage, HistoryQuery, NodeInfo,
+    PresenceStats, PresenceStore, PublishOptions,
 };
 
 /// Number of channel map shards; a power of two.
@@ -237,6 +237,20 @@ impl Broker for MemoryEngine {
             state.feed.lock().stream.clear();
         }
         Ok(())
+    }
+
+    async fn publish_control(&self, command: &ControlCommand) -> Result<(), BusError> {
+        // One node: the cluster is this process.
+        self.events.on_control(command.clone());
+        Ok(())
+    }
+
+    fn nodes(&self) -> Vec<NodeInfo> {
+        vec![self.events.node_info()]
+    }
+
+    fn healthy(&self) -> bool {
+        true
     }
 }
 

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use herald_bus::BrokerEvents;
 use herald_protocol::{ClientInfo, Publication, Push};
 use parking_lot::{Mutex, RwLock};
 
@@ -119,6 +118,15 @@ impl Subscriber {
             if !keep_going {
                 break;
             }
+        }
+    }
+
+    /// The engine lost delivery for a while: a positioned subscription can
+    /// no longer trust its position and must recover.
+    fn interrupted(&self) {
+        let mut delivery = self.delivery.lock();
+        if matches!(*delivery, Delivery::Positioned { .. }) {
+            self.gap(&mut delivery);
         }
     }
 
@@ -254,12 +262,10 @@ impl Hub {
         self.shard(channel).read().contains_key(channel)
     }
 
-    #[cfg_attr(not(test), expect(dead_code, reason = "node gauges are exported with /metrics"))]
     pub(crate) fn num_channels(&self) -> usize {
         self.num_channels.load(Ordering::Relaxed)
     }
 
-    #[cfg_attr(not(test), expect(dead_code, reason = "node gauges are exported with /metrics"))]
     pub(crate) fn num_subscriptions(&self) -> usize {
         self.num_subscriptions.load(Ordering::Relaxed)
     }
@@ -274,8 +280,13 @@ impl Hub {
     }
 }
 
-impl BrokerEvents for Hub {
-    fn on_publication(&self, channel: &str, publication: Publication, epoch: &str) {
+impl Hub {
+    /// Every positioned subscriber of `channel` may have missed publications.
+    pub(crate) fn on_gap(&self, channel: &str) {
+        self.for_each(channel, |s| s.interrupted());
+    }
+
+    pub(crate) fn on_publication(&self, channel: &str, publication: Publication, epoch: &str) {
         if !self.has_subscribers(channel) {
             return;
         }
@@ -284,7 +295,7 @@ impl BrokerEvents for Hub {
         self.for_each(channel, |s| s.deliver_publication(offset, epoch, &frame));
     }
 
-    fn on_join(&self, channel: &str, info: ClientInfo) {
+    pub(crate) fn on_join(&self, channel: &str, info: ClientInfo) {
         if !self.has_subscribers(channel) {
             return;
         }
@@ -292,7 +303,7 @@ impl BrokerEvents for Hub {
         self.for_each(channel, |s| s.deliver_event(&frame));
     }
 
-    fn on_leave(&self, channel: &str, info: ClientInfo) {
+    pub(crate) fn on_leave(&self, channel: &str, info: ClientInfo) {
         if !self.has_subscribers(channel) {
             return;
         }

@@ -18,7 +18,7 @@ use herald_auth::{ChannelPolicy, TokenVerifier};
 use herald_bus::{BrokerEvents, BusError, Engine};
 
 use crate::hub::Hub;
-use crate::node::Node;
+use crate::node::{Node, NodeEvents};
 
 pub use config::{
     ClientConfig, GatewayConfig, HttpApiConfig, HttpServerConfig, IntrospectionConfig,
@@ -57,19 +57,24 @@ impl RunningServer {
 }
 
 /// Builds the node and starts listening. Must run inside an actix system
-/// (`#[actix_web::main]`). `make_engine` receives the Hub, where the engine
-/// delivers channel events.
-pub async fn serve(
+/// (`#[actix_web::main]`). `make_engine` receives where the engine delivers
+/// channel events and control commands.
+pub async fn serve<F>(
     config: GatewayConfig,
-    make_engine: impl FnOnce(Arc<dyn BrokerEvents>) -> Result<Engine, BusError>,
-) -> Result<RunningServer, GatewayError> {
+    make_engine: impl FnOnce(Arc<dyn BrokerEvents>) -> F,
+) -> Result<RunningServer, GatewayError>
+where
+    F: std::future::Future<Output = Result<Engine, BusError>>,
+{
     let policy = ChannelPolicy::new(&config.channel).map_err(|e| GatewayError::Config(e.to_string()))?;
     let verifier = TokenVerifier::new(&config.client.token, &config.client.subscription_token)
         .map_err(|e| GatewayError::Config(e.to_string()))?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hub = Arc::new(Hub::new(cores * 8));
-    let engine = make_engine(hub.clone())?;
+    let events = Arc::new(NodeEvents::new(hub.clone()));
+    let engine = make_engine(events.clone()).await?;
     let node = Arc::new(Node::new(config.client.clone(), policy, verifier, engine, hub));
+    events.link(&node);
 
     let http = &config.http_server;
     let shared_port = http.internal_port == 0;

@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use actix::{Message, Recipient};
 use herald_auth::{ChannelPolicy, TokenVerifier};
-use herald_bus::{BusError, Engine};
+use herald_bus::{BrokerEvents, BusError, ControlCommand, Engine, NodeInfo};
+use herald_protocol::{ClientInfo, Publication};
 use parking_lot::Mutex;
 
 use crate::config::ClientConfig;
@@ -28,9 +30,23 @@ pub(crate) struct Node {
     /// left -> engine unsubscribe" for the same channel.
     subscribe_locks: Box<[tokio::sync::Mutex<()>]>,
     hasher: BuildHasherDefault<DefaultHasher>,
-    users: Mutex<HashMap<String, usize>>,
+    /// user -> that user's connected sessions on this node.
+    users: Mutex<HashMap<String, Vec<Registered>>>,
     next_session: AtomicU64,
     num_clients: AtomicUsize,
+    pub(crate) uid: String,
+    started: std::time::Instant,
+}
+
+/// A control command for one session.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub(crate) struct Control(pub(crate) ControlCommand);
+
+struct Registered {
+    session: u64,
+    client: String,
+    control: Recipient<Control>,
 }
 
 impl Node {
@@ -55,6 +71,8 @@ impl Node {
             users: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             num_clients: AtomicUsize::new(0),
+            uid: uuid::Uuid::new_v4().to_string(),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -91,45 +109,78 @@ impl Node {
         }
     }
 
-    /// Counts a connection of `user`; false when `client.user_connection_limit` is reached.
-    pub(crate) fn add_user_connection(&self, user: &str) -> bool {
+    /// Registers a connected session of `user`; false when
+    /// `client.user_connection_limit` is reached (anonymous users are not limited).
+    pub(crate) fn register(&self, user: &str, session: u64, client: &str, control: Recipient<Control>) -> bool {
         let mut users = self.users.lock();
-        let count = users.entry(user.to_owned()).or_default();
+        let sessions = users.entry(user.to_owned()).or_default();
         let limit = self.client.user_connection_limit;
-        if limit > 0 && !user.is_empty() && *count >= limit {
-            if *count == 0 {
+        if limit > 0 && !user.is_empty() && sessions.len() >= limit {
+            if sessions.is_empty() {
                 users.remove(user);
             }
             return false;
         }
-        *count += 1;
+        sessions.push(Registered {
+            session,
+            client: client.to_owned(),
+            control,
+        });
+        self.num_clients.fetch_add(1, Ordering::Relaxed);
         true
     }
 
-    pub(crate) fn remove_user_connection(&self, user: &str) {
+    pub(crate) fn unregister(&self, user: &str, session: u64) {
         let mut users = self.users.lock();
-        if let Some(count) = users.get_mut(user) {
-            *count -= 1;
-            if *count == 0 {
-                users.remove(user);
-            }
+        let Some(sessions) = users.get_mut(user) else {
+            return;
+        };
+        let before = sessions.len();
+        sessions.retain(|r| r.session != session);
+        if sessions.len() < before {
+            self.num_clients.fetch_sub(1, Ordering::Relaxed);
+        }
+        if sessions.is_empty() {
+            users.remove(user);
         }
     }
 
-    #[cfg_attr(not(test), expect(dead_code, reason = "node gauges are exported with /metrics"))]
+    /// Hands a control command to the matching sessions of this node.
+    fn dispatch(&self, command: ControlCommand) {
+        let (user, client) = match &command {
+            ControlCommand::Disconnect { user, client, .. }
+            | ControlCommand::Unsubscribe { user, client, .. }
+            | ControlCommand::Subscribe { user, client, .. }
+            | ControlCommand::Refresh { user, client, .. } => (user.clone(), client.clone()),
+            _ => return,
+        };
+        let users = self.users.lock();
+        let Some(sessions) = users.get(&user) else {
+            return;
+        };
+        for r in sessions.iter().filter(|r| client.is_empty() || r.client == client) {
+            r.control.do_send(Control(command.clone()));
+        }
+    }
+
+    pub(crate) fn info(&self) -> NodeInfo {
+        NodeInfo {
+            uid: self.uid.clone(),
+            name: format!("herald-{}", &self.uid[..8]),
+            version: self.version.to_owned(),
+            num_clients: self.num_clients() as u64,
+            num_users: self.num_users() as u64,
+            num_channels: self.hub.num_channels() as u64,
+            num_subs: self.hub.num_subscriptions() as u64,
+            uptime: self.started.elapsed().as_secs(),
+        }
+    }
+
+    /// Distinct users connected here (anonymous counts as one).
     pub(crate) fn num_users(&self) -> usize {
         self.users.lock().len()
     }
 
-    pub(crate) fn client_connected(&self) {
-        self.num_clients.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn client_disconnected(&self) {
-        self.num_clients.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    #[cfg_attr(not(test), expect(dead_code, reason = "node gauges are exported with /metrics"))]
     pub(crate) fn num_clients(&self) -> usize {
         self.num_clients.load(Ordering::Relaxed)
     }
@@ -145,4 +196,57 @@ pub(crate) fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// What the engine talks to: the Hub for channel events, the Node for
+/// control commands and figures. Created before the Node (the engine needs
+/// it, the Node needs the engine), so it reaches the Node through a late link.
+pub(crate) struct NodeEvents {
+    hub: Arc<Hub>,
+    node: std::sync::OnceLock<std::sync::Weak<Node>>,
+}
+
+impl NodeEvents {
+    pub(crate) fn new(hub: Arc<Hub>) -> Self {
+        Self {
+            hub,
+            node: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn link(&self, node: &Arc<Node>) {
+        let _ = self.node.set(Arc::downgrade(node));
+    }
+
+    fn node(&self) -> Option<Arc<Node>> {
+        self.node.get().and_then(std::sync::Weak::upgrade)
+    }
+}
+
+impl BrokerEvents for NodeEvents {
+    fn on_publication(&self, channel: &str, publication: Publication, epoch: &str) {
+        self.hub.on_publication(channel, publication, epoch);
+    }
+
+    fn on_join(&self, channel: &str, info: ClientInfo) {
+        self.hub.on_join(channel, info);
+    }
+
+    fn on_leave(&self, channel: &str, info: ClientInfo) {
+        self.hub.on_leave(channel, info);
+    }
+
+    fn on_control(&self, command: ControlCommand) {
+        if let Some(node) = self.node() {
+            node.dispatch(command);
+        }
+    }
+
+    fn on_gap(&self, channel: &str) {
+        self.hub.on_gap(channel);
+    }
+
+    fn node_info(&self) -> NodeInfo {
+        self.node().map(|n| n.info()).unwrap_or_default()
+    }
 }

@@ -13,12 +13,13 @@ use actix::prelude::*;
 use actix_ws::{AggregatedMessage, ProtocolError};
 use bytes::Bytes;
 use herald_auth::{ChannelError, TokenError};
-use herald_bus::{HistoryOptions, HistoryQuery, PublishOptions};
+use herald_bus::{ControlCommand, HistoryOptions, HistoryQuery, PublishOptions};
 use herald_protocol::{
     decode_frame, ClientInfo, Command, CommandResult, ConnectRequest, ConnectResult, Disconnect,
     ErrorCode, ErrorReply, HistoryRequest, HistoryResult, Method, PresenceResult,
     PresenceStatsResult, Publication, PublishRequest, Push, PushBody, RawJson, RefreshRequest,
-    RefreshResult, Reply, StreamPosition, SubRefreshRequest, SubRefreshResult, SubscribeRequest,
+    RefreshResult, Reply, StreamPosition, SubRefreshRequest, SubRefreshResult, SubscribePush,
+    SubscribeRequest,
     UnsubscribePush, UnsubscribeRequest, UnsubscribeCode, SUBSCRIBE_FLAG_REJECT_UNRECOVERED,
 };
 use rand::Rng;
@@ -26,7 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::connection::{Admission, ConnectionState, Phase, SubscriptionState};
 use crate::hub::{GapListener, Subscriber};
-use crate::node::{unix_now, Node};
+use crate::node::{unix_now, Control, Node};
 use crate::outbox::{Outbox, Pushed};
 use crate::subscribe::{self, engine_error, SubscribeFlags, SubscribePlan};
 
@@ -47,7 +48,8 @@ pub(crate) struct Session {
     closing: bool,
     user: String,
     conn_info: Option<RawJson>,
-    counted_user: Option<String>,
+    /// The user this session is registered under on the Node.
+    registered: Option<String>,
     subscribers: HashMap<String, Arc<Subscriber>>,
     chan_info: HashMap<String, Option<RawJson>>,
     expiry_timer: Option<SpawnHandle>,
@@ -82,7 +84,7 @@ impl Session {
             closing: false,
             user: String::new(),
             conn_info: None,
-            counted_user: None,
+            registered: None,
             subscribers: HashMap::new(),
             chan_info: HashMap::new(),
             expiry_timer: None,
@@ -252,11 +254,11 @@ impl Session {
             self.user = c.user.clone();
             self.conn_info = c.info.clone();
         }
-        if !node.add_user_connection(&self.user) {
+        if !node.register(&self.user, self.id, &self.client, ctx.address().recipient()) {
             self.disconnect(ctx, Disconnect::CONNECTION_LIMIT);
             return None;
         }
-        self.counted_user = Some(self.user.clone());
+        self.registered = Some(self.user.clone());
 
         // Server-side subscriptions: `subs` takes precedence over `channels`.
         let mut plans = Vec::new();
@@ -324,7 +326,6 @@ impl Session {
                     return;
                 }
                 act.state.connected(expires_at);
-                act.node.client_connected();
                 let ping = act.node.client.ping_interval.as_secs() as u32;
                 let result = ConnectResult {
                     client: act.client.clone(),
@@ -924,11 +925,8 @@ impl Actor for Session {
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         // If nothing chose a close code, the peer went away: nothing to flush.
         self.outbox.close_now(Disconnect::custom(1000, ""));
-        if self.state.phase() == Phase::Connected {
-            self.node.client_disconnected();
-        }
-        if let Some(user) = self.counted_user.take() {
-            self.node.remove_user_connection(&user);
+        if let Some(user) = self.registered.take() {
+            self.node.unregister(&user, self.id);
         }
         let channels: Vec<String> = self.state.subscriptions().map(|(c, _)| c.clone()).collect();
         for channel in channels {
@@ -986,6 +984,91 @@ impl Handler<Gap> for Session {
             return self.disconnect(ctx, Disconnect::INSUFFICIENT_STATE);
         }
         self.server_unsubscribe(ctx, &gap.0, UnsubscribeCode::InsufficientState);
+    }
+}
+
+impl Handler<Control> for Session {
+    type Result = ();
+
+    fn handle(&mut self, Control(command): Control, ctx: &mut Context<Self>) {
+        if self.closing || self.state.phase() != Phase::Connected {
+            return;
+        }
+        match command {
+            ControlCommand::Disconnect {
+                whitelist,
+                code,
+                reason,
+                ..
+            } => {
+                if !whitelist.contains(&self.client) {
+                    self.disconnect(ctx, Disconnect::custom(code, &reason));
+                }
+            }
+            ControlCommand::Unsubscribe { channel, .. } => {
+                if self.state.is_subscribed(&channel) {
+                    self.server_unsubscribe(ctx, &channel, UnsubscribeCode::Server);
+                }
+            }
+            ControlCommand::Subscribe { channel, .. } => self.server_subscribe(channel, ctx),
+            ControlCommand::Refresh {
+                expired, expire_at, ..
+            } => {
+                if expired {
+                    return self.disconnect(ctx, Disconnect::EXPIRED);
+                }
+                self.state.refreshed(expire_at);
+                self.schedule_expiry(ctx);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Session {
+    /// A subscription the server adds after connect: announced with a
+    /// `subscribe` push once the node is subscribed.
+    fn server_subscribe(&mut self, channel: String, ctx: &mut Context<Self>) {
+        if self.state.subscription(&channel).is_some() {
+            return;
+        }
+        let plan = match self.server_side_plan(&channel, None, None) {
+            Ok(plan) => plan,
+            Err(code) => {
+                warn!(client = %self.client, code = code.code(), "server subscribe refused");
+                return;
+            }
+        };
+        let subscriber = self.new_subscriber(&channel, plan.push_join_leave, ctx);
+        let work = subscribe::subscribe(self.node.clone(), plan.clone(), subscriber.clone());
+        ctx.spawn(wrap_future::<_, Self>(work).map(move |outcome, act, ctx| match outcome {
+            Ok((result, position)) => {
+                if act.state.subscription(&plan.channel).is_none() {
+                    let node = act.node.clone();
+                    let (channel, session) = (plan.channel.clone(), act.id);
+                    actix_web::rt::spawn(async move { node.detach(&channel, session).await });
+                    return;
+                }
+                act.add_subscription(&plan, subscriber.clone(), true);
+                let push = Reply::Push(Push {
+                    channel: plan.channel.clone(),
+                    body: PushBody::Subscribe(SubscribePush {
+                        recoverable: result.recoverable,
+                        epoch: result.epoch,
+                        offset: result.offset,
+                        positioned: result.positioned,
+                        data: result.data,
+                    }),
+                });
+                act.send(ctx, &push);
+                subscriber.go_live(position);
+            }
+            Err(code) => {
+                warn!(client = %act.client, code = code.code(), "server subscribe failed");
+                act.state.remove(&plan.channel);
+                act.chan_info.remove(&plan.channel);
+            }
+        }));
     }
 }
 

@@ -27,6 +27,7 @@ enum Event {
 #[derive(Default)]
 struct Recorder {
     events: Mutex<Vec<Event>>,
+    controls: Mutex<Vec<ControlCommand>>,
 }
 
 impl Recorder {
@@ -36,6 +37,19 @@ impl Recorder {
 }
 
 impl BrokerEvents for Recorder {
+    fn on_control(&self, command: ControlCommand) {
+        self.controls.lock().push(command);
+    }
+
+    fn on_gap(&self, _channel: &str) {}
+
+    fn node_info(&self) -> NodeInfo {
+        NodeInfo {
+            uid: "test-node".into(),
+            ..Default::default()
+        }
+    }
+
     fn on_publication(&self, channel: &str, publication: Publication, epoch: &str) {
         self.events.lock().push(Event::Publication {
             channel: channel.to_owned(),
@@ -798,4 +812,23 @@ fn works_without_a_runtime() {
             .unwrap();
     });
     assert_eq!(recorder.take().len(), 1);
+}
+
+#[tokio::test]
+async fn control_commands_reach_this_node_and_registry_lists_it() {
+    let recorder = Arc::new(Recorder::default());
+    let engine = MemoryEngine::new(recorder.clone());
+    let command = ControlCommand::Disconnect {
+        user: "42".into(),
+        client: String::new(),
+        whitelist: vec![],
+        code: 3503,
+        reason: "force disconnect".into(),
+    };
+    engine.publish_control(&command).await.unwrap();
+    assert_eq!(recorder.controls.lock().as_slice(), [command]);
+    let nodes = engine.nodes();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].uid, "test-node");
+    assert!(engine.healthy());
 }
