@@ -68,6 +68,7 @@ pub struct ConnectRequest {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub token: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::raw::present")]
     pub data: Option<RawJson>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub subs: BTreeMap<String, SubscribeRequest>,
@@ -95,6 +96,7 @@ pub struct SubscribeRequest {
     #[serde(skip_serializing_if = "is_zero_u64")]
     pub offset: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::raw::present")]
     pub data: Option<RawJson>,
     #[serde(skip_serializing_if = "is_false")]
     pub positioned: bool,
@@ -121,6 +123,7 @@ pub struct PublishRequest {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub channel: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::raw::present")]
     pub data: Option<RawJson>,
 }
 
@@ -155,6 +158,7 @@ pub struct HistoryRequest {
 #[serde(default)]
 pub struct SendRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::raw::present")]
     pub data: Option<RawJson>,
 }
 
@@ -162,6 +166,7 @@ pub struct SendRequest {
 #[serde(default)]
 pub struct RpcRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::raw::present")]
     pub data: Option<RawJson>,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub method: String,

@@ -14,14 +14,13 @@ mod reply;
 pub use code::{Disconnect, ErrorCode, ErrorReply, UnsubscribeCode};
 pub use command::{
     Command, ConnectRequest, HistoryRequest, Method, PresenceRequest, PresenceStatsRequest,
-    PublishRequest, RefreshRequest, RpcRequest, SendRequest, SubRefreshRequest,
-    SubscribeRequest, UnsubscribeRequest, SUBSCRIBE_FLAG_REJECT_UNRECOVERED,
+    PublishRequest, RefreshRequest, RpcRequest, SendRequest, SubRefreshRequest, SubscribeRequest,
+    UnsubscribeRequest, SUBSCRIBE_FLAG_REJECT_UNRECOVERED,
 };
 pub use frame::{decode_frame, encode_frame, FrameError, FrameWriter};
 pub use raw::RawJson;
 pub use reply::{
     ClientInfo, CommandResult, ConnectResult, HistoryResult, JoinPush, LeavePush, MessagePush,
     PresenceResult, PresenceStatsResult, Publication, Push, PushBody, RefreshResult, Reply,
-    RpcResult, StreamPosition, SubRefreshResult, SubscribePush, SubscribeResult,
-    UnsubscribePush,
+    RpcResult, StreamPosition, SubRefreshResult, SubscribePush, SubscribeResult, UnsubscribePush,
 };

@@ -16,11 +16,14 @@ impl RawJson {
     // Not `FromStr`: this strips newlines and callers want the serde error.
     #[allow(clippy::should_implement_trait)]
     pub fn from_str(text: &str) -> Result<Self, serde_json::Error> {
-        if text.contains('\n') {
-            let stripped: String = text.chars().filter(|c| *c != '\n').collect();
+        // Validate before stripping: removing a `\n` from invalid text can
+        // join two tokens into valid JSON (`[1\n2]` -> `[12]`).
+        let raw = RawValue::from_string(text.to_owned())?;
+        if raw.get().contains('\n') {
+            let stripped: String = raw.get().chars().filter(|c| *c != '\n').collect();
             return Ok(Self(RawValue::from_string(stripped)?));
         }
-        Ok(Self(RawValue::from_string(text.to_owned())?))
+        Ok(Self(raw))
     }
 
     /// Serializes any value into a payload.
@@ -67,6 +70,16 @@ impl<'de> Deserialize<'de> for RawJson {
         }
         Ok(Self(raw))
     }
+}
+
+/// `deserialize_with` for `Option<RawJson>` fields: a present JSON `null` is
+/// the payload `null`, not an absent one. Plain `Option` would read it as
+/// `None`, so `Some(null)`, which encodes as `"data":null`, would not decode
+/// back to itself. An absent field still comes from the struct's `default`.
+pub(crate) fn present<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<RawJson>, D::Error> {
+    RawJson::deserialize(deserializer).map(Some)
 }
 
 #[cfg(test)]

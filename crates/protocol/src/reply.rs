@@ -51,8 +51,10 @@ pub struct ClientInfo {
     pub user: String,
     pub client: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::raw::present")]
     pub conn_info: Option<RawJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::raw::present")]
     pub chan_info: Option<RawJson>,
 }
 
@@ -79,6 +81,7 @@ pub struct ConnectResult {
     #[serde(skip_serializing_if = "is_zero_u32")]
     pub ttl: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::raw::present")]
     pub data: Option<RawJson>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub subs: BTreeMap<String, SubscribeResult>,
@@ -108,6 +111,7 @@ pub struct SubscribeResult {
     #[serde(skip_serializing_if = "is_false")]
     pub positioned: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::raw::present")]
     pub data: Option<RawJson>,
     #[serde(skip_serializing_if = "is_false")]
     pub was_recovering: bool,
@@ -141,6 +145,7 @@ pub struct HistoryResult {
 #[serde(default)]
 pub struct RpcResult {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::raw::present")]
     pub data: Option<RawJson>,
 }
 
@@ -214,6 +219,7 @@ pub struct SubscribePush {
     #[serde(skip_serializing_if = "is_false")]
     pub positioned: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::raw::present")]
     pub data: Option<RawJson>,
 }
 
