@@ -53,7 +53,7 @@ impl Default for TlsConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct IntrospectionConfig {
     pub endpoint: String,
@@ -61,6 +61,26 @@ pub struct IntrospectionConfig {
     pub client_secret: String,
     #[serde(with = "humantime_serde")]
     pub cache_ttl: Duration,
+}
+
+// Secrets never show in `{:?}` of the config.
+impl std::fmt::Debug for IntrospectionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntrospectionConfig")
+            .field("endpoint", &self.endpoint)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &redacted(&self.client_secret))
+            .field("cache_ttl", &self.cache_ttl)
+            .finish()
+    }
+}
+
+fn redacted(secret: &str) -> &'static str {
+    if secret.is_empty() {
+        ""
+    } else {
+        "<redacted>"
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,10 +154,18 @@ impl Default for ClientConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct HttpApiConfig {
     pub key: String,
+}
+
+impl std::fmt::Debug for HttpApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpApiConfig")
+            .field("key", &redacted(&self.key))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -136,7 +136,11 @@ impl ConnectionState {
     }
 
     /// Reserves a subscription slot (105 if already there, 106 over the limit).
-    pub(crate) fn begin_subscribe(&mut self, channel: &str, server_side: bool) -> Result<(), ErrorCode> {
+    pub(crate) fn begin_subscribe(
+        &mut self,
+        channel: &str,
+        server_side: bool,
+    ) -> Result<(), ErrorCode> {
         if self.subscriptions.contains_key(channel) {
             return Err(ErrorCode::AlreadySubscribed);
         }
@@ -179,7 +183,9 @@ impl ConnectionState {
     }
 
     pub(crate) fn is_subscribed(&self, channel: &str) -> bool {
-        self.subscriptions.get(channel).is_some_and(|s| s.subscribed)
+        self.subscriptions
+            .get(channel)
+            .is_some_and(|s| s.subscribed)
     }
 
     pub(crate) fn set_subscription_expiry(&mut self, channel: &str, expires_at: Option<u64>) {
@@ -294,7 +300,10 @@ mod tests {
     fn subscription_slots() {
         let mut s = ConnectionState::new(2);
         s.begin_subscribe("a", false).unwrap();
-        assert_eq!(s.begin_subscribe("a", false), Err(ErrorCode::AlreadySubscribed));
+        assert_eq!(
+            s.begin_subscribe("a", false),
+            Err(ErrorCode::AlreadySubscribed)
+        );
         s.begin_subscribe("b", false).unwrap();
         assert_eq!(s.begin_subscribe("c", false), Err(ErrorCode::LimitExceeded));
         assert!(!s.is_subscribed("a"));
@@ -309,7 +318,10 @@ mod tests {
         assert!(s.is_subscribed("a"));
         assert!(s.remove("b").is_some());
         assert!(!s.subscribed("b", state));
-        assert_eq!(s.expired_subscriptions(10, Duration::ZERO), vec!["a".to_string()]);
+        assert_eq!(
+            s.expired_subscriptions(10, Duration::ZERO),
+            vec!["a".to_string()]
+        );
         assert!(s.expired_subscriptions(9, Duration::ZERO).is_empty());
     }
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use herald_protocol::{ClientInfo, Publication, Push};
+use herald_protocol::{ClientInfo, Disconnect, Publication, Push};
 use parking_lot::{Mutex, RwLock};
 
 use crate::outbox::{Outbox, Pushed};
@@ -46,9 +46,14 @@ pub(crate) struct Subscriber {
 
 enum Delivery {
     /// Subscribe in progress: hold everything until the reply is queued.
-    Buffering(Vec<Buffered>),
+    /// Bounded like the outbox: what would overflow it closes the client as
+    /// slow, as it would once flushed.
+    Buffering(Vec<Buffered>, usize),
     /// Positioned: `next` is the offset expected next within `epoch`.
-    Positioned { next: u64, epoch: String },
+    Positioned {
+        next: u64,
+        epoch: String,
+    },
     Live,
     Gone,
 }
@@ -80,7 +85,7 @@ impl Subscriber {
             channel,
             outbox,
             join_leave,
-            delivery: Mutex::new(Delivery::Buffering(Vec::new())),
+            delivery: Mutex::new(Delivery::Buffering(Vec::new(), 0)),
             gaps,
         }
     }
@@ -94,7 +99,7 @@ impl Subscriber {
     pub(crate) fn go_live(&self, position: Option<Position>) {
         let mut delivery = self.delivery.lock();
         let buffered = match std::mem::replace(&mut *delivery, Delivery::Live) {
-            Delivery::Buffering(b) => b,
+            Delivery::Buffering(b, _) => b,
             Delivery::Gone => {
                 *delivery = Delivery::Gone;
                 return;
@@ -112,7 +117,9 @@ impl Subscriber {
         }
         for item in buffered {
             let keep_going = match &item.position {
-                Some((offset, epoch)) => self.deliver_locked(&mut delivery, *offset, epoch, item.frame),
+                Some((offset, epoch)) => {
+                    self.deliver_locked(&mut delivery, *offset, epoch, item.frame)
+                }
                 None => self.push(&mut delivery, item.frame),
             };
             if !keep_going {
@@ -137,11 +144,12 @@ impl Subscriber {
 
     fn deliver_publication(&self, offset: u64, epoch: &str, frame: &Bytes) {
         let mut delivery = self.delivery.lock();
-        if let Delivery::Buffering(buffer) = &mut *delivery {
-            buffer.push(Buffered {
+        if let Delivery::Buffering(..) = &*delivery {
+            let item = Buffered {
                 position: Some((offset, epoch.to_owned())),
                 frame: frame.clone(),
-            });
+            };
+            self.buffer(&mut delivery, item);
             return;
         }
         self.deliver_locked(&mut delivery, offset, epoch, frame.clone());
@@ -152,19 +160,43 @@ impl Subscriber {
             return;
         }
         let mut delivery = self.delivery.lock();
-        if let Delivery::Buffering(buffer) = &mut *delivery {
-            buffer.push(Buffered {
+        if let Delivery::Buffering(..) = &*delivery {
+            let item = Buffered {
                 position: None,
                 frame: frame.clone(),
-            });
+            };
+            self.buffer(&mut delivery, item);
             return;
         }
         self.push(&mut delivery, frame.clone());
     }
 
+    fn buffer(&self, delivery: &mut Delivery, item: Buffered) {
+        let Delivery::Buffering(buffer, bytes) = delivery else {
+            return;
+        };
+        if *bytes + item.frame.len() > self.outbox.limit() {
+            *delivery = Delivery::Gone;
+            self.outbox.close_now(Disconnect::SLOW);
+            return;
+        }
+        *bytes += item.frame.len();
+        buffer.push(item);
+    }
+
     /// Returns false when the subscription ended.
-    fn deliver_locked(&self, delivery: &mut Delivery, offset: u64, epoch: &str, frame: Bytes) -> bool {
-        if let Delivery::Positioned { next, epoch: expected } = delivery {
+    fn deliver_locked(
+        &self,
+        delivery: &mut Delivery,
+        offset: u64,
+        epoch: &str,
+        frame: Bytes,
+    ) -> bool {
+        if let Delivery::Positioned {
+            next,
+            epoch: expected,
+        } = delivery
+        {
             if offset > 0 {
                 if epoch != expected.as_str() && !expected.is_empty() {
                     return self.gap(delivery);
@@ -208,7 +240,9 @@ impl Subscriber {
 impl Hub {
     pub(crate) fn new(shards: usize) -> Self {
         Self {
-            shards: (0..shards.max(1)).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..shards.max(1))
+                .map(|_| RwLock::new(HashMap::new()))
+                .collect(),
             hasher: BuildHasherDefault::default(),
             num_channels: AtomicUsize::new(0),
             num_subscriptions: AtomicUsize::new(0),
@@ -336,7 +370,13 @@ mod tests {
     }
 
     fn subscriber(id: u64, outbox: &Arc<Outbox>, gaps: &Arc<Gaps>) -> Arc<Subscriber> {
-        Arc::new(Subscriber::new(id, "ch".into(), outbox.clone(), true, gaps.clone()))
+        Arc::new(Subscriber::new(
+            id,
+            "ch".into(),
+            outbox.clone(),
+            true,
+            gaps.clone(),
+        ))
     }
 
     async fn drain(outbox: &Outbox) -> String {
@@ -357,10 +397,16 @@ mod tests {
         hub.on_publication("ch", publication(6), "E");
         // The reply (recovering up to offset 5) goes first, then only offset 6.
         outbox.push(Bytes::from_static(b"REPLY"));
-        sub.go_live(Some(Position { offset: 5, epoch: "E".into() }));
+        sub.go_live(Some(Position {
+            offset: 5,
+            epoch: "E".into(),
+        }));
         let frame = drain(&outbox).await;
         assert!(frame.starts_with("REPLY\n"), "{frame}");
-        assert!(frame.contains("\"n\":6") && !frame.contains("\"n\":5"), "{frame}");
+        assert!(
+            frame.contains("\"n\":6") && !frame.contains("\"n\":5"),
+            "{frame}"
+        );
         hub.on_publication("ch", publication(7), "E");
         assert!(drain(&outbox).await.contains("\"offset\":7"));
         assert!(gaps.0.lock().is_empty());
@@ -373,15 +419,40 @@ mod tests {
         let outbox = Arc::new(Outbox::new(1 << 20));
         let sub = subscriber(1, &outbox, &gaps);
         hub.add(sub.clone());
-        sub.go_live(Some(Position { offset: 1, epoch: "E".into() }));
+        sub.go_live(Some(Position {
+            offset: 1,
+            epoch: "E".into(),
+        }));
         hub.on_publication("ch", publication(3), "E");
         assert_eq!(gaps.0.lock().as_slice(), ["ch".to_string()]);
 
         let sub2 = subscriber(2, &outbox, &gaps);
         hub.add(sub2.clone());
-        sub2.go_live(Some(Position { offset: 1, epoch: "E".into() }));
+        sub2.go_live(Some(Position {
+            offset: 1,
+            epoch: "E".into(),
+        }));
         hub.on_publication("ch", publication(2), "OTHER");
         assert_eq!(gaps.0.lock().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn buffering_is_bounded_like_the_outbox() {
+        let hub = Hub::new(2);
+        let gaps = Arc::new(Gaps::default());
+        let outbox = Arc::new(Outbox::new(4096));
+        let sub = subscriber(1, &outbox, &gaps);
+        hub.add(sub.clone());
+        // The subscribe reply is not queued yet: everything is held.
+        for offset in 1..=200 {
+            hub.on_publication("ch", publication(offset), "E");
+        }
+        assert_eq!(
+            drain(&outbox).await,
+            format!("close {}", Disconnect::SLOW.code)
+        );
+        sub.go_live(None);
+        assert_eq!(outbox.queued_bytes(), 0);
     }
 
     #[tokio::test]

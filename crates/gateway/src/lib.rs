@@ -46,13 +46,16 @@ pub struct RunningServer {
     pub public_addr: SocketAddr,
     /// Where API, metrics and health listen (same as public when internal_port = 0).
     pub internal_addr: SocketAddr,
-    server: actix_web::dev::Server,
+    servers: Vec<actix_web::dev::Server>,
 }
 
 impl RunningServer {
-    /// Resolves when the server has stopped.
+    /// Resolves when every listener has stopped.
     pub async fn wait(self) -> std::io::Result<()> {
-        self.server.await
+        for result in futures_util::future::join_all(self.servers).await {
+            result?;
+        }
+        Ok(())
     }
 }
 
@@ -66,20 +69,31 @@ pub async fn serve<F>(
 where
     F: std::future::Future<Output = Result<Engine, BusError>>,
 {
-    let policy = ChannelPolicy::new(&config.channel).map_err(|e| GatewayError::Config(e.to_string()))?;
+    let policy =
+        ChannelPolicy::new(&config.channel).map_err(|e| GatewayError::Config(e.to_string()))?;
     let verifier = TokenVerifier::new(&config.client.token, &config.client.subscription_token)
         .map_err(|e| GatewayError::Config(e.to_string()))?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hub = Arc::new(Hub::new(cores * 8));
     let events = Arc::new(NodeEvents::new(hub.clone()));
     let engine = make_engine(events.clone()).await?;
-    let node = Arc::new(Node::new(config.client.clone(), policy, verifier, engine, hub));
+    let node = Arc::new(Node::new(
+        config.client.clone(),
+        policy,
+        verifier,
+        engine,
+        hub,
+    ));
     events.link(&node);
 
     let http = &config.http_server;
     let shared_port = http.internal_port == 0;
     let public = bind(&http.address, http.port)?;
-    let internal = if shared_port { None } else { Some(bind(&http.address, http.internal_port)?) };
+    let internal = if shared_port {
+        None
+    } else {
+        Some(bind(&http.address, http.internal_port)?)
+    };
     let public_addr = local_addr(&public)?;
     let internal_addr = match &internal {
         Some(l) => local_addr(l)?,
@@ -87,40 +101,63 @@ where
     };
 
     let data = web::Data::new(node.clone());
-    let public_port = public_addr.port();
-    let mut server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .service(web::resource("/connection/websocket").route(web::get().to(ws::websocket)))
-            .configure(|cfg| internal_routes(cfg, public_port, shared_port))
+    // One server per listener, so the internal routes (API, metrics, health)
+    // are never reachable on the public port unless the ports are shared.
+    let public_data = data.clone();
+    let public_server = HttpServer::new(move || {
+        let app = App::new()
+            .app_data(public_data.clone())
+            .configure(public_routes);
+        if shared_port {
+            app.configure(internal_routes)
+        } else {
+            app
+        }
     })
     .workers(cores)
     .disable_signals()
     .listen(public)
-    .map_err(|source| GatewayError::Bind { addr: public_addr.to_string(), source })?;
-    if let Some(listener) = internal {
-        server = server
-            .listen(listener)
-            .map_err(|source| GatewayError::Bind { addr: internal_addr.to_string(), source })?;
-    }
+    .map_err(|source| GatewayError::Bind {
+        addr: public_addr.to_string(),
+        source,
+    })?
+    .run();
+    let internal_server = match internal {
+        None => None,
+        Some(listener) => Some(
+            HttpServer::new(move || App::new().app_data(data.clone()).configure(internal_routes))
+                .workers(1)
+                .disable_signals()
+                .listen(listener)
+                .map_err(|source| GatewayError::Bind {
+                    addr: internal_addr.to_string(),
+                    source,
+                })?
+                .run(),
+        ),
+    };
     tracing::info!(%public_addr, %internal_addr, "listening");
     Ok(RunningServer {
         public_addr,
         internal_addr,
-        server: server.run(),
+        servers: std::iter::once(public_server)
+            .chain(internal_server)
+            .collect(),
     })
 }
 
+/// Routes of the public listener: the client protocol.
+fn public_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/connection/websocket").route(web::get().to(ws::websocket)));
+}
+
 /// Routes of the internal listener (health; API and metrics come with their issue).
-fn internal_routes(cfg: &mut web::ServiceConfig, public_port: u16, shared: bool) {
-    let guard = move |ctx: &actix_web::guard::GuardContext<'_>| {
-        shared || ctx.head().uri.port_u16() != Some(public_port)
-    };
-    cfg.service(
-        web::resource("/health")
-            .guard(actix_web::guard::fn_guard(guard))
-            .route(web::get().to(|| async { HttpResponse::Ok().content_type("application/json").body("{}") })),
-    );
+fn internal_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/health").route(web::get().to(|| async {
+        HttpResponse::Ok()
+            .content_type("application/json")
+            .body("{}")
+    })));
 }
 
 fn bind(address: &str, port: u16) -> Result<std::net::TcpListener, GatewayError> {

@@ -87,7 +87,11 @@ impl Node {
 
     /// Adds a subscriber to the Hub, subscribing the node in the engine when
     /// it is the channel's first here.
-    pub(crate) async fn attach(&self, channel: &str, subscriber: Arc<Subscriber>) -> Result<(), BusError> {
+    pub(crate) async fn attach(
+        &self,
+        channel: &str,
+        subscriber: Arc<Subscriber>,
+    ) -> Result<(), BusError> {
         let _order = self.subscribe_lock(channel).lock().await;
         if self.hub.add(subscriber.clone()) {
             if let Err(e) = self.engine.broker.subscribe(channel).await {
@@ -111,7 +115,13 @@ impl Node {
 
     /// Registers a connected session of `user`; false when
     /// `client.user_connection_limit` is reached (anonymous users are not limited).
-    pub(crate) fn register(&self, user: &str, session: u64, client: &str, control: Recipient<Control>) -> bool {
+    pub(crate) fn register(
+        &self,
+        user: &str,
+        session: u64,
+        client: &str,
+        control: Recipient<Control>,
+    ) -> bool {
         let mut users = self.users.lock();
         let sessions = users.entry(user.to_owned()).or_default();
         let limit = self.client.user_connection_limit;
@@ -158,7 +168,10 @@ impl Node {
         let Some(sessions) = users.get(&user) else {
             return;
         };
-        for r in sessions.iter().filter(|r| client.is_empty() || r.client == client) {
+        for r in sessions
+            .iter()
+            .filter(|r| client.is_empty() || r.client == client)
+        {
             r.control.do_send(Control(command.clone()));
         }
     }

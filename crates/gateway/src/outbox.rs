@@ -90,6 +90,11 @@ impl Outbox {
         Pushed::Queued
     }
 
+    /// The byte limit of the queue (`client.queue_max_size`).
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Closes after what is already queued has been written. The first close wins.
     pub(crate) fn close(&self, disconnect: Disconnect) {
         self.close_with(disconnect, true);
@@ -152,7 +157,10 @@ impl Outbox {
             }
             return Some(Next::Write(batch.freeze()));
         }
-        state.close.as_ref().map(|c| Next::Close(c.disconnect.clone()))
+        state
+            .close
+            .as_ref()
+            .map(|c| Next::Close(c.disconnect.clone()))
     }
 }
 
@@ -163,8 +171,14 @@ mod tests {
     #[tokio::test]
     async fn joins_queued_frames_into_one_message() {
         let outbox = Outbox::new(1024);
-        assert_eq!(outbox.push(Bytes::from_static(b"{\"a\":1}")), Pushed::Queued);
-        assert_eq!(outbox.push(Bytes::from_static(b"{\"b\":2}")), Pushed::Queued);
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"{\"a\":1}")),
+            Pushed::Queued
+        );
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"{\"b\":2}")),
+            Pushed::Queued
+        );
         assert_eq!(
             outbox.next().await,
             Next::Write(Bytes::from_static(b"{\"a\":1}\n{\"b\":2}"))

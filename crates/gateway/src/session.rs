@@ -19,8 +19,8 @@ use herald_protocol::{
     ErrorCode, ErrorReply, HistoryRequest, HistoryResult, Method, PresenceResult,
     PresenceStatsResult, Publication, PublishRequest, Push, PushBody, RawJson, RefreshRequest,
     RefreshResult, Reply, StreamPosition, SubRefreshRequest, SubRefreshResult, SubscribePush,
-    SubscribeRequest,
-    UnsubscribePush, UnsubscribeRequest, UnsubscribeCode, SUBSCRIBE_FLAG_REJECT_UNRECOVERED,
+    SubscribeRequest, UnsubscribeCode, UnsubscribePush, UnsubscribeRequest,
+    SUBSCRIBE_FLAG_REJECT_UNRECOVERED,
 };
 use rand::Rng;
 use tracing::{debug, info, warn};
@@ -263,8 +263,11 @@ impl Session {
         // Server-side subscriptions: `subs` takes precedence over `channels`.
         let mut plans = Vec::new();
         if let Some(c) = &claims {
-            let mut wanted: Vec<(String, Option<herald_auth::SubOptions>)> =
-                c.subs.iter().map(|(ch, o)| (ch.clone(), Some(o.clone()))).collect();
+            let mut wanted: Vec<(String, Option<herald_auth::SubOptions>)> = c
+                .subs
+                .iter()
+                .map(|(ch, o)| (ch.clone(), Some(o.clone())))
+                .collect();
             for ch in &c.channels {
                 if !c.subs.contains_key(ch) {
                     wanted.push((ch.clone(), None));
@@ -326,7 +329,9 @@ impl Session {
                     return;
                 }
                 act.state.connected(expires_at);
-                let ping = act.node.client.ping_interval.as_secs() as u32;
+                // Whole seconds on the wire: round a sub-second interval up so
+                // the client's no-ping timer is never shorter than ours.
+                let ping = act.node.client.ping_interval.as_millis().div_ceil(1000).min(u128::from(u32::MAX)) as u32;
                 let result = ConnectResult {
                     client: act.client.clone(),
                     version: act.node.version.to_owned(),
@@ -378,7 +383,8 @@ impl Session {
         };
         let info = self.info_with(chan_info.clone());
         let meta_ttl = node.policy.history_meta_ttl(&resolved);
-        let mut plan = SubscribePlan::new(&node, channel.to_owned(), &options, meta_ttl, flags, info);
+        let mut plan =
+            SubscribePlan::new(&node, channel.to_owned(), &options, meta_ttl, flags, info);
         plan.data = data;
         self.chan_info.insert(channel.to_owned(), chan_info);
         Ok(plan)
@@ -393,7 +399,12 @@ impl Session {
         }
     }
 
-    fn new_subscriber(&mut self, channel: &str, join_leave: bool, ctx: &mut Context<Self>) -> Arc<Subscriber> {
+    fn new_subscriber(
+        &mut self,
+        channel: &str,
+        join_leave: bool,
+        ctx: &mut Context<Self>,
+    ) -> Arc<Subscriber> {
         let gaps = self
             .gaps
             .get_or_insert_with(|| Arc::new(GapToSession(ctx.address())))
@@ -407,7 +418,12 @@ impl Session {
         ))
     }
 
-    fn add_subscription(&mut self, plan: &SubscribePlan, subscriber: Arc<Subscriber>, server_side: bool) {
+    fn add_subscription(
+        &mut self,
+        plan: &SubscribePlan,
+        subscriber: Arc<Subscriber>,
+        server_side: bool,
+    ) {
         self.state.subscribed(
             &plan.channel,
             SubscriptionState {
@@ -466,7 +482,9 @@ impl Session {
             return;
         };
         let grace = self.node.client.expired_close_delay;
-        let due = at.saturating_add(grace.as_secs()).saturating_sub(unix_now());
+        let due = at
+            .saturating_add(grace.as_secs())
+            .saturating_sub(unix_now());
         // A little past the deadline so the check sees it passed.
         let delay = Duration::from_secs(due) + Duration::from_millis(50);
         self.expiry_timer = Some(ctx.run_later(delay, move |act, ctx| {
@@ -486,7 +504,10 @@ impl Session {
         }
         let grace = self.node.client.expired_sub_close_delay;
         for channel in self.state.expired_subscriptions(unix_now(), grace) {
-            let server_side = self.state.subscription(&channel).is_some_and(|s| s.server_side);
+            let server_side = self
+                .state
+                .subscription(&channel)
+                .is_some_and(|s| s.server_side);
             if server_side {
                 return self.disconnect(ctx, Disconnect::SUBSCRIPTION_EXPIRED);
             }
@@ -497,7 +518,12 @@ impl Session {
             .state
             .subscriptions()
             .filter(|(_, s)| s.subscribed && s.presence)
-            .map(|(c, _)| (c.clone(), self.info_with(self.chan_info.get(c).cloned().flatten())))
+            .map(|(c, _)| {
+                (
+                    c.clone(),
+                    self.info_with(self.chan_info.get(c).cloned().flatten()),
+                )
+            })
             .collect();
         if refresh.is_empty() {
             return;
@@ -513,7 +539,12 @@ impl Session {
     }
 
     /// Ends a subscription from the server side with an unsubscribe push.
-    fn server_unsubscribe(&mut self, ctx: &mut Context<Self>, channel: &str, code: UnsubscribeCode) {
+    fn server_unsubscribe(
+        &mut self,
+        ctx: &mut Context<Self>,
+        channel: &str,
+        code: UnsubscribeCode,
+    ) {
         if self.drop_subscription(channel).is_none() {
             return;
         }
@@ -547,13 +578,24 @@ impl Session {
 }
 
 /// Takes a subscription out of the node: Hub, presence, leave event.
-async fn leave(node: &Node, channel: &str, session: u64, state: &SubscriptionState, info: ClientInfo) {
+async fn leave(
+    node: &Node,
+    channel: &str,
+    session: u64,
+    state: &SubscriptionState,
+    info: ClientInfo,
+) {
     node.detach(channel, session).await;
     if !state.subscribed {
         return;
     }
     if state.presence {
-        if let Err(e) = node.engine.presence.remove_presence(channel, &info.client).await {
+        if let Err(e) = node
+            .engine
+            .presence
+            .remove_presence(channel, &info.client)
+            .await
+        {
             warn!(error = %e, "presence removal failed");
         }
     }
@@ -580,7 +622,12 @@ fn ttl_from(expires_at: Option<u64>) -> u32 {
 impl Session {
     // ---- subscribe / unsubscribe ----
 
-    fn subscribe(&mut self, id: u32, req: SubscribeRequest, ctx: &mut Context<Self>) -> Option<Work> {
+    fn subscribe(
+        &mut self,
+        id: u32,
+        req: SubscribeRequest,
+        ctx: &mut Context<Self>,
+    ) -> Option<Work> {
         if req.channel.is_empty() {
             self.disconnect(ctx, Disconnect::BAD_REQUEST);
             return None;
@@ -630,7 +677,9 @@ impl Session {
                     return None;
                 }
             }
-        } else if !insecure && (resolved.private || !node.policy.can_subscribe(&resolved, &self.user)) {
+        } else if !insecure
+            && (resolved.private || !node.policy.can_subscribe(&resolved, &self.user))
+        {
             self.state.remove(&req.channel);
             self.error(ctx, id, ErrorCode::PermissionDenied);
             return None;
@@ -655,37 +704,47 @@ impl Session {
         };
         let meta_ttl = node.policy.history_meta_ttl(&resolved);
         let info = self.info_with(chan_info.clone());
-        let mut plan = SubscribePlan::new(&node, req.channel.clone(), &options, meta_ttl, flags, info);
+        let mut plan =
+            SubscribePlan::new(&node, req.channel.clone(), &options, meta_ttl, flags, info);
         plan.expires_at = expires_at;
         plan.data = data;
         self.chan_info.insert(req.channel.clone(), chan_info);
         let subscriber = self.new_subscriber(&req.channel, plan.push_join_leave, ctx);
         let work = subscribe::subscribe(node, plan.clone(), subscriber.clone());
-        Some(Box::pin(wrap_future::<_, Self>(work).map(move |outcome, act, ctx| {
-            match outcome {
-                Ok((result, position)) => {
-                    if act.state.subscription(&plan.channel).is_none() {
-                        // Dropped while subscribing (server unsubscribe): undo.
-                        let node = act.node.clone();
-                        let (channel, session) = (plan.channel.clone(), act.id);
-                        actix_web::rt::spawn(async move { node.detach(&channel, session).await });
-                        return act.error(ctx, id, ErrorCode::Internal);
+        Some(Box::pin(wrap_future::<_, Self>(work).map(
+            move |outcome, act, ctx| {
+                match outcome {
+                    Ok((result, position)) => {
+                        if act.state.subscription(&plan.channel).is_none() {
+                            // Dropped while subscribing (server unsubscribe): undo.
+                            let node = act.node.clone();
+                            let (channel, session) = (plan.channel.clone(), act.id);
+                            actix_web::rt::spawn(
+                                async move { node.detach(&channel, session).await },
+                            );
+                            return act.error(ctx, id, ErrorCode::Internal);
+                        }
+                        act.add_subscription(&plan, subscriber.clone(), false);
+                        act.reply(ctx, id, CommandResult::Subscribe(result));
+                        subscriber.go_live(position);
+                        debug!(client = %act.client, channel = %plan.channel, "subscribed");
                     }
-                    act.add_subscription(&plan, subscriber.clone(), false);
-                    act.reply(ctx, id, CommandResult::Subscribe(result));
-                    subscriber.go_live(position);
-                    debug!(client = %act.client, channel = %plan.channel, "subscribed");
+                    Err(code) => {
+                        act.state.remove(&plan.channel);
+                        act.chan_info.remove(&plan.channel);
+                        act.error(ctx, id, code);
+                    }
                 }
-                Err(code) => {
-                    act.state.remove(&plan.channel);
-                    act.chan_info.remove(&plan.channel);
-                    act.error(ctx, id, code);
-                }
-            }
-        })))
+            },
+        )))
     }
 
-    fn unsubscribe(&mut self, id: u32, req: UnsubscribeRequest, ctx: &mut Context<Self>) -> Option<Work> {
+    fn unsubscribe(
+        &mut self,
+        id: u32,
+        req: UnsubscribeRequest,
+        ctx: &mut Context<Self>,
+    ) -> Option<Work> {
         if req.channel.is_empty() {
             self.disconnect(ctx, Disconnect::BAD_REQUEST);
             return None;
@@ -736,15 +795,26 @@ impl Session {
                 history,
                 idempotency_key: None,
             };
-            node.engine.broker.publish(&channel, publication, &options).await
+            node.engine
+                .broker
+                .publish(&channel, publication, &options)
+                .await
         };
-        Some(Box::pin(wrap_future::<_, Self>(work).map(move |outcome, act, ctx| match outcome {
-            Ok(_) => act.reply(ctx, id, CommandResult::Publish),
-            Err(e) => act.error(ctx, id, engine_error(&e)),
-        })))
+        Some(Box::pin(wrap_future::<_, Self>(work).map(
+            move |outcome, act, ctx| match outcome {
+                Ok(_) => act.reply(ctx, id, CommandResult::Publish),
+                Err(e) => act.error(ctx, id, engine_error(&e)),
+            },
+        )))
     }
 
-    fn presence(&mut self, id: u32, channel: String, stats: bool, ctx: &mut Context<Self>) -> Option<Work> {
+    fn presence(
+        &mut self,
+        id: u32,
+        channel: String,
+        stats: bool,
+        ctx: &mut Context<Self>,
+    ) -> Option<Work> {
         if channel.is_empty() {
             self.disconnect(ctx, Disconnect::BAD_REQUEST);
             return None;
@@ -782,10 +852,12 @@ impl Session {
                     .map(|presence| CommandResult::Presence(PresenceResult { presence }))
             }
         };
-        Some(Box::pin(wrap_future::<_, Self>(work).map(move |outcome, act, ctx| match outcome {
-            Ok(result) => act.reply(ctx, id, result),
-            Err(e) => act.error(ctx, id, engine_error(&e)),
-        })))
+        Some(Box::pin(wrap_future::<_, Self>(work).map(
+            move |outcome, act, ctx| match outcome {
+                Ok(result) => act.reply(ctx, id, result),
+                Err(e) => act.error(ctx, id, engine_error(&e)),
+            },
+        )))
     }
 
     fn history(&mut self, id: u32, req: HistoryRequest, ctx: &mut Context<Self>) -> Option<Work> {
@@ -828,18 +900,20 @@ impl Session {
         };
         let channel = req.channel;
         let work = async move { node.engine.broker.history(&channel, &query).await };
-        Some(Box::pin(wrap_future::<_, Self>(work).map(move |outcome, act, ctx| match outcome {
-            Ok(page) => act.reply(
-                ctx,
-                id,
-                CommandResult::History(HistoryResult {
-                    publications: page.publications,
-                    epoch: page.position.epoch,
-                    offset: page.position.offset,
-                }),
-            ),
-            Err(e) => act.error(ctx, id, engine_error(&e)),
-        })))
+        Some(Box::pin(wrap_future::<_, Self>(work).map(
+            move |outcome, act, ctx| match outcome {
+                Ok(page) => act.reply(
+                    ctx,
+                    id,
+                    CommandResult::History(HistoryResult {
+                        publications: page.publications,
+                        epoch: page.position.epoch,
+                        offset: page.position.offset,
+                    }),
+                ),
+                Err(e) => act.error(ctx, id, engine_error(&e)),
+            },
+        )))
     }
 
     // ---- refresh ----
@@ -885,7 +959,11 @@ impl Session {
         if req.token.is_empty() {
             return self.error(ctx, id, ErrorCode::BadRequest);
         }
-        let claims = match self.node.verifier.verify_subscription(&req.token, unix_now()) {
+        let claims = match self
+            .node
+            .verifier
+            .verify_subscription(&req.token, unix_now())
+        {
             Ok(claims) => claims,
             Err(TokenError::Expired) => return self.error(ctx, id, ErrorCode::TokenExpired),
             Err(e) => {
@@ -979,7 +1057,10 @@ impl Handler<Gap> for Session {
     type Result = ();
 
     fn handle(&mut self, gap: Gap, ctx: &mut Context<Self>) {
-        let server_side = self.state.subscription(&gap.0).is_some_and(|s| s.server_side);
+        let server_side = self
+            .state
+            .subscription(&gap.0)
+            .is_some_and(|s| s.server_side);
         if server_side {
             return self.disconnect(ctx, Disconnect::INSUFFICIENT_STATE);
         }
@@ -1000,15 +1081,11 @@ impl Handler<Control> for Session {
                 code,
                 reason,
                 ..
-            } => {
-                if !whitelist.contains(&self.client) {
-                    self.disconnect(ctx, Disconnect::custom(code, &reason));
-                }
+            } if !whitelist.contains(&self.client) => {
+                self.disconnect(ctx, Disconnect::custom(code, &reason));
             }
-            ControlCommand::Unsubscribe { channel, .. } => {
-                if self.state.is_subscribed(&channel) {
-                    self.server_unsubscribe(ctx, &channel, UnsubscribeCode::Server);
-                }
+            ControlCommand::Unsubscribe { channel, .. } if self.state.is_subscribed(&channel) => {
+                self.server_unsubscribe(ctx, &channel, UnsubscribeCode::Server);
             }
             ControlCommand::Subscribe { channel, .. } => self.server_subscribe(channel, ctx),
             ControlCommand::Refresh {
@@ -1041,34 +1118,36 @@ impl Session {
         };
         let subscriber = self.new_subscriber(&channel, plan.push_join_leave, ctx);
         let work = subscribe::subscribe(self.node.clone(), plan.clone(), subscriber.clone());
-        ctx.spawn(wrap_future::<_, Self>(work).map(move |outcome, act, ctx| match outcome {
-            Ok((result, position)) => {
-                if act.state.subscription(&plan.channel).is_none() {
-                    let node = act.node.clone();
-                    let (channel, session) = (plan.channel.clone(), act.id);
-                    actix_web::rt::spawn(async move { node.detach(&channel, session).await });
-                    return;
+        ctx.spawn(
+            wrap_future::<_, Self>(work).map(move |outcome, act, ctx| match outcome {
+                Ok((result, position)) => {
+                    if act.state.subscription(&plan.channel).is_none() {
+                        let node = act.node.clone();
+                        let (channel, session) = (plan.channel.clone(), act.id);
+                        actix_web::rt::spawn(async move { node.detach(&channel, session).await });
+                        return;
+                    }
+                    act.add_subscription(&plan, subscriber.clone(), true);
+                    let push = Reply::Push(Push {
+                        channel: plan.channel.clone(),
+                        body: PushBody::Subscribe(SubscribePush {
+                            recoverable: result.recoverable,
+                            epoch: result.epoch,
+                            offset: result.offset,
+                            positioned: result.positioned,
+                            data: result.data,
+                        }),
+                    });
+                    act.send(ctx, &push);
+                    subscriber.go_live(position);
                 }
-                act.add_subscription(&plan, subscriber.clone(), true);
-                let push = Reply::Push(Push {
-                    channel: plan.channel.clone(),
-                    body: PushBody::Subscribe(SubscribePush {
-                        recoverable: result.recoverable,
-                        epoch: result.epoch,
-                        offset: result.offset,
-                        positioned: result.positioned,
-                        data: result.data,
-                    }),
-                });
-                act.send(ctx, &push);
-                subscriber.go_live(position);
-            }
-            Err(code) => {
-                warn!(client = %act.client, code = code.code(), "server subscribe failed");
-                act.state.remove(&plan.channel);
-                act.chan_info.remove(&plan.channel);
-            }
-        }));
+                Err(code) => {
+                    warn!(client = %act.client, code = code.code(), "server subscribe failed");
+                    act.state.remove(&plan.channel);
+                    act.chan_info.remove(&plan.channel);
+                }
+            }),
+        );
     }
 }
 
@@ -1091,7 +1170,8 @@ pub(crate) async fn write_loop(outbox: Arc<Outbox>, mut ws: actix_ws::Session) {
             Next::Close(disconnect) => {
                 let reason = actix_ws::CloseReason {
                     code: actix_ws::CloseCode::from(disconnect.code),
-                    description: (!disconnect.reason.is_empty()).then(|| disconnect.reason.into_owned()),
+                    description: (!disconnect.reason.is_empty())
+                        .then(|| disconnect.reason.into_owned()),
                 };
                 let _ = ws.close(Some(reason)).await;
                 return;

@@ -47,8 +47,9 @@ impl SubscribePlan {
             meta_ttl,
         });
         let has_history = history.is_some();
-        let recoverable =
-            has_history && (options.force_recovery || (request.recoverable && (options.allow_recovery || request.history_access)));
+        let recoverable = has_history
+            && (options.force_recovery
+                || (request.recoverable && (options.allow_recovery || request.history_access)));
         let positioned = has_history
             && (recoverable
                 || options.force_positioning
@@ -106,7 +107,10 @@ pub(crate) async fn subscribe(
     }
 }
 
-async fn finish(node: &Node, plan: &SubscribePlan) -> Result<(SubscribeResult, Option<Position>), ErrorCode> {
+async fn finish(
+    node: &Node,
+    plan: &SubscribePlan,
+) -> Result<(SubscribeResult, Option<Position>), ErrorCode> {
     let mut result = SubscribeResult::default();
     let mut position = None;
     if let Some(history) = plan.history {
@@ -137,11 +141,17 @@ async fn finish(node: &Node, plan: &SubscribePlan) -> Result<(SubscribeResult, O
             epoch: top.epoch,
         });
     }
-    finish_common(node, plan, result).await.map(|r| (r, position))
+    finish_common(node, plan, result)
+        .await
+        .map(|r| (r, position))
 }
 
 /// Presence, join and expiry: the part every subscribe shares.
-async fn finish_common(node: &Node, plan: &SubscribePlan, mut result: SubscribeResult) -> Result<SubscribeResult, ErrorCode> {
+async fn finish_common(
+    node: &Node,
+    plan: &SubscribePlan,
+    mut result: SubscribeResult,
+) -> Result<SubscribeResult, ErrorCode> {
     if plan.options.presence {
         node.engine
             .presence
@@ -179,7 +189,10 @@ async fn read_position(
         meta_ttl: history.meta_ttl,
     };
     let Some(requested) = &plan.recover else {
-        let page = broker.history(&plan.channel, &top_only).await.map_err(|e| engine_error(&e))?;
+        let page = broker
+            .history(&plan.channel, &top_only)
+            .await
+            .map_err(|e| engine_error(&e))?;
         return Ok((page.position, None));
     };
     let max = node.client.recovery_max_publication_limit;
@@ -196,7 +209,10 @@ async fn read_position(
             Ok((top, recovered.then_some(page.publications)))
         }
         Err(BusError::UnrecoverablePosition) => {
-            let page = broker.history(&plan.channel, &top_only).await.map_err(|e| engine_error(&e))?;
+            let page = broker
+                .history(&plan.channel, &top_only)
+                .await
+                .map_err(|e| engine_error(&e))?;
             Ok((page.position, None))
         }
         Err(e) => Err(engine_error(&e)),
@@ -214,7 +230,9 @@ fn recovered(requested: &StreamPosition, page: &HistoryPage, max: usize) -> bool
         return false;
     }
     match (pubs.first(), pubs.last()) {
-        (Some(first), Some(last)) => first.offset == requested.offset + 1 && last.offset == top.offset,
+        (Some(first), Some(last)) => {
+            first.offset == requested.offset + 1 && last.offset == top.offset
+        }
         _ => top.offset == requested.offset,
     }
 }

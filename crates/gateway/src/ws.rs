@@ -33,8 +33,9 @@ pub(crate) async fn websocket(
         .filter(|p| !p.is_empty())
         .collect();
     if !offered.is_empty() && offered.iter().all(|p| p == PROTOBUF_SUBPROTOCOL) {
-        return Ok(HttpResponse::BadRequest()
-            .body("herald speaks the JSON client protocol only; offer centrifuge-json or no subprotocol"));
+        return Ok(HttpResponse::BadRequest().body(
+            "herald speaks the JSON client protocol only; offer centrifuge-json or no subprotocol",
+        ));
     }
     let (response, ws, stream) = actix_ws::handle_with_protocols(&req, body, &[JSON_SUBPROTOCOL])?;
     let limit = node.client.message_size_limit;
@@ -55,7 +56,9 @@ pub(crate) async fn websocket(
 /// Glob match of an Origin against the allow-list: `*` matches any run of
 /// characters. An empty list allows no browser origin at all.
 pub(crate) fn origin_allowed(patterns: &[String], origin: &str) -> bool {
-    patterns.iter().any(|p| glob_match(p.as_bytes(), origin.as_bytes()))
+    patterns
+        .iter()
+        .any(|p| glob_match(p.as_bytes(), origin.as_bytes()))
 }
 
 fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
@@ -86,7 +89,10 @@ mod tests {
 
     #[test]
     fn origin_globs() {
-        let list = vec!["https://*.example.com".to_string(), "http://localhost:3000".to_string()];
+        let list = vec![
+            "https://*.example.com".to_string(),
+            "http://localhost:3000".to_string(),
+        ];
         assert!(origin_allowed(&list, "https://app.example.com"));
         assert!(origin_allowed(&list, "http://localhost:3000"));
         assert!(!origin_allowed(&list, "https://example.com.evil.org"));
