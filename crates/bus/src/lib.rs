@@ -1,8 +1,8 @@
 //! The Broker, presence and history abstraction, and its engines.
 //!
 //! The gateway receives these traits; it never knows which engine is behind
-//! them. `memory` is the single-node default; `redis` (a later issue) slots in
-//! behind the same traits.
+//! them. `memory` is the single-node default; `redis` connects any number of
+//! nodes through Redis (standalone, sharded, or Redis Cluster).
 //!
 //! Events flow the other way through [`BrokerEvents`], which the node's Hub
 //! implements: an engine hands every publication, join and leave of a channel
@@ -17,6 +17,7 @@ use herald_protocol::{ClientInfo, Publication, StreamPosition};
 use serde::{Deserialize, Serialize};
 
 pub mod memory;
+pub mod redis;
 
 /// What can go wrong inside an engine.
 #[derive(Debug, thiserror::Error)]

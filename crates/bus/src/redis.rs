@@ -1,0 +1,879 @@
+//! The Redis engine: publications, history, presence and node-to-node
+//! control through Redis, so any number of herald nodes act as one.
+//!
+//! Three modes: one Redis server; several independent servers with channels
+//! sharded over them by consistent hash (jump hash over FNV-1a-64); one Redis
+//! Cluster, with hash-tagged keys and sharded pub/sub (SPUBLISH/SSUBSCRIBE).
+//! docs/redis.md has the key layout and the delivery guarantees.
+
+mod config;
+mod envelope;
+mod keys;
+mod link;
+mod scripts;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use herald_protocol::{ClientInfo, Publication, StreamPosition};
+use parking_lot::Mutex;
+use rand::distr::Alphabetic;
+use rand::Rng;
+use redis::aio::ConnectionManagerConfig;
+use redis::cluster::ClusterClientBuilder;
+use redis::{IntoConnectionInfo, ProtocolVersion, RedisError, TlsCertificates, Value};
+use tokio::sync::mpsc;
+
+pub use self::config::RedisConfig;
+use self::envelope::{ChannelMessage, ControlBody, ControlMessage};
+use self::keys::{fnv1a64, shard_of, Keys};
+use self::link::{Commands, Inbox, Incoming, Link, PubSubConnection};
+use crate::{
+    Broker, BrokerEvents, BusError, ControlCommand, Engine, HistoryPage, HistoryQuery, NodeInfo,
+    PresenceStats, PresenceStore, PublishOptions,
+};
+
+/// How long an idempotent publish is remembered.
+const IDEMPOTENCY_TTL_SECS: u64 = 300;
+/// How often every connection is checked (and, if down, reconnected).
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+const EPOCH_LEN: usize = 8;
+
+/// Figures for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RedisStats {
+    /// Pub/sub messages received from Redis.
+    pub messages_received: u64,
+    /// Messages dropped because a worker queue was full.
+    pub messages_dropped: u64,
+    /// Messages that could not be decoded.
+    pub messages_rejected: u64,
+}
+
+pub struct RedisEngine {
+    inner: Arc<Inner>,
+    /// Runs connection drivers, pub/sub links, workers and heartbeats. Shut
+    /// down (without blocking) when the engine is dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+struct Inner {
+    config: RedisConfig,
+    keys: Keys,
+    shards: Vec<Shard>,
+    events: Arc<dyn BrokerEvents>,
+    node_uid: String,
+    inbox: Arc<Inbox>,
+    registry: Mutex<HashMap<String, (NodeInfo, Instant)>>,
+    rejected: AtomicU64,
+    next_control_shard: AtomicUsize,
+}
+
+/// One Redis server, or the whole cluster in Cluster mode.
+struct Shard {
+    commands: Commands,
+    commands_healthy: Arc<AtomicBool>,
+    links: Vec<Link>,
+}
+
+impl RedisEngine {
+    /// Connects to Redis as `config` says and starts the background tasks.
+    /// A bad address or CA fails here; an unreachable standalone Redis does
+    /// not (the engine reports unhealthy and keeps reconnecting), an
+    /// unreachable Redis Cluster does (its slot map is needed to start).
+    pub async fn connect(
+        config: RedisConfig,
+        events: Arc<dyn BrokerEvents>,
+    ) -> Result<Arc<Self>, BusError> {
+        // redis' rustls needs a process-wide provider; herald uses aws-lc-rs.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let workers = match config.pubsub_workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers.max(2))
+            .thread_name("herald-redis")
+            .enable_all()
+            .build()
+            .map_err(|e| BusError::Internal(format!("cannot start the redis runtime: {e}")))?;
+        let started = runtime.spawn(Inner::start(config, events, workers));
+        let inner = match started.await {
+            Ok(result) => result,
+            Err(e) => Err(BusError::Internal(format!(
+                "redis engine start failed: {e}"
+            ))),
+        };
+        match inner {
+            Ok(inner) => Ok(Arc::new(Self {
+                inner,
+                runtime: Some(runtime),
+            })),
+            Err(e) => {
+                runtime.shutdown_background();
+                Err(e)
+            }
+        }
+    }
+
+    pub fn engine(self: &Arc<Self>) -> Engine {
+        Engine {
+            broker: self.clone(),
+            presence: self.clone(),
+        }
+    }
+
+    pub fn stats(&self) -> RedisStats {
+        RedisStats {
+            messages_received: self.inner.inbox.received.load(Ordering::Relaxed),
+            messages_dropped: self.inner.inbox.dropped.load(Ordering::Relaxed),
+            messages_rejected: self.inner.rejected.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Tells the other nodes this one is leaving, so they drop it from their
+    /// registries at once (graceful shutdown).
+    pub async fn leave(&self) -> Result<(), BusError> {
+        self.inner.send_control(ControlBody::Leave).await
+    }
+}
+
+impl Drop for RedisEngine {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Inner {
+    async fn start(
+        config: RedisConfig,
+        events: Arc<dyn BrokerEvents>,
+        workers: usize,
+    ) -> Result<Arc<Self>, BusError> {
+        let cluster = config.is_cluster();
+        let keys = Keys::new(&config.prefix, cluster);
+        let mut node_uid = events.node_info().uid;
+        if node_uid.is_empty() {
+            node_uid = random_id(16);
+        }
+
+        let mut queues = Vec::with_capacity(workers);
+        let mut receivers = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (tx, rx) = mpsc::channel(config.pubsub_buffer.max(1));
+            queues.push(tx);
+            receivers.push(rx);
+        }
+        let inbox = Arc::new(Inbox::new(keys.clone(), queues, events.clone()));
+
+        let links_per_shard = config.pubsub_connections.max(1);
+        let control = keys.control_channel();
+        let mut shards = Vec::new();
+        if cluster {
+            shards.push(cluster_shard(&config, &inbox, &keys, &node_uid, &control).await?);
+        } else {
+            if config.addresses.is_empty() {
+                return Err(BusError::Internal(
+                    "engine.redis.address lists no Redis server".into(),
+                ));
+            }
+            for (index, address) in config.addresses.iter().enumerate() {
+                let client = standalone_client(&config, address)?;
+                let commands = client
+                    .get_connection_manager_lazy(manager_config(&config))
+                    .map_err(|e| config_error(address, &e))?;
+                let mut links = Vec::with_capacity(links_per_shard);
+                for link in 0..links_per_shard {
+                    let healthy = Arc::new(AtomicBool::new(false));
+                    let push = link::push_sender(inbox.clone(), healthy.clone());
+                    let pubsub = client
+                        .get_connection_manager_lazy(
+                            manager_config(&config)
+                                .set_push_sender(push)
+                                .set_automatic_resubscription(),
+                        )
+                        .map_err(|e| config_error(address, &e))?;
+                    let mut permanent = vec![keys.link_channel(&node_uid, index * 1000 + link)];
+                    if link == 0 {
+                        permanent.push(control.clone());
+                    }
+                    links.push(Link::spawn(
+                        PubSubConnection::Single(pubsub),
+                        healthy,
+                        inbox.clone(),
+                        permanent,
+                        PING_INTERVAL,
+                        config.command_timeout,
+                    ));
+                }
+                shards.push(Shard {
+                    commands: Commands::Single(commands),
+                    commands_healthy: Arc::new(AtomicBool::new(false)),
+                    links,
+                });
+            }
+        }
+
+        let inner = Arc::new(Self {
+            keys,
+            shards,
+            events,
+            node_uid,
+            inbox,
+            registry: Mutex::new(HashMap::new()),
+            rejected: AtomicU64::new(0),
+            next_control_shard: AtomicUsize::new(0),
+            config,
+        });
+        for rx in receivers {
+            tokio::spawn(inner.clone().run_worker(rx));
+        }
+        tokio::spawn(inner.clone().run_health());
+        tokio::spawn(inner.clone().run_heartbeats());
+        Ok(inner)
+    }
+
+    fn shard(&self, channel: &str) -> &Shard {
+        &self.shards[shard_of(channel, self.shards.len())]
+    }
+
+    fn link(&self, channel: &str) -> &Link {
+        let shard = self.shard(channel);
+        let index = (fnv1a64(channel.as_bytes()) % shard.links.len() as u64) as usize;
+        &shard.links[index]
+    }
+
+    fn publish_command(&self) -> &'static str {
+        if self.config.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// Runs one engine call with the command timeout, mapping failures.
+    async fn bounded<T>(
+        &self,
+        what: &'static str,
+        call: impl std::future::Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, BusError> {
+        match tokio::time::timeout(self.config.command_timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(unavailable(what, &e)),
+            Err(_) => Err(BusError::Unavailable(format!("redis {what} timed out"))),
+        }
+    }
+
+    async fn publish_raw(&self, channel: &str, payload: Vec<u8>) -> Result<(), BusError> {
+        let mut cmd = redis::cmd(self.publish_command());
+        cmd.arg(self.keys.client_channel(channel)).arg(payload);
+        let commands = &self.shard(channel).commands;
+        self.bounded("publish", commands.query::<()>(&cmd)).await
+    }
+
+    async fn run_worker(self: Arc<Self>, mut rx: mpsc::Receiver<Incoming>) {
+        while let Some(incoming) = rx.recv().await {
+            match incoming {
+                Incoming::Channel { channel, payload } => {
+                    match envelope::decode_channel_message(&payload) {
+                        Ok(ChannelMessage::Publication { publication, epoch }) => {
+                            self.events.on_publication(&channel, publication, &epoch)
+                        }
+                        Ok(ChannelMessage::Join(info)) => self.events.on_join(&channel, info),
+                        Ok(ChannelMessage::Leave(info)) => self.events.on_leave(&channel, info),
+                        Err(e) => {
+                            self.rejected.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(channel, error = %e, "dropped an undecodable message from redis");
+                        }
+                    }
+                }
+                Incoming::Control(payload) => match envelope::decode_control(&payload) {
+                    Ok(message) => self.on_control(message),
+                    Err(e) => {
+                        self.rejected.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "dropped an undecodable control message");
+                    }
+                },
+            }
+        }
+    }
+
+    fn on_control(&self, message: ControlMessage) {
+        if message.node == self.node_uid {
+            // Applied locally when sent; heartbeats of our own are not news.
+            return;
+        }
+        match message.body {
+            ControlBody::Heartbeat(mut info) => {
+                info.uid = message.node.clone();
+                self.registry
+                    .lock()
+                    .insert(message.node, (info, Instant::now()));
+            }
+            ControlBody::Command(command) => self.events.on_control(command),
+            ControlBody::Leave => {
+                self.registry.lock().remove(&message.node);
+            }
+        }
+    }
+
+    /// Publishes on the control channel through the first shard that works,
+    /// starting with the next one in turn.
+    async fn send_control(&self, body: ControlBody) -> Result<(), BusError> {
+        let message = ControlMessage {
+            node: self.node_uid.clone(),
+            body,
+        };
+        let payload = envelope::encode_control(&message);
+        let mut cmd = redis::cmd(self.publish_command());
+        cmd.arg(self.keys.control_channel()).arg(payload);
+        let start = self.next_control_shard.fetch_add(1, Ordering::Relaxed);
+        let mut last_error = None;
+        for i in 0..self.shards.len() {
+            let shard = &self.shards[(start + i) % self.shards.len()];
+            match self
+                .bounded("control publish", shard.commands.query::<()>(&cmd))
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| BusError::Unavailable("no redis shard".into())))
+    }
+
+    async fn run_heartbeats(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(self.config.heartbeat_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let info = self.events.node_info();
+            if let Err(e) = self.send_control(ControlBody::Heartbeat(info)).await {
+                tracing::debug!(error = %e, "heartbeat not sent");
+            }
+            let ttl = self.config.node_ttl;
+            self.registry
+                .lock()
+                .retain(|_, (_, seen)| seen.elapsed() < ttl);
+        }
+    }
+
+    async fn run_health(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(PING_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ping = redis::cmd("PING");
+        loop {
+            ticker.tick().await;
+            for shard in &self.shards {
+                let alive = self
+                    .bounded("ping", shard.commands.query::<()>(&ping))
+                    .await
+                    .is_ok();
+                if shard.commands_healthy.swap(alive, Ordering::Relaxed) != alive {
+                    if alive {
+                        tracing::info!("redis reachable");
+                    } else {
+                        tracing::warn!("redis unreachable");
+                    }
+                }
+            }
+        }
+    }
+
+    fn healthy(&self) -> bool {
+        self.shards.iter().all(|shard| {
+            shard.commands_healthy.load(Ordering::Relaxed)
+                && shard
+                    .links
+                    .iter()
+                    .all(|link| link.healthy.load(Ordering::Relaxed))
+        })
+    }
+}
+
+fn manager_config(config: &RedisConfig) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.command_timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500))
+}
+
+fn standalone_client(config: &RedisConfig, address: &str) -> Result<redis::Client, BusError> {
+    let info = address
+        .into_connection_info()
+        .map_err(|e| config_error(address, &e))?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(user) = &config.user {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = &config.password {
+        settings = settings.set_password(password);
+    }
+    let info = info.set_redis_settings(settings.set_protocol(ProtocolVersion::RESP3));
+    let client = match &config.tls_ca_pem {
+        Some(ca) => redis::Client::build_with_tls(
+            info,
+            TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            },
+        ),
+        None => redis::Client::open(info),
+    };
+    client.map_err(|e| config_error(address, &e))
+}
+
+async fn cluster_shard(
+    config: &RedisConfig,
+    inbox: &Arc<Inbox>,
+    keys: &Keys,
+    node_uid: &str,
+    control: &str,
+) -> Result<Shard, BusError> {
+    let builder = |push: Option<_>| {
+        let mut builder = ClusterClientBuilder::new(config.cluster_addresses.clone())
+            .connection_timeout(config.connect_timeout)
+            .response_timeout(config.command_timeout)
+            .use_protocol(ProtocolVersion::RESP3);
+        if let Some(user) = &config.user {
+            builder = builder.username(user);
+        }
+        if let Some(password) = &config.password {
+            builder = builder.password(password);
+        }
+        if let Some(ca) = &config.tls_ca_pem {
+            builder = builder.certs(TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            });
+        }
+        if let Some(push) = push {
+            builder = builder.push_sender(push);
+        }
+        builder.build()
+    };
+    let seeds = config.cluster_addresses.join(",");
+    let client = builder(None).map_err(|e| config_error(&seeds, &e))?;
+    let commands = tokio::time::timeout(config.connect_timeout * 5, client.get_async_connection())
+        .await
+        .map_err(|_| BusError::Unavailable(format!("redis cluster {seeds}: connect timed out")))?
+        .map_err(|e| unavailable("cluster connect", &e))?;
+    let mut links = Vec::new();
+    for link in 0..config.pubsub_connections.max(1) {
+        let healthy = Arc::new(AtomicBool::new(false));
+        let push = link::push_sender(inbox.clone(), healthy.clone());
+        let client = builder(Some(push)).map_err(|e| config_error(&seeds, &e))?;
+        let connection =
+            tokio::time::timeout(config.connect_timeout * 5, client.get_async_connection())
+                .await
+                .map_err(|_| {
+                    BusError::Unavailable(format!("redis cluster {seeds}: connect timed out"))
+                })?
+                .map_err(|e| unavailable("cluster connect", &e))?;
+        let mut permanent = vec![keys.link_channel(node_uid, link)];
+        if link == 0 {
+            permanent.push(control.to_owned());
+        }
+        links.push(Link::spawn(
+            PubSubConnection::Cluster(connection),
+            healthy,
+            inbox.clone(),
+            permanent,
+            PING_INTERVAL,
+            config.command_timeout,
+        ));
+    }
+    Ok(Shard {
+        commands: Commands::Cluster(commands),
+        commands_healthy: Arc::new(AtomicBool::new(false)),
+        links,
+    })
+}
+
+/// Redacts credentials: a Redis URL may hold a password.
+fn redact(address: &str) -> String {
+    match (address.find("://"), address.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &address[..scheme], &address[at + 1..])
+        }
+        _ => address.to_owned(),
+    }
+}
+
+fn config_error(address: &str, e: &RedisError) -> BusError {
+    BusError::Internal(format!("redis address {}: {e}", redact(address)))
+}
+
+fn unavailable(what: &str, e: &RedisError) -> BusError {
+    BusError::Unavailable(format!("redis {what}: {e}"))
+}
+
+fn random_id(len: usize) -> String {
+    rand::rng()
+        .sample_iter(Alphabetic)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// Whole seconds for EXPIRE, rounding up so a sub-second TTL is not "none".
+fn ttl_secs(ttl: Duration) -> u64 {
+    ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[async_trait]
+impl Broker for RedisEngine {
+    async fn publish(
+        &self,
+        channel: &str,
+        publication: Publication,
+        options: &PublishOptions,
+    ) -> Result<StreamPosition, BusError> {
+        let inner = &self.inner;
+        let body = envelope::publication_body(&publication);
+        if options.history.is_none() && options.idempotency_key.is_none() {
+            inner
+                .publish_raw(channel, envelope::encode_unpositioned(&body))
+                .await?;
+            return Ok(StreamPosition::default());
+        }
+        let keys = &inner.keys;
+        let (stream, meta, client) = (
+            keys.stream(channel),
+            keys.stream_meta(channel),
+            keys.client_channel(channel),
+        );
+        let result = match &options.idempotency_key {
+            Some(key) => keys.result(channel, key),
+            None => meta.clone(),
+        };
+        let (size, ttl, meta_ttl) = match &options.history {
+            Some(h) => (h.size.max(1) as u64, ttl_secs(h.ttl), ttl_secs(h.meta_ttl)),
+            None => (0, 0, 0),
+        };
+        let idempotency_ttl = if options.idempotency_key.is_some() {
+            IDEMPOTENCY_TTL_SECS
+        } else {
+            0
+        };
+        let (size, ttl, meta_ttl, idempotency_ttl) = (
+            size.to_string(),
+            ttl.to_string(),
+            meta_ttl.to_string(),
+            idempotency_ttl.to_string(),
+        );
+        let epoch = random_id(EPOCH_LEN);
+        let command = if inner.config.is_cluster() {
+            "spublish"
+        } else {
+            "publish"
+        };
+        let (offset, epoch, _repeated) = inner
+            .bounded(
+                "publish",
+                inner.shard(channel).commands.script::<(u64, String, u8)>(
+                    &scripts::PUBLISH,
+                    &[&stream, &meta, &result, &client],
+                    &[
+                        &body,
+                        size.as_bytes(),
+                        ttl.as_bytes(),
+                        meta_ttl.as_bytes(),
+                        epoch.as_bytes(),
+                        command.as_bytes(),
+                        idempotency_ttl.as_bytes(),
+                    ],
+                ),
+            )
+            .await?;
+        Ok(StreamPosition { offset, epoch })
+    }
+
+    async fn publish_join(&self, channel: &str, info: ClientInfo) -> Result<(), BusError> {
+        self.inner
+            .publish_raw(channel, envelope::encode_join(&info))
+            .await
+    }
+
+    async fn publish_leave(&self, channel: &str, info: ClientInfo) -> Result<(), BusError> {
+        self.inner
+            .publish_raw(channel, envelope::encode_leave(&info))
+            .await
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<(), BusError> {
+        let inner = &self.inner;
+        let name = inner.keys.client_channel(channel);
+        inner
+            .bounded("subscribe", inner.link(channel).subscribe(name))
+            .await
+    }
+
+    async fn unsubscribe(&self, channel: &str) -> Result<(), BusError> {
+        let inner = &self.inner;
+        let name = inner.keys.client_channel(channel);
+        inner
+            .bounded("unsubscribe", inner.link(channel).unsubscribe(name))
+            .await
+    }
+
+    async fn history(&self, channel: &str, query: &HistoryQuery) -> Result<HistoryPage, BusError> {
+        let inner = &self.inner;
+        let (stream, meta) = (inner.keys.stream(channel), inner.keys.stream_meta(channel));
+        let has_since = if query.since.is_some() { "1" } else { "0" };
+        let since = query.since.as_ref().map_or(0, |s| s.offset).to_string();
+        let limit = query
+            .limit
+            .map_or(-1, |l| l.min(i64::MAX as usize) as i64)
+            .to_string();
+        let reverse = if query.reverse { "1" } else { "0" };
+        let meta_ttl = ttl_secs(query.meta_ttl).to_string();
+        let epoch = random_id(EPOCH_LEN);
+        let reply = inner
+            .bounded(
+                "history",
+                inner.shard(channel).commands.script::<Value>(
+                    &scripts::HISTORY,
+                    &[&stream, &meta],
+                    &[
+                        has_since.as_bytes(),
+                        since.as_bytes(),
+                        limit.as_bytes(),
+                        reverse.as_bytes(),
+                        meta_ttl.as_bytes(),
+                        epoch.as_bytes(),
+                    ],
+                ),
+            )
+            .await?;
+        let page = parse_history(reply)?;
+        if let Some(since) = &query.since {
+            if !since.epoch.is_empty() && since.epoch != page.position.epoch {
+                return Err(BusError::UnrecoverablePosition);
+            }
+        }
+        Ok(page)
+    }
+
+    async fn remove_history(&self, channel: &str) -> Result<(), BusError> {
+        let inner = &self.inner;
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(inner.keys.stream(channel));
+        inner
+            .bounded(
+                "remove history",
+                inner.shard(channel).commands.query::<()>(&cmd),
+            )
+            .await
+    }
+
+    async fn publish_control(&self, command: &ControlCommand) -> Result<(), BusError> {
+        // This node first: it must act even when Redis cannot be reached.
+        self.inner.events.on_control(command.clone());
+        self.inner
+            .send_control(ControlBody::Command(command.clone()))
+            .await
+    }
+
+    fn nodes(&self) -> Vec<NodeInfo> {
+        let mut me = self.inner.events.node_info();
+        me.uid = self.inner.node_uid.clone();
+        let ttl = self.inner.config.node_ttl;
+        let mut nodes = vec![me];
+        nodes.extend(
+            self.inner
+                .registry
+                .lock()
+                .values()
+                .filter(|(_, seen)| seen.elapsed() < ttl)
+                .map(|(info, _)| info.clone()),
+        );
+        nodes
+    }
+
+    fn healthy(&self) -> bool {
+        self.inner.healthy()
+    }
+}
+
+fn parse_history(reply: Value) -> Result<HistoryPage, BusError> {
+    let malformed = |what: &str| BusError::Internal(format!("malformed history reply: {what}"));
+    let Value::Array(parts) = reply else {
+        return Err(malformed("not an array"));
+    };
+    let mut parts = parts.into_iter();
+    let (Some(top), Some(epoch), Some(entries)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(malformed("short"));
+    };
+    let top: u64 = redis::from_redis_value(top).map_err(|_| malformed("top offset"))?;
+    let epoch: String = redis::from_redis_value(epoch).map_err(|_| malformed("epoch"))?;
+    let entries = match entries {
+        Value::Array(entries) => entries,
+        Value::Nil => Vec::new(),
+        _ => return Err(malformed("entries")),
+    };
+    let mut publications = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Value::Array(entry) = entry else {
+            return Err(malformed("entry"));
+        };
+        let mut entry = entry.into_iter();
+        let (Some(id), Some(fields)) = (entry.next(), entry.next()) else {
+            return Err(malformed("entry"));
+        };
+        let id: String = redis::from_redis_value(id).map_err(|_| malformed("entry id"))?;
+        let offset = id
+            .split('-')
+            .next()
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .ok_or_else(|| malformed("entry id"))?;
+        let fields: Vec<Vec<u8>> =
+            redis::from_redis_value(fields).map_err(|_| malformed("entry fields"))?;
+        let Some(body) = fields
+            .chunks(2)
+            .find(|pair| pair.len() == 2 && pair[0] == b"d")
+            .map(|pair| &pair[1])
+        else {
+            return Err(malformed("entry without data"));
+        };
+        let mut publication = envelope::decode_publication(body)
+            .map_err(|e| malformed(&format!("publication {offset}: {e}")))?;
+        publication.offset = offset;
+        publications.push(publication);
+    }
+    Ok(HistoryPage {
+        publications,
+        position: StreamPosition { offset: top, epoch },
+    })
+}
+
+#[async_trait]
+impl PresenceStore for RedisEngine {
+    async fn add_presence(
+        &self,
+        channel: &str,
+        info: ClientInfo,
+        ttl: Duration,
+    ) -> Result<(), BusError> {
+        let inner = &self.inner;
+        let (data, expire) = (
+            inner.keys.presence_data(channel),
+            inner.keys.presence_expire(channel),
+        );
+        let ttl = ttl_secs(ttl).max(1);
+        let json = serde_json::to_vec(&info).expect("client info always serializes");
+        let expire_at = (unix_now() + ttl).to_string();
+        let key_ttl = ttl.to_string();
+        inner
+            .bounded(
+                "presence add",
+                inner.shard(channel).commands.script::<()>(
+                    &scripts::PRESENCE_ADD,
+                    &[&data, &expire],
+                    &[
+                        info.client.as_bytes(),
+                        &json,
+                        expire_at.as_bytes(),
+                        key_ttl.as_bytes(),
+                    ],
+                ),
+            )
+            .await
+    }
+
+    async fn remove_presence(&self, channel: &str, client: &str) -> Result<(), BusError> {
+        let inner = &self.inner;
+        let (data, expire) = (
+            inner.keys.presence_data(channel),
+            inner.keys.presence_expire(channel),
+        );
+        inner
+            .bounded(
+                "presence remove",
+                inner.shard(channel).commands.script::<()>(
+                    &scripts::PRESENCE_REMOVE,
+                    &[&data, &expire],
+                    &[client.as_bytes()],
+                ),
+            )
+            .await
+    }
+
+    async fn presence(&self, channel: &str) -> Result<BTreeMap<String, ClientInfo>, BusError> {
+        let inner = &self.inner;
+        let (data, expire) = (
+            inner.keys.presence_data(channel),
+            inner.keys.presence_expire(channel),
+        );
+        let now = unix_now().to_string();
+        let flat = inner
+            .bounded(
+                "presence",
+                inner.shard(channel).commands.script::<Vec<Vec<u8>>>(
+                    &scripts::PRESENCE_GET,
+                    &[&data, &expire],
+                    &[now.as_bytes()],
+                ),
+            )
+            .await?;
+        let mut members = BTreeMap::new();
+        for pair in flat.chunks(2) {
+            let [client, json] = pair else { continue };
+            let Ok(client) = String::from_utf8(client.clone()) else {
+                continue;
+            };
+            match serde_json::from_slice::<ClientInfo>(json) {
+                Ok(info) => {
+                    members.insert(client, info);
+                }
+                Err(e) => {
+                    tracing::warn!(channel, error = %e, "skipped an undecodable presence entry")
+                }
+            }
+        }
+        Ok(members)
+    }
+
+    async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, BusError> {
+        let members = self.presence(channel).await?;
+        let users: HashSet<&str> = members.values().map(|info| info.user.as_str()).collect();
+        Ok(PresenceStats {
+            num_clients: members.len().try_into().unwrap_or(u32::MAX),
+            num_users: users.len().try_into().unwrap_or(u32::MAX),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_in_addresses() {
+        assert_eq!(
+            redact("redis://alice:secret@127.0.0.1:6379/0"),
+            "redis://***@127.0.0.1:6379/0"
+        );
+        assert_eq!(redact("rediss://h:1"), "rediss://h:1");
+    }
+
+    #[test]
+    fn ttl_rounds_up_to_whole_seconds() {
+        assert_eq!(ttl_secs(Duration::ZERO), 0);
+        assert_eq!(ttl_secs(Duration::from_millis(1)), 1);
+        assert_eq!(ttl_secs(Duration::from_secs(3)), 3);
+        assert_eq!(ttl_secs(Duration::from_millis(3001)), 4);
+    }
+}

@@ -1,0 +1,67 @@
+//! Settings of the Redis engine, as the herald binary hands them over.
+
+use std::time::Duration;
+
+/// How the Redis engine connects and behaves. `Default` gives a single local
+/// Redis with the documented timings; the herald binary fills it from
+/// `engine.redis.*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` URLs of independent Redis servers. Several =
+    /// channels sharded over them by consistent hash. Ignored when
+    /// `cluster_addresses` is not empty.
+    pub addresses: Vec<String>,
+    /// Seed nodes of one Redis Cluster (>= 7: sharded pub/sub is used).
+    pub cluster_addresses: Vec<String>,
+    /// Prefix of every key and pub/sub channel, so several herald clusters
+    /// (or tests) can share one Redis.
+    pub prefix: String,
+    /// ACL user; overrides a user given in the URLs.
+    pub user: Option<String>,
+    /// ACL password; overrides a password given in the URLs.
+    pub password: Option<String>,
+    /// PEM CA certificate(s) trusted for `rediss://`; `None` = system roots.
+    pub tls_ca_pem: Option<Vec<u8>>,
+    /// Giving up on establishing one connection.
+    pub connect_timeout: Duration,
+    /// Giving up on one command (the caller gets `BusError::Unavailable`).
+    pub command_timeout: Duration,
+    /// How often this node announces itself on the control channel.
+    pub heartbeat_interval: Duration,
+    /// A node silent for this long is dropped from the registry.
+    pub node_ttl: Duration,
+    /// Pub/sub connections per Redis server (per cluster in Cluster mode);
+    /// channels are spread over them by hash.
+    pub pubsub_connections: usize,
+    /// Incoming pub/sub messages waiting for the Hub, per worker; overflow is
+    /// dropped, counted, and the channel's subscribers told to recover.
+    pub pubsub_buffer: usize,
+    /// Workers handing incoming messages to the Hub (0 = one per CPU).
+    pub pubsub_workers: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            addresses: vec!["redis://127.0.0.1:6379".into()],
+            cluster_addresses: Vec::new(),
+            prefix: "herald".into(),
+            user: None,
+            password: None,
+            tls_ca_pem: None,
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_secs(4),
+            heartbeat_interval: Duration::from_secs(3),
+            node_ttl: Duration::from_secs(10),
+            pubsub_connections: 2,
+            pubsub_buffer: 4096,
+            pubsub_workers: 0,
+        }
+    }
+}
+
+impl RedisConfig {
+    pub(crate) fn is_cluster(&self) -> bool {
+        !self.cluster_addresses.is_empty()
+    }
+}

@@ -1,0 +1,427 @@
+//! Connections to Redis: command connections and pub/sub links.
+//!
+//! Standalone servers are reached through `ConnectionManager`s (they
+//! reconnect by themselves; pub/sub ones also resubscribe); a Redis Cluster
+//! through `ClusterConnection`s, which follow the slot map and resubscribe
+//! sharded channels after a failover. Pub/sub uses RESP3 pushes on both, so
+//! SSUBSCRIBE works and a resubscription is visible as a confirmation push
+//! nobody asked for, which is how the engine learns that messages may have
+//! been missed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
+use redis::{FromRedisValue, PushInfo, PushKind, RedisResult, Script, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use super::keys::{fnv1a64, Keys};
+use crate::BrokerEvents;
+
+/// Commands (scripts, PUBLISH, DEL) to one Redis server or one cluster.
+#[derive(Clone)]
+pub(crate) enum Commands {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Commands {
+    pub(crate) async fn script<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> RedisResult<T> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        match self {
+            Self::Single(c) => invocation.invoke_async(&mut c.clone()).await,
+            Self::Cluster(c) => invocation.invoke_async(&mut c.clone()).await,
+        }
+    }
+
+    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> RedisResult<T> {
+        match self {
+            Self::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Self::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        }
+    }
+}
+
+/// The connection under one pub/sub link.
+pub(crate) enum PubSubConnection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl PubSubConnection {
+    async fn subscribe(&mut self, channels: &[String]) -> RedisResult<()> {
+        match self {
+            Self::Single(c) => c.subscribe(channels).await,
+            // A sharded subscription names channels of one slot only.
+            Self::Cluster(c) => {
+                let calls = channels.iter().map(|channel| {
+                    let mut c = c.clone();
+                    async move { c.ssubscribe(channel).await }
+                });
+                futures_util::future::join_all(calls)
+                    .await
+                    .into_iter()
+                    .collect()
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, channels: &[String]) -> RedisResult<()> {
+        match self {
+            Self::Single(c) => c.unsubscribe(channels).await,
+            Self::Cluster(c) => {
+                let calls = channels.iter().map(|channel| {
+                    let mut c = c.clone();
+                    async move { c.sunsubscribe(channel).await }
+                });
+                futures_util::future::join_all(calls)
+                    .await
+                    .into_iter()
+                    .collect()
+            }
+        }
+    }
+
+    async fn ping(&mut self) -> RedisResult<()> {
+        let cmd = redis::cmd("PING");
+        match self {
+            Self::Single(c) => cmd.query_async(c).await,
+            Self::Cluster(c) => cmd.query_async(c).await,
+        }
+    }
+}
+
+/// Where incoming pub/sub messages go: decoded and handed to the Hub by a
+/// few workers, each with a bounded queue. A channel always maps to the same
+/// worker, so its messages keep their order.
+pub(crate) struct Inbox {
+    keys: Keys,
+    control_channel: String,
+    workers: Vec<mpsc::Sender<Incoming>>,
+    events: Arc<dyn BrokerEvents>,
+    /// Subscription confirmations we are waiting for, per pub/sub channel. A
+    /// confirmation nobody waits for is a resubscription after a reconnect.
+    expected: Mutex<HashMap<String, u32>>,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) received: AtomicU64,
+}
+
+pub(crate) enum Incoming {
+    Channel { channel: String, payload: Vec<u8> },
+    Control(Vec<u8>),
+}
+
+impl Inbox {
+    pub(crate) fn new(
+        keys: Keys,
+        workers: Vec<mpsc::Sender<Incoming>>,
+        events: Arc<dyn BrokerEvents>,
+    ) -> Self {
+        Self {
+            control_channel: keys.control_channel(),
+            keys,
+            workers,
+            events,
+            expected: Mutex::new(HashMap::new()),
+            dropped: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+        }
+    }
+
+    fn expect(&self, channels: &[String]) {
+        let mut expected = self.expected.lock();
+        for channel in channels {
+            *expected.entry(channel.clone()).or_default() += 1;
+        }
+    }
+
+    fn forget(&self, channels: &[String]) {
+        let mut expected = self.expected.lock();
+        for channel in channels {
+            if let Some(n) = expected.get_mut(channel) {
+                *n -= 1;
+                if *n == 0 {
+                    expected.remove(channel);
+                }
+            }
+        }
+    }
+
+    /// Called by the connection driver for every push: must not block.
+    fn on_push(&self, push: PushInfo, link_healthy: &AtomicBool) {
+        match push.kind {
+            PushKind::Message | PushKind::SMessage => {
+                let mut data = push.data.into_iter();
+                let (Some(name), Some(payload)) = (data.next(), data.next()) else {
+                    return;
+                };
+                let (Some(name), Some(payload)) = (bytes_of(name), bytes_of(payload)) else {
+                    return;
+                };
+                let Ok(name) = String::from_utf8(name) else {
+                    return;
+                };
+                self.received.fetch_add(1, Ordering::Relaxed);
+                if name == self.control_channel {
+                    self.hand_over(0, Incoming::Control(payload), None);
+                } else if let Some(channel) = self.keys.channel_of(&name) {
+                    let worker = (fnv1a64(channel.as_bytes()) % self.workers.len() as u64) as usize;
+                    let channel = channel.to_owned();
+                    self.hand_over(
+                        worker,
+                        Incoming::Channel {
+                            channel: channel.clone(),
+                            payload,
+                        },
+                        Some(&channel),
+                    );
+                }
+            }
+            PushKind::Subscribe | PushKind::SSubscribe => {
+                let Some(name) = push.data.into_iter().next().and_then(bytes_of) else {
+                    return;
+                };
+                let Ok(name) = String::from_utf8(name) else {
+                    return;
+                };
+                let awaited = {
+                    let mut expected = self.expected.lock();
+                    match expected.get_mut(&name) {
+                        Some(n) => {
+                            *n -= 1;
+                            if *n == 0 {
+                                expected.remove(&name);
+                            }
+                            true
+                        }
+                        None => false,
+                    }
+                };
+                link_healthy.store(true, Ordering::Relaxed);
+                if !awaited {
+                    if let Some(channel) = self.keys.channel_of(&name) {
+                        tracing::debug!(channel, "resubscribed after a reconnect");
+                        self.events.on_gap(channel);
+                    }
+                }
+            }
+            PushKind::Disconnection => {
+                link_healthy.store(false, Ordering::Relaxed);
+                tracing::warn!("redis pub/sub connection lost; reconnecting");
+            }
+            _ => {}
+        }
+    }
+
+    fn hand_over(&self, worker: usize, incoming: Incoming, channel: Option<&str>) {
+        match self.workers[worker].try_send(incoming) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                // Subscribers that keep positions must not miss it silently.
+                if let Some(channel) = channel {
+                    self.events.on_gap(channel);
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+fn bytes_of(value: Value) -> Option<Vec<u8>> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        _ => None,
+    }
+}
+
+/// Builds the push sender a pub/sub connection hands its pushes to.
+pub(crate) fn push_sender(
+    inbox: Arc<Inbox>,
+    healthy: Arc<AtomicBool>,
+) -> impl Fn(PushInfo) -> Result<(), ()> + Send + Sync + 'static {
+    move |push| {
+        inbox.on_push(push, &healthy);
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpKind {
+    Subscribe,
+    Unsubscribe,
+}
+
+struct Op {
+    kind: OpKind,
+    channel: String,
+    done: oneshot::Sender<RedisResult<()>>,
+}
+
+/// One pub/sub connection and the task that runs its (un)subscriptions in
+/// order, batching consecutive ones into one command.
+pub(crate) struct Link {
+    ops: mpsc::Sender<Op>,
+    pub(crate) healthy: Arc<AtomicBool>,
+}
+
+/// Most channels in one SUBSCRIBE.
+const BATCH: usize = 512;
+
+impl Link {
+    pub(crate) fn spawn(
+        connection: PubSubConnection,
+        healthy: Arc<AtomicBool>,
+        inbox: Arc<Inbox>,
+        permanent: Vec<String>,
+        ping_interval: Duration,
+        timeout: Duration,
+    ) -> Self {
+        let (ops, rx) = mpsc::channel(4096);
+        tokio::spawn(run_link(
+            connection,
+            rx,
+            inbox,
+            healthy.clone(),
+            permanent,
+            ping_interval,
+            timeout,
+        ));
+        Self { ops, healthy }
+    }
+
+    pub(crate) async fn subscribe(&self, channel: String) -> RedisResult<()> {
+        self.run(OpKind::Subscribe, channel).await
+    }
+
+    pub(crate) async fn unsubscribe(&self, channel: String) -> RedisResult<()> {
+        self.run(OpKind::Unsubscribe, channel).await
+    }
+
+    async fn run(&self, kind: OpKind, channel: String) -> RedisResult<()> {
+        let (done, result) = oneshot::channel();
+        let op = Op {
+            kind,
+            channel,
+            done,
+        };
+        if self.ops.send(op).await.is_err() {
+            return Err(closed());
+        }
+        result.await.unwrap_or_else(|_| Err(closed()))
+    }
+}
+
+fn closed() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, "pub/sub link closed"))
+}
+
+fn timed_out() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, "pub/sub command timed out"))
+}
+
+async fn run_link(
+    mut connection: PubSubConnection,
+    mut ops: mpsc::Receiver<Op>,
+    inbox: Arc<Inbox>,
+    healthy: Arc<AtomicBool>,
+    permanent: Vec<String>,
+    ping_interval: Duration,
+    timeout: Duration,
+) {
+    let mut permanent_done = false;
+    let mut ticker = tokio::time::interval(ping_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut held: Option<Op> = None;
+    loop {
+        let first = match held.take() {
+            Some(op) => op,
+            None => {
+                tokio::select! {
+                    op = ops.recv() => match op {
+                        Some(op) => op,
+                        None => return,
+                    },
+                    _ = ticker.tick() => {
+                        if !permanent_done {
+                            permanent_done =
+                                apply(&mut connection, &inbox, OpKind::Subscribe, &permanent, timeout)
+                                    .await
+                                    .is_ok();
+                        }
+                        let alive = matches!(
+                            tokio::time::timeout(timeout, connection.ping()).await,
+                            Ok(Ok(()))
+                        );
+                        healthy.store(alive && permanent_done, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+            }
+        };
+        let kind = first.kind;
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match ops.try_recv() {
+                Ok(op) if op.kind == kind => batch.push(op),
+                Ok(op) => {
+                    held = Some(op);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let channels: Vec<String> = batch.iter().map(|op| op.channel.clone()).collect();
+        let result = apply(&mut connection, &inbox, kind, &channels, timeout).await;
+        for op in batch {
+            let _ = op.done.send(result.clone());
+        }
+    }
+}
+
+async fn apply(
+    connection: &mut PubSubConnection,
+    inbox: &Inbox,
+    kind: OpKind,
+    channels: &[String],
+    timeout: Duration,
+) -> RedisResult<()> {
+    if channels.is_empty() {
+        return Ok(());
+    }
+    let result = match kind {
+        OpKind::Subscribe => {
+            inbox.expect(channels);
+            let result = tokio::time::timeout(timeout, connection.subscribe(channels))
+                .await
+                .unwrap_or_else(|_| Err(timed_out()));
+            if result.is_err() {
+                inbox.forget(channels);
+            }
+            result
+        }
+        OpKind::Unsubscribe => tokio::time::timeout(timeout, connection.unsubscribe(channels))
+            .await
+            .unwrap_or_else(|_| Err(timed_out())),
+    };
+    if let Err(e) = &result {
+        tracing::warn!(error = %e, ?kind, channels = channels.len(), "redis pub/sub command failed");
+    }
+    result
+}

@@ -1,0 +1,155 @@
+//! The Lua scripts that make multi-key operations atomic in Redis.
+//!
+//! Each script touches only keys of one herald channel, so in Cluster mode
+//! they all hash to the channel's slot (see `keys.rs`).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Publish, with or without history, optionally idempotent.
+///
+/// KEYS: 1 stream, 2 stream meta, 3 idempotency result (the meta key when
+/// unused), 4 pub/sub channel.
+/// ARGV: 1 publication JSON, 2 history size (0 = no history), 3 history TTL
+/// seconds (0 = none), 4 meta TTL seconds (0 = none), 5 epoch to use if the
+/// stream has none, 6 `publish` or `spublish`, 7 idempotency TTL seconds
+/// (0 = not idempotent).
+///
+/// Returns `{offset, epoch, repeated}`; `repeated` = 1 when an earlier publish
+/// with the same idempotency key answered and nothing was published.
+pub(crate) static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local remember = ARGV[7] ~= '0'
+if remember then
+  local seen = redis.call('hmget', KEYS[3], 'e', 's')
+  if seen[1] then
+    return {tonumber(seen[2]), seen[1], 1}
+  end
+end
+local offset = 0
+local epoch = ''
+if ARGV[2] ~= '0' then
+  epoch = redis.call('hget', KEYS[2], 'e')
+  if not epoch then
+    epoch = ARGV[5]
+    redis.call('hset', KEYS[2], 'e', epoch)
+  end
+  offset = redis.call('hincrby', KEYS[2], 's', 1)
+  if ARGV[4] ~= '0' then
+    redis.call('expire', KEYS[2], ARGV[4])
+  end
+  if offset == 1 then
+    -- A new stream: whatever an expired meta left behind is stale.
+    redis.call('del', KEYS[1])
+  end
+  redis.call('xadd', KEYS[1], 'MAXLEN', ARGV[2], offset .. '-0', 'd', ARGV[1])
+  if ARGV[3] ~= '0' then
+    redis.call('expire', KEYS[1], ARGV[3])
+  end
+end
+redis.call(ARGV[6], KEYS[4], 'p1:' .. offset .. ':' .. epoch .. ':' .. ARGV[1])
+if remember then
+  redis.call('hset', KEYS[3], 'e', epoch, 's', offset)
+  redis.call('expire', KEYS[3], ARGV[7])
+end
+return {offset, epoch, 0}
+"#,
+    )
+});
+
+/// Reads history; creates the stream meta (epoch) when missing.
+///
+/// KEYS: 1 stream, 2 stream meta.
+/// ARGV: 1 `1` when a `since` offset is given, 2 that offset, 3 limit (-1 = no
+/// limit), 4 `1` = newest first, 5 meta TTL seconds (0 = none), 6 epoch to use
+/// if the stream has none.
+///
+/// Returns `{top offset, epoch, entries}` with entries as XRANGE gives them.
+pub(crate) static HISTORY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local epoch = redis.call('hget', KEYS[2], 'e')
+if not epoch then
+  epoch = ARGV[6]
+  redis.call('hset', KEYS[2], 'e', epoch)
+end
+if ARGV[5] ~= '0' then
+  redis.call('expire', KEYS[2], ARGV[5])
+end
+local top = tonumber(redis.call('hget', KEYS[2], 's') or '0')
+local limit = tonumber(ARGV[3])
+if limit == 0 then
+  return {top, epoch, {}}
+end
+local entries
+if ARGV[4] == '1' then
+  local last = '+'
+  if ARGV[1] == '1' then last = '(' .. ARGV[2] .. '-0' end
+  if limit > 0 then
+    entries = redis.call('xrevrange', KEYS[1], last, '-', 'COUNT', limit)
+  else
+    entries = redis.call('xrevrange', KEYS[1], last, '-')
+  end
+else
+  local first = '-'
+  if ARGV[1] == '1' then first = '(' .. ARGV[2] .. '-0' end
+  if limit > 0 then
+    entries = redis.call('xrange', KEYS[1], first, '+', 'COUNT', limit)
+  else
+    entries = redis.call('xrange', KEYS[1], first, '+')
+  end
+end
+return {top, epoch, entries}
+"#,
+    )
+});
+
+/// Adds or refreshes a client's presence.
+///
+/// KEYS: 1 presence data hash, 2 presence expiry sorted set.
+/// ARGV: 1 client id, 2 ClientInfo JSON, 3 expiry (unix seconds), 4 key TTL seconds.
+pub(crate) static PRESENCE_ADD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('zadd', KEYS[2], ARGV[3], ARGV[1])
+redis.call('hset', KEYS[1], ARGV[1], ARGV[2])
+redis.call('expire', KEYS[1], ARGV[4])
+redis.call('expire', KEYS[2], ARGV[4])
+return 1
+"#,
+    )
+});
+
+/// Removes a client's presence.
+///
+/// KEYS: 1 presence data hash, 2 presence expiry sorted set. ARGV: 1 client id.
+pub(crate) static PRESENCE_REMOVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('hdel', KEYS[1], ARGV[1])
+redis.call('zrem', KEYS[2], ARGV[1])
+return 1
+"#,
+    )
+});
+
+/// Drops expired entries, then returns the presence hash (HGETALL form).
+///
+/// KEYS: 1 presence data hash, 2 presence expiry sorted set.
+/// ARGV: 1 now (unix seconds).
+pub(crate) static PRESENCE_GET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local expired = redis.call('zrangebyscore', KEYS[2], '-inf', ARGV[1])
+for i = 1, #expired do
+  redis.call('hdel', KEYS[1], expired[i])
+end
+if #expired > 0 then
+  redis.call('zremrangebyscore', KEYS[2], '-inf', ARGV[1])
+end
+return redis.call('hgetall', KEYS[1])
+"#,
+    )
+});
