@@ -1,0 +1,969 @@
+//! The node's configuration: every section of interface.md, how it is loaded
+//! (a file, then `HERALD_*` environment variables, then `*_file` secrets) and
+//! how it is validated.
+//!
+//! Sections the gateway and auth crates consume reuse their structs; the rest
+//! (engine, keyrings, prometheus, health, log) are defined here. A bad value
+//! is named by `serde_path_to_error`. Unknown keys are errors: after
+//! deserializing, the typed config is serialized back and every key of the
+//! input that did not come back out is unknown. (A deserialize-time tracker
+//! such as `serde_ignored` cannot see into `#[serde(flatten)]` sections, which
+//! auth uses for `client.subscription_token` and `channel.namespaces`.)
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use config::{FileFormat, Value, ValueKind};
+use herald_auth::{ChannelConfig, ChannelOptions, ChannelPolicy, TokenConfig, TokenVerifier};
+use herald_gateway::{
+    ClientConfig, GatewayConfig, HttpApiConfig, HttpServerConfig, ShutdownConfig,
+};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of every variable of the environment layer.
+pub(crate) const ENV_PREFIX: &str = "HERALD_";
+/// Read by the CLI as `--config`; never part of the environment layer.
+pub(crate) const CONFIG_PATH_ENV: &str = "HERALD_CONFIG";
+
+/// Keys that hold a secret (or a key's PEM text) and may instead be given as a
+/// path in the sibling key `<key>_file`.
+pub(crate) const FILE_KEYS: &[&str] = &[
+    "client.token.hmac_secret_key",
+    "client.token.hmac_previous_secret_key",
+    "client.token.rsa_public_key",
+    "client.token.ecdsa_public_key",
+    "client.subscription_token.hmac_secret_key",
+    "client.subscription_token.hmac_previous_secret_key",
+    "client.subscription_token.rsa_public_key",
+    "client.subscription_token.ecdsa_public_key",
+    "client.introspection.client_secret",
+    "http_api.key",
+    "engine.redis.password",
+];
+
+/// Keys whose environment value is a comma-separated list.
+const LIST_KEYS: &[&str] = &[
+    "client.allowed_origins",
+    "engine.redis.address",
+    "engine.redis.cluster_address",
+];
+
+/// Why a configuration cannot be used. Every variant names the key at fault
+/// where there is one.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: unsupported extension (use .toml, .yaml, .yml or .json)")]
+    UnsupportedFormat { path: PathBuf },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("environment variable {name}: value is not valid UTF-8")]
+    EnvNotUnicode { name: String },
+    #[error("{}", unknown_keys_message(.keys))]
+    UnknownKeys { keys: Vec<UnknownKey> },
+    /// A value of the wrong type or out of range, or a failed check.
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+    #[error("{key}_file: cannot read {path}: {source}")]
+    SecretFile {
+        key: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{key}: set either {key} or {key}_file, not both")]
+    SecretConflict { key: String },
+    /// Refused by the auth crate (channel policy, token keys); names its key.
+    #[error(transparent)]
+    Auth(#[from] herald_auth::AuthConfigError),
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// A key no section knows, and the environment variable that set it, if one did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UnknownKey {
+    pub(crate) key: String,
+    pub(crate) env: Option<String>,
+}
+
+/// Every section of the configuration file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct Config {
+    pub(crate) http_server: HttpServerConfig,
+    pub(crate) client: ClientConfig,
+    pub(crate) channel: ChannelConfig,
+    pub(crate) http_api: HttpApiConfig,
+    pub(crate) engine: EngineConfig,
+    pub(crate) bus_integrity: BusIntegrityConfig,
+    pub(crate) history_encryption: HistoryEncryptionConfig,
+    pub(crate) prometheus: PrometheusConfig,
+    pub(crate) health: HealthConfig,
+    pub(crate) log: LogConfig,
+    pub(crate) shutdown: ShutdownConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct EngineConfig {
+    #[serde(rename = "type")]
+    pub(crate) kind: EngineKind,
+    pub(crate) redis: RedisConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub(crate) enum EngineKind {
+    #[default]
+    Memory,
+    Redis,
+}
+
+impl TryFrom<String> for EngineKind {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.as_str() {
+            "memory" => Ok(Self::Memory),
+            "redis" => Ok(Self::Redis),
+            _ => Err(format!("{value:?} is not one of memory, redis")),
+        }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct RedisConfig {
+    /// Several addresses shard channels over several servers.
+    pub(crate) address: Vec<String>,
+    /// Redis Cluster seed nodes.
+    pub(crate) cluster_address: Vec<String>,
+    pub(crate) prefix: String,
+    pub(crate) user: String,
+    pub(crate) password: String,
+    pub(crate) tls_ca_pem_file: String,
+    #[serde(with = "humantime_serde")]
+    pub(crate) connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(crate) command_timeout: Duration,
+    /// How often a node announces itself to the others.
+    #[serde(with = "humantime_serde")]
+    pub(crate) heartbeat_interval: Duration,
+    /// A node silent this long is forgotten.
+    #[serde(with = "humantime_serde")]
+    pub(crate) node_ttl: Duration,
+    /// Pub/sub connections per Redis server (or per cluster).
+    pub(crate) pubsub_connections: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            address: vec!["redis://127.0.0.1:6379".to_owned()],
+            cluster_address: Vec::new(),
+            prefix: "herald".to_owned(),
+            user: String::new(),
+            password: String::new(),
+            tls_ca_pem_file: String::new(),
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_secs(4),
+            heartbeat_interval: Duration::from_secs(3),
+            node_ttl: Duration::from_secs(10),
+            pubsub_connections: 2,
+        }
+    }
+}
+
+/// HMAC keyring for envelopes that cross Redis.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct BusIntegrityConfig {
+    /// Key id used to sign; empty = signing off.
+    pub(crate) active: String,
+    pub(crate) keys: Vec<BusKeyConfig>,
+}
+
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct BusKeyConfig {
+    pub(crate) id: String,
+    /// Base64 of at least 32 bytes.
+    pub(crate) secret: String,
+    pub(crate) secret_file: String,
+}
+
+/// AEAD keyring for payloads stored in history.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct HistoryEncryptionConfig {
+    pub(crate) active: String,
+    pub(crate) keys: Vec<HistoryKeyConfig>,
+}
+
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct HistoryKeyConfig {
+    pub(crate) id: String,
+    /// Base64 of exactly 32 bytes (AES-256).
+    pub(crate) key: String,
+    pub(crate) key_file: String,
+}
+
+// Hand-written Debug for the structs holding secrets: a `{:?}` of the
+// config never prints one.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("address", &self.address)
+            .field("cluster_address", &self.cluster_address)
+            .field("prefix", &self.prefix)
+            .field("user", &self.user)
+            .field("password", &Redacted(&self.password))
+            .field("tls_ca_pem_file", &self.tls_ca_pem_file)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("node_ttl", &self.node_ttl)
+            .field("pubsub_connections", &self.pubsub_connections)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for BusKeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusKeyConfig")
+            .field("id", &self.id)
+            .field("secret", &Redacted(&self.secret))
+            .field("secret_file", &self.secret_file)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for HistoryKeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistoryKeyConfig")
+            .field("id", &self.id)
+            .field("key", &Redacted(&self.key))
+            .field("key_file", &self.key_file)
+            .finish()
+    }
+}
+
+/// Shows whether a secret is set, never its value.
+struct Redacted<'a>(&'a str);
+
+impl std::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "<redacted>"
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct PrometheusConfig {
+    pub(crate) enabled: bool,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct HealthConfig {
+    pub(crate) enabled: bool,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct LogConfig {
+    /// An `EnvFilter` directive; `RUST_LOG` overrides it.
+    pub(crate) level: String,
+    pub(crate) format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub(crate) enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl TryFrom<String> for LogFormat {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.as_str() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("{value:?} is not one of text, json")),
+        }
+    }
+}
+
+impl Config {
+    /// The sections the gateway runs a node with.
+    pub(crate) fn gateway(&self) -> GatewayConfig {
+        GatewayConfig {
+            http_server: self.http_server.clone(),
+            client: self.client.clone(),
+            channel: self.channel.clone(),
+            http_api: self.http_api.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+}
+
+/// A configuration that passed validation, and what an operator should hear about it.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) config: Config,
+    /// Accepted but doubtful settings (short HMAC secret, insecure mode, ...).
+    pub(crate) warnings: Vec<String>,
+}
+
+/// Where the file layer comes from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FileLayer<'a> {
+    None,
+    Path(&'a Path),
+    /// Text in a given format (the dev profile, tests).
+    Text(&'a str, FileFormat),
+}
+
+/// Loads and validates: the file layer, then the environment layer (`env`
+/// holds `HERALD_*` pairs; anything else and `HERALD_CONFIG` are skipped), then
+/// `*_file` secrets.
+pub(crate) fn load<I>(file: FileLayer<'_>, env: I) -> Result<Loaded, ConfigError>
+where
+    I: IntoIterator<Item = (String, String)>,
+{
+    let config = parse(file, EnvLayer::new(env))?;
+    let warnings = validate(&config)?;
+    Ok(Loaded { config, warnings })
+}
+
+/// The `HERALD_*` variables of this process, less `HERALD_CONFIG`.
+pub(crate) fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
+    let mut vars = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with(ENV_PREFIX) || name == CONFIG_PATH_ENV {
+            continue;
+        }
+        let value = value
+            .into_string()
+            .map_err(|_| ConfigError::EnvNotUnicode {
+                name: name.to_owned(),
+            })?;
+        vars.push((name.to_owned(), value));
+    }
+    Ok(vars)
+}
+
+/// The file format a path's extension names.
+pub(crate) fn format_of(path: &Path) -> Result<FileFormat, ConfigError> {
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match extension.as_deref() {
+        Some("toml") => Ok(FileFormat::Toml),
+        Some("yaml" | "yml") => Ok(FileFormat::Yaml),
+        Some("json") => Ok(FileFormat::Json),
+        _ => Err(ConfigError::UnsupportedFormat {
+            path: path.to_owned(),
+        }),
+    }
+}
+
+/// The environment layer: `HERALD_CLIENT__TOKEN__HMAC_SECRET_KEY` sets
+/// `client.token.hmac_secret_key`. Values stay strings (the deserializer
+/// converts them where a number or bool is wanted, so a numeric-looking secret
+/// is never reinterpreted); list keys are split on commas.
+#[derive(Debug, Clone)]
+struct EnvLayer {
+    /// key path -> (variable name, value)
+    vars: BTreeMap<String, (String, String)>,
+}
+
+impl EnvLayer {
+    fn new<I>(env: I) -> Self
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let mut vars = BTreeMap::new();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if name == CONFIG_PATH_ENV || rest.is_empty() {
+                continue;
+            }
+            let key = rest.to_ascii_lowercase().replace("__", ".");
+            vars.insert(key, (name, value));
+        }
+        Self { vars }
+    }
+
+    fn variable(&self, key: &str) -> Option<&str> {
+        self.vars.get(key).map(|(name, _)| name.as_str())
+    }
+}
+
+impl config::Source for EnvLayer {
+    fn clone_into_box(&self) -> Box<dyn config::Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<config::Map<String, Value>, config::ConfigError> {
+        let origin = "the environment".to_owned();
+        let mut map = config::Map::new();
+        for (key, (_, value)) in &self.vars {
+            let kind = if LIST_KEYS.contains(&key.as_str()) {
+                let items = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(|item| Value::new(Some(&origin), item))
+                    .collect::<Vec<_>>();
+                ValueKind::Array(items)
+            } else {
+                ValueKind::String(value.clone())
+            };
+            map.insert(key.clone(), Value::new(Some(&origin), kind));
+        }
+        Ok(map)
+    }
+}
+
+fn parse(file: FileLayer<'_>, env: EnvLayer) -> Result<Config, ConfigError> {
+    let (text, format, origin) = match file {
+        FileLayer::None => (None, FileFormat::Toml, "config".to_owned()),
+        FileLayer::Path(path) => {
+            let format = format_of(path)?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+                path: path.to_owned(),
+                source,
+            })?;
+            (
+                Some(text),
+                format,
+                format!("config file {}", path.display()),
+            )
+        }
+        FileLayer::Text(text, format) => (Some(text.to_owned()), format, "config".to_owned()),
+    };
+
+    let mut builder = config::Config::builder();
+    if let Some(text) = &text {
+        builder = builder.add_source(config::File::from_str(text, format));
+    }
+    builder = builder.add_source(env.clone());
+    let parse_error = |e: config::ConfigError| ConfigError::Parse {
+        origin: origin.clone(),
+        message: e.to_string(),
+    };
+
+    // `*_file` keys are read from the merged tree, then their contents
+    // override the key they stand for.
+    let raw = builder.clone().build().map_err(parse_error)?;
+    for &key in FILE_KEYS {
+        let file_key = format!("{key}_file");
+        let Some(path) = string_at(&raw, &file_key)?.filter(|p| !p.is_empty()) else {
+            continue;
+        };
+        if string_at(&raw, key)?.is_some_and(|v| !v.is_empty()) {
+            return Err(ConfigError::SecretConflict {
+                key: key.to_owned(),
+            });
+        }
+        let secret = read_secret(key, Path::new(&path))?;
+        builder = builder
+            .set_override(key, secret)
+            .map_err(|e| ConfigError::invalid(key, e))?;
+    }
+    let merged = builder.build().map_err(parse_error)?;
+
+    let input = config::Source::collect(&merged).map_err(parse_error)?;
+    let mut config: Config = match serde_path_to_error::deserialize(merged.clone()) {
+        Ok(config) => config,
+        Err(error) => {
+            let key = error.path().to_string();
+            return Err(flattened_field_error(&merged, &key)
+                .unwrap_or_else(|| ConfigError::invalid(key.as_str(), describe(error.inner()))));
+        }
+    };
+
+    let known = serde_json::to_value(&config).map_err(|e| ConfigError::invalid("config", e))?;
+    let file_keys: HashSet<String> = FILE_KEYS.iter().map(|k| format!("{k}_file")).collect();
+    let mut unknown = Vec::new();
+    unknown_keys(&input, &known, "", &mut unknown);
+    unknown.retain(|key| !file_keys.contains(key));
+    if !unknown.is_empty() {
+        unknown.sort();
+        let keys = unknown
+            .into_iter()
+            .map(|key| UnknownKey {
+                env: env.variable(&key).map(str::to_owned),
+                key,
+            })
+            .collect();
+        return Err(ConfigError::UnknownKeys { keys });
+    }
+
+    resolve_keyring_files(&mut config)?;
+    Ok(config)
+}
+
+fn unknown_keys_message(keys: &[UnknownKey]) -> String {
+    let mut lines = Vec::with_capacity(keys.len());
+    for unknown in keys {
+        match &unknown.env {
+            Some(name) => lines.push(format!("{}: unknown key (set by {name})", unknown.key)),
+            None => lines.push(format!("{}: unknown key", unknown.key)),
+        }
+    }
+    lines.join("; ")
+}
+
+/// Fields of a `#[serde(flatten)]` struct fail with the path of the section
+/// that holds them (`client.subscription_token`, `channel.namespaces[0]`):
+/// deserializing the section's flattened part alone names the field.
+fn flattened_field_error(merged: &config::Config, key: &str) -> Option<ConfigError> {
+    let table = merged.get_table(key).ok()?;
+    if key == "client.subscription_token" {
+        return field_error::<TokenConfig>(key, table, "enabled");
+    }
+    let index = key.strip_prefix("channel.namespaces[")?.strip_suffix(']')?;
+    if !index.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    field_error::<ChannelOptions>(key, table, "name")
+}
+
+fn field_error<T: serde::de::DeserializeOwned>(
+    section: &str,
+    mut table: config::Map<String, Value>,
+    own_key: &str,
+) -> Option<ConfigError> {
+    table.remove(own_key);
+    let value = Value::new(None, ValueKind::Table(table));
+    let error = serde_path_to_error::deserialize::<_, T>(value).err()?;
+    Some(ConfigError::invalid(
+        format!("{section}.{}", error.path()),
+        describe(error.inner()),
+    ))
+}
+
+/// A `config` error without the key it appends (our message starts with
+/// the key already).
+fn describe(error: &config::ConfigError) -> String {
+    match error {
+        config::ConfigError::Type {
+            origin,
+            unexpected,
+            expected,
+            ..
+        } => match origin {
+            Some(origin) => {
+                format!("invalid type: {unexpected}, expected {expected} (in {origin})")
+            }
+            None => format!("invalid type: {unexpected}, expected {expected}"),
+        },
+        config::ConfigError::At { error, .. } => describe(error),
+        other => other.to_string(),
+    }
+}
+
+/// The string at `key`, `None` when the key is absent.
+fn string_at(config: &config::Config, key: &str) -> Result<Option<String>, ConfigError> {
+    match config.get_string(key) {
+        Ok(value) => Ok(Some(value)),
+        Err(config::ConfigError::NotFound(_)) => Ok(None),
+        Err(e) => Err(ConfigError::invalid(key, e)),
+    }
+}
+
+/// A secret file's contents without the trailing newline editors and
+/// `kubectl create secret --from-file` leave.
+fn read_secret(key: &str, path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+        key: key.to_owned(),
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+fn resolve_keyring_files(config: &mut Config) -> Result<(), ConfigError> {
+    for (i, key) in config.bus_integrity.keys.iter_mut().enumerate() {
+        if key.secret_file.is_empty() {
+            continue;
+        }
+        let name = format!("bus_integrity.keys[{i}].secret");
+        if !key.secret.is_empty() {
+            return Err(ConfigError::SecretConflict { key: name });
+        }
+        key.secret = read_secret(&name, Path::new(&key.secret_file))?;
+    }
+    for (i, key) in config.history_encryption.keys.iter_mut().enumerate() {
+        if key.key_file.is_empty() {
+            continue;
+        }
+        let name = format!("history_encryption.keys[{i}].key");
+        if !key.key.is_empty() {
+            return Err(ConfigError::SecretConflict { key: name });
+        }
+        key.key = read_secret(&name, Path::new(&key.key_file))?;
+    }
+    Ok(())
+}
+
+/// Collects the keys of `input` (the merged layers) that `known` (the typed
+/// config serialized back) lacks, as `client.token.x` or
+/// `channel.namespaces[0].name`, the shape `serde_path_to_error` prints.
+fn unknown_keys(
+    input: &config::Map<String, Value>,
+    known: &serde_json::Value,
+    prefix: &str,
+    out: &mut Vec<String>,
+) {
+    for (key, value) in input {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        // An explicit null (JSON, YAML) is an absent optional value, which
+        // serializes to nothing.
+        if matches!(value.kind, ValueKind::Nil) {
+            continue;
+        }
+        let Some(known) = known.get(key) else {
+            out.push(path);
+            continue;
+        };
+        nested_unknown_keys(value, known, &path, out);
+    }
+}
+
+fn nested_unknown_keys(
+    value: &Value,
+    known: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<String>,
+) {
+    match (&value.kind, known) {
+        (ValueKind::Table(table), serde_json::Value::Object(_)) => {
+            unknown_keys(table, known, path, out);
+        }
+        (ValueKind::Array(items), serde_json::Value::Array(known_items)) => {
+            for (index, (item, known)) in items.iter().zip(known_items).enumerate() {
+                nested_unknown_keys(item, known, &format!("{path}[{index}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Checks what serde cannot, and builds the channel policy and token
+/// verifier to surface their errors. Returns warnings.
+fn validate(config: &Config) -> Result<Vec<String>, ConfigError> {
+    let mut warnings = Vec::new();
+
+    let tls = &config.http_server.tls;
+    if !matches!(tls.client_auth.as_str(), "none" | "optional" | "required") {
+        return Err(ConfigError::invalid(
+            "http_server.tls.client_auth",
+            format!(
+                "{:?} is not one of none, optional, required",
+                tls.client_auth
+            ),
+        ));
+    }
+    if !matches!(tls.min_version.as_str(), "1.2" | "1.3") {
+        return Err(ConfigError::invalid(
+            "http_server.tls.min_version",
+            format!("{:?} is not one of \"1.2\", \"1.3\"", tls.min_version),
+        ));
+    }
+    if tls.enabled && tls.cert_pem_file.is_empty() {
+        return Err(ConfigError::invalid(
+            "http_server.tls.cert_pem_file",
+            "required when http_server.tls.enabled is true",
+        ));
+    }
+    if tls.enabled && tls.key_pem_file.is_empty() {
+        return Err(ConfigError::invalid(
+            "http_server.tls.key_pem_file",
+            "required when http_server.tls.enabled is true",
+        ));
+    }
+    if tls.enabled {
+        // Refused rather than silently served in plain text.
+        return Err(ConfigError::invalid(
+            "http_server.tls.enabled",
+            "TLS is not supported yet; terminate TLS in front of herald for now",
+        ));
+    }
+
+    let client = &config.client;
+    if !client.ping_interval.is_zero()
+        && !client.pong_timeout.is_zero()
+        && client.ping_interval <= client.pong_timeout
+    {
+        return Err(ConfigError::invalid(
+            "client.ping_interval",
+            format!(
+                "must be greater than client.pong_timeout ({} <= {})",
+                humantime::format_duration(client.ping_interval),
+                humantime::format_duration(client.pong_timeout)
+            ),
+        ));
+    }
+    if client.insecure {
+        warnings.push(
+            "client.insecure is true: clients connect without credentials and get every \
+             permission; never use this in production"
+                .to_owned(),
+        );
+    }
+
+    ChannelPolicy::new(&config.channel)?;
+    let verifier = TokenVerifier::new(&client.token, &client.subscription_token)?;
+    warnings.extend(verifier.warnings());
+
+    if config.engine.kind == EngineKind::Redis {
+        validate_redis(&config.engine.redis)?;
+    }
+
+    validate_keyring(
+        "bus_integrity",
+        &config.bus_integrity.active,
+        config
+            .bus_integrity
+            .keys
+            .iter()
+            .map(|k| (k.id.as_str(), k.secret.as_str())),
+        "secret",
+        KeyLength::AtLeast(32),
+    )?;
+    validate_keyring(
+        "history_encryption",
+        &config.history_encryption.active,
+        config
+            .history_encryption
+            .keys
+            .iter()
+            .map(|k| (k.id.as_str(), k.key.as_str())),
+        "key",
+        KeyLength::Exactly(32),
+    )?;
+
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+        return Err(ConfigError::invalid("log.level", e));
+    }
+    Ok(warnings)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum KeyLength {
+    AtLeast(usize),
+    Exactly(usize),
+}
+
+fn validate_redis(redis: &RedisConfig) -> Result<(), ConfigError> {
+    let (key, addresses) = if redis.cluster_address.is_empty() {
+        ("engine.redis.address", &redis.address)
+    } else {
+        ("engine.redis.cluster_address", &redis.cluster_address)
+    };
+    if addresses.is_empty() {
+        return Err(ConfigError::invalid(key, "lists no Redis server"));
+    }
+    for address in addresses {
+        if !(address.starts_with("redis://") || address.starts_with("rediss://")) {
+            return Err(ConfigError::invalid(
+                key,
+                "every address must start with redis:// or rediss://",
+            ));
+        }
+    }
+    if redis.prefix.is_empty() {
+        return Err(ConfigError::invalid(
+            "engine.redis.prefix",
+            "must not be empty",
+        ));
+    }
+    for (key, value) in [
+        ("engine.redis.connect_timeout", redis.connect_timeout),
+        ("engine.redis.command_timeout", redis.command_timeout),
+        ("engine.redis.heartbeat_interval", redis.heartbeat_interval),
+    ] {
+        if value.is_zero() {
+            return Err(ConfigError::invalid(key, "must be more than 0s"));
+        }
+    }
+    if redis.node_ttl <= redis.heartbeat_interval {
+        return Err(ConfigError::invalid(
+            "engine.redis.node_ttl",
+            "must be longer than engine.redis.heartbeat_interval",
+        ));
+    }
+    if !(1..=64).contains(&redis.pubsub_connections) {
+        return Err(ConfigError::invalid(
+            "engine.redis.pubsub_connections",
+            "must be between 1 and 64",
+        ));
+    }
+    if !redis.tls_ca_pem_file.is_empty() {
+        redis_ca(redis)?;
+    }
+    Ok(())
+}
+
+fn redis_ca(redis: &RedisConfig) -> Result<Option<Vec<u8>>, ConfigError> {
+    if redis.tls_ca_pem_file.is_empty() {
+        return Ok(None);
+    }
+    let pem = std::fs::read(&redis.tls_ca_pem_file).map_err(|e| {
+        ConfigError::invalid(
+            "engine.redis.tls_ca_pem_file",
+            format!("cannot read {}: {e}", redis.tls_ca_pem_file),
+        )
+    })?;
+    if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(ConfigError::invalid(
+            "engine.redis.tls_ca_pem_file",
+            format!("{} holds no PEM certificate", redis.tls_ca_pem_file),
+        ));
+    }
+    Ok(Some(pem))
+}
+
+impl Config {
+    /// The Redis engine settings (reads the CA file, if one is set).
+    pub(crate) fn redis_engine(&self) -> Result<herald_bus::redis::RedisConfig, ConfigError> {
+        let redis = &self.engine.redis;
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        Ok(herald_bus::redis::RedisConfig {
+            addresses: redis.address.clone(),
+            cluster_addresses: redis.cluster_address.clone(),
+            prefix: redis.prefix.clone(),
+            user: non_empty(&redis.user),
+            password: non_empty(&redis.password),
+            tls_ca_pem: redis_ca(redis)?,
+            connect_timeout: redis.connect_timeout,
+            command_timeout: redis.command_timeout,
+            heartbeat_interval: redis.heartbeat_interval,
+            node_ttl: redis.node_ttl,
+            pubsub_connections: redis.pubsub_connections,
+            ..Default::default()
+        })
+    }
+}
+
+fn validate_keyring<'a>(
+    section: &str,
+    active: &str,
+    keys: impl Iterator<Item = (&'a str, &'a str)>,
+    material: &str,
+    length: KeyLength,
+) -> Result<(), ConfigError> {
+    let mut ids = HashSet::new();
+    for (i, (id, encoded)) in keys.enumerate() {
+        if id.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{section}.keys[{i}].id"),
+                "must not be empty",
+            ));
+        }
+        if !ids.insert(id) {
+            return Err(ConfigError::invalid(
+                format!("{section}.keys[{i}].id"),
+                format!("duplicate key id {id:?}"),
+            ));
+        }
+        let key = format!("{section}.keys[{i}].{material}");
+        if encoded.is_empty() {
+            return Err(ConfigError::invalid(
+                key,
+                format!("required (or {material}_file)"),
+            ));
+        }
+        // Never echo the value: it is a secret.
+        let bytes = decode_key(encoded)
+            .ok_or_else(|| ConfigError::invalid(key.as_str(), "not valid base64"))?;
+        match length {
+            KeyLength::AtLeast(n) if bytes.len() < n => {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("must decode to at least {n} bytes, got {}", bytes.len()),
+                ));
+            }
+            KeyLength::Exactly(n) if bytes.len() != n => {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("must decode to exactly {n} bytes, got {}", bytes.len()),
+                ));
+            }
+            _ => {}
+        }
+    }
+    if !active.is_empty() && !ids.contains(active) {
+        return Err(ConfigError::invalid(
+            format!("{section}.active"),
+            format!("no key with id {active:?} in {section}.keys"),
+        ));
+    }
+    Ok(())
+}
+
+/// Standard or URL-safe base64, padded or not.
+fn decode_key(encoded: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let encoded = encoded.trim();
+    [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(encoded).ok())
+}
+
+#[cfg(test)]
+mod tests;

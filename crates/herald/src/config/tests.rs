@@ -1,0 +1,538 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::*;
+use crate::profile::{self, Secrets};
+
+/// A file in the temp dir, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("herald-config-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        Self(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn toml(text: &str, pairs: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+    load(FileLayer::Text(text, FileFormat::Toml), env(pairs))
+}
+
+fn toml_err(text: &str, pairs: &[(&str, &str)]) -> String {
+    match toml(text, pairs) {
+        Ok(_) => panic!("config accepted: {text} {pairs:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A config file, env pairs, and the expected error (or its start).
+type Case = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+#[test]
+fn empty_config_takes_documented_defaults() {
+    let config = load(FileLayer::None, Vec::new()).unwrap().config;
+    assert_eq!(config.http_server.address, "127.0.0.1");
+    assert_eq!(config.http_server.port, 8000);
+    assert_eq!(config.http_server.internal_port, 9000);
+    assert_eq!(config.client.ping_interval, Duration::from_secs(25));
+    assert_eq!(config.engine.kind, EngineKind::Memory);
+    assert_eq!(config.engine.redis.address, ["redis://127.0.0.1:6379"]);
+    assert_eq!(config.engine.redis.prefix, "herald");
+    assert!(config.prometheus.enabled);
+    assert!(config.health.enabled);
+    assert_eq!(config.log.level, "info");
+    assert_eq!(config.log.format, LogFormat::Text);
+    assert_eq!(config.shutdown.timeout, Duration::from_secs(30));
+    assert!(config.bus_integrity.active.is_empty());
+}
+
+#[test]
+fn env_overrides_file_with_double_underscore_levels() {
+    let file = format!(
+        "[http_server]\nport = 8001\n[client]\ninsecure = false\n[client.token]\nhmac_secret_key = \"{SECRET}\"\n"
+    );
+    let config = toml(
+        &file,
+        &[
+            ("HERALD_HTTP_SERVER__PORT", "9001"),
+            ("HERALD_CLIENT__INSECURE", "true"),
+            ("HERALD_CLIENT__PING_INTERVAL", "40s"),
+            ("HERALD_CLIENT__TOKEN__HMAC_SECRET_KEY", "1e10"),
+            ("HERALD_CLIENT__TOKEN__AUDIENCE", "herald"),
+            ("HERALD_CHANNEL__WITHOUT_NAMESPACE__HISTORY_SIZE", "10"),
+            ("HERALD_CHANNEL__WITHOUT_NAMESPACE__HISTORY_TTL", "1m"),
+            ("HERALD_LOG__FORMAT", "json"),
+            ("HERALD_BUS_INTEGRITY__ACTIVE", ""),
+            // Not part of the config layer.
+            ("HERALD_CONFIG", "/nonexistent.toml"),
+            ("PATH", "/usr/bin"),
+        ],
+    )
+    .unwrap()
+    .config;
+    assert_eq!(config.http_server.port, 9001);
+    assert!(config.client.insecure);
+    assert_eq!(config.client.ping_interval, Duration::from_secs(40));
+    // A numeric-looking secret stays the text it was.
+    assert_eq!(config.client.token.hmac_secret_key, "1e10");
+    assert_eq!(config.client.token.audience, "herald");
+    assert_eq!(config.channel.without_namespace.history_size, 10);
+    assert_eq!(
+        config.channel.without_namespace.history_ttl,
+        Duration::from_secs(60)
+    );
+    assert_eq!(config.log.format, LogFormat::Json);
+}
+
+#[test]
+fn env_list_keys_are_comma_separated() {
+    let config = toml(
+        "",
+        &[
+            (
+                "HERALD_CLIENT__ALLOWED_ORIGINS",
+                "https://a.example, https://*.b.example",
+            ),
+            (
+                "HERALD_ENGINE__REDIS__ADDRESS",
+                "redis://10.0.0.1:6379,rediss://10.0.0.2:6380",
+            ),
+            ("HERALD_ENGINE__REDIS__CLUSTER_ADDRESS", ""),
+        ],
+    )
+    .unwrap()
+    .config;
+    assert_eq!(
+        config.client.allowed_origins,
+        ["https://a.example", "https://*.b.example"]
+    );
+    assert_eq!(
+        config.engine.redis.address,
+        ["redis://10.0.0.1:6379", "rediss://10.0.0.2:6380"]
+    );
+    assert!(config.engine.redis.cluster_address.is_empty());
+}
+
+#[test]
+fn file_formats_follow_the_extension() {
+    let yaml = TempFile::new(
+        "herald.yaml",
+        "http_server:\n  port: 8100\nclient:\n  allowed_origins: [\"https://x.example\"]\n",
+    );
+    let json = TempFile::new(
+        "herald.json",
+        r#"{"http_server": {"port": 8200}, "log": {"format": "json"}}"#,
+    );
+    let toml_file = TempFile::new("herald.toml", "[http_server]\nport = 8300\n");
+    let yaml = load(FileLayer::Path(yaml.path()), Vec::new())
+        .unwrap()
+        .config;
+    assert_eq!(yaml.http_server.port, 8100);
+    assert_eq!(yaml.client.allowed_origins, ["https://x.example"]);
+    let json = load(FileLayer::Path(json.path()), Vec::new())
+        .unwrap()
+        .config;
+    assert_eq!(json.http_server.port, 8200);
+    assert_eq!(json.log.format, LogFormat::Json);
+    let toml_config = load(FileLayer::Path(toml_file.path()), Vec::new())
+        .unwrap()
+        .config;
+    assert_eq!(toml_config.http_server.port, 8300);
+
+    let ini = TempFile::new("herald.ini", "");
+    let err = load(FileLayer::Path(ini.path()), Vec::new()).unwrap_err();
+    assert!(
+        matches!(err, ConfigError::UnsupportedFormat { .. }),
+        "{err}"
+    );
+    let missing = Path::new("/nonexistent/herald.toml");
+    let err = load(FileLayer::Path(missing), Vec::new()).unwrap_err();
+    assert!(
+        err.to_string().contains("/nonexistent/herald.toml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn secrets_come_from_file_keys_without_trailing_newline() {
+    let hmac = TempFile::new("hmac", &format!("{SECRET}\n"));
+    let api = TempFile::new("api", "api-key-from-file\r\n");
+    let sub = TempFile::new("sub", "sub-secret-0123456789abcdef012345");
+    let redis = TempFile::new("redis", "redis-password\n");
+    let file = format!(
+        "[client.token]\nhmac_secret_key_file = \"{}\"\n[http_api]\nkey_file = \"{}\"\n",
+        hmac.path().display(),
+        api.path().display()
+    );
+    let sub_path = sub.path().display().to_string();
+    let redis_path = redis.path().display().to_string();
+    let config = toml(
+        &file,
+        &[
+            ("HERALD_CLIENT__SUBSCRIPTION_TOKEN__ENABLED", "true"),
+            (
+                "HERALD_CLIENT__SUBSCRIPTION_TOKEN__HMAC_SECRET_KEY_FILE",
+                &sub_path,
+            ),
+            ("HERALD_ENGINE__REDIS__PASSWORD_FILE", &redis_path),
+        ],
+    )
+    .unwrap()
+    .config;
+    assert_eq!(config.client.token.hmac_secret_key, SECRET);
+    assert_eq!(config.http_api.key, "api-key-from-file");
+    assert_eq!(
+        config.client.subscription_token.token.hmac_secret_key,
+        "sub-secret-0123456789abcdef012345"
+    );
+    assert_eq!(config.engine.redis.password, "redis-password");
+}
+
+#[test]
+fn secret_file_errors_name_the_key() {
+    let err = toml_err("[http_api]\nkey_file = \"/nonexistent/api-key\"\n", &[]);
+    assert!(
+        err.starts_with("http_api.key_file: cannot read /nonexistent/api-key"),
+        "{err}"
+    );
+
+    let hmac = TempFile::new("hmac", SECRET);
+    let file = format!(
+        "[client.token]\nhmac_secret_key = \"{SECRET}\"\nhmac_secret_key_file = \"{}\"\n",
+        hmac.path().display()
+    );
+    let err = toml_err(&file, &[]);
+    assert_eq!(
+        err,
+        "client.token.hmac_secret_key: set either client.token.hmac_secret_key or \
+         client.token.hmac_secret_key_file, not both"
+    );
+}
+
+#[test]
+fn keyring_secrets_come_from_files() {
+    let bus = TempFile::new("bus", &format!("{}\n", profile::random_key_base64()));
+    let history = TempFile::new("history", &profile::random_key_base64());
+    let file = format!(
+        "[bus_integrity]\nactive = \"b1\"\nkeys = [{{ id = \"b1\", secret_file = \"{}\" }}]\n\
+         [history_encryption]\nactive = \"h1\"\nkeys = [{{ id = \"h1\", key_file = \"{}\" }}]\n",
+        bus.path().display(),
+        history.path().display()
+    );
+    let config = toml(&file, &[]).unwrap().config;
+    assert_eq!(config.bus_integrity.keys[0].secret.len(), 44);
+    assert_eq!(config.history_encryption.keys[0].key.len(), 44);
+}
+
+#[test]
+fn unknown_keys_are_named_by_full_path() {
+    let table: &[Case] = &[
+        (
+            "[client]\npong_timout = \"8s\"\n",
+            &[],
+            "client.pong_timout: unknown key",
+        ),
+        ("[nonsense]\na = 1\n", &[], "nonsense: unknown key"),
+        (
+            "[client.token]\nhmac_secret = \"x\"\n",
+            &[],
+            "client.token.hmac_secret: unknown key",
+        ),
+        (
+            "[client.subscription_token]\nhmac_secret_kye = \"x\"\n",
+            &[],
+            "client.subscription_token.hmac_secret_kye: unknown key",
+        ),
+        (
+            "[[channel.namespaces]]\nname = \"chat\"\npresnce = true\n",
+            &[],
+            "channel.namespaces[0].presnce: unknown key",
+        ),
+        (
+            "[engine.redis]\nadress = [\"redis://x\"]\n",
+            &[],
+            "engine.redis.adress: unknown key",
+        ),
+        (
+            "",
+            &[("HERALD_CLIENT__PONG_TIMOUT", "8s")],
+            "client.pong_timout: unknown key (set by HERALD_CLIENT__PONG_TIMOUT)",
+        ),
+        (
+            "[log]\nlevel = \"info\"\ncolour = true\n[shutdown]\ngrace = \"1s\"\n",
+            &[],
+            "log.colour: unknown key; shutdown.grace: unknown key",
+        ),
+    ];
+    for (file, pairs, want) in table {
+        assert_eq!(toml_err(file, pairs), *want, "{file} {pairs:?}");
+    }
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let table: &[Case] = &[
+        ("[http_server]\nport = \"abc\"\n", &[], "http_server.port: "),
+        ("[http_server]\nport = 70000\n", &[], "http_server.port: "),
+        (
+            "",
+            &[("HERALD_HTTP_SERVER__PORT", "eighty")],
+            "http_server.port: ",
+        ),
+        (
+            "[client]\nping_interval = \"soon\"\n",
+            &[],
+            "client.ping_interval: ",
+        ),
+        ("[client]\ninsecure = \"maybe\"\n", &[], "client.insecure: "),
+        (
+            "[client]\nallowed_origins = \"*\"\n",
+            &[],
+            "client.allowed_origins: ",
+        ),
+        ("[log]\nformat = \"xml\"\n", &[], "log.format: "),
+        ("[log]\nlevel = \"info,[\"\n", &[], "log.level: "),
+        ("[engine]\ntype = \"etcd\"\n", &[], "engine.type: "),
+        (
+            "[engine]\ntype = \"redis\"\n[engine.redis]\naddress = [\"127.0.0.1:6379\"]\n",
+            &[],
+            "engine.redis.address: every address must start with redis:// or rediss://",
+        ),
+        (
+            "[engine]\ntype = \"redis\"\n[engine.redis]\nheartbeat_interval = \"10s\"\nnode_ttl = \"5s\"\n",
+            &[],
+            "engine.redis.node_ttl: must be longer than engine.redis.heartbeat_interval",
+        ),
+        (
+            "[engine]\ntype = \"redis\"\n[engine.redis]\ntls_ca_pem_file = \"/nonexistent/ca.pem\"\n",
+            &[],
+            "engine.redis.tls_ca_pem_file: cannot read /nonexistent/ca.pem",
+        ),
+        (
+            "[client]\nping_interval = \"5s\"\npong_timeout = \"8s\"\n",
+            &[],
+            "client.ping_interval: must be greater than client.pong_timeout",
+        ),
+        (
+            "[client.token]\nleeway = \"1m\"\n",
+            &[],
+            "client.token.leeway: ",
+        ),
+        (
+            "[http_server.tls]\nclient_auth = \"sometimes\"\n",
+            &[],
+            "http_server.tls.client_auth: ",
+        ),
+        (
+            "[http_server.tls]\nmin_version = \"1.1\"\n",
+            &[],
+            "http_server.tls.min_version: ",
+        ),
+        (
+            "[http_server.tls]\nenabled = true\n",
+            &[],
+            "http_server.tls.cert_pem_file: ",
+        ),
+        (
+            "[http_server.tls]\nenabled = true\ncert_pem_file = \"c.pem\"\nkey_pem_file = \"k.pem\"\n",
+            &[],
+            "http_server.tls.enabled: TLS is not supported yet",
+        ),
+        (
+            "[[channel.namespaces]]\nname = \"bad name\"\n",
+            &[],
+            "channel.namespaces[0].name: ",
+        ),
+        (
+            "[bus_integrity]\nactive = \"k2\"\nkeys = [{ id = \"k1\", secret = \"c2hvcnQ=\" }]\n",
+            &[],
+            "bus_integrity.keys[0].secret: must decode to at least 32 bytes",
+        ),
+        (
+            "[history_encryption]\nactive = \"h9\"\n",
+            &[],
+            "history_encryption.active: ",
+        ),
+    ];
+    for (file, pairs, want) in table {
+        let err = toml_err(file, pairs);
+        assert!(
+            err.starts_with(want),
+            "{file:?} {pairs:?}: got {err:?}, want {want:?}"
+        );
+    }
+}
+
+#[test]
+fn disabled_ping_or_pong_skips_the_ordering_check() {
+    for file in [
+        "[client]\nping_interval = \"0s\"\npong_timeout = \"8s\"\n",
+        "[client]\nping_interval = \"5s\"\npong_timeout = \"0\"\n",
+    ] {
+        toml(file, &[]).unwrap();
+    }
+}
+
+#[test]
+fn insecure_mode_and_short_secrets_warn() {
+    let warnings = toml(
+        "[client]\ninsecure = true\n[client.token]\nhmac_secret_key = \"tiny-x9\"\n",
+        &[],
+    )
+    .unwrap()
+    .warnings;
+    assert!(
+        warnings.iter().any(|w| w.contains("client.insecure")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("client.token.hmac_secret_key")),
+        "{warnings:?}"
+    );
+    assert!(
+        !warnings.iter().any(|w| w.contains("tiny-x9")),
+        "secret leaked: {warnings:?}"
+    );
+}
+
+#[test]
+fn dev_profile_values() {
+    let secrets = Secrets::generate();
+    let text = profile::config_text(&secrets);
+    let loaded = toml(&text, &[]).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let config = loaded.config;
+    assert_eq!(config.http_server.address, "127.0.0.1");
+    assert_eq!(config.http_server.port, 8000);
+    assert_eq!(config.http_server.internal_port, 0);
+    assert!(!config.http_server.tls.enabled);
+    assert_eq!(config.engine.kind, EngineKind::Memory);
+    assert_eq!(config.client.token.hmac_secret_key, secrets.hmac_secret);
+    assert_eq!(config.http_api.key, secrets.api_key);
+    assert!(!config.client.insecure);
+    assert!(!config.client.allow_anonymous_connect_without_token);
+
+    let options = &config.channel.without_namespace;
+    assert!(options.presence);
+    assert!(options.join_leave);
+    assert!(!options.force_push_join_leave);
+    assert_eq!(options.history_size, 100);
+    assert_eq!(options.history_ttl, Duration::from_secs(300));
+    assert!(options.force_recovery);
+    assert!(options.allow_subscribe_for_client);
+    assert!(options.allow_publish_for_client);
+    assert!(options.allow_presence_for_client);
+    assert!(options.allow_history_for_client);
+    assert!(!options.allow_subscribe_for_anonymous);
+    assert!(config.channel.namespaces.is_empty());
+
+    assert_eq!(config.bus_integrity.active, "");
+    assert_eq!(config.bus_integrity.keys.len(), 1);
+    assert_eq!(config.bus_integrity.keys[0].secret, secrets.bus_key);
+    assert!(config.prometheus.enabled);
+    assert!(config.health.enabled);
+    assert_eq!(config.log.level, "info");
+}
+
+#[test]
+fn genconfig_output_loads_back_from_a_file() {
+    let text = profile::config_text(&Secrets::generate());
+    let file = TempFile::new("herald.toml", &text);
+    let loaded = load(FileLayer::Path(file.path()), Vec::new()).unwrap();
+    assert_eq!(loaded.config.http_server.internal_port, 0);
+    // Every key the template shows as a commented default exists: uncomment
+    // them all and the result still loads.
+    let uncommented: String = text
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest) if looks_like_toml(rest) => rest.to_owned(),
+            _ => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let loaded = toml(&uncommented, &[]).unwrap();
+    assert_eq!(loaded.config.channel.namespaces.len(), 1);
+    assert_eq!(loaded.config.channel.namespaces[0].name, "chat");
+}
+
+/// A commented-out key or table header, not prose.
+fn looks_like_toml(line: &str) -> bool {
+    let first = line.split_whitespace().next().unwrap_or_default();
+    if first.starts_with('[') {
+        return first.ends_with(']');
+    }
+    let Some((key, _)) = line.split_once(" = ") else {
+        return false;
+    };
+    !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+}
+
+#[test]
+fn gateway_config_carries_the_sections() {
+    let config = toml(
+        "[http_server]\nport = 0\n[http_api]\nkey = \"k\"\n[shutdown]\ntimeout = \"2s\"\n",
+        &[],
+    )
+    .unwrap()
+    .config;
+    let gateway = config.gateway();
+    assert_eq!(gateway.http_server.port, 0);
+    assert_eq!(gateway.http_api.key, "k");
+    assert_eq!(gateway.shutdown.timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn debug_output_never_shows_secrets() {
+    let secrets = Secrets::generate();
+    let text = profile::config_text(&secrets);
+    let loaded = toml(
+        &text,
+        &[("HERALD_ENGINE__REDIS__PASSWORD", "redis-pass-x9")],
+    )
+    .unwrap();
+    let debug = format!("{:?}", loaded.config.bus_integrity);
+    assert!(!debug.contains(&secrets.bus_key), "{debug}");
+    let debug = format!("{:?}", loaded.config.engine);
+    assert!(!debug.contains("redis-pass-x9"), "{debug}");
+    let debug = format!("{:?}", loaded.config.client);
+    assert!(!debug.contains(&secrets.hmac_secret), "{debug}");
+    // The whole config, as a startup log line would print it.
+    let debug = format!("{:?}", loaded.config);
+    for secret in [&secrets.hmac_secret, &secrets.api_key, &secrets.bus_key] {
+        assert!(!debug.contains(secret.as_str()), "{debug}");
+    }
+    assert!(!debug.contains("redis-pass-x9"), "{debug}");
+}

@@ -1,0 +1,379 @@
+//! The `herald` binary: command line, config loading and wiring. The node
+//! itself lives in `herald-gateway`; this file only starts it.
+//!
+//! Exit codes: 0 success, 2 usage or config error, 1 runtime failure.
+
+mod config;
+mod profile;
+mod token;
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use herald_auth::TokenVerifier;
+use herald_bus::memory::MemoryEngine;
+use herald_bus::redis::RedisEngine;
+use herald_gateway::GatewayError;
+use tracing::{info, warn};
+
+use crate::config::{ConfigError, EngineKind, FileLayer, LogConfig, LogFormat, CONFIG_PATH_ENV};
+use crate::token::{MintError, TokenRequest};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "A realtime messaging server speaking the Centrifugo client protocol v2"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node. Without a config file and without HERALD_* variables:
+    /// a development node on 127.0.0.1:8000 with random secrets.
+    Serve {
+        #[arg(long, value_name = "FILE", env = CONFIG_PATH_ENV)]
+        config: Option<PathBuf>,
+    },
+    /// Write a commented config (the development profile) with fresh secrets,
+    /// to FILE or to stdout.
+    Genconfig {
+        /// Refuses to overwrite an existing file.
+        file: Option<PathBuf>,
+    },
+    /// Validate a config; names the bad key.
+    Checkconfig {
+        #[arg(long, value_name = "FILE", env = CONFIG_PATH_ENV)]
+        config: PathBuf,
+    },
+    /// Mint an HS256 connection token, or a subscription token with --channel.
+    Gentoken {
+        #[arg(long, value_name = "FILE", env = CONFIG_PATH_ENV)]
+        config: PathBuf,
+        /// The `sub` claim; "" = anonymous.
+        #[arg(long, value_name = "ID")]
+        user: String,
+        /// Lifetime, e.g. 1h, 30m, 7d; 0 = no `exp` claim.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Mint a subscription token for this channel.
+        #[arg(long, value_name = "CH")]
+        channel: Option<String>,
+    },
+    /// Verify a token against a config and print its claims as JSON.
+    Checktoken {
+        #[arg(long, value_name = "FILE", env = CONFIG_PATH_ENV)]
+        config: PathBuf,
+        token: String,
+    },
+    /// Print a new random key (base64 of 32 bytes) for a keyring.
+    Genkey {
+        #[arg(long, value_enum)]
+        kind: KeyKind,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum KeyKind {
+    /// `bus_integrity.keys`
+    Bus,
+    /// `history_encryption.keys`
+    History,
+}
+
+/// Something the user must fix: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+/// The token given to `checktoken` is not valid: exit code 1, already reported.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid token")]
+struct InvalidToken;
+
+fn main() -> ExitCode {
+    herald_auth::install_crypto_provider();
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is::<InvalidToken>() => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("herald: {}", report(&error));
+            if error.is::<ConfigError>() || error.is::<UsageError>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { config } => serve(config.as_deref()),
+        Command::Genconfig { file } => genconfig(file.as_deref()),
+        Command::Checkconfig { config } => checkconfig(&config),
+        Command::Gentoken {
+            config,
+            user,
+            ttl,
+            channel,
+        } => gentoken(&config, &user, ttl, channel.as_deref()),
+        Command::Checktoken { config, token } => checktoken(&config, &token),
+        // Both keyrings take 32 random bytes (HMAC-SHA256 and AES-256 keys).
+        Command::Genkey {
+            kind: KeyKind::Bus | KeyKind::History,
+        } => {
+            println!("{}", profile::random_key_base64());
+            Ok(())
+        }
+    }
+}
+
+fn serve(path: Option<&Path>) -> anyhow::Result<()> {
+    let env = config::process_env()?;
+    let dev = if path.is_none() && env.is_empty() {
+        Some(profile::Secrets::generate())
+    } else {
+        None
+    };
+    let loaded = match (&dev, path) {
+        (Some(secrets), _) => {
+            let text = profile::config_text(secrets);
+            config::load(FileLayer::Text(&text, ::config::FileFormat::Toml), [])?
+        }
+        (None, Some(path)) => config::load(FileLayer::Path(path), env)?,
+        (None, None) => config::load(FileLayer::None, env)?,
+    };
+    init_logging(&loaded.config.log)?;
+    for warning in &loaded.warnings {
+        warn!("{warning}");
+    }
+    if dev.is_some() {
+        info!("no config file and no HERALD_* variables: development profile");
+    }
+
+    let config = loaded.config;
+    let dev_token = match &dev {
+        Some(_) => Some(mint(
+            &config,
+            profile::DEV_USER,
+            None,
+            Some(Duration::from_secs(3600)),
+        )?),
+        None => None,
+    };
+    let gateway = config.gateway();
+    let tls = gateway.http_server.tls.enabled;
+    let redis = match config.engine.kind {
+        EngineKind::Memory => None,
+        EngineKind::Redis => Some(config.redis_engine()?),
+    };
+
+    actix_web::rt::System::new().block_on(async move {
+        let running = herald_gateway::serve(gateway, |events| async move {
+            match redis {
+                None => Ok(MemoryEngine::new(events).engine()),
+                Some(redis) => Ok(RedisEngine::connect(redis, events).await?.engine()),
+            }
+        })
+        .await
+        .map_err(|error| match error {
+            GatewayError::Config(message) => anyhow::Error::new(UsageError(message)),
+            other => anyhow::Error::new(other).context("cannot start the node"),
+        })?;
+
+        let (ws, http) = if tls {
+            ("wss", "https")
+        } else {
+            ("ws", "http")
+        };
+        let ws_url = format!("{ws}://{}/connection/websocket", running.public_addr);
+        let api_url = format!("{http}://{}", running.internal_addr);
+        let mut stdout = std::io::stdout().lock();
+        // Test harnesses wait for this exact line.
+        writeln!(stdout, "herald listening ws={ws_url} api={api_url}")?;
+        if let (Some(secrets), Some(token)) = (&dev, &dev_token) {
+            let banner = profile::Banner {
+                ws_url: &ws_url,
+                api_url: &api_url,
+                api_key: &secrets.api_key,
+                hmac_secret: &secrets.hmac_secret,
+                token,
+            };
+            write!(stdout, "{}", banner.render())?;
+        }
+        stdout.flush()?;
+        drop(stdout);
+
+        running.wait().await.context("server failed")?;
+        info!("stopped");
+        Ok(())
+    })
+}
+
+fn genconfig(file: Option<&Path>) -> anyhow::Result<()> {
+    let text = profile::config_text(&profile::Secrets::generate());
+    let Some(path) = file else {
+        print!("{text}");
+        std::io::stdout().flush()?;
+        return Ok(());
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // The file holds secrets.
+        options.mode(0o600);
+    }
+    let mut out = match options.open(path) {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(UsageError(format!(
+                "{} already exists; refusing to overwrite it",
+                path.display()
+            ))
+            .into());
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+    };
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn checkconfig(path: &Path) -> anyhow::Result<()> {
+    let loaded = config::load(FileLayer::Path(path), config::process_env()?)?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    println!("config ok");
+    Ok(())
+}
+
+fn gentoken(path: &Path, user: &str, ttl: Duration, channel: Option<&str>) -> anyhow::Result<()> {
+    let loaded = config::load(FileLayer::Path(path), config::process_env()?)?;
+    let ttl = (!ttl.is_zero()).then_some(ttl);
+    println!("{}", mint(&loaded.config, user, channel, ttl)?);
+    Ok(())
+}
+
+fn checktoken(path: &Path, token: &str) -> anyhow::Result<()> {
+    let loaded = config::load(FileLayer::Path(path), config::process_env()?)?;
+    let client = &loaded.config.client;
+    let verifier =
+        TokenVerifier::new(&client.token, &client.subscription_token).map_err(ConfigError::from)?;
+    let verified = if carries_channel_claim(token) {
+        verifier
+            .verify_subscription(token, unix_now())
+            .map(|claims| serde_json::to_string_pretty(&claims))
+    } else {
+        verifier
+            .verify_connection(token, unix_now())
+            .map(|claims| serde_json::to_string_pretty(&claims))
+    };
+    match verified {
+        Ok(json) => {
+            println!("{}", json?);
+            Ok(())
+        }
+        Err(reason) => {
+            // "token expired" or "invalid token: <reason>".
+            println!("{reason}");
+            Err(InvalidToken.into())
+        }
+    }
+}
+
+/// Whether the (unverified) payload has a `channel` claim, which makes it a
+/// subscription token. Only picks the verifier; the verifier decides validity.
+fn carries_channel_claim(token: &str) -> bool {
+    use base64::Engine as _;
+    let Some(payload) = token.split('.').nth(1) else {
+        return false;
+    };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .is_ok_and(|claims| claims.get("channel").is_some())
+}
+
+fn mint(
+    config: &config::Config,
+    user: &str,
+    channel: Option<&str>,
+    ttl: Option<Duration>,
+) -> Result<String, anyhow::Error> {
+    let request = TokenRequest {
+        user,
+        channel,
+        ttl,
+        now: unix_now(),
+    };
+    token::mint(config, &request).map_err(|error| match error {
+        MintError::Config(error) => anyhow::Error::new(error),
+        other => anyhow::Error::new(other),
+    })
+}
+
+/// The error and its causes, each once: many errors already repeat their
+/// source in their own message.
+fn report(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Logs go to stderr. `log.level` is the filter unless `RUST_LOG` is set.
+fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
+    let mut bad_rust_log = None;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => {
+            match tracing_subscriber::EnvFilter::try_new(&directives) {
+                Ok(filter) => filter,
+                Err(e) => {
+                    bad_rust_log = Some(e.to_string());
+                    tracing_subscriber::EnvFilter::try_new(&log.level)?
+                }
+            }
+        }
+        _ => tracing_subscriber::EnvFilter::try_new(&log.level)?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match log.format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    installed.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
+    if let Some(error) = bad_rust_log {
+        warn!(%error, "RUST_LOG ignored; using log.level");
+    }
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! The zero-config development profile and `herald genconfig`. Both come
+//! from one commented TOML template, so `herald serve` without a config and a
+//! node started from a generated file behave the same.
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use rand::RngCore as _;
+
+/// The user the dev banner's token is minted for.
+pub(crate) const DEV_USER: &str = "dev-user";
+
+/// Freshly generated secrets for one profile.
+pub(crate) struct Secrets {
+    /// HMAC key for connection tokens: 32 random bytes as hex text (the key is
+    /// the text itself, as in Centrifugo).
+    pub(crate) hmac_secret: String,
+    /// Server API key: 32 random bytes as hex.
+    pub(crate) api_key: String,
+    /// Bus signing key: base64 of 32 random bytes.
+    pub(crate) bus_key: String,
+}
+
+impl Secrets {
+    pub(crate) fn generate() -> Self {
+        Self {
+            hmac_secret: hex(&random_bytes()),
+            api_key: hex(&random_bytes()),
+            bus_key: random_key_base64(),
+        }
+    }
+}
+
+/// Base64 (standard, padded) of 32 random bytes: a bus or history keyring key.
+pub(crate) fn random_key_base64() -> String {
+    base64::engine::general_purpose::STANDARD.encode(random_bytes())
+}
+
+/// The dev profile as a commented TOML config holding `secrets`.
+pub(crate) fn config_text(secrets: &Secrets) -> String {
+    TEMPLATE
+        .replace("@HMAC_SECRET@", &secrets.hmac_secret)
+        .replace("@API_KEY@", &secrets.api_key)
+        .replace("@BUS_KEY@", &secrets.bus_key)
+}
+
+/// What the dev profile prints to stdout once the node listens.
+pub(crate) struct Banner<'a> {
+    pub(crate) ws_url: &'a str,
+    pub(crate) api_url: &'a str,
+    pub(crate) api_key: &'a str,
+    pub(crate) hmac_secret: &'a str,
+    pub(crate) token: &'a str,
+}
+
+impl Banner<'_> {
+    pub(crate) fn render(&self) -> String {
+        let Banner {
+            ws_url,
+            api_url,
+            api_key,
+            hmac_secret,
+            token,
+        } = self;
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = write!(
+            text,
+            "\n\
+             herald dev profile: one node, in-memory engine, secrets generated for this run.\n\
+             Not for production; `herald genconfig herald.toml` writes this profile to a file.\n\
+             \n\
+             \x20 WebSocket    {ws_url}\n\
+             \x20 Health       {api_url}/health\n\
+             \x20 API key      {api_key}   (for the server API, not served yet)\n\
+             \x20 HMAC secret  {hmac_secret}\n\
+             \x20 Token        {token}\n\
+             \x20              (user \"{DEV_USER}\", valid for 1 hour)\n"
+        );
+        text
+    }
+}
+
+fn random_bytes() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    // ThreadRng is a CSPRNG seeded from the OS.
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
+}
+
+const TEMPLATE: &str = r#"# herald configuration, written by `herald genconfig`.
+#
+# The development profile: one node on 127.0.0.1:8000 with the in-memory
+# engine; the server API, /metrics and /health share the public port; channels
+# without a namespace are open to authenticated clients. The secrets below were
+# generated for this file: keep it private.
+#
+# Every key can be overridden from the environment: HERALD_ and the key's path
+# in capitals with "__" between levels, e.g. HERALD_HTTP_SERVER__PORT=9000 or
+# HERALD_CLIENT__TOKEN__HMAC_SECRET_KEY=...; list values are comma-separated
+# (HERALD_CLIENT__ALLOWED_ORIGINS=https://a.example,https://b.example).
+# Every secret can be read from a file instead: add "_file" to its key
+# (hmac_secret_key_file = "/run/secrets/hmac").
+# Commented-out keys show their defaults.
+
+[http_server]
+address = "127.0.0.1"          # "0.0.0.0" listens on every interface
+port = 8000                    # public: the WebSocket endpoint /connection/websocket
+internal_port = 0              # API, /metrics, /health, /ready; 0 = on `port`
+
+# [http_server.tls]            # rustls
+# enabled = false
+# cert_pem_file = ""
+# key_pem_file = ""
+# client_ca_pem_file = ""      # enables client certificate verification
+# client_auth = "none"         # none | optional | required
+# min_version = "1.3"          # "1.3" | "1.2"
+
+[client]
+# allowed_origins = []         # glob patterns; empty = only requests without Origin
+# ping_interval = "25s"
+# pong_timeout = "8s"
+# message_size_limit = 65536   # bytes, incoming frame
+# queue_max_size = 1048576     # bytes queued to one client before disconnect (slow)
+# channel_limit = 128          # subscriptions per connection
+# user_connection_limit = 0    # 0 = unlimited
+# connection_limit_per_ip = 0  # 0 = unlimited
+# command_rate_limit = 0       # commands per second per connection; 0 = unlimited
+# handshake_timeout = "10s"    # the connect command must arrive within this
+# expired_close_delay = "25s"
+# expired_sub_close_delay = "25s"
+# allow_anonymous_connect_without_token = false
+# tls_identity_as_user = false
+# insecure = false             # development only: no auth, every permission
+
+[client.token]                 # connection tokens
+# HMAC key for HS256/HS384/HS512 tokens; `herald gentoken` signs with it.
+hmac_secret_key = "@HMAC_SECRET@"
+# hmac_previous_secret_key = ""  # still accepted while rotating
+# rsa_public_key = ""          # PEM text (or rsa_public_key_file)
+# ecdsa_public_key = ""        # PEM text (or ecdsa_public_key_file)
+# audience = ""
+# issuer = ""
+# leeway = "5s"                # at most 30s
+
+# [client.subscription_token]  # the same keys as [client.token]
+# enabled = false              # false: subscription tokens use [client.token]
+
+# [client.introspection]       # RFC 7662, for opaque access tokens
+# endpoint = ""
+# client_id = ""
+# client_secret = ""
+# cache_ttl = "60s"
+
+[channel]
+# history_meta_ttl = "720h"    # life of a stream's epoch and top offset
+
+[channel.without_namespace]    # channels without a "namespace:" prefix
+presence = true
+join_leave = true
+force_push_join_leave = false
+history_size = 100
+history_ttl = "300s"
+force_recovery = true
+allow_subscribe_for_client = true
+allow_publish_for_client = true
+allow_presence_for_client = true
+allow_history_for_client = true
+
+# [[channel.namespaces]]       # channels "chat:<name>"; every option above applies
+# name = "chat"
+# allow_subscribe_for_client = true
+
+[http_api]
+# Server API key: header "X-API-Key: <key>" or "Authorization: apikey <key>".
+key = "@API_KEY@"
+
+[engine]
+type = "memory"                # memory | redis
+# [engine.redis]
+# address = ["redis://127.0.0.1:6379"]  # several = sharding; rediss:// = TLS
+# cluster_address = []         # Redis Cluster seed nodes
+# prefix = "herald"
+# user = ""                    # ACL user
+# password = ""                # or password_file
+# tls_ca_pem_file = ""         # CA for rediss:// (system roots when empty)
+
+[bus_integrity]                # HMAC-SHA256 tag on every envelope crossing Redis
+active = ""                    # key id to sign with; empty = signing off
+# Every node of a cluster needs the same keys. New key: herald genkey --kind bus
+keys = [{ id = "bus1", secret = "@BUS_KEY@" }]
+
+# [history_encryption]         # AES-256-GCM for payloads stored in history
+# active = ""
+# keys = []                    # [{ id = "h1", key = "<herald genkey --kind history>" }]
+
+[prometheus]
+enabled = true
+
+[health]
+enabled = true
+
+[log]
+level = "info"                 # tracing filter directive; RUST_LOG overrides it
+format = "text"                # text | json
+
+[shutdown]
+timeout = "30s"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_fresh_and_well_formed() {
+        let a = Secrets::generate();
+        let b = Secrets::generate();
+        assert_ne!(a.hmac_secret, b.hmac_secret);
+        assert_ne!(a.api_key, b.api_key);
+        assert_ne!(a.bus_key, b.bus_key);
+        assert_eq!(a.hmac_secret.len(), 64);
+        assert!(a.hmac_secret.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(a.api_key.len(), 64);
+        let bus = base64::engine::general_purpose::STANDARD
+            .decode(&a.bus_key)
+            .unwrap();
+        assert_eq!(bus.len(), 32);
+    }
+
+    #[test]
+    fn template_has_no_placeholder_left() {
+        let text = config_text(&Secrets::generate());
+        assert!(!text.contains('@'), "{text}");
+    }
+
+    #[test]
+    fn banner_shows_urls_key_and_token() {
+        let text = Banner {
+            ws_url: "ws://127.0.0.1:8000/connection/websocket",
+            api_url: "http://127.0.0.1:8000",
+            api_key: "KEY",
+            hmac_secret: "SECRET",
+            token: "TOKEN",
+        }
+        .render();
+        for want in [
+            "ws://127.0.0.1:8000/connection/websocket",
+            "http://127.0.0.1:8000/health",
+            "KEY",
+            "SECRET",
+            "TOKEN",
+            "dev-user",
+        ] {
+            assert!(text.contains(want), "{want} missing from {text}");
+        }
+    }
+}

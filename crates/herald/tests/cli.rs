@@ -1,0 +1,338 @@
+//! The `herald` binary as an operator and a test harness use it: exit codes,
+//! what it prints, and a node started from a generated config accepting a
+//! token minted by `gentoken`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+const BIN: &str = env!("CARGO_BIN_EXE_herald");
+
+/// `herald` with no `HERALD_*` variable inherited from the test's environment.
+fn herald() -> Command {
+    let mut command = Command::new(BIN);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("HERALD_") {
+            command.env_remove(name);
+        }
+    }
+    command.env_remove("RUST_LOG");
+    command
+}
+
+fn run(args: &[&str]) -> Output {
+    herald().args(args).output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A fresh directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("herald-cli-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn genconfig(dir: &TempDir) -> PathBuf {
+    let path = dir.file("herald.toml");
+    let output = run(&["genconfig", path.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    path
+}
+
+#[test]
+fn config_and_token_commands_round_trip() {
+    let dir = TempDir::new();
+    let config = genconfig(&dir);
+    let config = config.to_str().unwrap();
+
+    let again = run(&["genconfig", config]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+
+    let check = run(&["checkconfig", "--config", config]);
+    assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
+    assert_eq!(stdout(&check).trim(), "config ok");
+
+    let minted = run(&[
+        "gentoken", "--config", config, "--user", "alice", "--ttl", "10m",
+    ]);
+    assert!(minted.status.success(), "{}", stderr(&minted));
+    let token = stdout(&minted).trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+
+    let checked = run(&["checktoken", "--config", config, &token]);
+    assert_eq!(checked.status.code(), Some(0), "{}", stderr(&checked));
+    let claims: serde_json::Value = serde_json::from_str(&stdout(&checked)).unwrap();
+    assert_eq!(claims["user"], "alice");
+
+    let minted = run(&[
+        "gentoken",
+        "--config",
+        config,
+        "--user",
+        "bob",
+        "--channel",
+        "$room",
+    ]);
+    let sub_token = stdout(&minted).trim().to_owned();
+    let checked = run(&["checktoken", "--config", config, &sub_token]);
+    assert_eq!(checked.status.code(), Some(0), "{}", stderr(&checked));
+    let claims: serde_json::Value = serde_json::from_str(&stdout(&checked)).unwrap();
+    assert_eq!(claims["channel"], "$room");
+    assert_eq!(claims["user"], "bob");
+
+    // Tampered signature: invalid, exit 1, the reason on stdout.
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    let checked = run(&["checktoken", "--config", config, &forged]);
+    assert_eq!(checked.status.code(), Some(1));
+    assert!(
+        stdout(&checked).contains("invalid token"),
+        "{}",
+        stdout(&checked)
+    );
+
+    // A token minted with another config's secret does not verify here.
+    let other_dir = TempDir::new();
+    let other = genconfig(&other_dir);
+    let foreign = run(&[
+        "gentoken",
+        "--config",
+        other.to_str().unwrap(),
+        "--user",
+        "eve",
+    ]);
+    let checked = run(&["checktoken", "--config", config, stdout(&foreign).trim()]);
+    assert_eq!(checked.status.code(), Some(1));
+}
+
+#[test]
+fn config_errors_exit_2_naming_the_key() {
+    let dir = TempDir::new();
+    let bad = dir.file("bad.toml");
+    std::fs::write(&bad, "[client]\npong_timout = \"8s\"\n").unwrap();
+    let output = run(&["checkconfig", "--config", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("client.pong_timout: unknown key"),
+        "{}",
+        stderr(&output)
+    );
+
+    // The config path and overrides may come from the environment.
+    let config = genconfig(&dir);
+    let output = herald()
+        .arg("checkconfig")
+        .env("HERALD_CONFIG", &config)
+        .env("HERALD_HTTP_SERVER__PORT", "eighty")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("http_server.port: "),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = run(&["serve", "--config", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+
+    let output = run(&["checkconfig"]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "missing --config is a usage error"
+    );
+}
+
+#[test]
+fn genkey_prints_base64_of_32_bytes() {
+    use base64::Engine as _;
+    for kind in ["bus", "history"] {
+        let output = run(&["genkey", "--kind", kind]);
+        assert!(output.status.success());
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(stdout(&output).trim())
+            .unwrap();
+        assert_eq!(key.len(), 32);
+    }
+    assert_eq!(run(&["genkey", "--kind", "disk"]).status.code(), Some(2));
+}
+
+/// A running `herald serve`, killed on drop.
+struct Node {
+    child: Child,
+    ws_url: String,
+    api_addr: String,
+}
+
+impl Node {
+    fn start(config: &Path) -> Self {
+        Self::start_with_internal_port(config, 0)
+    }
+
+    fn start_with_internal_port(config: &Path, internal_port: u16) -> Self {
+        let mut child = herald()
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env("HERALD_HTTP_SERVER__PORT", "0")
+            .env(
+                "HERALD_HTTP_SERVER__INTERNAL_PORT",
+                internal_port.to_string(),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (lines, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut node = Node {
+            child,
+            ws_url: String::new(),
+            api_addr: String::new(),
+        };
+        let line = received
+            .recv_timeout(Duration::from_secs(30))
+            .expect("no listening line within 30s")
+            .unwrap();
+        let rest = line
+            .strip_prefix("herald listening ws=")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let (ws, api) = rest.split_once(" api=").unwrap();
+        node.ws_url = ws.to_owned();
+        node.api_addr = api.strip_prefix("http://").unwrap().to_owned();
+        node
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn internal_routes_stay_off_a_separate_public_port() {
+    let dir = TempDir::new();
+    let config = genconfig(&dir);
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let internal_port = free.local_addr().unwrap().port();
+    drop(free);
+    let node = Node::start_with_internal_port(&config, internal_port);
+    assert_eq!(node.api_addr, format!("127.0.0.1:{internal_port}"));
+    let public_addr = node
+        .ws_url
+        .strip_prefix("ws://")
+        .and_then(|rest| rest.strip_suffix("/connection/websocket"))
+        .unwrap()
+        .to_owned();
+    assert_ne!(public_addr, node.api_addr);
+
+    let internal = http_get(&node.api_addr, "/health");
+    assert!(internal.starts_with("HTTP/1.1 200"), "{internal}");
+    let public = http_get(&public_addr, "/health");
+    assert!(public.starts_with("HTTP/1.1 404"), "{public}");
+    let ws_on_internal = http_get(&node.api_addr, "/connection/websocket");
+    assert!(
+        ws_on_internal.starts_with("HTTP/1.1 404"),
+        "{ws_on_internal}"
+    );
+}
+
+#[tokio::test]
+async fn serve_prints_the_listening_line_and_accepts_a_minted_token() {
+    let dir = TempDir::new();
+    let config = genconfig(&dir);
+    let node = Node::start(&config);
+    assert!(
+        node.ws_url.starts_with("ws://127.0.0.1:"),
+        "{}",
+        node.ws_url
+    );
+    assert!(
+        node.ws_url.ends_with("/connection/websocket"),
+        "{}",
+        node.ws_url
+    );
+
+    let health = http_get(&node.api_addr, "/health");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+
+    let minted = run(&[
+        "gentoken",
+        "--config",
+        config.to_str().unwrap(),
+        "--user",
+        "alice",
+    ]);
+    let token = stdout(&minted).trim().to_owned();
+    let (mut ws, _) = tokio_tungstenite::connect_async(node.ws_url.as_str())
+        .await
+        .unwrap();
+    let connect = serde_json::json!({"id": 1, "connect": {"token": token}});
+    ws.send(Message::text(connect.to_string())).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("no connect reply within 10s")
+        .unwrap()
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
+    assert_eq!(reply["id"], 1, "{reply}");
+    assert!(reply["connect"]["client"].is_string(), "{reply}");
+}
