@@ -119,6 +119,32 @@ pub enum ControlCommand {
     },
 }
 
+/// A question every node answers about itself (cluster-wide API calls).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SurveyRequest {
+    /// Channels with local subscribers, and how many.
+    Channels,
+}
+
+/// One node's answer to a [`SurveyRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SurveyReply {
+    Channels { channels: BTreeMap<String, u32> },
+}
+
+/// Running totals an engine keeps (`herald_bus_rejected_envelopes_total`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BrokerCounters {
+    /// Messages from other nodes that could not be decoded.
+    pub messages_rejected: u64,
+    /// Messages dropped because a delivery queue was full.
+    pub messages_dropped: u64,
+}
+
 /// One node as the registry knows it (heartbeat content, `/api/info`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -169,8 +195,23 @@ pub trait Broker: Send + Sync + 'static {
     /// The nodes seen alive recently, this one included.
     fn nodes(&self) -> Vec<NodeInfo>;
 
+    /// Asks every live node, this one included, and returns the answers that
+    /// came within the engine's survey timeout.
+    async fn survey(&self, request: &SurveyRequest) -> Result<Vec<SurveyReply>, BusError>;
+
     /// False while the backing store cannot be reached.
     fn healthy(&self) -> bool;
+
+    /// This node leaves the cluster (graceful shutdown): the others drop it
+    /// from their registries at once.
+    async fn leave(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    /// Running totals for metrics.
+    fn counters(&self) -> BrokerCounters {
+        BrokerCounters::default()
+    }
 }
 
 /// Who is in a channel, across every node.
@@ -211,6 +252,16 @@ pub trait BrokerEvents: Send + Sync + 'static {
 
     /// This node's current figures, for heartbeats and the node registry.
     fn node_info(&self) -> NodeInfo;
+
+    /// This node's answer to a survey. The default knows no channels (for
+    /// implementations without local subscribers, such as test recorders).
+    fn on_survey(&self, request: &SurveyRequest) -> SurveyReply {
+        match request {
+            SurveyRequest::Channels => SurveyReply::Channels {
+                channels: BTreeMap::new(),
+            },
+        }
+    }
 }
 
 /// A running engine: both halves, shareable.

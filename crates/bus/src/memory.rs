@@ -38,7 +38,7 @@ use self::presence::Presence;
 use self::stream::Stream;
 use crate::{
     Broker, BrokerEvents, BusError, ControlCommand, Engine, HistoryPage, HistoryQuery, NodeInfo,
-    PresenceStats, PresenceStore, PublishOptions,
+    PresenceStats, PresenceStore, PublishOptions, SurveyReply, SurveyRequest,
 };
 
 /// Number of channel map shards; a power of two.
@@ -247,6 +247,10 @@ impl Broker for MemoryEngine {
 
     fn nodes(&self) -> Vec<NodeInfo> {
         vec![self.events.node_info()]
+    }
+
+    async fn survey(&self, request: &SurveyRequest) -> Result<Vec<SurveyReply>, BusError> {
+        Ok(vec![self.events.on_survey(request)])
     }
 
     fn healthy(&self) -> bool {

@@ -30,10 +30,11 @@ use tokio::sync::mpsc;
 pub use self::config::RedisConfig;
 use self::envelope::{ChannelMessage, ControlBody, ControlMessage};
 use self::keys::{fnv1a64, shard_of, Keys};
-use self::link::{Commands, Inbox, Incoming, Link, PubSubConnection};
+use self::link::{Commands, Inbox, Incoming, Link, LinkSignals, PubSubConnection};
 use crate::{
-    Broker, BrokerEvents, BusError, ControlCommand, Engine, HistoryPage, HistoryQuery, NodeInfo,
-    PresenceStats, PresenceStore, PublishOptions,
+    Broker, BrokerCounters, BrokerEvents, BusError, ControlCommand, Engine, HistoryPage,
+    HistoryQuery, NodeInfo, PresenceStats, PresenceStore, PublishOptions, SurveyReply,
+    SurveyRequest,
 };
 
 /// How long an idempotent publish is remembered.
@@ -68,6 +69,8 @@ struct Inner {
     node_uid: String,
     inbox: Arc<Inbox>,
     registry: Mutex<HashMap<String, (NodeInfo, Instant)>>,
+    /// Surveys this node is collecting answers for, by id.
+    surveys: Mutex<HashMap<String, mpsc::UnboundedSender<SurveyReply>>>,
     rejected: AtomicU64,
     next_control_shard: AtomicUsize,
 }
@@ -133,12 +136,6 @@ impl RedisEngine {
             messages_rejected: self.inner.rejected.load(Ordering::Relaxed),
         }
     }
-
-    /// Tells the other nodes this one is leaving, so they drop it from their
-    /// registries at once (graceful shutdown).
-    pub async fn leave(&self) -> Result<(), BusError> {
-        self.inner.send_control(ControlBody::Leave).await
-    }
 }
 
 impl Drop for RedisEngine {
@@ -189,8 +186,8 @@ impl Inner {
                     .map_err(|e| config_error(address, &e))?;
                 let mut links = Vec::with_capacity(links_per_shard);
                 for link in 0..links_per_shard {
-                    let healthy = Arc::new(AtomicBool::new(false));
-                    let push = link::push_sender(inbox.clone(), healthy.clone());
+                    let signals = Arc::new(LinkSignals::default());
+                    let push = link::push_sender(inbox.clone(), signals.clone());
                     let pubsub = client
                         .get_connection_manager_lazy(
                             manager_config(&config)
@@ -204,7 +201,7 @@ impl Inner {
                     }
                     links.push(Link::spawn(
                         PubSubConnection::Single(pubsub),
-                        healthy,
+                        signals,
                         inbox.clone(),
                         permanent,
                         PING_INTERVAL,
@@ -226,6 +223,7 @@ impl Inner {
             node_uid,
             inbox,
             registry: Mutex::new(HashMap::new()),
+            surveys: Mutex::new(HashMap::new()),
             rejected: AtomicU64::new(0),
             next_control_shard: AtomicUsize::new(0),
             config,
@@ -303,7 +301,7 @@ impl Inner {
         }
     }
 
-    fn on_control(&self, message: ControlMessage) {
+    fn on_control(self: &Arc<Self>, message: ControlMessage) {
         if message.node == self.node_uid {
             // Applied locally when sent; heartbeats of our own are not news.
             return;
@@ -319,7 +317,65 @@ impl Inner {
             ControlBody::Leave => {
                 self.registry.lock().remove(&message.node);
             }
+            ControlBody::SurveyRequest { id, request } => {
+                let reply = self.events.on_survey(&request);
+                let inner = self.clone();
+                tokio::spawn(async move {
+                    let body = ControlBody::SurveyReply {
+                        id,
+                        to: message.node,
+                        reply,
+                    };
+                    if let Err(e) = inner.send_control(body).await {
+                        tracing::debug!(error = %e, "survey reply not sent");
+                    }
+                });
+            }
+            ControlBody::SurveyReply { id, to, reply } => {
+                if to == self.node_uid {
+                    if let Some(answers) = self.surveys.lock().get(&id) {
+                        let _ = answers.send(reply);
+                    }
+                }
+            }
         }
+    }
+
+    async fn survey(&self, request: &SurveyRequest) -> Result<Vec<SurveyReply>, BusError> {
+        let others = {
+            let ttl = self.config.node_ttl;
+            self.registry
+                .lock()
+                .values()
+                .filter(|(_, seen)| seen.elapsed() < ttl)
+                .count()
+        };
+        let mut replies = vec![self.events.on_survey(request)];
+        if others == 0 {
+            return Ok(replies);
+        }
+        let id = random_id(16);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.surveys.lock().insert(id.clone(), tx);
+        let sent = self
+            .send_control(ControlBody::SurveyRequest {
+                id: id.clone(),
+                request: request.clone(),
+            })
+            .await;
+        if let Err(e) = sent {
+            self.surveys.lock().remove(&id);
+            return Err(e);
+        }
+        let deadline = tokio::time::Instant::now() + self.config.command_timeout;
+        while replies.len() <= others {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(reply)) => replies.push(reply),
+                _ => break,
+            }
+        }
+        self.surveys.lock().remove(&id);
+        Ok(replies)
     }
 
     /// Publishes on the control channel through the first shard that works,
@@ -387,11 +443,7 @@ impl Inner {
 
     fn healthy(&self) -> bool {
         self.shards.iter().all(|shard| {
-            shard.commands_healthy.load(Ordering::Relaxed)
-                && shard
-                    .links
-                    .iter()
-                    .all(|link| link.healthy.load(Ordering::Relaxed))
+            shard.commands_healthy.load(Ordering::Relaxed) && shard.links.iter().all(Link::healthy)
         })
     }
 }
@@ -466,8 +518,8 @@ async fn cluster_shard(
         .map_err(|e| unavailable("cluster connect", &e))?;
     let mut links = Vec::new();
     for link in 0..config.pubsub_connections.max(1) {
-        let healthy = Arc::new(AtomicBool::new(false));
-        let push = link::push_sender(inbox.clone(), healthy.clone());
+        let signals = Arc::new(LinkSignals::default());
+        let push = link::push_sender(inbox.clone(), signals.clone());
         let client = builder(Some(push)).map_err(|e| config_error(&seeds, &e))?;
         let connection =
             tokio::time::timeout(config.connect_timeout * 5, client.get_async_connection())
@@ -482,7 +534,7 @@ async fn cluster_shard(
         }
         links.push(Link::spawn(
             PubSubConnection::Cluster(connection),
-            healthy,
+            signals,
             inbox.clone(),
             permanent,
             PING_INTERVAL,
@@ -703,8 +755,24 @@ impl Broker for RedisEngine {
         nodes
     }
 
+    async fn survey(&self, request: &SurveyRequest) -> Result<Vec<SurveyReply>, BusError> {
+        self.inner.survey(request).await
+    }
+
+    async fn leave(&self) -> Result<(), BusError> {
+        self.inner.send_control(ControlBody::Leave).await
+    }
+
     fn healthy(&self) -> bool {
         self.inner.healthy()
+    }
+
+    fn counters(&self) -> BrokerCounters {
+        let stats = self.stats();
+        BrokerCounters {
+            messages_rejected: stats.messages_rejected,
+            messages_dropped: stats.messages_dropped,
+        }
     }
 }
 

@@ -14,7 +14,7 @@
 use herald_protocol::{ClientInfo, Publication};
 use serde::{Deserialize, Serialize};
 
-use crate::{ControlCommand, NodeInfo};
+use crate::{ControlCommand, NodeInfo, SurveyReply, SurveyRequest};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum EnvelopeError {
@@ -115,6 +115,14 @@ pub(crate) enum ControlBody {
     Command(ControlCommand),
     /// The node leaves the cluster (graceful shutdown).
     Leave,
+    /// "Everyone, answer this" (cluster-wide API calls).
+    SurveyRequest { id: String, request: SurveyRequest },
+    /// An answer to the survey `id`, for the node `to`.
+    SurveyReply {
+        id: String,
+        to: String,
+        reply: SurveyReply,
+    },
 }
 
 pub(crate) fn encode_control(message: &ControlMessage) -> Vec<u8> {
@@ -234,6 +242,17 @@ mod tests {
                 reason: "bye".into(),
             }),
             ControlBody::Leave,
+            ControlBody::SurveyRequest {
+                id: "s1".into(),
+                request: SurveyRequest::Channels,
+            },
+            ControlBody::SurveyReply {
+                id: "s1".into(),
+                to: "n2".into(),
+                reply: SurveyReply::Channels {
+                    channels: [("a".to_string(), 2)].into(),
+                },
+            },
         ] {
             let message = ControlMessage {
                 node: "n1".into(),

@@ -8,10 +8,10 @@
 //! nobody asked for, which is how the engine learns that messages may have
 //! been missed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
@@ -119,6 +119,20 @@ pub(crate) struct Inbox {
     expected: Mutex<HashMap<String, u32>>,
     pub(crate) dropped: AtomicU64,
     pub(crate) received: AtomicU64,
+    /// When each channel was last told to recover because of a reconnect.
+    recent_gaps: Mutex<HashMap<String, Instant>>,
+}
+
+/// Reconnect signals closer than this for one channel are one event: the
+/// client library's own resubscription and ours both follow one reconnect.
+const GAP_DEDUPE: Duration = Duration::from_secs(2);
+
+/// What a pub/sub connection's pushes tell its link task.
+#[derive(Default)]
+pub(crate) struct LinkSignals {
+    pub(crate) healthy: AtomicBool,
+    /// The connection dropped since the link last resubscribed everything.
+    resync: AtomicBool,
 }
 
 pub(crate) enum Incoming {
@@ -140,7 +154,27 @@ impl Inbox {
             expected: Mutex::new(HashMap::new()),
             dropped: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            recent_gaps: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Tells the channel's positioned subscribers to recover after a
+    /// reconnect, once per reconnect.
+    fn reconnect_gap(&self, channel: &str) {
+        let now = Instant::now();
+        {
+            let mut recent = self.recent_gaps.lock();
+            if recent
+                .get(channel)
+                .is_some_and(|at| now.duration_since(*at) < GAP_DEDUPE)
+            {
+                return;
+            }
+            recent.retain(|_, at| now.duration_since(*at) < GAP_DEDUPE);
+            recent.insert(channel.to_owned(), now);
+        }
+        tracing::debug!(channel, "resubscribed after a reconnect");
+        self.events.on_gap(channel);
     }
 
     fn expect(&self, channels: &[String]) {
@@ -163,7 +197,7 @@ impl Inbox {
     }
 
     /// Called by the connection driver for every push: must not block.
-    fn on_push(&self, push: PushInfo, link_healthy: &AtomicBool) {
+    fn on_push(&self, push: PushInfo, link: &LinkSignals) {
         match push.kind {
             PushKind::Message | PushKind::SMessage => {
                 let mut data = push.data.into_iter();
@@ -212,16 +246,15 @@ impl Inbox {
                         None => false,
                     }
                 };
-                link_healthy.store(true, Ordering::Relaxed);
                 if !awaited {
                     if let Some(channel) = self.keys.channel_of(&name) {
-                        tracing::debug!(channel, "resubscribed after a reconnect");
-                        self.events.on_gap(channel);
+                        self.reconnect_gap(channel);
                     }
                 }
             }
             PushKind::Disconnection => {
-                link_healthy.store(false, Ordering::Relaxed);
+                link.healthy.store(false, Ordering::Relaxed);
+                link.resync.store(true, Ordering::Relaxed);
                 tracing::warn!("redis pub/sub connection lost; reconnecting");
             }
             _ => {}
@@ -254,10 +287,10 @@ fn bytes_of(value: Value) -> Option<Vec<u8>> {
 /// Builds the push sender a pub/sub connection hands its pushes to.
 pub(crate) fn push_sender(
     inbox: Arc<Inbox>,
-    healthy: Arc<AtomicBool>,
+    link: Arc<LinkSignals>,
 ) -> impl Fn(PushInfo) -> Result<(), ()> + Send + Sync + 'static {
     move |push| {
-        inbox.on_push(push, &healthy);
+        inbox.on_push(push, &link);
         Ok(())
     }
 }
@@ -278,7 +311,7 @@ struct Op {
 /// order, batching consecutive ones into one command.
 pub(crate) struct Link {
     ops: mpsc::Sender<Op>,
-    pub(crate) healthy: Arc<AtomicBool>,
+    pub(crate) signals: Arc<LinkSignals>,
 }
 
 /// Most channels in one SUBSCRIBE.
@@ -287,23 +320,27 @@ const BATCH: usize = 512;
 impl Link {
     pub(crate) fn spawn(
         connection: PubSubConnection,
-        healthy: Arc<AtomicBool>,
+        signals: Arc<LinkSignals>,
         inbox: Arc<Inbox>,
         permanent: Vec<String>,
         ping_interval: Duration,
         timeout: Duration,
     ) -> Self {
         let (ops, rx) = mpsc::channel(4096);
-        tokio::spawn(run_link(
+        let task = LinkTask {
             connection,
-            rx,
             inbox,
-            healthy.clone(),
+            signals: signals.clone(),
+            desired: permanent.iter().cloned().collect(),
             permanent,
-            ping_interval,
             timeout,
-        ));
-        Self { ops, healthy }
+        };
+        tokio::spawn(task.run(rx, ping_interval));
+        Self { ops, signals }
+    }
+
+    pub(crate) fn healthy(&self) -> bool {
+        self.signals.healthy.load(Ordering::Relaxed)
     }
 
     pub(crate) async fn subscribe(&self, channel: String) -> RedisResult<()> {
@@ -336,62 +373,108 @@ fn timed_out() -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::Io, "pub/sub command timed out"))
 }
 
-async fn run_link(
-    mut connection: PubSubConnection,
-    mut ops: mpsc::Receiver<Op>,
+struct LinkTask {
+    connection: PubSubConnection,
     inbox: Arc<Inbox>,
-    healthy: Arc<AtomicBool>,
+    signals: Arc<LinkSignals>,
+    /// Channels this link must hold: the permanent ones and every client
+    /// channel subscribed and not unsubscribed since.
+    desired: HashSet<String>,
     permanent: Vec<String>,
-    ping_interval: Duration,
     timeout: Duration,
-) {
-    let mut permanent_done = false;
-    let mut ticker = tokio::time::interval(ping_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut held: Option<Op> = None;
-    loop {
-        let first = match held.take() {
-            Some(op) => op,
-            None => {
-                tokio::select! {
-                    op = ops.recv() => match op {
-                        Some(op) => op,
-                        None => return,
-                    },
-                    _ = ticker.tick() => {
-                        if !permanent_done {
-                            permanent_done =
-                                apply(&mut connection, &inbox, OpKind::Subscribe, &permanent, timeout)
-                                    .await
-                                    .is_ok();
+}
+
+impl LinkTask {
+    async fn run(mut self, mut ops: mpsc::Receiver<Op>, ping_interval: Duration) {
+        let mut permanent_done = false;
+        let mut ticker = tokio::time::interval(ping_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut held: Option<Op> = None;
+        loop {
+            let first = match held.take() {
+                Some(op) => op,
+                None => {
+                    tokio::select! {
+                        op = ops.recv() => match op {
+                            Some(op) => op,
+                            None => return,
+                        },
+                        _ = ticker.tick() => {
+                            if !permanent_done {
+                                let permanent = self.permanent.clone();
+                                permanent_done = self.apply(OpKind::Subscribe, &permanent).await.is_ok();
+                            }
+                            let alive = matches!(
+                                tokio::time::timeout(self.timeout, self.connection.ping()).await,
+                                Ok(Ok(()))
+                            );
+                            if alive && self.signals.resync.swap(false, Ordering::Relaxed) {
+                                self.resync().await;
+                            }
+                            self.signals
+                                .healthy
+                                .store(alive && permanent_done, Ordering::Relaxed);
+                            continue;
                         }
-                        let alive = matches!(
-                            tokio::time::timeout(timeout, connection.ping()).await,
-                            Ok(Ok(()))
-                        );
-                        healthy.store(alive && permanent_done, Ordering::Relaxed);
-                        continue;
                     }
                 }
-            }
-        };
-        let kind = first.kind;
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match ops.try_recv() {
-                Ok(op) if op.kind == kind => batch.push(op),
-                Ok(op) => {
-                    held = Some(op);
-                    break;
+            };
+            let kind = first.kind;
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match ops.try_recv() {
+                    Ok(op) if op.kind == kind => batch.push(op),
+                    Ok(op) => {
+                        held = Some(op);
+                        break;
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
+            }
+            let channels: Vec<String> = batch.iter().map(|op| op.channel.clone()).collect();
+            let result = self.apply(kind, &channels).await;
+            if result.is_ok() {
+                for channel in &channels {
+                    match kind {
+                        OpKind::Subscribe => self.desired.insert(channel.clone()),
+                        OpKind::Unsubscribe => self.desired.remove(channel),
+                    };
+                }
+            }
+            for op in batch {
+                let _ = op.done.send(result.clone());
             }
         }
-        let channels: Vec<String> = batch.iter().map(|op| op.channel.clone()).collect();
-        let result = apply(&mut connection, &inbox, kind, &channels, timeout).await;
-        for op in batch {
-            let _ = op.done.send(result.clone());
+    }
+
+    /// After a reconnect: subscribe everything again (the client library
+    /// resubscribes too, but does not report a failure of it), then have the
+    /// positioned subscribers of every channel recover what the outage cost.
+    async fn resync(&mut self) {
+        let channels: Vec<String> = self.desired.iter().cloned().collect();
+        for chunk in channels.chunks(BATCH) {
+            if self.apply(OpKind::Subscribe, chunk).await.is_err() {
+                // Try again at the next tick.
+                self.signals.resync.store(true, Ordering::Relaxed);
+                return;
+            }
         }
+        for name in &channels {
+            if let Some(channel) = self.inbox.keys.channel_of(name) {
+                self.inbox.reconnect_gap(channel);
+            }
+        }
+    }
+
+    async fn apply(&mut self, kind: OpKind, channels: &[String]) -> RedisResult<()> {
+        apply(
+            &mut self.connection,
+            &self.inbox,
+            kind,
+            channels,
+            self.timeout,
+        )
+        .await
     }
 }
 

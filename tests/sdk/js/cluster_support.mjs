@@ -1,0 +1,689 @@
+// Multi-node support for the centrifuge-js suites: real `redis-server` processes
+// (standalone, two independent shards, a 3-master Redis Cluster) that can be stopped
+// and restarted on the same port with or without their data, several `herald serve`
+// nodes on one Redis setup, and a loopback TCP proxy in front of the nodes that a
+// chaos test re-points when it kills a node.
+
+import { execFile, spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+
+import { Centrifuge } from 'centrifuge';
+
+import { EventLog, recordingWebSocket, sleep, startHerald, testConfig, uniq, within } from './harness.mjs';
+
+export const REDIS_MISSING =
+  'redis-server not found: install it with `apt-get install -y redis-server` (scripts/test does this when run as root)';
+
+/** Modes named in an environment variable (comma-separated), or the default list. */
+export function modesFromEnv(name, fallback) {
+  const raw = process.env[name];
+  const list = (raw && raw.trim() ? raw : fallback)
+    .split(',')
+    .map((m) => m.trim())
+    .filter(Boolean);
+  for (const m of list) {
+    if (!['standalone', 'sharded', 'cluster'].includes(m)) {
+      throw new Error(`${name}: unknown Redis mode '${m}' (use standalone, sharded, cluster)`);
+    }
+  }
+  return list;
+}
+
+// ---------------------------------------------------------------------------
+// Processes to clean up whatever happens
+
+const liveRedis = new Set();
+function killAllRedis() {
+  for (const child of liveRedis) {
+    try {
+      child.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+process.on('exit', killAllRedis);
+for (const [sig, num] of [
+  ['SIGINT', 2],
+  ['SIGTERM', 15],
+  ['SIGHUP', 1],
+]) {
+  // process.exit runs the 'exit' hooks: ours (Redis) and the harness's (herald nodes).
+  process.once(sig, () => process.exit(128 + num));
+}
+
+// ---------------------------------------------------------------------------
+// Ports
+
+function portFree(port) {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen({ port, host: '127.0.0.1', exclusive: true }, () => srv.close(() => resolve(true)));
+  });
+}
+
+/** A port the OS says is free right now. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen({ port: 0, host: '127.0.0.1' }, () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** A free port below 55535 whose cluster bus port (port + 10000) is free too. */
+async function freeClusterPort(taken) {
+  for (let i = 0; i < 500; i++) {
+    const port = 20_000 + Math.floor(Math.random() * 35_000);
+    if (taken.has(port) || taken.has(port + 10_000)) continue;
+    if ((await portFree(port)) && (await portFree(port + 10_000))) {
+      taken.add(port);
+      taken.add(port + 10_000);
+      return port;
+    }
+  }
+  throw new Error('no free port pair (port, port+10000) found below 55535');
+}
+
+// ---------------------------------------------------------------------------
+// redis-cli
+
+function redisBinaries() {
+  for (const bin of ['redis-server', 'redis-cli']) {
+    const r = spawnSync(bin, ['--version'], { encoding: 'utf8' });
+    if (r.error) {
+      if (bin === 'redis-server') throw new Error(REDIS_MISSING);
+      throw new Error(`redis-cli not found (it comes with redis-server): ${r.error.message}`);
+    }
+  }
+}
+
+/** Runs `redis-cli -p PORT args...`; resolves with its stdout (rejects on a failed run). */
+export function redisCli(port, args, { timeout = 10_000 } = {}) {
+  return new Promise((resolve, reject) => {
+    execFile('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...args], { timeout }, (err, stdout, stderr) => {
+      if (err) {
+        err.message = `redis-cli -p ${port} ${args.join(' ')}: ${err.message}\n${stdout}${stderr}`;
+        reject(err);
+      } else {
+        resolve(stdout);
+      }
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------
+// One redis-server
+
+export class RedisServer {
+  constructor({ port, dir, cluster = false }) {
+    this.port = port;
+    this.dir = dir;
+    this.cluster = cluster;
+    this.child = null;
+    this.output = '';
+    this.starts = 0;
+  }
+
+  get url() {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  get running() {
+    return this.child !== null;
+  }
+
+  async start({ timeout = 15_000 } = {}) {
+    if (this.child) throw new Error(`redis ${this.port} is already running`);
+    const args = [
+      '--port', String(this.port),
+      '--bind', '127.0.0.1',
+      '--save', '',
+      '--appendonly', 'no',
+      '--dir', this.dir,
+      '--dbfilename', 'dump.rdb',
+      '--daemonize', 'no',
+      '--protected-mode', 'no',
+      '--logfile', '',
+    ];
+    if (this.cluster) {
+      args.push(
+        '--cluster-enabled', 'yes',
+        '--cluster-config-file', path.join(this.dir, `nodes-${this.port}.conf`),
+        '--cluster-node-timeout', '5000',
+      );
+    }
+    this.starts += 1;
+    const child = spawn('redis-server', args, { cwd: this.dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    liveRedis.add(child);
+    const record = (chunk) => {
+      this.output += chunk;
+      if (this.output.length > 200_000) this.output = this.output.slice(-100_000);
+    };
+    child.stdout.setEncoding('utf8');
+    child.stderr.setEncoding('utf8');
+    child.stdout.on('data', record);
+    child.stderr.on('data', record);
+    let spawnError = null;
+    child.on('error', (err) => {
+      spawnError = err;
+    });
+    child.exited = new Promise((resolve) =>
+      child.once('exit', (code, signal) => {
+        liveRedis.delete(child);
+        if (this.child === child) this.child = null;
+        resolve({ code, signal });
+      }),
+    );
+
+    const deadline = Date.now() + timeout;
+    for (;;) {
+      if (spawnError) {
+        throw spawnError.code === 'ENOENT' ? new Error(REDIS_MISSING) : spawnError;
+      }
+      if (this.child !== child) {
+        throw new Error(`redis-server on port ${this.port} exited while starting\n${this.logTail()}`);
+      }
+      try {
+        if ((await redisCli(this.port, ['ping'], { timeout: 2_000 })).trim() === 'PONG') return;
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() > deadline) {
+        throw new Error(`redis-server on port ${this.port} did not answer PING within ${timeout} ms\n${this.logTail()}`);
+      }
+      await sleep(50);
+    }
+  }
+
+  /** `SHUTDOWN SAVE` (keep the data in dump.rdb) or `SHUTDOWN NOSAVE`; waits for the exit. */
+  async stop({ save = true } = {}) {
+    const child = this.child;
+    if (!child) return;
+    try {
+      await redisCli(this.port, ['shutdown', save ? 'save' : 'nosave'], { timeout: 10_000 });
+    } catch {
+      // redis-cli may report the closed connection; the exit below is what counts
+    }
+    const gone = await Promise.race([child.exited.then(() => true), sleep(10_000).then(() => false)]);
+    if (!gone) {
+      child.kill('SIGKILL');
+      await child.exited;
+    }
+  }
+
+  /** Removes the saved data (the next start is empty). Cluster config is kept. */
+  wipe() {
+    rmSync(path.join(this.dir, 'dump.rdb'), { force: true });
+  }
+
+  kill(signal = 'SIGKILL') {
+    if (this.child) this.child.kill(signal);
+    return this.child ? this.child.exited : Promise.resolve();
+  }
+
+  logTail(lines = 25) {
+    return `--- redis ${this.port} (last ${lines} lines) ---\n${this.output.trimEnd().split('\n').slice(-lines).join('\n')}`;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// A Redis set-up for one engine mode
+
+export class RedisSetup {
+  constructor(mode, servers, dir) {
+    this.mode = mode;
+    this.servers = servers;
+    this.dir = dir;
+  }
+
+  /** The `[engine]` table for herald. */
+  engineConfig(prefix = uniq('herald')) {
+    const redis = {
+      prefix,
+      heartbeat_interval: '300ms',
+      node_ttl: '2s',
+      command_timeout: '1s',
+      connect_timeout: '1s',
+    };
+    if (this.mode === 'cluster') redis.cluster_address = this.servers.map((s) => s.url);
+    else redis.address = this.servers.map((s) => s.url);
+    return { type: 'redis', redis };
+  }
+
+  async waitClusterOk({ timeout = 30_000 } = {}) {
+    if (this.mode !== 'cluster') return;
+    const deadline = Date.now() + timeout;
+    let last = '';
+    for (;;) {
+      let ok = 0;
+      for (const s of this.servers) {
+        try {
+          const info = await redisCli(s.port, ['cluster', 'info'], { timeout: 2_000 });
+          if (/cluster_state:ok/.test(info)) ok += 1;
+          else last = `${s.port}: ${info.split('\n').find((l) => l.startsWith('cluster_state')) || info}`;
+        } catch (err) {
+          last = `${s.port}: ${err.message}`;
+        }
+      }
+      if (ok === this.servers.length) return;
+      if (Date.now() > deadline) {
+        throw new Error(`Redis Cluster not ok after ${timeout} ms (${last})\n${this.logTail()}`);
+      }
+      await sleep(100);
+    }
+  }
+
+  /** Stops every server (SHUTDOWN SAVE, or NOSAVE + delete dump.rdb when `empty`). */
+  async stopAll({ empty = false } = {}) {
+    await Promise.all(
+      this.servers.map(async (s) => {
+        await s.stop({ save: !empty });
+        if (empty) s.wipe();
+      }),
+    );
+  }
+
+  /** Starts every stopped server again on its port, with whatever data its dir holds. */
+  async startAll() {
+    await Promise.all(this.servers.filter((s) => !s.running).map((s) => s.start()));
+    await this.waitClusterOk();
+  }
+
+  /** Stops all, waits `downMs`, starts all again. */
+  async restartAll({ empty = false, downMs = 0 } = {}) {
+    await this.stopAll({ empty });
+    if (downMs > 0) await sleep(downMs);
+    await this.startAll();
+  }
+
+  /** Sum of `cmdstat_<command>:calls=` over every server. */
+  async commandCalls(command) {
+    let total = 0;
+    for (const s of this.servers) {
+      const info = await redisCli(s.port, ['info', 'commandstats']);
+      const m = new RegExp(`^cmdstat_${command}:calls=(\\d+)`, 'mi').exec(info);
+      if (m) total += Number(m[1]);
+    }
+    return total;
+  }
+
+  /** Subscribers of a Redis pub/sub channel on each server (SHARDNUMSUB in Cluster mode). */
+  async subscribers(pubsubChannel) {
+    const counts = {};
+    for (const s of this.servers) {
+      try {
+        const sub = this.mode === 'cluster' ? 'shardnumsub' : 'numsub';
+        const out = (await redisCli(s.port, ['pubsub', sub, pubsubChannel])).trim().split('\n');
+        counts[s.port] = Number(out[out.length - 1]);
+      } catch (err) {
+        counts[s.port] = `error: ${err.message.split('\n')[0]}`;
+      }
+    }
+    return counts;
+  }
+
+  /** Starts `redis-cli MONITOR` on every server; `stop()` resolves with the lines seen. */
+  monitor() {
+    const procs = this.servers.map((s) => {
+      const child = spawn('redis-cli', ['-h', '127.0.0.1', '-p', String(s.port), 'monitor'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      liveRedis.add(child);
+      let out = '';
+      child.stdout.setEncoding('utf8');
+      child.stdout.on('data', (c) => {
+        out += c;
+      });
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      return { child, port: s.port, exited, get out() { return out; } };
+    });
+    return {
+      ready: sleep(300), // MONITOR starts streaming once redis-cli is connected
+      async stop() {
+        await sleep(200);
+        for (const p of procs) p.child.kill('SIGTERM');
+        await Promise.all(procs.map((p) => p.exited));
+        for (const p of procs) liveRedis.delete(p.child);
+        return procs.map((p) => ({ port: p.port, lines: p.out.split('\n').filter(Boolean) }));
+      },
+    };
+  }
+
+  logTail(lines = 25) {
+    return this.servers.map((s) => s.logTail(lines)).join('\n');
+  }
+
+  async close() {
+    await Promise.all(this.servers.map((s) => s.kill('SIGKILL')));
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Starts the Redis servers of `mode`: standalone (1), sharded (2 independent), cluster (3 masters). */
+export async function startRedis(mode) {
+  redisBinaries();
+  const dir = mkdtempSync(path.join(tmpdir(), `herald-redis-${mode}-`));
+  const servers = [];
+  const setup = new RedisSetup(mode, servers, dir);
+  try {
+    if (mode === 'standalone' || mode === 'sharded') {
+      const count = mode === 'standalone' ? 1 : 2;
+      for (let i = 0; i < count; i++) {
+        const port = await freePort();
+        const sdir = mkdtempSync(path.join(dir, `r${port}-`));
+        servers.push(new RedisServer({ port, dir: sdir }));
+      }
+      await Promise.all(servers.map((s) => s.start()));
+    } else if (mode === 'cluster') {
+      const taken = new Set();
+      for (let i = 0; i < 3; i++) {
+        const port = await freeClusterPort(taken);
+        const sdir = mkdtempSync(path.join(dir, `c${port}-`));
+        servers.push(new RedisServer({ port, dir: sdir, cluster: true }));
+      }
+      await Promise.all(servers.map((s) => s.start()));
+      await redisCli(
+        servers[0].port,
+        ['--cluster', 'create', ...servers.map((s) => `127.0.0.1:${s.port}`), '--cluster-replicas', '0', '--cluster-yes'],
+        { timeout: 60_000 },
+      );
+      await setup.waitClusterOk();
+    } else {
+      throw new Error(`unknown Redis mode '${mode}'`);
+    }
+  } catch (err) {
+    await setup.close();
+    throw err;
+  }
+  return setup;
+}
+
+// ---------------------------------------------------------------------------
+// Loopback TCP proxy
+
+/** Forwards each new connection to `127.0.0.1:ports[current]`; `target(i)` changes `current`. */
+export async function startProxy(ports) {
+  let current = 0;
+  const pairs = new Set();
+  const counts = ports.map(() => 0);
+  const server = net.createServer((client) => {
+    const index = current;
+    counts[index] += 1;
+    const upstream = net.connect({ host: '127.0.0.1', port: ports[index] });
+    const pair = { client, upstream, index };
+    pairs.add(pair);
+    client.setNoDelay(true);
+    upstream.setNoDelay(true);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    const done = () => {
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const s of [client, upstream]) {
+      s.on('error', done);
+      s.on('close', done);
+    }
+  });
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ port: 0, host: '127.0.0.1' }, resolve);
+  });
+  const port = server.address().port;
+  return {
+    port,
+    url: `ws://127.0.0.1:${port}/connection/websocket`,
+    get current() {
+      return current;
+    },
+    /** New connections go to node `i` from now on. */
+    target(i) {
+      if (i < 0 || i >= ports.length) throw new Error(`proxy: no target ${i}`);
+      current = i;
+    },
+    /** Closes every forwarded connection (to node `i`, or all). */
+    dropConnections(i) {
+      for (const p of [...pairs]) {
+        if (i === undefined || p.index === i) {
+          p.client.destroy();
+          p.upstream.destroy();
+        }
+      }
+    },
+    describe() {
+      return `proxy :${port} -> target ${current}; connections accepted per target ${JSON.stringify(counts)}; open ${pairs.size}`;
+    },
+    async close() {
+      this.dropConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// herald nodes
+
+/**
+ * Starts Redis for `mode` (unless `redis` is given), then `n` herald nodes on it (same
+ * SECRET, same prefix) and a proxy in front of them (pointing at node 0).
+ * `config`: extra herald config merged over testConfig (channels, client options).
+ */
+export async function startNodes(n, mode, { redis = null, config = {}, label = `herald-${mode}` } = {}) {
+  const ownRedis = !redis;
+  if (ownRedis) redis = await startRedis(mode);
+  const prefix = uniq('herald');
+  const nodes = [];
+  let proxy = null;
+  const cluster = {
+    mode,
+    prefix,
+    redis,
+    nodes,
+    get proxy() {
+      return proxy;
+    },
+    /** The Redis pub/sub channel herald uses for a channel's publications. */
+    pubsubChannel(channel) {
+      return mode === 'cluster' ? `${prefix}.client.{${channel}}` : `${prefix}.client.${channel}`;
+    },
+    /** The WebSocket URL of node `i` (direct, no proxy). */
+    url(i) {
+      return nodes[i].wsUrl;
+    },
+    /** Sends `signal` to node `i`'s process group and waits for its exit. */
+    async kill(i, signal = 'SIGKILL') {
+      const node = nodes[i];
+      if (node.exited) return;
+      const gone = new Promise((resolve) => node.child.once('exit', resolve));
+      try {
+        process.kill(-node.child.pid, signal);
+      } catch {
+        node.child.kill(signal);
+      }
+      await gone;
+    },
+    /**
+     * Each node's log: the last `lines` lines of herald's own targets (the redis crate's
+     * reconnect chatter filtered out), then the last few raw lines.
+     */
+    logTails(lines = 80) {
+      const parts = nodes.map((node, i) => {
+        const state = node.exited ? ` (exited: ${JSON.stringify(node.exited)})` : '';
+        const all = node.logs().split('\n');
+        const own = all.filter((l) => !/ redis::/.test(l)).slice(-lines);
+        const raw = all.slice(-10);
+        return (
+          `===== node ${i + 1} ${node.wsUrl}${state} =====\n` +
+          `--- herald log, without redis:: crate lines (last ${lines}) ---\n${own.join('\n')}\n` +
+          `--- herald log, raw (last 10 lines) ---\n${raw.join('\n')}`
+        );
+      });
+      if (proxy) parts.push(proxy.describe());
+      parts.push(redis.logTail(15));
+      return parts.join('\n');
+    },
+    /** Writes every node's full log to `dir` (HERALD_TEST_LOG_DIR), named after `name`. */
+    saveLogs(name) {
+      const dir = process.env.HERALD_TEST_LOG_DIR;
+      if (!dir) return;
+      mkdirSync(dir, { recursive: true });
+      const base = name.replace(/[^A-Za-z0-9_.-]+/g, '_').slice(0, 80);
+      nodes.forEach((node, i) => writeFileSync(path.join(dir, `${base}.node${i + 1}.log`), node.logs()));
+      writeFileSync(path.join(dir, `${base}.redis.log`), redis.logTail(100_000));
+    },
+    async stop() {
+      if (proxy) await proxy.close().catch(() => {});
+      await Promise.all(nodes.map((node) => node.stop().catch(() => {})));
+      if (ownRedis) await redis.close();
+    },
+  };
+  try {
+    const full = testConfig({ ...config, engine: redis.engineConfig(prefix) });
+    for (let i = 0; i < n; i++) {
+      nodes.push(await startHerald({ config: full, label: `${label} node ${i + 1}` }));
+    }
+    proxy = await startProxy(nodes.map((node) => Number(new URL(node.wsUrl).port)));
+  } catch (err) {
+    const logs = nodes.length ? `\n${cluster.logTails()}` : `\n${redis.logTail()}`;
+    await cluster.stop();
+    err.message = `${err.message}${logs}`;
+    throw err;
+  }
+  return cluster;
+}
+
+// ---------------------------------------------------------------------------
+// SDK clients spread over several nodes
+
+const CLIENT_EVENTS = ['state', 'connecting', 'connected', 'disconnected', 'error'];
+const SUB_EVENTS = ['state', 'subscribing', 'subscribed', 'unsubscribed', 'publication', 'join', 'leave', 'error'];
+
+/** Tracks SDK clients (each bound to a URL) so they are closed and described on failure. */
+export class ClientPool {
+  constructor() {
+    this.handles = [];
+  }
+
+  client(url, { label = 'client', ...options } = {}) {
+    const frames = [];
+    const client = new Centrifuge(url, {
+      websocket: recordingWebSocket(frames),
+      minReconnectDelay: 200,
+      maxReconnectDelay: 1_000,
+      ...options,
+    });
+    const log = new EventLog(client, CLIENT_EVENTS, label);
+    const handle = { client, log, frames, label, url, subs: [] };
+    this.handles.push(handle);
+    return handle;
+  }
+
+  subscription(handle, channel, options = {}) {
+    const sub = handle.client.newSubscription(channel, options);
+    const log = new EventLog(sub, SUB_EVENTS, `${handle.label} sub ${channel}`);
+    handle.subs.push(log);
+    return { sub, log };
+  }
+
+  diagnostics({ frames = 30 } = {}) {
+    const parts = [];
+    for (const h of this.handles) {
+      parts.push(`--- ${h.label} (${h.url}): events ---\n${h.log.summary()}`);
+      for (const s of h.subs) parts.push(`--- ${s.label}: events ---\n${s.summary(40)}`);
+      const last = h.frames.slice(-frames).map((f) => `  ${f.dir} ${f.text.slice(0, 300)}`);
+      parts.push(`--- ${h.label}: last frames ---\n${last.join('\n')}`);
+    }
+    return parts.join('\n');
+  }
+
+  async closeAll() {
+    for (const h of this.handles) {
+      try {
+        h.client.disconnect();
+      } catch {
+        // nothing to do
+      }
+    }
+    this.handles = [];
+    await sleep(50);
+  }
+}
+
+/**
+ * Declares, inside the current describe block, a set of nodes started in `before` and
+ * stopped in `after`. `env.test` closes its clients after each test and appends the
+ * clients' events, frames and every node's log tail to a failure.
+ */
+export function nodesSuite({ nodes = 3, mode, config = {}, label } = {}) {
+  const state = { cluster: null };
+  const pool = new ClientPool();
+  before(async () => {
+    state.cluster = await startNodes(nodes, mode, { config, label });
+  });
+  after(async () => {
+    await pool.closeAll();
+    if (state.cluster) await state.cluster.stop();
+  });
+  return {
+    pool,
+    get cluster() {
+      if (!state.cluster) throw new Error('the nodes are not running (see the before hook failure)');
+      return state.cluster;
+    },
+    /** A tracked client on node `i` (0-based). */
+    client(i, options = {}) {
+      return pool.client(this.cluster.url(i), options);
+    },
+    subscription(handle, channel, options) {
+      return pool.subscription(handle, channel, options);
+    },
+    test(name, fn, { timeout = 60_000 } = {}) {
+      test(name, { timeout }, async (t) => {
+        try {
+          await fn(t);
+        } catch (err) {
+          appendDiagnostics(err, `${pool.diagnostics()}\n${state.cluster ? state.cluster.logTails() : ''}`);
+          throw err;
+        } finally {
+          await pool.closeAll();
+        }
+      });
+    },
+  };
+}
+
+/** Appends `diag` to an error's message and stack (reporters print the stack). */
+export function appendDiagnostics(err, diag) {
+  if (err && typeof err === 'object') {
+    err.message = `${err.message}\n${diag}`;
+    if (typeof err.stack === 'string') err.stack = `${err.stack}\n${diag}`;
+  }
+  return err;
+}
+
+/** Connects a tracked client and waits for `connected`. */
+export async function connectClient(handle, { timeout = 10_000 } = {}) {
+  const since = handle.log.mark();
+  handle.client.connect();
+  return handle.log.waitFor('connected', { since, timeout, what: 'connect' });
+}
+
+/** Subscribes and waits for `subscribed`. */
+export async function subscribeSub({ sub, log }, { timeout = 10_000 } = {}) {
+  const since = log.mark();
+  sub.subscribe();
+  return log.waitFor('subscribed', { since, timeout, what: 'subscribe' });
+}
+
+export { within };
