@@ -26,6 +26,16 @@ pub enum ChannelError {
     UnknownNamespace,
 }
 
+impl ChannelError {
+    /// The wire error a client or API caller gets.
+    pub fn code(self) -> herald_protocol::ErrorCode {
+        match self {
+            Self::BadName => herald_protocol::ErrorCode::BadRequest,
+            Self::UnknownNamespace => herald_protocol::ErrorCode::UnknownChannel,
+        }
+    }
+}
+
 /// A channel name matched to its namespace options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResolvedChannel<'a> {

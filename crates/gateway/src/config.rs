@@ -191,4 +191,24 @@ pub struct GatewayConfig {
     pub channel: ChannelConfig,
     pub http_api: HttpApiConfig,
     pub shutdown: ShutdownConfig,
+    pub endpoints: EndpointsConfig,
+}
+
+/// Which optional internal endpoints are served (`prometheus.enabled`,
+/// `health.enabled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointsConfig {
+    /// `/metrics`.
+    pub prometheus: bool,
+    /// `/health` and `/ready`.
+    pub health: bool,
+}
+
+impl Default for EndpointsConfig {
+    fn default() -> Self {
+        Self {
+            prometheus: true,
+            health: true,
+        }
+    }
 }

@@ -300,24 +300,39 @@ impl Hub {
         self.num_channels.load(Ordering::Relaxed)
     }
 
+    /// Every channel with local subscribers, and how many.
+    pub(crate) fn channel_counts(&self) -> std::collections::BTreeMap<String, u32> {
+        let mut counts = std::collections::BTreeMap::new();
+        for shard in self.shards.iter() {
+            for (name, channel) in shard.read().iter() {
+                let n = channel.subscribers.len().try_into().unwrap_or(u32::MAX);
+                counts.insert(name.clone(), n);
+            }
+        }
+        counts
+    }
+
     pub(crate) fn num_subscriptions(&self) -> usize {
         self.num_subscriptions.load(Ordering::Relaxed)
     }
 
-    fn for_each(&self, channel: &str, mut f: impl FnMut(&Subscriber)) {
+    /// Calls `f` for every subscriber of `channel`; returns how many.
+    fn for_each(&self, channel: &str, mut f: impl FnMut(&Subscriber)) -> u64 {
         let shard = self.shard(channel).read();
-        if let Some(entry) = shard.get(channel) {
-            for subscriber in entry.subscribers.values() {
-                f(subscriber);
-            }
+        let Some(entry) = shard.get(channel) else {
+            return 0;
+        };
+        for subscriber in entry.subscribers.values() {
+            f(subscriber);
         }
+        entry.subscribers.len() as u64
     }
 }
 
 impl Hub {
     /// Every positioned subscriber of `channel` may have missed publications.
     pub(crate) fn on_gap(&self, channel: &str) {
-        self.for_each(channel, |s| s.interrupted());
+        let _ = self.for_each(channel, |s| s.interrupted());
     }
 
     pub(crate) fn on_publication(&self, channel: &str, publication: Publication, epoch: &str) {
@@ -326,7 +341,8 @@ impl Hub {
         }
         let frame = Bytes::from(Push::encode_publication(channel, &publication));
         let offset = publication.offset;
-        self.for_each(channel, |s| s.deliver_publication(offset, epoch, &frame));
+        let n = self.for_each(channel, |s| s.deliver_publication(offset, epoch, &frame));
+        crate::metrics::sent("push_publication", n);
     }
 
     pub(crate) fn on_join(&self, channel: &str, info: ClientInfo) {
@@ -334,7 +350,8 @@ impl Hub {
             return;
         }
         let frame = Bytes::from(Push::encode_join(channel, &info));
-        self.for_each(channel, |s| s.deliver_event(&frame));
+        let n = self.for_each(channel, |s| s.deliver_event(&frame));
+        crate::metrics::sent("push_join", n);
     }
 
     pub(crate) fn on_leave(&self, channel: &str, info: ClientInfo) {
@@ -342,7 +359,8 @@ impl Hub {
             return;
         }
         let frame = Bytes::from(Push::encode_leave(channel, &info));
-        self.for_each(channel, |s| s.deliver_event(&frame));
+        let n = self.for_each(channel, |s| s.deliver_event(&frame));
+        crate::metrics::sent("push_leave", n);
     }
 }
 

@@ -1,9 +1,11 @@
 //! The actix-web side of herald: per-connection Session actors, the Hub that
 //! fans publications out to local sessions, and the HTTP endpoints.
 
+mod api;
 pub mod config;
 mod connection;
 mod hub;
+mod metrics;
 mod node;
 mod outbox;
 mod session;
@@ -21,8 +23,8 @@ use crate::hub::Hub;
 use crate::node::{Node, NodeEvents};
 
 pub use config::{
-    ClientConfig, GatewayConfig, HttpApiConfig, HttpServerConfig, IntrospectionConfig,
-    ShutdownConfig, TlsConfig,
+    ClientConfig, EndpointsConfig, GatewayConfig, HttpApiConfig, HttpServerConfig,
+    IntrospectionConfig, ShutdownConfig, TlsConfig,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -47,15 +49,53 @@ pub struct RunningServer {
     /// Where API, metrics and health listen (same as public when internal_port = 0).
     pub internal_addr: SocketAddr,
     servers: Vec<actix_web::dev::Server>,
+    node: Arc<Node>,
+    shutdown_timeout: std::time::Duration,
+}
+
+/// Stops a running node; obtained from [`RunningServer::stopper`] before
+/// waiting on the server.
+#[derive(Clone)]
+pub struct Stopper {
+    handles: Vec<actix_web::dev::ServerHandle>,
+    node: Arc<Node>,
+    timeout: std::time::Duration,
 }
 
 impl RunningServer {
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            handles: self.servers.iter().map(|s| s.handle()).collect(),
+            node: self.node.clone(),
+            timeout: self.shutdown_timeout,
+        }
+    }
+
     /// Resolves when every listener has stopped.
     pub async fn wait(self) -> std::io::Result<()> {
         for result in futures_util::future::join_all(self.servers).await {
             result?;
         }
         Ok(())
+    }
+}
+
+impl Stopper {
+    /// Graceful shutdown: `/ready` turns 503 and new upgrades are refused at
+    /// once; connected clients are closed with 3001, spread evenly over the
+    /// first half of `shutdown.timeout` so a cluster avoids a reconnect
+    /// storm; the node leaves the engine's registry; the listeners stop.
+    pub async fn shutdown(&self) {
+        self.node.start_draining();
+        tracing::info!(timeout = ?self.timeout, "draining");
+        self.node.disconnect_all(self.timeout / 2).await;
+        if let Err(e) = self.node.engine.broker.leave().await {
+            tracing::warn!(error = %e, "leaving the cluster failed");
+        }
+        // What is left of the budget lets the last close frames go out.
+        let grace = (self.timeout / 4).min(std::time::Duration::from_secs(2));
+        let stops = self.handles.iter().map(|h| h.stop(true));
+        let _ = tokio::time::timeout(grace, futures_util::future::join_all(stops)).await;
     }
 }
 
@@ -101,21 +141,33 @@ where
     };
 
     let data = web::Data::new(node.clone());
+    let internal_settings = InternalRoutes {
+        api_key: web::Data::new(api::ApiKey(config.http_api.key.clone())),
+        metrics: config.endpoints.prometheus,
+        health: config.endpoints.health,
+    };
+    if config.endpoints.prometheus {
+        // Registers every family now, so they are exported from startup.
+        std::sync::LazyLock::force(&metrics::METRICS);
+    }
     // One server per listener, so the internal routes (API, metrics, health)
     // are never reachable on the public port unless the ports are shared.
     let public_data = data.clone();
+    let public_internal = internal_settings.clone();
     let public_server = HttpServer::new(move || {
         let app = App::new()
             .app_data(public_data.clone())
             .configure(public_routes);
         if shared_port {
-            app.configure(internal_routes)
+            let settings = public_internal.clone();
+            app.configure(move |cfg| internal_routes(cfg, &settings))
         } else {
             app
         }
     })
     .workers(cores)
     .disable_signals()
+    .shutdown_timeout(1)
     .listen(public)
     .map_err(|source| GatewayError::Bind {
         addr: public_addr.to_string(),
@@ -125,15 +177,21 @@ where
     let internal_server = match internal {
         None => None,
         Some(listener) => Some(
-            HttpServer::new(move || App::new().app_data(data.clone()).configure(internal_routes))
-                .workers(1)
-                .disable_signals()
-                .listen(listener)
-                .map_err(|source| GatewayError::Bind {
-                    addr: internal_addr.to_string(),
-                    source,
-                })?
-                .run(),
+            HttpServer::new(move || {
+                let settings = internal_settings.clone();
+                App::new()
+                    .app_data(data.clone())
+                    .configure(move |cfg| internal_routes(cfg, &settings))
+            })
+            .workers(1)
+            .disable_signals()
+            .shutdown_timeout(1)
+            .listen(listener)
+            .map_err(|source| GatewayError::Bind {
+                addr: internal_addr.to_string(),
+                source,
+            })?
+            .run(),
         ),
     };
     tracing::info!(%public_addr, %internal_addr, "listening");
@@ -143,6 +201,8 @@ where
         servers: std::iter::once(public_server)
             .chain(internal_server)
             .collect(),
+        node,
+        shutdown_timeout: config.shutdown.timeout,
     })
 }
 
@@ -151,13 +211,56 @@ fn public_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/connection/websocket").route(web::get().to(ws::websocket)));
 }
 
-/// Routes of the internal listener (health; API and metrics come with their issue).
-fn internal_routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/health").route(web::get().to(|| async {
-        HttpResponse::Ok()
+#[derive(Clone)]
+struct InternalRoutes {
+    api_key: web::Data<api::ApiKey>,
+    metrics: bool,
+    health: bool,
+}
+
+/// Routes of the internal listener: server API, metrics, health, readiness.
+fn internal_routes(cfg: &mut web::ServiceConfig, settings: &InternalRoutes) {
+    cfg.app_data(settings.api_key.clone())
+        .app_data(web::PayloadConfig::new(api::MAX_BODY_BYTES))
+        .service(web::resource("/api").to(api::legacy))
+        .service(web::resource("/api/{method}").to(api::handle));
+    if settings.health {
+        cfg.service(web::resource("/health").route(web::get().to(|| async {
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .body("{}")
+        })))
+        .service(web::resource("/ready").route(web::get().to(ready)));
+    }
+    if settings.metrics {
+        cfg.service(web::resource("/metrics").route(web::get().to(
+            |node: web::Data<Arc<Node>>| async move {
+                HttpResponse::Ok()
+                    .content_type("text/plain; version=0.0.4; charset=utf-8")
+                    .body(metrics::METRICS.render(&node))
+            },
+        )));
+    }
+}
+
+/// 200 `{}` when the engine is reachable and the node is not draining, else
+/// 503 with the reason.
+async fn ready(node: web::Data<Arc<Node>>) -> HttpResponse {
+    let reason = if node.is_draining() {
+        Some("draining")
+    } else if !node.engine.broker.healthy() {
+        Some("engine unreachable")
+    } else {
+        None
+    };
+    match reason {
+        None => HttpResponse::Ok()
             .content_type("application/json")
-            .body("{}")
-    })));
+            .body("{}"),
+        Some(reason) => HttpResponse::ServiceUnavailable()
+            .content_type("application/json")
+            .body(serde_json::json!({ "reason": reason }).to_string()),
+    }
 }
 
 fn bind(address: &str, port: u16) -> Result<std::net::TcpListener, GatewayError> {

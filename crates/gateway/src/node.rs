@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::{Message, Recipient};
 use herald_auth::{ChannelPolicy, TokenVerifier};
-use herald_bus::{BrokerEvents, BusError, ControlCommand, Engine, NodeInfo};
+use herald_bus::{
+    BrokerEvents, BusError, ControlCommand, Engine, NodeInfo, SurveyReply, SurveyRequest,
+};
 use herald_protocol::{ClientInfo, Publication};
 use parking_lot::Mutex;
 
@@ -36,6 +38,7 @@ pub(crate) struct Node {
     num_clients: AtomicUsize,
     pub(crate) uid: String,
     started: std::time::Instant,
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// A control command for one session.
@@ -73,7 +76,65 @@ impl Node {
             num_clients: AtomicUsize::new(0),
             uid: uuid::Uuid::new_v4().to_string(),
             started: std::time::Instant::now(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Closes every connected session with 3001 (shutdown), spread evenly
+    /// over `spread` so that clients do not all reconnect at once.
+    pub(crate) async fn disconnect_all(&self, spread: Duration) {
+        let targets: Vec<Recipient<Control>> = self
+            .users
+            .lock()
+            .values()
+            .flatten()
+            .map(|r| r.control.clone())
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let command = ControlCommand::Disconnect {
+            user: String::new(),
+            client: String::new(),
+            whitelist: Vec::new(),
+            code: herald_protocol::Disconnect::SHUTDOWN.code,
+            reason: herald_protocol::Disconnect::SHUTDOWN.reason.to_string(),
+        };
+        let step = spread / u32::try_from(targets.len()).unwrap_or(u32::MAX);
+        let start = tokio::time::Instant::now();
+        for (i, target) in targets.into_iter().enumerate() {
+            // Sleeping per client would cost more than the step itself when
+            // there are many: wait until this client's slot instead.
+            tokio::time::sleep_until(start + step * u32::try_from(i).unwrap_or(u32::MAX)).await;
+            target.do_send(Control(command.clone()));
+        }
+    }
+
+    /// Hands a publication to the engine, timing it.
+    pub(crate) async fn publish(
+        &self,
+        channel: &str,
+        publication: Publication,
+        options: &herald_bus::PublishOptions,
+    ) -> Result<herald_protocol::StreamPosition, BusError> {
+        let started = std::time::Instant::now();
+        let outcome = self
+            .engine
+            .broker
+            .publish(channel, publication, options)
+            .await;
+        crate::metrics::METRICS
+            .publish_duration
+            .observe(started.elapsed().as_secs_f64());
+        outcome
     }
 
     pub(crate) fn next_session_id(&self) -> u64 {
@@ -238,14 +299,17 @@ impl NodeEvents {
 
 impl BrokerEvents for NodeEvents {
     fn on_publication(&self, channel: &str, publication: Publication, epoch: &str) {
+        crate::metrics::METRICS.broker_messages_received.inc();
         self.hub.on_publication(channel, publication, epoch);
     }
 
     fn on_join(&self, channel: &str, info: ClientInfo) {
+        crate::metrics::METRICS.broker_messages_received.inc();
         self.hub.on_join(channel, info);
     }
 
     fn on_leave(&self, channel: &str, info: ClientInfo) {
+        crate::metrics::METRICS.broker_messages_received.inc();
         self.hub.on_leave(channel, info);
     }
 
@@ -261,5 +325,16 @@ impl BrokerEvents for NodeEvents {
 
     fn node_info(&self) -> NodeInfo {
         self.node().map(|n| n.info()).unwrap_or_default()
+    }
+
+    fn on_survey(&self, request: &SurveyRequest) -> SurveyReply {
+        match request {
+            SurveyRequest::Channels => SurveyReply::Channels {
+                channels: self.hub.channel_counts(),
+            },
+            _ => SurveyReply::Channels {
+                channels: Default::default(),
+            },
+        }
     }
 }

@@ -80,6 +80,7 @@ impl Outbox {
                 disconnect: Disconnect::SLOW,
             });
             drop(state);
+            crate::metrics::server_disconnect(Disconnect::SLOW.code);
             self.wake.notify_one();
             return Pushed::Overflow;
         }
@@ -114,8 +115,10 @@ impl Outbox {
             state.frames.clear();
             state.bytes = 0;
         }
+        let code = disconnect.code;
         state.close = Some(Closing { disconnect });
         drop(state);
+        crate::metrics::server_disconnect(code);
         self.wake.notify_one();
     }
 

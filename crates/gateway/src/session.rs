@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::connection::{Admission, ConnectionState, Phase, SubscriptionState};
 use crate::hub::{GapListener, Subscriber};
+use crate::metrics;
 use crate::node::{unix_now, Control, Node};
 use crate::outbox::{Outbox, Pushed};
 use crate::subscribe::{self, engine_error, SubscribeFlags, SubscribePlan};
@@ -54,6 +55,8 @@ pub(crate) struct Session {
     chan_info: HashMap<String, Option<RawJson>>,
     expiry_timer: Option<SpawnHandle>,
     gaps: Option<Arc<dyn GapListener>>,
+    /// The command running now (metrics label) and when it started.
+    current: (&'static str, Instant),
 }
 
 /// Sent by the Hub when a positioned subscription sees a gap.
@@ -89,12 +92,14 @@ impl Session {
             chan_info: HashMap::new(),
             expiry_timer: None,
             gaps: None,
+            current: ("connect", Instant::now()),
         }
     }
 
     // ---- output ----
 
     fn send(&mut self, ctx: &mut Context<Self>, reply: &Reply) {
+        metrics::sent(frame_type(reply), 1);
         self.send_bytes(ctx, Bytes::from(reply.encode()));
     }
 
@@ -122,6 +127,7 @@ impl Session {
 
     fn error(&mut self, ctx: &mut Context<Self>, id: u32, code: ErrorCode) {
         debug!(client = %self.client, code = code.code(), "command error");
+        metrics::reply_error(self.current.0, code);
         self.send(
             ctx,
             &Reply::Error {
@@ -152,6 +158,7 @@ impl Session {
             }
         };
         for command in commands {
+            metrics::received(method_name(&command.method));
             match self.state.admit(&command.method) {
                 Ok(Admission::PongAccepted) => {}
                 Ok(Admission::Queue) => {
@@ -175,12 +182,16 @@ impl Session {
             if let Err(d) = self.state.ready_for(&command.method) {
                 return self.disconnect(ctx, d);
             }
+            self.current = (method_name(&command.method), Instant::now());
             if let Some(work) = self.execute(command, ctx) {
                 self.busy = true;
                 ctx.spawn(work.map(|(), act, ctx| {
+                    metrics::client_command(act.current.0, act.current.1.elapsed());
                     act.busy = false;
                     act.drive(ctx);
                 }));
+            } else {
+                metrics::client_command(self.current.0, self.current.1.elapsed());
             }
         }
     }
@@ -233,12 +244,14 @@ impl Session {
             match node.verifier.verify_connection(&req.token, now) {
                 Ok(claims) => Some(claims),
                 Err(TokenError::Expired) => {
+                    metrics::auth_failure(&TokenError::Expired);
                     self.state.connect_failed();
                     self.error(ctx, id, ErrorCode::TokenExpired);
                     return None;
                 }
                 Err(e) => {
                     warn!(client = %self.client, reason = %e, "connection token rejected");
+                    metrics::auth_failure(&e);
                     self.disconnect(ctx, Disconnect::INVALID_TOKEN);
                     return None;
                 }
@@ -259,6 +272,7 @@ impl Session {
             return None;
         }
         self.registered = Some(self.user.clone());
+        metrics::METRICS.connections_accepted.inc();
 
         // Server-side subscriptions: `subs` takes precedence over `channels`.
         let mut plans = Vec::new();
@@ -607,10 +621,7 @@ async fn leave(
 }
 
 fn channel_error(e: ChannelError) -> ErrorCode {
-    match e {
-        ChannelError::UnknownNamespace => ErrorCode::UnknownChannel,
-        _ => ErrorCode::BadRequest,
-    }
+    e.code()
 }
 
 fn ttl_from(expires_at: Option<u64>) -> u32 {
@@ -668,6 +679,7 @@ impl Session {
                 }
                 Err(e) => {
                     debug!(client = %self.client, reason = %e, "subscription token rejected");
+                    metrics::auth_failure(&e);
                     self.state.remove(&req.channel);
                     let code = match e {
                         TokenError::Expired => ErrorCode::TokenExpired,
@@ -795,10 +807,7 @@ impl Session {
                 history,
                 idempotency_key: None,
             };
-            node.engine
-                .broker
-                .publish(&channel, publication, &options)
-                .await
+            node.publish(&channel, publication, &options).await
         };
         Some(Box::pin(wrap_future::<_, Self>(work).map(
             move |outcome, act, ctx| match outcome {
@@ -1158,6 +1167,7 @@ pub(crate) async fn write_loop(outbox: Arc<Outbox>, mut ws: actix_ws::Session) {
     loop {
         match outbox.next().await {
             Next::Write(bytes) => {
+                metrics::METRICS.bytes_sent.inc_by(bytes.len() as u64);
                 let Ok(text) = bytestring::ByteString::try_from(bytes) else {
                     // Frames are serde_json output: always UTF-8.
                     let _ = ws.close(None).await;
@@ -1177,5 +1187,41 @@ pub(crate) async fn write_loop(outbox: Arc<Outbox>, mut ws: actix_ws::Session) {
                 return;
             }
         }
+    }
+}
+
+/// The `method` label of a client command.
+fn method_name(method: &Method) -> &'static str {
+    match method {
+        Method::Connect(_) => "connect",
+        Method::Subscribe(_) => "subscribe",
+        Method::Unsubscribe(_) => "unsubscribe",
+        Method::Publish(_) => "publish",
+        Method::Presence(_) => "presence",
+        Method::PresenceStats(_) => "presence_stats",
+        Method::History(_) => "history",
+        Method::Ping => "ping",
+        Method::Pong => "client_pong",
+        Method::Send(_) => "send",
+        Method::Rpc(_) => "rpc",
+        Method::Refresh(_) => "refresh",
+        Method::SubRefresh(_) => "sub_refresh",
+        Method::Unknown => "unknown",
+    }
+}
+
+/// The `frame_type` label of something sent to a client.
+fn frame_type(reply: &Reply) -> &'static str {
+    match reply {
+        Reply::Ping => "server_ping",
+        Reply::Push(push) => match &push.body {
+            PushBody::Publication(_) => "push_publication",
+            PushBody::Join(_) => "push_join",
+            PushBody::Leave(_) => "push_leave",
+            PushBody::Unsubscribe(_) => "push_unsubscribe",
+            PushBody::Subscribe(_) => "push_subscribe",
+            _ => "push_message",
+        },
+        _ => "reply",
     }
 }

@@ -18,6 +18,9 @@ pub(crate) async fn websocket(
     body: web::Payload,
     node: web::Data<Arc<Node>>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    if node.is_draining() {
+        return Ok(HttpResponse::ServiceUnavailable().body("shutting down"));
+    }
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
         if !origin_allowed(&node.client.allowed_origins, origin) {
@@ -61,7 +64,7 @@ pub(crate) fn origin_allowed(patterns: &[String], origin: &str) -> bool {
         .any(|p| glob_match(p.as_bytes(), origin.as_bytes()))
 }
 
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+pub(crate) fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while t < text.len() {

@@ -346,6 +346,10 @@ impl Config {
             channel: self.channel.clone(),
             http_api: self.http_api.clone(),
             shutdown: self.shutdown.clone(),
+            endpoints: herald_gateway::EndpointsConfig {
+                prometheus: self.prometheus.enabled,
+                health: self.health.enabled,
+            },
         }
     }
 }

@@ -213,10 +213,42 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
         stdout.flush()?;
         drop(stdout);
 
+        let stopper = running.stopper();
+        actix_web::rt::spawn(async move {
+            let signal = shutdown_signal().await;
+            info!(signal, "shutting down");
+            stopper.shutdown().await;
+        });
         running.wait().await.context("server failed")?;
         info!("stopped");
         Ok(())
     })
+}
+
+/// Resolves with the name of the first SIGTERM or SIGINT.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
 }
 
 fn genconfig(file: Option<&Path>) -> anyhow::Result<()> {
@@ -360,7 +392,9 @@ fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
                 }
             }
         }
-        _ => tracing_subscriber::EnvFilter::try_new(&log.level)?,
+        // The redis crate logs every reconnect attempt; its errors reach us
+        // through the engine anyway.
+        _ => tracing_subscriber::EnvFilter::try_new(format!("{},redis=error", log.level))?,
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,10 +1,12 @@
-//! Wire types of the Centrifugo client protocol v2 (JSON) and its frame codec.
+//! Wire types of the Centrifugo client protocol v2 (JSON), its frame codec,
+//! and the server HTTP API (`api`).
 //!
 //! Pure: no I/O, no clocks, no async. Every type here round-trips
 //! (`decode(encode(x)) == x`), raw JSON payloads are kept byte-exact (less any
 //! `\n`, which the frame separator forbids), unknown fields are ignored, and
 //! empty fields are omitted except the few the protocol says are always present.
 
+pub mod api;
 mod code;
 mod command;
 mod frame;

@@ -1,0 +1,380 @@
+//! Prometheus metrics (names fixed in interface.md).
+//!
+//! One process-wide set in the default registry, so the process collector
+//! (`process_*`) comes along. Every labelled family is pre-initialised at 0
+//! for its closed label set, so dashboards and alerts see the series before
+//! the first event. Label values only ever come from those closed sets.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use herald_auth::{InvalidReason, TokenError};
+use herald_protocol::api::ApiError;
+use herald_protocol::{Disconnect, ErrorCode};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::node::Node;
+
+/// Client protocol methods, the `method` label of client metrics.
+pub(crate) const CLIENT_METHODS: &[&str] = &[
+    "connect",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "presence",
+    "presence_stats",
+    "history",
+    "ping",
+    "send",
+    "rpc",
+    "refresh",
+    "sub_refresh",
+];
+
+/// Server API methods, the `method` label of API metrics.
+pub(crate) const API_METHODS: &[&str] = &[
+    "publish",
+    "broadcast",
+    "subscribe",
+    "unsubscribe",
+    "disconnect",
+    "refresh",
+    "presence",
+    "presence_stats",
+    "history",
+    "history_remove",
+    "channels",
+    "info",
+    "batch",
+];
+
+/// `frame_type` values of the transport metrics.
+pub(crate) const FRAME_TYPES: &[&str] = &[
+    "server_ping",
+    "unknown",
+    "reply",
+    "push_publication",
+    "push_join",
+    "push_leave",
+    "push_unsubscribe",
+    "push_subscribe",
+    "push_message",
+    "client_pong",
+    "connect",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "presence",
+    "presence_stats",
+    "history",
+    "ping",
+    "send",
+    "rpc",
+    "refresh",
+    "sub_refresh",
+];
+
+/// `reason` values of `herald_bus_rejected_envelopes_total`.
+pub(crate) const REJECT_REASONS: &[&str] = &["malformed", "overflow"];
+
+pub(crate) struct Metrics {
+    registry: Registry,
+    pub(crate) num_clients: IntGauge,
+    pub(crate) num_users: IntGauge,
+    pub(crate) num_channels: IntGauge,
+    pub(crate) num_subscriptions: IntGauge,
+    pub(crate) num_nodes: IntGauge,
+    pub(crate) connections_accepted: IntCounter,
+    pub(crate) reply_errors: IntCounterVec,
+    pub(crate) server_disconnects: IntCounterVec,
+    pub(crate) command_duration: HistogramVec,
+    pub(crate) messages_sent: IntCounterVec,
+    pub(crate) messages_received: IntCounterVec,
+    pub(crate) bytes_sent: IntCounter,
+    pub(crate) publish_duration: Histogram,
+    pub(crate) broker_messages_received: IntCounter,
+    pub(crate) bus_rejected: IntCounterVec,
+    pub(crate) auth_failures: IntCounterVec,
+    pub(crate) api_duration: HistogramVec,
+    pub(crate) api_errors: IntCounterVec,
+    /// Engine counters already added to `bus_rejected`, by reason.
+    seen_rejected: [AtomicU64; 2],
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = prometheus::default_registry().clone();
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let histogram_vec = |name: &str, help: &str, labels: &[&str]| {
+            let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+            let h = HistogramVec::new(opts, labels).expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+            h
+        };
+        let publish_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "herald_broker_publish_duration_seconds",
+                "Time to hand one publication to the engine.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(publish_duration.clone()))
+            .expect("unique metric");
+
+        let metrics = Self {
+            num_clients: gauge("herald_node_num_clients", "Connected clients on this node."),
+            num_users: gauge(
+                "herald_node_num_users",
+                "Distinct users connected on this node.",
+            ),
+            num_channels: gauge(
+                "herald_node_num_channels",
+                "Channels with subscribers on this node.",
+            ),
+            num_subscriptions: gauge(
+                "herald_node_num_subscriptions",
+                "Client subscriptions on this node.",
+            ),
+            num_nodes: gauge("herald_node_num_nodes", "Live nodes in the cluster."),
+            connections_accepted: counter(
+                "herald_client_connections_accepted_total",
+                "Connections that completed connect.",
+            ),
+            reply_errors: counter_vec(
+                "herald_client_num_reply_errors_total",
+                "Error replies to client commands.",
+                &["method", "code"],
+            ),
+            server_disconnects: counter_vec(
+                "herald_client_num_server_disconnects_total",
+                "Connections the server closed, by disconnect code.",
+                &["code"],
+            ),
+            command_duration: histogram_vec(
+                "herald_client_command_duration_seconds",
+                "Time to answer one client command.",
+                &["method"],
+            ),
+            messages_sent: counter_vec(
+                "herald_transport_messages_sent_total",
+                "Frames queued to clients.",
+                &["frame_type"],
+            ),
+            messages_received: counter_vec(
+                "herald_transport_messages_received_total",
+                "Frames received from clients.",
+                &["frame_type"],
+            ),
+            bytes_sent: counter(
+                "herald_transport_bytes_sent_total",
+                "Bytes written to client sockets.",
+            ),
+            publish_duration,
+            broker_messages_received: counter(
+                "herald_broker_messages_received_total",
+                "Publications, joins and leaves the engine delivered to this node.",
+            ),
+            bus_rejected: counter_vec(
+                "herald_bus_rejected_envelopes_total",
+                "Messages from the bus dropped: undecodable, or a full queue.",
+                &["reason"],
+            ),
+            auth_failures: counter_vec(
+                "herald_auth_failures_total",
+                "Rejected connection and subscription tokens.",
+                &["reason"],
+            ),
+            api_duration: histogram_vec(
+                "herald_api_command_duration_seconds",
+                "Time to answer one server API command.",
+                &["method"],
+            ),
+            api_errors: counter_vec(
+                "herald_api_errors_total",
+                "Server API commands answered with an error.",
+                &["method", "code"],
+            ),
+            seen_rejected: [AtomicU64::new(0), AtomicU64::new(0)],
+            registry,
+        };
+        metrics.preinitialise();
+        metrics
+    }
+
+    fn preinitialise(&self) {
+        for method in CLIENT_METHODS {
+            self.command_duration.with_label_values(&[method]);
+            for code in ErrorCode::ALL {
+                self.reply_errors
+                    .with_label_values(&[*method, code.code().to_string().as_str()]);
+            }
+        }
+        for disconnect in Disconnect::ALL {
+            self.server_disconnects
+                .with_label_values(&[&disconnect.code.to_string()]);
+        }
+        self.server_disconnects.with_label_values(&["custom"]);
+        for frame_type in FRAME_TYPES {
+            self.messages_sent.with_label_values(&[frame_type]);
+            self.messages_received.with_label_values(&[frame_type]);
+        }
+        for reason in REJECT_REASONS {
+            self.bus_rejected.with_label_values(&[reason]);
+        }
+        self.auth_failures.with_label_values(&["expired"]);
+        for reason in InvalidReason::ALL {
+            self.auth_failures.with_label_values(&[reason.as_str()]);
+        }
+        for method in API_METHODS {
+            self.api_duration.with_label_values(&[method]);
+            for code in ErrorCode::ALL {
+                self.api_errors
+                    .with_label_values(&[*method, code.code().to_string().as_str()]);
+            }
+        }
+    }
+
+    /// The text exposition, with the node gauges read now.
+    pub(crate) fn render(&self, node: &Node) -> String {
+        self.num_clients.set(gauge_value(node.num_clients()));
+        self.num_users.set(gauge_value(node.num_users()));
+        self.num_channels.set(gauge_value(node.hub.num_channels()));
+        self.num_subscriptions
+            .set(gauge_value(node.hub.num_subscriptions()));
+        self.num_nodes
+            .set(gauge_value(node.engine.broker.nodes().len()));
+        let counters = node.engine.broker.counters();
+        for (i, (reason, total)) in [
+            ("malformed", counters.messages_rejected),
+            ("overflow", counters.messages_dropped),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let before = self.seen_rejected[i].swap(total, Ordering::Relaxed);
+            if total > before {
+                self.bus_rejected
+                    .with_label_values(&[reason])
+                    .inc_by(total - before);
+            }
+        }
+        let mut out = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// One answered server API command.
+pub(crate) fn api_command(method: &str, took: Duration, error: Option<&ApiError>) {
+    let method = API_METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("batch");
+    let m = &*METRICS;
+    m.api_duration
+        .with_label_values(&[method])
+        .observe(took.as_secs_f64());
+    if let Some(error) = error {
+        m.api_errors
+            .with_label_values(&[method, &closed_code(error.code)])
+            .inc();
+    }
+}
+
+/// One answered client command.
+pub(crate) fn client_command(method: &'static str, took: Duration) {
+    METRICS
+        .command_duration
+        .with_label_values(&[method])
+        .observe(took.as_secs_f64());
+}
+
+pub(crate) fn reply_error(method: &'static str, code: ErrorCode) {
+    METRICS
+        .reply_errors
+        .with_label_values(&[method, &code.code().to_string()])
+        .inc();
+}
+
+pub(crate) fn server_disconnect(code: u16) {
+    // Custom codes from the API (4000-4999) share one label value.
+    let label = if Disconnect::ALL.iter().any(|d| d.code == code) {
+        code.to_string()
+    } else {
+        "custom".to_owned()
+    };
+    METRICS
+        .server_disconnects
+        .with_label_values(&[&label])
+        .inc();
+}
+
+pub(crate) fn auth_failure(error: &TokenError) {
+    METRICS
+        .auth_failures
+        .with_label_values(&[error.as_str()])
+        .inc();
+}
+
+pub(crate) fn sent(frame_type: &'static str, frames: u64) {
+    METRICS
+        .messages_sent
+        .with_label_values(&[frame_type])
+        .inc_by(frames);
+}
+
+pub(crate) fn received(frame_type: &'static str) {
+    METRICS
+        .messages_received
+        .with_label_values(&[frame_type])
+        .inc();
+}
+
+fn closed_code(code: u32) -> String {
+    match ErrorCode::from_code(code) {
+        Some(c) => c.code().to_string(),
+        None => "other".to_owned(),
+    }
+}
