@@ -117,6 +117,11 @@ pub enum ControlCommand {
         #[serde(default)]
         expire_at: Option<u64>,
     },
+    /// Close every connection authenticated with the token `token_id` (jti).
+    RevokeToken { token_id: String },
+    /// Close every connection of `user` whose token was issued (iat) before
+    /// `issued_before` (unix seconds); a token without iat counts as old.
+    InvalidateUserTokens { user: String, issued_before: u64 },
 }
 
 /// A question every node answers about itself (cluster-wide API calls).
@@ -201,6 +206,27 @@ pub trait Broker: Send + Sync + 'static {
 
     /// False while the backing store cannot be reached.
     fn healthy(&self) -> bool;
+
+    /// Refuses the token `token_id` (jti) until `until` (unix seconds).
+    async fn revoke_token(&self, token_id: &str, until: u64) -> Result<(), BusError>;
+
+    /// Refuses `user`'s tokens issued before `issued_before` until `until`.
+    async fn invalidate_user_tokens(
+        &self,
+        user: &str,
+        issued_before: u64,
+        until: u64,
+    ) -> Result<(), BusError>;
+
+    /// Whether a token is refused: its id revoked, or its user's tokens
+    /// invalidated after it was issued.
+    async fn token_revoked(
+        &self,
+        token_id: Option<&str>,
+        user: &str,
+        issued_at: Option<u64>,
+        now: u64,
+    ) -> Result<bool, BusError>;
 
     /// This node leaves the cluster (graceful shutdown): the others drop it
     /// from their registries at once.

@@ -50,6 +50,10 @@ const CLEANUP_INTERVAL: Duration = Duration::from_secs(5);
 /// The single-node engine: broker, history and presence in process memory.
 pub struct MemoryEngine {
     events: Arc<dyn BrokerEvents>,
+    /// jti -> refused until (unix seconds).
+    revoked_tokens: Mutex<HashMap<String, u64>>,
+    /// user -> (tokens issued before this are refused, until).
+    invalidated_users: Mutex<HashMap<String, (u64, u64)>>,
     hasher: RandomState,
     shards: Box<[Shard]>,
     cleanup: OnceLock<AbortHandle>,
@@ -65,6 +69,8 @@ impl MemoryEngine {
     pub fn new(events: Arc<dyn BrokerEvents>) -> Arc<Self> {
         let engine = Arc::new(Self {
             events,
+            revoked_tokens: Mutex::new(HashMap::new()),
+            invalidated_users: Mutex::new(HashMap::new()),
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             cleanup: OnceLock::new(),
@@ -251,6 +257,49 @@ impl Broker for MemoryEngine {
 
     async fn survey(&self, request: &SurveyRequest) -> Result<Vec<SurveyReply>, BusError> {
         Ok(vec![self.events.on_survey(request)])
+    }
+
+    async fn revoke_token(&self, token_id: &str, until: u64) -> Result<(), BusError> {
+        let mut revoked = self.revoked_tokens.lock();
+        let entry = revoked.entry(token_id.to_owned()).or_default();
+        *entry = (*entry).max(until);
+        Ok(())
+    }
+
+    async fn invalidate_user_tokens(
+        &self,
+        user: &str,
+        issued_before: u64,
+        until: u64,
+    ) -> Result<(), BusError> {
+        let mut users = self.invalidated_users.lock();
+        let entry = users.entry(user.to_owned()).or_default();
+        *entry = (entry.0.max(issued_before), entry.1.max(until));
+        Ok(())
+    }
+
+    async fn token_revoked(
+        &self,
+        token_id: Option<&str>,
+        user: &str,
+        issued_at: Option<u64>,
+        now: u64,
+    ) -> Result<bool, BusError> {
+        if let Some(id) = token_id {
+            let mut revoked = self.revoked_tokens.lock();
+            revoked.retain(|_, until| *until > now);
+            if revoked.contains_key(id) {
+                return Ok(true);
+            }
+        }
+        if user.is_empty() {
+            return Ok(false);
+        }
+        let mut users = self.invalidated_users.lock();
+        users.retain(|_, (_, until)| *until > now);
+        Ok(users
+            .get(user)
+            .is_some_and(|(before, _)| issued_at.unwrap_or(0) < *before))
     }
 
     fn healthy(&self) -> bool {

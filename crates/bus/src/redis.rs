@@ -763,6 +763,75 @@ impl Broker for RedisEngine {
         self.inner.send_control(ControlBody::Leave).await
     }
 
+    async fn revoke_token(&self, token_id: &str, until: u64) -> Result<(), BusError> {
+        let inner = &self.inner;
+        let key = inner.keys.revoked_token(token_id);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&key)
+            .arg(1)
+            .arg("EXAT")
+            .arg(until.max(unix_now() + 1));
+        inner
+            .bounded("revoke", inner.shard(&key).commands.query::<()>(&cmd))
+            .await
+    }
+
+    async fn invalidate_user_tokens(
+        &self,
+        user: &str,
+        issued_before: u64,
+        until: u64,
+    ) -> Result<(), BusError> {
+        let inner = &self.inner;
+        let key = inner.keys.revoked_user(user);
+        let (before, until) = (
+            issued_before.to_string(),
+            until.max(unix_now() + 1).to_string(),
+        );
+        inner
+            .bounded(
+                "invalidate",
+                inner.shard(&key).commands.script::<u64>(
+                    &scripts::INVALIDATE_USER,
+                    &[&key],
+                    &[before.as_bytes(), until.as_bytes()],
+                ),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn token_revoked(
+        &self,
+        token_id: Option<&str>,
+        user: &str,
+        issued_at: Option<u64>,
+        _now: u64,
+    ) -> Result<bool, BusError> {
+        let inner = &self.inner;
+        if let Some(id) = token_id {
+            let key = inner.keys.revoked_token(id);
+            let mut cmd = redis::cmd("EXISTS");
+            cmd.arg(&key);
+            let exists: u64 = inner
+                .bounded("revocation check", inner.shard(&key).commands.query(&cmd))
+                .await?;
+            if exists > 0 {
+                return Ok(true);
+            }
+        }
+        if user.is_empty() {
+            return Ok(false);
+        }
+        let key = inner.keys.revoked_user(user);
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(&key);
+        let before: Option<u64> = inner
+            .bounded("revocation check", inner.shard(&key).commands.query(&cmd))
+            .await?;
+        Ok(before.is_some_and(|before| issued_at.unwrap_or(0) < before))
+    }
+
     fn healthy(&self) -> bool {
         self.inner.healthy()
     }

@@ -14,8 +14,9 @@ use herald_bus::{
 use herald_protocol::api::{
     ApiBroadcastRequest, ApiBroadcastResult, ApiChannelInfo, ApiChannelRequest, ApiChannelsRequest,
     ApiChannelsResult, ApiDisconnectRequest, ApiEmpty, ApiError, ApiHistoryRequest,
-    ApiHistoryResult, ApiInfoResult, ApiNodeResult, ApiPresenceResult, ApiPresenceStatsResult,
-    ApiPublishRequest, ApiRefreshRequest, ApiReply, ApiSubscribeRequest, ApiUnsubscribeRequest,
+    ApiHistoryResult, ApiInfoResult, ApiInvalidateUserTokensRequest, ApiNodeResult,
+    ApiPresenceResult, ApiPresenceStatsResult, ApiPublishRequest, ApiRefreshRequest, ApiReply,
+    ApiRevokeTokenRequest, ApiSubscribeRequest, ApiUnsubscribeRequest,
 };
 use herald_protocol::{Disconnect, ErrorCode, Publication, StreamPosition};
 use serde::de::DeserializeOwned;
@@ -103,7 +104,13 @@ const METHODS: &[&str] = &[
     "channels",
     "info",
     "batch",
+    "revoke_token",
+    "invalidate_user_tokens",
 ];
+
+/// How long a revocation without `expire_at` is kept: longer than any token
+/// herald should be issued with.
+const DEFAULT_REVOCATION_SECS: u64 = 30 * 24 * 3600;
 
 /// `X-API-Key: <key>` or `Authorization: apikey <key>`, compared in constant
 /// time. An empty configured key authorizes nobody.
@@ -393,7 +400,55 @@ pub(crate) async fn call(
                 .collect();
             Ok(to_raw(&ApiInfoResult { nodes }))
         }
+        "revoke_token" => {
+            let req: ApiRevokeTokenRequest = params(body)?;
+            required(&req.uid, "uid")?;
+            let now = crate::node::unix_now();
+            let until = revocation_end(req.expire_at, now)?;
+            node.engine
+                .broker
+                .revoke_token(&req.uid, until)
+                .await
+                .map_err(|e| engine_error(&e))?;
+            control(node, ControlCommand::RevokeToken { token_id: req.uid }).await
+        }
+        "invalidate_user_tokens" => {
+            let req: ApiInvalidateUserTokensRequest = params(body)?;
+            required(&req.user, "user")?;
+            let now = crate::node::unix_now();
+            let issued_before = if req.issued_before == 0 {
+                now
+            } else {
+                req.issued_before
+            };
+            let until = revocation_end(req.expire_at, now)?;
+            node.engine
+                .broker
+                .invalidate_user_tokens(&req.user, issued_before, until)
+                .await
+                .map_err(|e| engine_error(&e))?;
+            control(
+                node,
+                ControlCommand::InvalidateUserTokens {
+                    user: req.user,
+                    issued_before,
+                },
+            )
+            .await
+        }
         _ => Err(ErrorCode::MethodNotFound.into()),
+    }
+}
+
+/// Until when a revocation is kept: the token's expiry, or a long default.
+fn revocation_end(expire_at: u64, now: u64) -> Result<u64, ApiError> {
+    match expire_at {
+        0 => Ok(now + DEFAULT_REVOCATION_SECS),
+        at if at <= now => Err(ApiError::with_message(
+            ErrorCode::BadRequest,
+            "expire_at is in the past: the token has expired already",
+        )),
+        at => Ok(at),
     }
 }
 

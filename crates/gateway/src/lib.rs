@@ -89,8 +89,11 @@ impl Stopper {
         self.node.start_draining();
         tracing::info!(timeout = ?self.timeout, "draining");
         self.node.disconnect_all(self.timeout / 2).await;
-        if let Err(e) = self.node.engine.broker.leave().await {
-            tracing::warn!(error = %e, "leaving the cluster failed");
+        let leave = self.node.engine.broker.leave();
+        match tokio::time::timeout(self.timeout / 8, leave).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "leaving the cluster failed"),
+            Err(_) => tracing::warn!("leaving the cluster timed out"),
         }
         // What is left of the budget lets the last close frames go out.
         let grace = (self.timeout / 4).min(std::time::Duration::from_secs(2));

@@ -50,6 +50,8 @@ pub(crate) const API_METHODS: &[&str] = &[
     "channels",
     "info",
     "batch",
+    "revoke_token",
+    "invalidate_user_tokens",
 ];
 
 /// `frame_type` values of the transport metrics.

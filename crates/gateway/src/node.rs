@@ -223,6 +223,14 @@ impl Node {
             | ControlCommand::Unsubscribe { user, client, .. }
             | ControlCommand::Subscribe { user, client, .. }
             | ControlCommand::Refresh { user, client, .. } => (user.clone(), client.clone()),
+            ControlCommand::InvalidateUserTokens { user, .. } => (user.clone(), String::new()),
+            ControlCommand::RevokeToken { .. } => {
+                // Only the session knows its token id: ask every one.
+                for r in self.users.lock().values().flatten() {
+                    r.control.do_send(Control(command.clone()));
+                }
+                return;
+            }
             _ => return,
         };
         let users = self.users.lock();

@@ -57,6 +57,9 @@ pub(crate) struct Session {
     gaps: Option<Arc<dyn GapListener>>,
     /// The command running now (metrics label) and when it started.
     current: (&'static str, Instant),
+    /// `jti` and `iat` of the connection token in use (revocation).
+    token_id: Option<String>,
+    issued_at: Option<u64>,
 }
 
 /// Sent by the Hub when a positioned subscription sees a gap.
@@ -93,6 +96,8 @@ impl Session {
             expiry_timer: None,
             gaps: None,
             current: ("connect", Instant::now()),
+            token_id: None,
+            issued_at: None,
         }
     }
 
@@ -212,10 +217,7 @@ impl Session {
                 self.error(ctx, id, ErrorCode::NotAvailable);
                 None
             }
-            Method::Refresh(req) => {
-                self.refresh(id, req, ctx);
-                None
-            }
+            Method::Refresh(req) => self.refresh(id, req, ctx),
             Method::SubRefresh(req) => {
                 self.sub_refresh(id, req, ctx);
                 None
@@ -266,6 +268,8 @@ impl Session {
         if let Some(c) = &claims {
             self.user = c.user.clone();
             self.conn_info = c.info.clone();
+            self.token_id = c.jti.clone();
+            self.issued_at = c.iat;
         }
         if !node.register(&self.user, self.id, &self.client, ctx.address().recipient()) {
             self.disconnect(ctx, Disconnect::CONNECTION_LIMIT);
@@ -311,16 +315,47 @@ impl Session {
             let node = node.clone();
             let plans = plans.clone();
             let subscribers = subscribers.clone();
+            let (token_id, user, issued_at) =
+                (self.token_id.clone(), self.user.clone(), self.issued_at);
+            let checked = claims.is_some();
             async move {
+                if checked {
+                    match node
+                        .engine
+                        .broker
+                        .token_revoked(token_id.as_deref(), &user, issued_at, unix_now())
+                        .await
+                    {
+                        Ok(false) => {}
+                        Ok(true) => return Err(Refused::Revoked),
+                        Err(e) => return Err(Refused::Engine(engine_error(&e))),
+                    }
+                }
                 let mut results = Vec::new();
                 for (plan, subscriber) in plans.into_iter().zip(subscribers) {
                     results.push(subscribe::subscribe(node.clone(), plan, subscriber).await);
                 }
-                results
+                Ok(results)
             }
         };
         Some(Box::pin(wrap_future::<_, Self>(work).map(
-            move |results, act, ctx| {
+            move |outcome, act, ctx| {
+                let results = match outcome {
+                    Ok(results) => results,
+                    Err(Refused::Revoked) => {
+                        warn!(client = %act.client, "connection token revoked");
+                        act.disconnect(ctx, Disconnect::INVALID_TOKEN);
+                        return;
+                    }
+                    Err(Refused::Engine(code)) => {
+                        for plan in &plans {
+                            act.state.remove(&plan.channel);
+                        }
+                        act.state.connect_failed();
+                        act.error(ctx, id, code);
+                        return;
+                    }
+                };
                 let mut subs = std::collections::BTreeMap::new();
                 let mut live = Vec::new();
                 for ((plan, subscriber), result) in plans.into_iter().zip(subscribers).zip(results) {
@@ -927,35 +962,65 @@ impl Session {
 
     // ---- refresh ----
 
-    fn refresh(&mut self, id: u32, req: RefreshRequest, ctx: &mut Context<Self>) {
+    fn refresh(&mut self, id: u32, req: RefreshRequest, ctx: &mut Context<Self>) -> Option<Work> {
         if req.token.is_empty() {
-            return self.disconnect(ctx, Disconnect::BAD_REQUEST);
+            self.disconnect(ctx, Disconnect::BAD_REQUEST);
+            return None;
         }
         let claims = match self.node.verifier.verify_connection(&req.token, unix_now()) {
             Ok(claims) => claims,
-            Err(TokenError::Expired) => return self.disconnect(ctx, Disconnect::EXPIRED),
+            Err(TokenError::Expired) => {
+                metrics::auth_failure(&TokenError::Expired);
+                self.disconnect(ctx, Disconnect::EXPIRED);
+                return None;
+            }
             Err(e) => {
                 warn!(client = %self.client, reason = %e, "refresh token rejected");
-                return self.disconnect(ctx, Disconnect::INVALID_TOKEN);
+                metrics::auth_failure(&e);
+                self.disconnect(ctx, Disconnect::INVALID_TOKEN);
+                return None;
             }
         };
         if claims.user != self.user {
             warn!(client = %self.client, "refresh token for another user");
-            return self.disconnect(ctx, Disconnect::INVALID_TOKEN);
+            self.disconnect(ctx, Disconnect::INVALID_TOKEN);
+            return None;
         }
-        let expires_at = claims.expires_at();
-        if claims.info.is_some() {
-            self.conn_info = claims.info;
-        }
-        self.state.refreshed(expires_at);
-        self.schedule_expiry(ctx);
-        let result = RefreshResult {
-            client: self.client.clone(),
-            version: self.node.version.to_owned(),
-            expires: expires_at.is_some(),
-            ttl: ttl_from(expires_at),
+        let node = self.node.clone();
+        let check = async move {
+            let revoked = node
+                .engine
+                .broker
+                .token_revoked(claims.jti.as_deref(), &claims.user, claims.iat, unix_now())
+                .await;
+            (claims, revoked)
         };
-        self.reply(ctx, id, CommandResult::Refresh(result));
+        Some(Box::pin(wrap_future::<_, Self>(check).map(
+            move |(claims, revoked), act, ctx| match revoked {
+                Ok(false) => {
+                    let expires_at = claims.expires_at();
+                    if claims.info.is_some() {
+                        act.conn_info = claims.info;
+                    }
+                    act.token_id = claims.jti;
+                    act.issued_at = claims.iat;
+                    act.state.refreshed(expires_at);
+                    act.schedule_expiry(ctx);
+                    let result = RefreshResult {
+                        client: act.client.clone(),
+                        version: act.node.version.to_owned(),
+                        expires: expires_at.is_some(),
+                        ttl: ttl_from(expires_at),
+                    };
+                    act.reply(ctx, id, CommandResult::Refresh(result));
+                }
+                Ok(true) => {
+                    warn!(client = %act.client, "refresh token revoked");
+                    act.disconnect(ctx, Disconnect::INVALID_TOKEN);
+                }
+                Err(e) => act.error(ctx, id, engine_error(&e)),
+            },
+        )))
     }
 
     fn sub_refresh(&mut self, id: u32, req: SubRefreshRequest, ctx: &mut Context<Self>) {
@@ -1106,6 +1171,18 @@ impl Handler<Control> for Session {
                 self.state.refreshed(expire_at);
                 self.schedule_expiry(ctx);
             }
+            ControlCommand::RevokeToken { token_id }
+                if self.token_id.as_deref() == Some(token_id.as_str()) =>
+            {
+                info!(client = %self.client, "token revoked: disconnecting");
+                self.disconnect(ctx, Disconnect::INVALID_TOKEN);
+            }
+            ControlCommand::InvalidateUserTokens { issued_before, .. }
+                if self.issued_at.unwrap_or(0) < issued_before =>
+            {
+                info!(client = %self.client, "user tokens invalidated: disconnecting");
+                self.disconnect(ctx, Disconnect::INVALID_TOKEN);
+            }
             _ => {}
         }
     }
@@ -1188,6 +1265,12 @@ pub(crate) async fn write_loop(outbox: Arc<Outbox>, mut ws: actix_ws::Session) {
             }
         }
     }
+}
+
+/// Why a connect is refused after its token verified.
+enum Refused {
+    Revoked,
+    Engine(ErrorCode),
 }
 
 /// The `method` label of a client command.

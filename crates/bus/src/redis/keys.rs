@@ -114,6 +114,16 @@ impl Keys {
         self.name("presence.expire", channel)
     }
 
+    /// A revoked token id (value unused; expires with the revocation).
+    pub(crate) fn revoked_token(&self, token_id: &str) -> String {
+        format!("{}.revoked.token.{token_id}", self.prefix)
+    }
+
+    /// A user's tokens issued before the stored unix time are refused.
+    pub(crate) fn revoked_user(&self, user: &str) -> String {
+        format!("{}.revoked.user.{user}", self.prefix)
+    }
+
     /// Node heartbeats and cluster-wide commands.
     pub(crate) fn control_channel(&self) -> String {
         format!("{}.control", self.prefix)

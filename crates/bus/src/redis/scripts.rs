@@ -153,3 +153,20 @@ return redis.call('hgetall', KEYS[1])
 "#,
     )
 });
+
+/// Raises a user's "issued before" mark, never lowers it.
+///
+/// KEYS: 1 the user's revocation key. ARGV: 1 issued before (unix seconds),
+/// 2 keep until (unix seconds).
+pub(crate) static INVALIDATE_USER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local current = tonumber(redis.call('get', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then
+  current = tonumber(ARGV[1])
+end
+redis.call('set', KEYS[1], current, 'EXAT', ARGV[2])
+return current
+"#,
+    )
+});
