@@ -159,6 +159,7 @@ where
     let public_internal = internal_settings.clone();
     let public_server = HttpServer::new(move || {
         let app = App::new()
+            .wrap(actix_web::middleware::from_fn(access_log))
             .app_data(public_data.clone())
             .configure(public_routes);
         if shared_port {
@@ -183,6 +184,7 @@ where
             HttpServer::new(move || {
                 let settings = internal_settings.clone();
                 App::new()
+                    .wrap(actix_web::middleware::from_fn(access_log))
                     .app_data(data.clone())
                     .configure(move |cfg| internal_routes(cfg, &settings))
             })
@@ -207,6 +209,27 @@ where
         node,
         shutdown_timeout: config.shutdown.timeout,
     })
+}
+
+/// One line per HTTP request: method, path, status, duration. Never the
+/// query string, a header or a body: those may carry tokens and payloads.
+async fn access_log(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let response = next.call(req).await?;
+    tracing::info!(
+        target: "herald::access",
+        %method,
+        path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "http request"
+    );
+    Ok(response)
 }
 
 /// Routes of the public listener: the client protocol.
