@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald_protocol::{ClientInfo, Publication, StreamPosition};
+use herald_protocol::{ClientInfo, Publication, RawJson, StreamPosition};
 use serde::{Deserialize, Serialize};
 
 pub mod memory;
@@ -105,6 +105,12 @@ pub enum ControlCommand {
         channel: String,
         #[serde(default)]
         client: String,
+        /// The subscription's `chan_info`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        info: Option<RawJson>,
+        /// Sent to the client with the subscribe push.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<RawJson>,
     },
     Refresh {
         user: String,

@@ -227,6 +227,8 @@ pub(crate) async fn call(
                     user: req.user,
                     channel: req.channel,
                     client: req.client,
+                    info: req.info.filter(|v| !v.is_null()),
+                    data: req.data.filter(|v| !v.is_null()),
                 },
             )
             .await

@@ -1161,7 +1161,12 @@ impl Handler<Control> for Session {
             ControlCommand::Unsubscribe { channel, .. } if self.state.is_subscribed(&channel) => {
                 self.server_unsubscribe(ctx, &channel, UnsubscribeCode::Server);
             }
-            ControlCommand::Subscribe { channel, .. } => self.server_subscribe(channel, ctx),
+            ControlCommand::Subscribe {
+                channel,
+                info,
+                data,
+                ..
+            } => self.server_subscribe(channel, info, data, ctx),
             ControlCommand::Refresh {
                 expired, expire_at, ..
             } => {
@@ -1191,11 +1196,22 @@ impl Handler<Control> for Session {
 impl Session {
     /// A subscription the server adds after connect: announced with a
     /// `subscribe` push once the node is subscribed.
-    fn server_subscribe(&mut self, channel: String, ctx: &mut Context<Self>) {
+    fn server_subscribe(
+        &mut self,
+        channel: String,
+        info: Option<RawJson>,
+        data: Option<RawJson>,
+        ctx: &mut Context<Self>,
+    ) {
         if self.state.subscription(&channel).is_some() {
             return;
         }
-        let plan = match self.server_side_plan(&channel, None, None) {
+        let options = herald_auth::SubOptions {
+            info,
+            data,
+            ..Default::default()
+        };
+        let plan = match self.server_side_plan(&channel, Some(options), None) {
             Ok(plan) => plan,
             Err(code) => {
                 warn!(client = %self.client, code = code.code(), "server subscribe refused");

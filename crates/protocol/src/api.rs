@@ -87,6 +87,12 @@ pub struct ApiSubscribeRequest {
     pub user: String,
     pub client: String,
     pub session: String,
+    /// Becomes the subscription's `chan_info`.
+    #[serde(deserialize_with = "crate::raw::present")]
+    pub info: Option<RawJson>,
+    /// Sent to the client with the subscribe push.
+    #[serde(deserialize_with = "crate::raw::present")]
+    pub data: Option<RawJson>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
