@@ -82,13 +82,19 @@ impl RunningServer {
 
 impl Stopper {
     /// Graceful shutdown: `/ready` turns 503 and new upgrades are refused at
-    /// once; connected clients are closed with 3001, spread evenly over the
-    /// first half of `shutdown.timeout` so a cluster avoids a reconnect
-    /// storm; the node leaves the engine's registry; the listeners stop.
+    /// once; after a pause of a tenth of `shutdown.timeout` (at most 2 s) for
+    /// probes to notice, connected clients are closed with 3001, spread
+    /// evenly over the rest of the first half of `shutdown.timeout` so a
+    /// cluster avoids a reconnect storm; the node leaves the engine's
+    /// registry; the listeners stop.
     pub async fn shutdown(&self) {
         self.node.start_draining();
         tracing::info!(timeout = ?self.timeout, "draining");
-        self.node.disconnect_all(self.timeout / 2).await;
+        // Let readiness probes and load balancers see 503 before the first
+        // client is closed, so its reconnect goes to another node.
+        let pause = (self.timeout / 10).min(std::time::Duration::from_secs(2));
+        tokio::time::sleep(pause).await;
+        self.node.disconnect_all(self.timeout / 2 - pause).await;
         let leave = self.node.engine.broker.leave();
         match tokio::time::timeout(self.timeout / 8, leave).await {
             Ok(Ok(())) => {}

@@ -262,6 +262,7 @@ impl Metrics {
             self.auth_failures.with_label_values(&[reason.as_str()]);
         }
         for method in API_METHODS {
+            self.api_errors.with_label_values(&[*method, "other"]);
             self.api_duration.with_label_values(&[method]);
             for code in ErrorCode::ALL {
                 self.api_errors
