@@ -767,3 +767,41 @@ allow_history_for_client = true
     assert_ok(&reply, "history");
     assert!(reply["history"]["publications"].is_array(), "{reply}");
 }
+
+/// The access log names method, path and status, and never the query string
+/// or a header, which may carry tokens.
+#[tokio::test]
+async fn access_log_leaves_out_query_and_headers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = Server::start("[log]\nlevel = \"info\"\n[http_api]\nkey = \"api-key-x7\"\n").await;
+    let addr = server.api_url().trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "GET /health?token=query-secret-q1 HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: apikey header-secret-h2\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.stderr_tail().contains("/health") {
+        assert!(
+            Instant::now() < deadline,
+            "no access log line:\n{}",
+            server.stderr_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let logs = server.stderr_tail();
+    let line = logs.lines().find(|l| l.contains("/health")).unwrap();
+    assert!(line.contains("200") && line.contains("GET"), "{line}");
+    for secret in ["query-secret-q1", "header-secret-h2", "api-key-x7"] {
+        assert!(
+            !logs.contains(secret),
+            "{secret} leaked into the log:\n{logs}"
+        );
+    }
+}
