@@ -71,11 +71,15 @@ impl Banner<'_> {
              Not for production; `herald genconfig herald.toml` writes this profile to a file.\n\
              \n\
              \x20 WebSocket    {ws_url}\n\
-             \x20 Health       {api_url}/health\n\
-             \x20 API key      {api_key}   (for the server API, not served yet)\n\
+             \x20 Server API   {api_url}/api/<method>   (header X-API-Key)\n\
+             \x20 API key      {api_key}\n\
+             \x20 Metrics      {api_url}/metrics\n\
              \x20 HMAC secret  {hmac_secret}\n\
              \x20 Token        {token}\n\
-             \x20              (user \"{DEV_USER}\", valid for 1 hour)\n"
+             \x20              (user \"{DEV_USER}\", valid for 1 hour)\n\
+             \n\
+             Try:\n\
+             \x20 curl -s -H 'X-API-Key: {api_key}' -d '{{\"channel\":\"news\",\"data\":{{\"text\":\"hi\"}}}}' {api_url}/api/publish\n"
         );
         text
     }
@@ -254,7 +258,8 @@ mod tests {
         .render();
         for want in [
             "ws://127.0.0.1:8000/connection/websocket",
-            "http://127.0.0.1:8000/health",
+            "http://127.0.0.1:8000/api/publish",
+            "http://127.0.0.1:8000/metrics",
             "KEY",
             "SECRET",
             "TOKEN",
