@@ -73,6 +73,8 @@ struct Inner {
     surveys: Mutex<HashMap<String, mpsc::UnboundedSender<SurveyReply>>>,
     rejected: AtomicU64,
     next_control_shard: AtomicUsize,
+    /// Set by `leave`: heartbeats stop so the others do not list us again.
+    left: AtomicBool,
 }
 
 /// One Redis server, or the whole cluster in Cluster mode.
@@ -226,6 +228,7 @@ impl Inner {
             surveys: Mutex::new(HashMap::new()),
             rejected: AtomicU64::new(0),
             next_control_shard: AtomicUsize::new(0),
+            left: AtomicBool::new(false),
             config,
         });
         for rx in receivers {
@@ -408,6 +411,9 @@ impl Inner {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
+            if self.left.load(Ordering::Relaxed) {
+                return;
+            }
             let info = self.events.node_info();
             if let Err(e) = self.send_control(ControlBody::Heartbeat(info)).await {
                 tracing::debug!(error = %e, "heartbeat not sent");
@@ -760,6 +766,7 @@ impl Broker for RedisEngine {
     }
 
     async fn leave(&self) -> Result<(), BusError> {
+        self.inner.left.store(true, Ordering::Relaxed);
         self.inner.send_control(ControlBody::Leave).await
     }
 

@@ -123,8 +123,9 @@ pub(crate) struct Inbox {
     recent_gaps: Mutex<HashMap<String, Instant>>,
 }
 
-/// Reconnect signals closer than this for one channel are one event: the
-/// client library's own resubscription and ours both follow one reconnect.
+/// Reconnect signals for one channel within this window and with no
+/// disconnection in between are one event: the client library's own
+/// resubscription and ours both follow one reconnect.
 const GAP_DEDUPE: Duration = Duration::from_secs(2);
 
 /// What a pub/sub connection's pushes tell its link task.
@@ -255,6 +256,8 @@ impl Inbox {
             PushKind::Disconnection => {
                 link.healthy.store(false, Ordering::Relaxed);
                 link.resync.store(true, Ordering::Relaxed);
+                // A new reconnect: its resubscriptions must signal again.
+                self.recent_gaps.lock().clear();
                 tracing::warn!("redis pub/sub connection lost; reconnecting");
             }
             _ => {}
@@ -332,6 +335,7 @@ impl Link {
             inbox,
             signals: signals.clone(),
             desired: permanent.iter().cloned().collect(),
+            stale: HashSet::new(),
             permanent,
             timeout,
         };
@@ -380,6 +384,9 @@ struct LinkTask {
     /// Channels this link must hold: the permanent ones and every client
     /// channel subscribed and not unsubscribed since.
     desired: HashSet<String>,
+    /// Channels whose UNSUBSCRIBE failed (Redis was down): unsubscribed
+    /// again once the connection works, or the reconnect would keep them.
+    stale: HashSet<String>,
     permanent: Vec<String>,
     timeout: Duration,
 }
@@ -411,6 +418,12 @@ impl LinkTask {
                             if alive && self.signals.resync.swap(false, Ordering::Relaxed) {
                                 self.resync().await;
                             }
+                            if alive && !self.stale.is_empty() {
+                                let stale: Vec<String> = self.stale.iter().cloned().collect();
+                                if self.apply(OpKind::Unsubscribe, &stale).await.is_ok() {
+                                    self.stale.clear();
+                                }
+                            }
                             self.signals
                                 .healthy
                                 .store(alive && permanent_done, Ordering::Relaxed);
@@ -433,12 +446,20 @@ impl LinkTask {
             }
             let channels: Vec<String> = batch.iter().map(|op| op.channel.clone()).collect();
             let result = self.apply(kind, &channels).await;
-            if result.is_ok() {
-                for channel in &channels {
-                    match kind {
-                        OpKind::Subscribe => self.desired.insert(channel.clone()),
-                        OpKind::Unsubscribe => self.desired.remove(channel),
-                    };
+            for channel in &channels {
+                match kind {
+                    OpKind::Subscribe if result.is_ok() => {
+                        self.stale.remove(channel);
+                        self.desired.insert(channel.clone());
+                    }
+                    OpKind::Subscribe => {}
+                    OpKind::Unsubscribe => {
+                        // The node forgets the channel either way.
+                        self.desired.remove(channel);
+                        if result.is_err() {
+                            self.stale.insert(channel.clone());
+                        }
+                    }
                 }
             }
             for op in batch {

@@ -115,8 +115,14 @@ pub(crate) static PRESENCE_ADD: LazyLock<Script> = LazyLock::new(|| {
         r#"
 redis.call('zadd', KEYS[2], ARGV[3], ARGV[1])
 redis.call('hset', KEYS[1], ARGV[1], ARGV[2])
-redis.call('expire', KEYS[1], ARGV[4])
-redis.call('expire', KEYS[2], ARGV[4])
+-- Only ever extend the keys' lifetime: a short-lived entry must not take
+-- longer-lived ones of other nodes with it.
+local ttl = tonumber(ARGV[4])
+for i = 1, 2 do
+  if redis.call('ttl', KEYS[i]) < ttl then
+    redis.call('expire', KEYS[i], ttl)
+  end
+end
 return 1
 "#,
     )
