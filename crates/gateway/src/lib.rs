@@ -2,6 +2,8 @@
 //! fans publications out to local sessions, and the HTTP endpoints.
 
 mod api;
+#[doc(hidden)]
+pub mod bench;
 pub mod config;
 mod connection;
 mod hub;

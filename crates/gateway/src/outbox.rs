@@ -128,6 +128,14 @@ impl Outbox {
         self.state.lock().bytes
     }
 
+    /// Drops every queued frame, as a writer that keeps up would take them,
+    /// and returns their bytes. Lets the fan-out benchmark reset without a writer task.
+    pub(crate) fn take_all(&self) -> usize {
+        let mut state = self.state.lock();
+        state.frames.clear();
+        std::mem::take(&mut state.bytes)
+    }
+
     /// Waits for the next thing to write. Only the connection's one writer calls it.
     pub(crate) async fn next(&self) -> Next {
         loop {

@@ -1,0 +1,684 @@
+//! herald-bench: a load generator speaking the client protocol (JSON over
+//! WebSocket) to herald, with HS256 tokens minted from `--secret`.
+//!
+//! Scenarios:
+//! - `fanout`: S subscribers on one channel, publications at rate R;
+//! - `channels`: C channels × S subscribers, publications spread over them;
+//! - `connect`: a connection storm (connect with token verification plus the
+//!   first subscribe), connects per second and failures;
+//! - `idle`: N idle subscribed connections held for the duration, server RSS
+//!   per connection when `--server-pid` is given;
+//! - `cluster`: fanout with subscribers spread over several `--url`s.
+//!
+//! Publications go through a subscribed client, or through `POST
+//! /api/publish` with `--api-key`. Each carries its send time; receivers
+//! record publish→receive latency in an HDR histogram. The last stdout line
+//! is one JSON object (interface.md).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::{Parser, ValueEnum};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Fanout,
+    Channels,
+    Connect,
+    Idle,
+    Cluster,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "herald-bench", about = "Load generator for herald")]
+struct Args {
+    scenario: Scenario,
+    /// WebSocket endpoint, e.g. ws://127.0.0.1:8000/connection/websocket;
+    /// repeat for `cluster`.
+    #[arg(long, required = true)]
+    url: Vec<String>,
+    /// HMAC secret the server verifies connection tokens with.
+    #[arg(long)]
+    secret: String,
+    /// Subscribers (per channel for `channels`; connections for `connect` and `idle`).
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    /// Channels of the `channels` scenario.
+    #[arg(long, default_value_t = 10)]
+    channels: usize,
+    #[arg(long, default_value = "bench")]
+    channel: String,
+    /// Publications per second (all channels together).
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// How long to publish (or hold, for `idle`).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Publication size in bytes (JSON).
+    #[arg(long, default_value_t = 128)]
+    payload: usize,
+    /// Publish through POST /api/publish with this key instead of a client.
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Server process whose RSS is read from /proc (idle scenario).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 200)]
+    concurrency: usize,
+    /// Publishing before measurement starts.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+}
+
+/// Microseconds since the bench started: the clock of send timestamps.
+fn now_micros() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+fn token(secret: &str, user: &str) -> anyhow::Result<String> {
+    let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 24 * 3600;
+    let claims = serde_json::json!({ "sub": user, "exp": exp });
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &key,
+    )?)
+}
+
+/// What every receiver adds up.
+#[derive(Default)]
+struct Counters {
+    errors: AtomicU64,
+    published: AtomicU64,
+}
+
+struct Receiver {
+    histogram: Histogram<u64>,
+    deliveries: u64,
+}
+
+#[derive(Deserialize)]
+struct Line<'a> {
+    #[serde(default)]
+    id: u32,
+    #[serde(borrow, default)]
+    push: Option<PushLine<'a>>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct PushLine<'a> {
+    #[serde(rename = "pub", default)]
+    publication: Option<PublicationLine>,
+    #[serde(borrow, default)]
+    #[allow(dead_code)]
+    channel: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct PublicationLine {
+    data: Stamp,
+}
+
+#[derive(Deserialize)]
+struct Stamp {
+    t: u64,
+}
+
+/// Connects, authenticates and subscribes to `channels`.
+async fn open_client(url: &str, token: &str, channels: &[String]) -> anyhow::Result<Ws> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .with_context(|| format!("connect to {url}"))?;
+    let connect = serde_json::json!({"id": 1, "connect": {"token": token}});
+    ws.send(Message::text(connect.to_string())).await?;
+    await_reply(&mut ws, 1).await?;
+    for (i, channel) in channels.iter().enumerate() {
+        let id = 2 + i as u32;
+        let subscribe = serde_json::json!({"id": id, "subscribe": {"channel": channel}});
+        ws.send(Message::text(subscribe.to_string())).await?;
+        await_reply(&mut ws, id).await?;
+    }
+    Ok(ws)
+}
+
+async fn await_reply(ws: &mut Ws, id: u32) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let message = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .map_err(|_| anyhow!("no reply to command {id} within 30s"))?
+            .ok_or_else(|| anyhow!("connection closed before reply {id}"))??;
+        let Message::Text(text) = message else {
+            if let Message::Close(frame) = message {
+                bail!("closed: {frame:?}");
+            }
+            continue;
+        };
+        for line in text.split('\n').filter(|l| !l.is_empty()) {
+            if line == "{}" {
+                ws.send(Message::text("{}")).await?;
+                continue;
+            }
+            let parsed: Line<'_> = serde_json::from_str(line)?;
+            if parsed.id == id {
+                if let Some(error) = parsed.error {
+                    bail!("command {id} failed: {error}");
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Publications stamped before this (bench microseconds) are warm-up: not
+/// counted or recorded.
+static MEASURE_FROM: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Reads until `stop`, recording the latency of every measured publication.
+async fn receive(mut ws: Ws, stop: Arc<AtomicBool>, counters: Arc<Counters>) -> Receiver {
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut deliveries = 0;
+    loop {
+        let next = tokio::time::timeout(Duration::from_millis(200), ws.next()).await;
+        let message = match next {
+            Ok(Some(Ok(message))) => message,
+            Ok(_) => {
+                if !stop.load(Ordering::Relaxed) {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                break;
+            }
+            Err(_) => {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                continue;
+            }
+        };
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let now = now_micros();
+        for line in text.split('\n').filter(|l| !l.is_empty()) {
+            if line == "{}" {
+                let _ = ws.send(Message::text("{}")).await;
+                continue;
+            }
+            let Ok(parsed) = serde_json::from_str::<Line<'_>>(line) else {
+                continue;
+            };
+            if let Some(publication) = parsed.push.and_then(|p| p.publication) {
+                if publication.data.t >= MEASURE_FROM.load(Ordering::Relaxed) {
+                    deliveries += 1;
+                    let _ = histogram.record(now.saturating_sub(publication.data.t).max(1));
+                }
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    Receiver {
+        histogram,
+        deliveries,
+    }
+}
+
+fn payload(size: usize) -> String {
+    // {"t":<micros>,"p":"xxx"}: the padding brings the JSON to about `size` bytes.
+    let pad = size.saturating_sub(24);
+    "x".repeat(pad)
+}
+
+/// Publishes at `rate` per second over `channels` until `until`.
+async fn publish(
+    args: &Args,
+    channels: &[String],
+    until: Instant,
+    counters: Arc<Counters>,
+) -> anyhow::Result<()> {
+    let pad = payload(args.payload);
+    let mut publisher = match &args.api_key {
+        Some(key) => Publisher::Api(ApiClient::connect(&args.url[0], key).await?),
+        None => {
+            let token = token(&args.secret, "bench-publisher")?;
+            let ws = open_client(&args.url[0], &token, channels).await?;
+            let (sink, stream) = ws.split();
+            let errors = counters.clone();
+            tokio::spawn(read_publish_replies(stream, errors));
+            Publisher::Ws(sink, 100)
+        }
+    };
+    let start = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sent: u64 = 0;
+    while Instant::now() < until {
+        ticker.tick().await;
+        let due = (start.elapsed().as_secs_f64() * args.rate) as u64;
+        while sent < due {
+            let channel = &channels[sent as usize % channels.len()];
+            let data = format!("{{\"t\":{},\"p\":\"{pad}\"}}", now_micros());
+            publisher.publish(channel, &data, &counters).await?;
+            sent += 1;
+        }
+    }
+    counters.published.store(sent, Ordering::Relaxed);
+    Ok(())
+}
+
+enum Publisher {
+    Ws(SplitSink<Ws, Message>, u32),
+    Api(ApiClient),
+}
+
+impl Publisher {
+    async fn publish(
+        &mut self,
+        channel: &str,
+        data: &str,
+        counters: &Counters,
+    ) -> anyhow::Result<()> {
+        match self {
+            Publisher::Ws(sink, id) => {
+                *id += 1;
+                let command = format!(
+                    "{{\"id\":{id},\"publish\":{{\"channel\":{},\"data\":{data}}}}}",
+                    serde_json::to_string(channel)?
+                );
+                sink.send(Message::text(command)).await?;
+            }
+            Publisher::Api(api) => {
+                let body = format!(
+                    "{{\"channel\":{},\"data\":{data}}}",
+                    serde_json::to_string(channel)?
+                );
+                if !api.post("/api/publish", &body).await? {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn read_publish_replies(mut stream: SplitStream<Ws>, counters: Arc<Counters>) {
+    while let Some(Ok(message)) = stream.next().await {
+        if let Message::Text(text) = message {
+            for line in text.split('\n') {
+                if line.contains("\"error\"") && !line.contains("\"push\"") {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// A keep-alive HTTP/1.1 client for POST /api/publish.
+struct ApiClient {
+    stream: BufReader<TcpStream>,
+    host: String,
+    key: String,
+}
+
+impl ApiClient {
+    async fn connect(ws_url: &str, key: &str) -> anyhow::Result<Self> {
+        let rest = ws_url
+            .strip_prefix("ws://")
+            .ok_or_else(|| anyhow!("--api-key needs a ws:// --url"))?;
+        let host = rest.split('/').next().unwrap_or(rest).to_owned();
+        let stream = TcpStream::connect(&host).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream: BufReader::new(stream),
+            host,
+            key: key.to_owned(),
+        })
+    }
+
+    /// True on HTTP 200 without an `error` in the body.
+    async fn post(&mut self, path: &str, body: &str) -> anyhow::Result<bool> {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nX-API-Key: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.host,
+            self.key,
+            body.len()
+        );
+        self.stream.get_mut().write_all(request.as_bytes()).await?;
+        let mut status = String::new();
+        self.stream.read_line(&mut status).await?;
+        let mut length = 0usize;
+        loop {
+            let mut header = String::new();
+            self.stream.read_line(&mut header).await?;
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut response = vec![0; length];
+        self.stream.read_exact(&mut response).await?;
+        Ok(status.contains(" 200 ") && !response.windows(8).any(|w| w == b"\"error\":"))
+    }
+}
+
+/// Opens `n` subscribed clients, `concurrency` at a time, spread over `urls`.
+async fn open_many(
+    args: &Args,
+    n: usize,
+    channels_of: impl Fn(usize) -> Vec<String>,
+    counters: &Counters,
+) -> (Vec<Ws>, Histogram<u64>) {
+    let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let url = args.url[i % args.url.len()].clone();
+        let secret = args.secret.clone();
+        let channels = channels_of(i);
+        let gate = gate.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            let started = Instant::now();
+            let token = token(&secret, &format!("bench-{i}"))?;
+            let ws = open_client(&url, &token, &channels).await?;
+            anyhow::Ok((ws, started.elapsed()))
+        }));
+    }
+    let mut clients = Vec::with_capacity(n);
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut first_error = None;
+    for task in tasks {
+        match task.await {
+            Ok(Ok((ws, took))) => {
+                let _ = histogram.record((took.as_micros() as u64).max(1));
+                clients.push(ws);
+            }
+            Ok(Err(e)) => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                first_error.get_or_insert(e.to_string());
+            }
+            Err(e) => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        eprintln!("herald-bench: some connections failed, first: {e}");
+    }
+    (clients, histogram)
+}
+
+/// `--subscribers` clients, all subscribed to `--channel`.
+async fn open_on_one_channel(args: &Args, counters: &Counters) -> (Vec<Ws>, Histogram<u64>) {
+    let channel = args.channel.clone();
+    open_many(args, args.subscribers, |_| vec![channel.clone()], counters).await
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// CPU time (user + system) the process has used, in microseconds. Linux
+/// reports it in clock ticks; USER_HZ is 100 on every Linux platform herald
+/// targets.
+fn cpu_micros(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) * 10_000)
+}
+
+fn ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+struct Report {
+    scenario: &'static str,
+    deliveries_per_sec: f64,
+    histogram: Histogram<u64>,
+    errors: u64,
+    extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Report {
+    fn print(&self) {
+        let h = &self.histogram;
+        let mut json = serde_json::Map::new();
+        json.insert("scenario".into(), self.scenario.into());
+        json.insert(
+            "deliveries_per_sec".into(),
+            ((self.deliveries_per_sec * 10.0).round() / 10.0).into(),
+        );
+        for (name, q) in [
+            ("p50_ms", 0.5),
+            ("p90_ms", 0.9),
+            ("p99_ms", 0.99),
+            ("p999_ms", 0.999),
+        ] {
+            json.insert(name.into(), ms(h.value_at_quantile(q)).into());
+        }
+        json.insert("max_ms".into(), ms(h.max()).into());
+        json.insert("errors".into(), self.errors.into());
+        json.extend(self.extra.clone());
+        eprintln!(
+            "{}: {:.0} deliveries/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors",
+            self.scenario,
+            self.deliveries_per_sec,
+            ms(h.value_at_quantile(0.5)),
+            ms(h.value_at_quantile(0.99)),
+            ms(h.max()),
+            self.errors
+        );
+        println!("{}", serde_json::Value::Object(json));
+    }
+}
+
+/// Publishes for warm-up + duration and collects every receiver.
+async fn run_publishing(
+    args: &Args,
+    scenario: &'static str,
+    clients: Vec<Ws>,
+    channels: Vec<String>,
+    counters: Arc<Counters>,
+) -> anyhow::Result<Report> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let subscribers = clients.len() as u64;
+    MEASURE_FROM.store(u64::MAX, Ordering::Relaxed);
+    let receivers: Vec<_> = clients
+        .into_iter()
+        .map(|ws| tokio::spawn(receive(ws, stop.clone(), counters.clone())))
+        .collect();
+    if !args.warmup.is_zero() {
+        let warm = Arc::new(Counters::default());
+        publish(args, &channels, Instant::now() + args.warmup, warm).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    MEASURE_FROM.store(now_micros(), Ordering::Relaxed);
+    let cpu_before = args.server_pid.and_then(cpu_micros);
+    let started = Instant::now();
+    publish(args, &channels, started + args.duration, counters.clone()).await?;
+    let published_for = started.elapsed();
+    // Let the last publications arrive.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu_after = args.server_pid.and_then(cpu_micros);
+    stop.store(true, Ordering::Relaxed);
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut delivered = 0;
+    for receiver in receivers {
+        if let Ok(r) = receiver.await {
+            histogram.add(&r.histogram).ok();
+            delivered += r.deliveries;
+        }
+    }
+    let published = counters.published.load(Ordering::Relaxed);
+    let per_publication = subscribers / channels.len().max(1) as u64;
+    let expected = published * per_publication;
+    let missing = expected.saturating_sub(delivered);
+    let mut extra = serde_json::Map::new();
+    extra.insert("subscribers".into(), subscribers.into());
+    extra.insert("publications".into(), published.into());
+    extra.insert("expected_deliveries".into(), expected.into());
+    extra.insert("missing_deliveries".into(), missing.into());
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        let per = after.saturating_sub(before) as f64 / delivered.max(1) as f64;
+        extra.insert(
+            "server_cpu_ms".into(),
+            (after.saturating_sub(before) / 1000).into(),
+        );
+        extra.insert(
+            "server_cpu_us_per_delivery".into(),
+            ((per * 100.0).round() / 100.0).into(),
+        );
+    }
+    Ok(Report {
+        scenario,
+        deliveries_per_sec: delivered.min(expected) as f64 / published_for.as_secs_f64(),
+        histogram,
+        errors: counters.errors.load(Ordering::Relaxed) + missing,
+        extra,
+    })
+}
+
+async fn run(args: Args) -> anyhow::Result<Report> {
+    let counters = Arc::new(Counters::default());
+    match args.scenario {
+        Scenario::Fanout | Scenario::Cluster => {
+            if args.scenario == Scenario::Cluster && args.url.len() < 2 {
+                bail!("cluster needs at least two --url");
+            }
+            let (clients, _) = open_on_one_channel(&args, &counters).await;
+            let name = if args.scenario == Scenario::Fanout {
+                "fanout"
+            } else {
+                "cluster"
+            };
+            run_publishing(&args, name, clients, vec![args.channel.clone()], counters).await
+        }
+        Scenario::Channels => {
+            let channels: Vec<String> = (0..args.channels.max(1))
+                .map(|c| format!("{}-{c}", args.channel))
+                .collect();
+            let all = channels.clone();
+            let (clients, _) = open_many(
+                &args,
+                args.subscribers * channels.len(),
+                move |i| vec![all[i % all.len()].clone()],
+                &counters,
+            )
+            .await;
+            run_publishing(&args, "channels", clients, channels, counters).await
+        }
+        Scenario::Connect => {
+            let started = Instant::now();
+            let (clients, histogram) = open_on_one_channel(&args, &counters).await;
+            let took = started.elapsed();
+            let connected = clients.len();
+            for mut ws in clients {
+                let _ = ws.close(None).await;
+            }
+            let mut extra = serde_json::Map::new();
+            extra.insert("connections".into(), connected.into());
+            extra.insert(
+                "connects_per_sec".into(),
+                ((connected as f64 / took.as_secs_f64()).round()).into(),
+            );
+            Ok(Report {
+                scenario: "connect",
+                deliveries_per_sec: 0.0,
+                histogram,
+                errors: counters.errors.load(Ordering::Relaxed),
+                extra,
+            })
+        }
+        Scenario::Idle => {
+            let before = args.server_pid.and_then(rss_kib);
+            let (clients, histogram) = open_on_one_channel(&args, &counters).await;
+            let connected = clients.len() as u64;
+            let stop = Arc::new(AtomicBool::new(false));
+            let holders: Vec<_> = clients
+                .into_iter()
+                .map(|ws| tokio::spawn(receive(ws, stop.clone(), counters.clone())))
+                .collect();
+            tokio::time::sleep(args.duration).await;
+            let after = args.server_pid.and_then(rss_kib);
+            stop.store(true, Ordering::Relaxed);
+            for holder in holders {
+                let _ = holder.await;
+            }
+            let mut extra = serde_json::Map::new();
+            extra.insert("connections".into(), connected.into());
+            if let (Some(before), Some(after)) = (before, after) {
+                let per = (after.saturating_sub(before)) as f64 / connected.max(1) as f64;
+                extra.insert("rss_before_kib".into(), before.into());
+                extra.insert("rss_after_kib".into(), after.into());
+                extra.insert(
+                    "rss_per_conn_kib".into(),
+                    ((per * 100.0).round() / 100.0).into(),
+                );
+            }
+            Ok(Report {
+                scenario: "idle",
+                deliveries_per_sec: 0.0,
+                histogram,
+                errors: counters.errors.load(Ordering::Relaxed),
+                extra,
+            })
+        }
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    now_micros();
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("herald-bench: cannot raise the open-file limit: {e}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("herald-bench: {e}");
+            std::process::exit(1);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(report) => report.print(),
+        Err(e) => {
+            eprintln!("herald-bench: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

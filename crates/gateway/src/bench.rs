@@ -1,0 +1,83 @@
+//! A fixed Hub for the criterion benchmarks in `benches/`, which can only
+//! reach public items. Not an API: hidden from the docs and free to change.
+
+use std::sync::Arc;
+
+use herald_protocol::{Publication, RawJson};
+
+use crate::hub::{GapListener, Hub, Subscriber};
+use crate::outbox::Outbox;
+
+/// The channel every subscriber of a [`FanoutRig`] is on.
+const CHANNEL: &str = "bench:fanout";
+
+/// A Hub with `n` live subscribers of one channel, each with its own Outbox,
+/// as after `n` sessions subscribed and got their subscribe reply.
+pub struct FanoutRig {
+    hub: Hub,
+    outboxes: Vec<Arc<Outbox>>,
+    data: RawJson,
+}
+
+impl FanoutRig {
+    /// Builds the Hub with `subscribers` sessions. Outboxes hold 64 MiB, so
+    /// nothing is dropped as slow between two [`FanoutRig::drain`] calls.
+    pub fn new(subscribers: usize) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // Sharded as `serve` does it.
+        let hub = Hub::new(cores * 8);
+        let gaps: Arc<dyn GapListener> = Arc::new(NoGaps);
+        let outboxes: Vec<_> = (0..subscribers)
+            .map(|_| Arc::new(Outbox::new(64 << 20)))
+            .collect();
+        for (session, outbox) in (1..).zip(&outboxes) {
+            let subscriber = Arc::new(Subscriber::new(
+                session,
+                CHANNEL.to_owned(),
+                outbox.clone(),
+                false,
+                gaps.clone(),
+            ));
+            hub.add(subscriber.clone());
+            subscriber.go_live(None);
+        }
+        Self {
+            hub,
+            outboxes,
+            data: payload(),
+        }
+    }
+
+    /// Fans one publication with an 80-byte JSON payload out to every
+    /// subscriber: encode once, queue the shared bytes in each Outbox.
+    pub fn publish(&self, offset: u64) {
+        let publication = Publication {
+            data: self.data.clone(),
+            info: None,
+            offset,
+            tags: Default::default(),
+        };
+        self.hub.on_publication(CHANNEL, publication, "");
+    }
+
+    /// Empties every Outbox, as writers that keep up would; returns the bytes taken.
+    pub fn drain(&self) -> usize {
+        self.outboxes.iter().map(|o| o.take_all()).sum()
+    }
+}
+
+/// Live, unpositioned subscriptions never report a gap.
+struct NoGaps;
+
+impl GapListener for NoGaps {
+    fn on_gap(&self, _channel: &str) {}
+}
+
+/// An 80-byte JSON object, the size of a short chat message.
+fn payload() -> RawJson {
+    let text = "x".repeat(61);
+    let json = format!("{{\"text\":\"{text}\",\"seq\":1}}");
+    debug_assert_eq!(json.len(), 80);
+    // Invariant: the literal above is valid JSON.
+    RawJson::from_str(&json).expect("valid JSON literal")
+}
