@@ -8,8 +8,7 @@ use actix_web::http::{header, Method as HttpMethod, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::future::join_all;
 use herald_bus::{
-    BusError, ControlCommand, HistoryOptions, HistoryQuery, PublishOptions, SurveyReply,
-    SurveyRequest,
+    BusError, ControlCommand, HistoryQuery, PublishOptions, SurveyReply, SurveyRequest,
 };
 use herald_protocol::api::{
     ApiBroadcastRequest, ApiBroadcastResult, ApiChannelInfo, ApiChannelRequest, ApiChannelsRequest,
@@ -23,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::metrics::API_METHODS;
 use crate::node::Node;
 use crate::ws::glob_match;
 
@@ -49,7 +49,7 @@ pub(crate) async fn handle(
         return HttpResponse::Unauthorized().finish();
     }
     let method = method.into_inner();
-    if !METHODS.contains(&method.as_str()) {
+    if !API_METHODS.contains(&method.as_str()) {
         return HttpResponse::NotFound().body(format!("unknown API method {method:?}\n"));
     }
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
@@ -89,24 +89,6 @@ pub(crate) async fn legacy() -> HttpResponse {
         .content_type("text/plain; charset=utf-8")
         .body("herald serves the per-method API only: POST /api/<method>, e.g. /api/publish\n")
 }
-
-const METHODS: &[&str] = &[
-    "publish",
-    "broadcast",
-    "subscribe",
-    "unsubscribe",
-    "disconnect",
-    "refresh",
-    "presence",
-    "presence_stats",
-    "history",
-    "history_remove",
-    "channels",
-    "info",
-    "batch",
-    "revoke_token",
-    "invalidate_user_tokens",
-];
 
 /// How long a revocation without `expire_at` is kept: longer than any token
 /// herald should be issued with.
@@ -319,12 +301,7 @@ pub(crate) async fn call(
             if !resolved.options.history_enabled() {
                 return Err(ErrorCode::NotAvailable.into());
             }
-            let max = node.client.history_max_publication_limit;
-            let limit = match req.limit {
-                0 => 0,
-                n if n < 0 => max,
-                n => usize::try_from(n).unwrap_or(max).min(max),
-            };
+            let limit = node.history_limit(req.limit);
             let query = HistoryQuery {
                 since: req.since,
                 limit: Some(limit),
@@ -495,11 +472,7 @@ async fn publish(
             "data required",
         ));
     };
-    let history = (resolved.options.history_enabled() && !skip_history).then(|| HistoryOptions {
-        size: resolved.options.history_size,
-        ttl: resolved.options.history_ttl,
-        meta_ttl: node.policy.history_meta_ttl(&resolved),
-    });
+    let history = node.history_options(&resolved).filter(|_| !skip_history);
     let publication = Publication {
         data,
         info: None,
@@ -540,7 +513,7 @@ async fn batch(node: &Node, body: &[u8]) -> Result<Box<RawValue>, ApiError> {
                 "each command holds exactly one method",
             )));
         };
-        if method == "batch" || !METHODS.contains(&method.as_str()) {
+        if method == "batch" || !API_METHODS.contains(&method.as_str()) {
             return to_raw(&ApiReply::<ApiEmpty>::Error(
                 ErrorCode::MethodNotFound.into(),
             ));

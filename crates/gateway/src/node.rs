@@ -118,6 +118,34 @@ impl Node {
         }
     }
 
+    /// What a publication to `channel` keeps in history, if anything. One
+    /// place for clients, the API and subscribe plans.
+    pub(crate) fn history_options(
+        &self,
+        channel: &herald_auth::ResolvedChannel<'_>,
+    ) -> Option<herald_bus::HistoryOptions> {
+        channel
+            .options
+            .history_enabled()
+            .then(|| herald_bus::HistoryOptions {
+                size: channel.options.history_size,
+                ttl: channel.options.history_ttl,
+                meta_ttl: self.policy.history_meta_ttl(channel),
+            })
+    }
+
+    /// A history request's `limit` as the engine takes it: 0 = only the
+    /// position, negative = as many as allowed, never more than
+    /// `client.history_max_publication_limit`.
+    pub(crate) fn history_limit(&self, requested: i64) -> usize {
+        let max = self.client.history_max_publication_limit;
+        match requested {
+            0 => 0,
+            n if n < 0 => max,
+            n => usize::try_from(n).unwrap_or(max).min(max),
+        }
+    }
+
     /// Hands a publication to the engine, timing it.
     pub(crate) async fn publish(
         &self,

@@ -13,7 +13,7 @@ use actix::prelude::*;
 use actix_ws::{AggregatedMessage, ProtocolError};
 use bytes::Bytes;
 use herald_auth::{ChannelError, TokenError};
-use herald_bus::{ControlCommand, HistoryOptions, HistoryQuery, PublishOptions};
+use herald_bus::{ControlCommand, HistoryQuery, PublishOptions};
 use herald_protocol::{
     decode_frame, ClientInfo, Command, CommandResult, ConnectRequest, ConnectResult, Disconnect,
     ErrorCode, ErrorReply, HistoryRequest, HistoryResult, Method, PresenceResult,
@@ -408,7 +408,7 @@ impl Session {
         requested: Option<&SubscribeRequest>,
     ) -> Result<SubscribePlan, ErrorCode> {
         let node = self.node.clone();
-        let resolved = node.policy.resolve(channel).map_err(channel_error)?;
+        let resolved = node.policy.resolve(channel).map_err(ChannelError::code)?;
         let mut options = resolved.options.clone();
         let mut chan_info = None;
         let mut data = None;
@@ -655,10 +655,6 @@ async fn leave(
     }
 }
 
-fn channel_error(e: ChannelError) -> ErrorCode {
-    e.code()
-}
-
 fn ttl_from(expires_at: Option<u64>) -> u32 {
     expires_at
         .map(|at| at.saturating_sub(unix_now()).min(u64::from(u32::MAX)) as u32)
@@ -682,7 +678,7 @@ impl Session {
         let resolved = match node.policy.resolve(&req.channel) {
             Ok(r) => r,
             Err(e) => {
-                self.error(ctx, id, channel_error(e));
+                self.error(ctx, id, e.code());
                 return None;
             }
         };
@@ -812,7 +808,7 @@ impl Session {
         let resolved = match node.policy.resolve(&req.channel) {
             Ok(r) => r,
             Err(e) => {
-                self.error(ctx, id, channel_error(e));
+                self.error(ctx, id, e.code());
                 return None;
             }
         };
@@ -825,11 +821,7 @@ impl Session {
             self.error(ctx, id, ErrorCode::PermissionDenied);
             return None;
         }
-        let history = resolved.options.history_enabled().then(|| HistoryOptions {
-            size: resolved.options.history_size,
-            ttl: resolved.options.history_ttl,
-            meta_ttl: node.policy.history_meta_ttl(&resolved),
-        });
+        let history = node.history_options(&resolved);
         let publication = Publication {
             data,
             info: Some(self.info_with(self.chan_info.get(&req.channel).cloned().flatten())),
@@ -867,7 +859,7 @@ impl Session {
         let resolved = match node.policy.resolve(&channel) {
             Ok(r) => r,
             Err(e) => {
-                self.error(ctx, id, channel_error(e));
+                self.error(ctx, id, e.code());
                 return None;
             }
         };
@@ -913,7 +905,7 @@ impl Session {
         let resolved = match node.policy.resolve(&req.channel) {
             Ok(r) => r,
             Err(e) => {
-                self.error(ctx, id, channel_error(e));
+                self.error(ctx, id, e.code());
                 return None;
             }
         };
@@ -930,12 +922,7 @@ impl Session {
             self.error(ctx, id, ErrorCode::BadRequest);
             return None;
         }
-        let max = node.client.history_max_publication_limit;
-        let limit = match req.limit {
-            0 => 0,
-            n if n < 0 => max,
-            n => (n as usize).min(max),
-        };
+        let limit = node.history_limit(req.limit.into());
         let query = HistoryQuery {
             since: req.since,
             limit: Some(limit),
