@@ -342,7 +342,7 @@ impl Hub {
         let frame = Bytes::from(Push::encode_publication(channel, &publication));
         let offset = publication.offset;
         let n = self.for_each(channel, |s| s.deliver_publication(offset, epoch, &frame));
-        crate::metrics::sent("push_publication", n);
+        crate::metrics::METRICS.sent_publication.inc_by(n);
     }
 
     pub(crate) fn on_join(&self, channel: &str, info: ClientInfo) {
@@ -351,7 +351,7 @@ impl Hub {
         }
         let frame = Bytes::from(Push::encode_join(channel, &info));
         let n = self.for_each(channel, |s| s.deliver_event(&frame));
-        crate::metrics::sent("push_join", n);
+        crate::metrics::METRICS.sent_join.inc_by(n);
     }
 
     pub(crate) fn on_leave(&self, channel: &str, info: ClientInfo) {
@@ -360,7 +360,7 @@ impl Hub {
         }
         let frame = Bytes::from(Push::encode_leave(channel, &info));
         let n = self.for_each(channel, |s| s.deliver_event(&frame));
-        crate::metrics::sent("push_leave", n);
+        crate::metrics::METRICS.sent_leave.inc_by(n);
     }
 }
 

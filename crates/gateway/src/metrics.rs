@@ -103,6 +103,11 @@ pub(crate) struct Metrics {
     pub(crate) auth_failures: IntCounterVec,
     pub(crate) api_duration: HistogramVec,
     pub(crate) api_errors: IntCounterVec,
+    /// Pre-resolved series of `messages_sent` for the fan-out path, so a
+    /// publication costs an atomic add, not a label lookup under a lock.
+    pub(crate) sent_publication: IntCounter,
+    pub(crate) sent_join: IntCounter,
+    pub(crate) sent_leave: IntCounter,
     /// Engine counters already added to `bus_rejected`, by reason.
     seen_rejected: [AtomicU64; 2],
 }
@@ -157,6 +162,11 @@ impl Metrics {
             .register(Box::new(publish_duration.clone()))
             .expect("unique metric");
 
+        let messages_sent = counter_vec(
+            "herald_transport_messages_sent_total",
+            "Frames queued to clients.",
+            &["frame_type"],
+        );
         let metrics = Self {
             num_clients: gauge("herald_node_num_clients", "Connected clients on this node."),
             num_users: gauge(
@@ -190,11 +200,6 @@ impl Metrics {
                 "herald_client_command_duration_seconds",
                 "Time to answer one client command.",
                 &["method"],
-            ),
-            messages_sent: counter_vec(
-                "herald_transport_messages_sent_total",
-                "Frames queued to clients.",
-                &["frame_type"],
             ),
             messages_received: counter_vec(
                 "herald_transport_messages_received_total",
@@ -231,6 +236,10 @@ impl Metrics {
                 &["method", "code"],
             ),
             seen_rejected: [AtomicU64::new(0), AtomicU64::new(0)],
+            sent_publication: messages_sent.with_label_values(&["push_publication"]),
+            sent_join: messages_sent.with_label_values(&["push_join"]),
+            sent_leave: messages_sent.with_label_values(&["push_leave"]),
+            messages_sent,
             registry,
         };
         metrics.preinitialise();
