@@ -11,12 +11,17 @@ mod metrics;
 mod node;
 mod outbox;
 mod session;
+mod socket;
 mod subscribe;
 mod ws;
+mod wsframe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use actix_http::HttpService;
+use actix_service::{fn_service, map_config};
+use actix_web::dev::AppConfig;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use herald_auth::{ChannelPolicy, TokenVerifier};
 use herald_bus::{BrokerEvents, BusError, Engine};
@@ -163,29 +168,46 @@ where
     }
     // One server per listener, so the internal routes (API, metrics, health)
     // are never reachable on the public port unless the ports are shared.
+    //
+    // The public listener is actix-http with an upgrade service: WebSocket
+    // handshakes get the raw stream (ws::upgrade), anything else goes to
+    // the actix-web App (404, or the internal routes when ports are shared).
     let public_data = data.clone();
     let public_internal = internal_settings.clone();
-    let public_server = HttpServer::new(move || {
-        let app = App::new()
-            .wrap(actix_web::middleware::from_fn(access_log))
-            .app_data(public_data.clone())
-            .configure(public_routes);
-        if shared_port {
-            let settings = public_internal.clone();
-            app.configure(move |cfg| internal_routes(cfg, &settings))
-        } else {
-            app
-        }
-    })
-    .workers(cores)
-    .disable_signals()
-    .shutdown_timeout(1)
-    .listen(public)
-    .map_err(|source| GatewayError::Bind {
-        addr: public_addr.to_string(),
-        source,
-    })?
-    .run();
+    let public_node = node.clone();
+    let public_server = actix_server::Server::build()
+        .workers(cores)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen("herald-public", public, move || {
+            let mut app = App::new()
+                .wrap(actix_web::middleware::from_fn(access_log))
+                .app_data(public_data.clone());
+            if shared_port {
+                let settings = public_internal.clone();
+                app = app.configure(move |cfg| internal_routes(cfg, &settings));
+            }
+            let node = public_node.clone();
+            HttpService::build()
+                .client_request_timeout(REQUEST_HEAD_TIMEOUT)
+                .client_disconnect_timeout(std::time::Duration::from_secs(1))
+                .tcp_nodelay(true)
+                .local_addr(public_addr)
+                .upgrade(fn_service(move |(req, framed)| {
+                    let node = node.clone();
+                    async move {
+                        ws::upgrade(node, req, framed).await;
+                        Ok::<(), actix_http::Error>(())
+                    }
+                }))
+                .finish(map_config(app, |_| AppConfig::default()))
+                .tcp()
+        })
+        .map_err(|source| GatewayError::Bind {
+            addr: public_addr.to_string(),
+            source,
+        })?
+        .run();
     let internal_server = match internal {
         None => None,
         Some(listener) => Some(
@@ -219,6 +241,10 @@ where
     })
 }
 
+/// How long a client may take to send its request head (the WebSocket
+/// handshake included).
+const REQUEST_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One line per HTTP request: method, path, status, duration. Never the
 /// query string, a header or a body: those may carry tokens and payloads.
 async fn access_log(
@@ -229,20 +255,26 @@ async fn access_log(
     let method = req.method().clone();
     let path = req.path().to_owned();
     let response = next.call(req).await?;
+    log_request(&method, &path, response.status().as_u16(), started);
+    Ok(response)
+}
+
+/// The access log line (also written for WebSocket handshakes, which do not
+/// pass through the App).
+pub(crate) fn log_request(
+    method: &actix_web::http::Method,
+    path: &str,
+    status: u16,
+    started: std::time::Instant,
+) {
     tracing::info!(
         target: "herald::access",
         %method,
         path,
-        status = response.status().as_u16(),
+        status,
         micros = started.elapsed().as_micros() as u64,
         "http request"
     );
-    Ok(response)
-}
-
-/// Routes of the public listener: the client protocol.
-fn public_routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/connection/websocket").route(web::get().to(ws::websocket)));
 }
 
 #[derive(Clone)]

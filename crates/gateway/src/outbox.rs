@@ -3,19 +3,21 @@
 //! Everything a client receives (replies, pushes, pings, the close frame)
 //! goes through its Outbox, in order. Producers (the Session, the Hub's
 //! fan-out) only take a short per-connection lock and never wait on the
-//! socket; one writer task per connection drains the queue, joining whatever
-//! is queued into one newline-separated frame and one write.
+//! socket; the connection's socket task drains the queue, joining whatever
+//! is queued into one newline-separated frame and one write. The socket task
+//! is woken only when it is waiting: pushes that land while it is busy cost
+//! no wake-up at all.
 //!
 //! The queue is bounded in bytes: a push that would pass `limit` closes the
 //! connection with 3008 (slow) and drops what was queued, so one slow client
 //! never costs more than `limit` bytes here nor slows anyone else.
 
 use std::collections::VecDeque;
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use herald_protocol::Disconnect;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 /// Most bytes joined into one WebSocket message by the writer.
 const MAX_BATCH_BYTES: usize = 32 * 1024;
@@ -31,7 +33,6 @@ pub(crate) enum Pushed {
 
 pub(crate) struct Outbox {
     state: Mutex<State>,
-    wake: Notify,
     limit: usize,
 }
 
@@ -39,6 +40,8 @@ struct State {
     frames: VecDeque<Bytes>,
     bytes: usize,
     close: Option<Closing>,
+    /// The socket task, when it found nothing to write and is waiting.
+    waiting: Option<Waker>,
 }
 
 struct Closing {
@@ -61,8 +64,8 @@ impl Outbox {
                 frames: VecDeque::new(),
                 bytes: 0,
                 close: None,
+                waiting: None,
             }),
-            wake: Notify::new(),
             limit,
         }
     }
@@ -79,15 +82,17 @@ impl Outbox {
             state.close = Some(Closing {
                 disconnect: Disconnect::SLOW,
             });
+            let waiting = state.waiting.take();
             drop(state);
             crate::metrics::server_disconnect(Disconnect::SLOW.code);
-            self.wake.notify_one();
+            wake(waiting);
             return Pushed::Overflow;
         }
         state.bytes += frame.len();
         state.frames.push_back(frame);
+        let waiting = state.waiting.take();
         drop(state);
-        self.wake.notify_one();
+        wake(waiting);
         Pushed::Queued
     }
 
@@ -98,15 +103,21 @@ impl Outbox {
 
     /// Closes after what is already queued has been written. The first close wins.
     pub(crate) fn close(&self, disconnect: Disconnect) {
-        self.close_with(disconnect, true);
+        self.close_with(disconnect, true, true);
+    }
+
+    /// The client sent a close frame: answer it with its own code, dropping
+    /// whatever is queued. Not a server disconnect, so not counted as one.
+    pub(crate) fn peer_closed(&self, code: u16) {
+        self.close_with(Disconnect::custom(code, ""), false, false);
     }
 
     /// Closes at once, dropping whatever is queued. The first close wins.
     pub(crate) fn close_now(&self, disconnect: Disconnect) {
-        self.close_with(disconnect, false);
+        self.close_with(disconnect, false, true);
     }
 
-    fn close_with(&self, disconnect: Disconnect, flush: bool) {
+    fn close_with(&self, disconnect: Disconnect, flush: bool, counted: bool) {
         let mut state = self.state.lock();
         if state.close.is_some() {
             return;
@@ -117,9 +128,12 @@ impl Outbox {
         }
         let code = disconnect.code;
         state.close = Some(Closing { disconnect });
+        let waiting = state.waiting.take();
         drop(state);
-        crate::metrics::server_disconnect(code);
-        self.wake.notify_one();
+        if counted {
+            crate::metrics::server_disconnect(code);
+        }
+        wake(waiting);
     }
 
     /// Bytes queued and not yet taken by the writer.
@@ -136,20 +150,30 @@ impl Outbox {
         std::mem::take(&mut state.bytes)
     }
 
-    /// Waits for the next thing to write. Only the connection's one writer calls it.
-    pub(crate) async fn next(&self) -> Next {
-        loop {
-            if let Some(next) = self.take() {
-                return next;
+    /// The next thing to write, or `Pending` with the task registered to be
+    /// woken by the next push or close. Only the connection's socket task calls it.
+    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
+        let mut state = self.state.lock();
+        match Self::take(&mut state) {
+            Some(next) => Poll::Ready(next),
+            None => {
+                // Registered under the same lock a push takes, so no push is missed.
+                match &mut state.waiting {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    slot => *slot = Some(cx.waker().clone()),
+                }
+                Poll::Pending
             }
-            // notify_one stores a permit when nobody waits, so a push between
-            // `take` and here is not lost.
-            self.wake.notified().await;
         }
     }
 
-    fn take(&self) -> Option<Next> {
-        let mut state = self.state.lock();
+    /// Waits for the next thing to write.
+    #[cfg(test)]
+    pub(crate) async fn next(&self) -> Next {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    fn take(state: &mut State) -> Option<Next> {
         if let Some(first) = state.frames.pop_front() {
             state.bytes -= first.len();
             if state.frames.is_empty() || first.len() >= MAX_BATCH_BYTES {
@@ -172,6 +196,13 @@ impl Outbox {
             .close
             .as_ref()
             .map(|c| Next::Close(c.disconnect.clone()))
+    }
+}
+
+/// Wakes outside the lock, so the woken task never finds it held.
+fn wake(waiting: Option<Waker>) {
+    if let Some(w) = waiting {
+        w.wake();
     }
 }
 

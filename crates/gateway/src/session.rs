@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use actix::fut::wrap_future;
 use actix::prelude::*;
-use actix_ws::{AggregatedMessage, ProtocolError};
 use bytes::Bytes;
 use herald_auth::{ChannelError, TokenError};
 use herald_bus::{ControlCommand, HistoryQuery, PublishOptions};
@@ -30,6 +29,7 @@ use crate::hub::{GapListener, Subscriber};
 use crate::metrics;
 use crate::node::{unix_now, Control, Node};
 use crate::outbox::{Outbox, Pushed};
+use crate::socket::Inbound;
 use crate::subscribe::{self, engine_error, SubscribeFlags, SubscribePlan};
 
 /// Commands waiting behind a running one; more is a flood.
@@ -42,7 +42,6 @@ pub(crate) struct Session {
     client: String,
     node: Arc<Node>,
     outbox: Arc<Outbox>,
-    ws: actix_ws::Session,
     state: ConnectionState,
     queue: VecDeque<Command>,
     busy: bool,
@@ -76,14 +75,13 @@ impl GapListener for GapToSession {
 }
 
 impl Session {
-    pub(crate) fn new(node: Arc<Node>, outbox: Arc<Outbox>, ws: actix_ws::Session) -> Self {
+    pub(crate) fn new(node: Arc<Node>, outbox: Arc<Outbox>) -> Self {
         let channel_limit = node.client.channel_limit;
         Self {
             id: node.next_session_id(),
             client: uuid::Uuid::new_v4().to_string(),
             node,
             outbox,
-            ws,
             state: ConnectionState::new(channel_limit),
             queue: VecDeque::new(),
             busy: false,
@@ -1075,37 +1073,13 @@ impl Actor for Session {
     }
 }
 
-impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Session {
-    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
+/// Messages from the socket task; the stream ends when the socket closes.
+impl StreamHandler<Inbound> for Session {
+    fn handle(&mut self, item: Inbound, ctx: &mut Context<Self>) {
         match item {
-            Ok(AggregatedMessage::Text(text)) => self.on_frame(text.as_bytes(), ctx),
-            Ok(AggregatedMessage::Binary(_)) => {
-                // JSON connections carry text frames only.
-                self.disconnect(ctx, Disconnect::BAD_REQUEST)
-            }
-            Ok(AggregatedMessage::Ping(payload)) => {
-                let mut ws = self.ws.clone();
-                actix_web::rt::spawn(async move {
-                    let _ = ws.pong(&payload).await;
-                });
-            }
-            Ok(AggregatedMessage::Pong(_)) => {}
-            Ok(AggregatedMessage::Close(_)) => {
-                self.closing = true;
-                self.outbox.close(Disconnect::custom(1000, ""));
-                ctx.stop();
-            }
-            Err(e) => {
-                let disconnect = match &e {
-                    ProtocolError::Overflow => Disconnect::MESSAGE_TOO_BIG,
-                    ProtocolError::Io(io) if io.to_string().contains("continuation") => {
-                        Disconnect::MESSAGE_TOO_BIG
-                    }
-                    _ => Disconnect::custom(1002, "protocol error"),
-                };
-                debug!(client = %self.client, error = %e, "websocket protocol error");
-                self.disconnect(ctx, disconnect);
-            }
+            Inbound::Text(text) => self.on_frame(&text, ctx),
+            // JSON connections carry text frames only.
+            Inbound::Binary => self.disconnect(ctx, Disconnect::BAD_REQUEST),
         }
     }
 
@@ -1237,36 +1211,6 @@ impl Session {
                 }
             }),
         );
-    }
-}
-
-/// Drains a connection's Outbox into its socket: one WebSocket message per
-/// batch of queued frames, then the close frame.
-pub(crate) async fn write_loop(outbox: Arc<Outbox>, mut ws: actix_ws::Session) {
-    use crate::outbox::Next;
-    loop {
-        match outbox.next().await {
-            Next::Write(bytes) => {
-                metrics::METRICS.bytes_sent.inc_by(bytes.len() as u64);
-                let Ok(text) = bytestring::ByteString::try_from(bytes) else {
-                    // Frames are serde_json output: always UTF-8.
-                    let _ = ws.close(None).await;
-                    return;
-                };
-                if ws.text(text).await.is_err() {
-                    return;
-                }
-            }
-            Next::Close(disconnect) => {
-                let reason = actix_ws::CloseReason {
-                    code: actix_ws::CloseCode::from(disconnect.code),
-                    description: (!disconnect.reason.is_empty())
-                        .then(|| disconnect.reason.into_owned()),
-                };
-                let _ = ws.close(Some(reason)).await;
-                return;
-            }
-        }
     }
 }
 

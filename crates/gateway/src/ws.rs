@@ -1,59 +1,232 @@
-//! `GET /connection/websocket`: the handshake checks that belong to the
-//! client protocol, then one Session actor and one writer task per connection.
+//! `GET /connection/websocket`: the WebSocket handshake (RFC 6455 §4.2) on
+//! the raw upgraded connection, then one Session actor and one socket task
+//! per connection.
+//!
+//! actix-http hands every `Connection: upgrade` request on the public
+//! listener to [`upgrade`] with the stream itself, so herald writes the
+//! handshake response and owns the socket from then on (see decisions.md D8):
+//! no HTTP dispatcher buffers stay behind an idle connection.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::{Actor, AsyncContext};
-use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use actix_codec::Framed;
+use actix_http::header::{self, HeaderMap};
+use actix_http::{h1, Method, Request};
+use base64::Engine as _;
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::node::Node;
 use crate::outbox::Outbox;
-use crate::session::{write_loop, Session};
+use crate::session::Session;
+use crate::socket::Socket;
 
+pub(crate) const WEBSOCKET_PATH: &str = "/connection/websocket";
 const JSON_SUBPROTOCOL: &str = "centrifuge-json";
 const PROTOBUF_SUBPROTOCOL: &str = "centrifuge-protobuf";
 
-pub(crate) async fn websocket(
-    req: HttpRequest,
-    body: web::Payload,
-    node: web::Data<Arc<Node>>,
-) -> Result<HttpResponse, actix_web::Error> {
-    if node.is_draining() {
-        return Ok(HttpResponse::ServiceUnavailable().body("shutting down"));
-    }
-    if let Some(origin) = req.headers().get(header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or("");
-        if !origin_allowed(&node.client.allowed_origins, origin) {
-            tracing::debug!("handshake refused: origin not allowed");
-            return Ok(HttpResponse::Forbidden().body("origin not allowed"));
+/// Messages read ahead of the Session before reading pauses.
+const INBOUND_QUEUE: usize = 8;
+/// Most frames one fragmented message may take.
+const MAX_FRAGMENTS: usize = 1024;
+
+/// Why a handshake was refused: an HTTP status and a short plain-text body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    NotFound,
+    MethodNotAllowed,
+    NotWebSocket,
+    UnsupportedVersion,
+    BadKey,
+    OriginNotAllowed,
+    ProtobufOnly,
+    Draining,
+}
+
+impl Refusal {
+    fn status(self) -> (u16, &'static str) {
+        match self {
+            Refusal::NotFound => (404, "Not Found"),
+            Refusal::MethodNotAllowed => (405, "Method Not Allowed"),
+            Refusal::NotWebSocket | Refusal::BadKey | Refusal::ProtobufOnly => (400, "Bad Request"),
+            Refusal::UnsupportedVersion => (426, "Upgrade Required"),
+            Refusal::OriginNotAllowed => (403, "Forbidden"),
+            Refusal::Draining => (503, "Service Unavailable"),
         }
     }
-    let offered: Vec<String> = req
-        .headers()
+
+    fn body(self) -> &'static str {
+        match self {
+            Refusal::NotFound => "not found",
+            Refusal::MethodNotAllowed => "a WebSocket handshake is a GET",
+            Refusal::NotWebSocket => "expected Upgrade: websocket",
+            Refusal::UnsupportedVersion => "only WebSocket version 13 is supported",
+            Refusal::BadKey => "Sec-WebSocket-Key must be 16 bytes in base64",
+            Refusal::OriginNotAllowed => "origin not allowed",
+            Refusal::ProtobufOnly => {
+                "herald speaks the JSON client protocol only; offer centrifuge-json or no subprotocol"
+            }
+            Refusal::Draining => "shutting down",
+        }
+    }
+
+    fn response(self) -> Vec<u8> {
+        let (code, phrase) = self.status();
+        let body = self.body();
+        let extra = if self == Refusal::UnsupportedVersion {
+            "sec-websocket-version: 13\r\n"
+        } else {
+            ""
+        };
+        format!(
+            "HTTP/1.1 {code} {phrase}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             content-length: {}\r\nconnection: close\r\n{extra}\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+}
+
+/// An accepted handshake: what the 101 response carries.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Accepted {
+    accept: [u8; 28],
+    protocol: Option<&'static str>,
+}
+
+impl Accepted {
+    fn response(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(160);
+        out.extend_from_slice(
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ",
+        );
+        out.extend_from_slice(&self.accept);
+        if let Some(protocol) = self.protocol {
+            out.extend_from_slice(b"\r\nsec-websocket-protocol: ");
+            out.extend_from_slice(protocol.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n\r\n");
+        out
+    }
+}
+
+/// The checks of an upgrade request, in the order a client would want to
+/// hear about them.
+pub(crate) fn handshake(
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    allowed_origins: &[String],
+    draining: bool,
+) -> Result<Accepted, Refusal> {
+    if path != WEBSOCKET_PATH {
+        return Err(Refusal::NotFound);
+    }
+    if method != Method::GET {
+        return Err(Refusal::MethodNotAllowed);
+    }
+    if draining {
+        return Err(Refusal::Draining);
+    }
+    let upgrade_to_websocket = headers
+        .get_all(header::UPGRADE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("websocket"));
+    if !upgrade_to_websocket {
+        return Err(Refusal::NotWebSocket);
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(Refusal::UnsupportedVersion);
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|v| v.as_bytes().trim_ascii())
+        .ok_or(Refusal::BadKey)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .map_err(|_| Refusal::BadKey)?;
+    if decoded.len() != 16 {
+        return Err(Refusal::BadKey);
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        if !origin_allowed(allowed_origins, origin) {
+            return Err(Refusal::OriginNotAllowed);
+        }
+    }
+    let offered: Vec<&str> = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|p| p.trim().to_owned()))
+        .flat_map(|v| v.split(',').map(str::trim))
         .filter(|p| !p.is_empty())
         .collect();
-    if !offered.is_empty() && offered.iter().all(|p| p == PROTOBUF_SUBPROTOCOL) {
-        return Ok(HttpResponse::BadRequest().body(
-            "herald speaks the JSON client protocol only; offer centrifuge-json or no subprotocol",
-        ));
+    if !offered.is_empty() && offered.iter().all(|p| *p == PROTOBUF_SUBPROTOCOL) {
+        return Err(Refusal::ProtobufOnly);
     }
-    let (response, ws, stream) = actix_ws::handle_with_protocols(&req, body, &[JSON_SUBPROTOCOL])?;
-    let limit = node.client.message_size_limit;
-    let stream = stream
-        .max_frame_size(limit)
-        .aggregate_continuations()
-        .max_continuation_size(limit);
+    Ok(Accepted {
+        accept: actix_http::ws::hash_key(key),
+        protocol: offered
+            .contains(&JSON_SUBPROTOCOL)
+            .then_some(JSON_SUBPROTOCOL),
+    })
+}
+
+/// Serves one upgrade request of the public listener to its end.
+pub(crate) async fn upgrade<T>(node: Arc<Node>, req: Request, framed: Framed<T, h1::Codec>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let started = Instant::now();
+    let parts = framed.into_parts();
+    let (mut io, read_ahead) = (parts.io, parts.read_buf);
+    let decision = handshake(
+        req.method(),
+        req.path(),
+        req.head().headers(),
+        &node.client.allowed_origins,
+        node.is_draining(),
+    );
+    crate::log_request(
+        req.method(),
+        req.path(),
+        decision.as_ref().map_or_else(|r| r.status().0, |_| 101),
+        started,
+    );
+    let accepted = match decision {
+        Ok(accepted) => accepted,
+        Err(refusal) => {
+            tracing::debug!(?refusal, "handshake refused");
+            let _ = io.write_all(&refusal.response()).await;
+            let _ = io.shutdown().await;
+            return;
+        }
+    };
+    if io.write_all(&accepted.response()).await.is_err() {
+        return;
+    }
+    // The dispatcher's buffers go; only bytes the client already sent stay.
+    let unread = if read_ahead.is_empty() {
+        BytesMut::new()
+    } else {
+        BytesMut::from(&read_ahead[..])
+    };
+    drop(read_ahead);
+    drop(parts.write_buf);
     let outbox = Arc::new(Outbox::new(node.client.queue_max_size));
-    actix_web::rt::spawn(write_loop(outbox.clone(), ws.clone()));
-    let node = node.get_ref().clone();
+    let (inbound, inbound_rx) = futures_channel::mpsc::channel(INBOUND_QUEUE);
+    let limit = node.client.message_size_limit;
+    let session_outbox = outbox.clone();
     Session::create(move |ctx| {
-        ctx.add_stream(stream);
-        Session::new(node, outbox, ws)
+        ctx.add_stream(inbound_rx);
+        Session::new(node, session_outbox)
     });
-    Ok(response)
+    Socket::new(io, unread, outbox, inbound, limit, MAX_FRAGMENTS).await;
 }
 
 /// Glob match of an Origin against the allow-list: `*` matches any run of
@@ -89,6 +262,119 @@ pub(crate) fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_http::header::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                header::HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        map
+    }
+
+    const GOOD: &[(&str, &str)] = &[
+        ("upgrade", "websocket"),
+        ("connection", "Upgrade"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+
+    fn check(extra: &[(&'static str, &'static str)], skip: &str) -> Result<Accepted, Refusal> {
+        let mut pairs: Vec<(&'static str, &'static str)> =
+            GOOD.iter().copied().filter(|(n, _)| *n != skip).collect();
+        pairs.extend_from_slice(extra);
+        handshake(
+            &Method::GET,
+            WEBSOCKET_PATH,
+            &headers(&pairs),
+            &["https://app.example.com".to_string()],
+            false,
+        )
+    }
+
+    #[test]
+    fn accepts_a_valid_handshake_with_the_rfc_sample_key() {
+        let accepted = check(&[], "").unwrap();
+        // RFC 6455 §1.3.
+        assert_eq!(&accepted.accept, b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(accepted.protocol, None);
+        let response = String::from_utf8(accepted.response()).unwrap();
+        assert!(response.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+        assert!(response.ends_with("\r\n\r\n"));
+        assert!(!response.contains("sec-websocket-protocol"));
+    }
+
+    #[test]
+    fn subprotocols() {
+        let json = check(&[("sec-websocket-protocol", "centrifuge-json")], "").unwrap();
+        assert_eq!(json.protocol, Some(JSON_SUBPROTOCOL));
+        let both = check(
+            &[(
+                "sec-websocket-protocol",
+                "centrifuge-protobuf, centrifuge-json",
+            )],
+            "",
+        )
+        .unwrap();
+        assert_eq!(both.protocol, Some(JSON_SUBPROTOCOL));
+        // An empty header offers nothing: nothing is echoed.
+        let empty = check(&[("sec-websocket-protocol", "")], "").unwrap();
+        assert_eq!(empty.protocol, None);
+        let other = check(&[("sec-websocket-protocol", "mqtt")], "").unwrap();
+        assert_eq!(other.protocol, None);
+        assert_eq!(
+            check(&[("sec-websocket-protocol", "centrifuge-protobuf")], ""),
+            Err(Refusal::ProtobufOnly)
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(
+            check(&[], "sec-websocket-version"),
+            Err(Refusal::UnsupportedVersion)
+        );
+        assert_eq!(
+            check(&[("sec-websocket-version", "8")], "sec-websocket-version"),
+            Err(Refusal::UnsupportedVersion)
+        );
+        assert_eq!(check(&[], "sec-websocket-key"), Err(Refusal::BadKey));
+        assert_eq!(
+            check(&[("sec-websocket-key", "c2hvcnQ=")], "sec-websocket-key"),
+            Err(Refusal::BadKey)
+        );
+        assert_eq!(
+            check(
+                &[("sec-websocket-key", "!!!not base64!!!")],
+                "sec-websocket-key"
+            ),
+            Err(Refusal::BadKey)
+        );
+        assert_eq!(check(&[], "upgrade"), Err(Refusal::NotWebSocket));
+        assert_eq!(
+            check(&[("origin", "https://evil.example.org")], ""),
+            Err(Refusal::OriginNotAllowed)
+        );
+        assert!(check(&[("origin", "https://app.example.com")], "").is_ok());
+        let h = headers(GOOD);
+        let no = |m: &Method, p: &str, d: bool| handshake(m, p, &h, &[], d);
+        assert_eq!(no(&Method::GET, "/other", false), Err(Refusal::NotFound));
+        assert_eq!(
+            no(&Method::POST, WEBSOCKET_PATH, false),
+            Err(Refusal::MethodNotAllowed)
+        );
+        assert_eq!(
+            no(&Method::GET, WEBSOCKET_PATH, true),
+            Err(Refusal::Draining)
+        );
+        let response = String::from_utf8(Refusal::UnsupportedVersion.response()).unwrap();
+        assert!(response.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
+        assert!(response.contains("\r\nsec-websocket-version: 13\r\n"));
+        assert!(response.contains("content-length: 38\r\n"));
+    }
 
     #[test]
     fn origin_globs() {

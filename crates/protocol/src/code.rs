@@ -146,6 +146,8 @@ disconnects! {
     NOT_AVAILABLE = 3508, "not available";
     TOO_MANY_ERRORS = 3509, "too many errors";
     MESSAGE_TOO_BIG = 1009, "message size limit exceeded";
+    PROTOCOL_ERROR = 1002, "protocol error";
+    INVALID_TEXT = 1007, "invalid text";
 }
 
 impl Disconnect {

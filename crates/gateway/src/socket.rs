@@ -1,0 +1,312 @@
+//! The socket side of one WebSocket connection, after the handshake: a
+//! single future that owns the stream, writes whatever the connection's
+//! Outbox holds and reads client frames for its Session actor.
+//!
+//! It is the only task a delivery wakes: a push into the Outbox wakes this
+//! future (if it is waiting), which joins everything queued into one frame
+//! and writes it with one vectored write (header + the shared payload, no
+//! copy for a single frame). An idle connection holds no buffer here: reads
+//! go through a per-thread scratch buffer, and only the unfinished part of
+//! a frame is kept.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_channel::mpsc;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::metrics;
+use crate::outbox::{Next, Outbox};
+use crate::wsframe::{self, Message, Reader, WsError};
+
+/// Per-thread read buffer: a read lands here and only an unfinished frame
+/// is copied out, so idle connections hold nothing.
+const SCRATCH_BYTES: usize = 16 * 1024;
+
+/// How long a close frame may wait for a peer that does not read.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+thread_local! {
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice());
+}
+
+/// What the socket hands to the Session.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// A whole text message (one or more newline-separated commands).
+    Text(Bytes),
+    /// A binary message: not part of the JSON protocol.
+    Binary,
+}
+
+/// Why reading stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    /// End of stream or a read error: nobody is listening any more.
+    PeerGone,
+    /// A close frame or a protocol violation: a close frame is queued in reply.
+    CloseQueued,
+    /// The Session is gone; its Outbox close follows.
+    SessionGone,
+}
+
+/// One frame being written: header, then payload, from `written` on.
+struct Outgoing {
+    header: [u8; wsframe::MAX_HEADER],
+    header_len: usize,
+    payload: Bytes,
+    written: usize,
+    /// The last frame: the stream is shut down after it.
+    last: bool,
+}
+
+impl Outgoing {
+    fn data(payload: Bytes) -> Self {
+        let mut header = [0u8; wsframe::MAX_HEADER];
+        let header_len = wsframe::server_header(wsframe::OP_TEXT, payload.len(), &mut header);
+        Self {
+            header,
+            header_len,
+            payload,
+            written: 0,
+            last: false,
+        }
+    }
+
+    /// An already framed control frame (close, pong).
+    fn raw(frame: Bytes, last: bool) -> Self {
+        Self {
+            header: [0; wsframe::MAX_HEADER],
+            header_len: 0,
+            payload: frame,
+            written: 0,
+            last,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.header_len + self.payload.len()
+    }
+}
+
+/// Drives one connection until either side closes.
+pub(crate) struct Socket<T> {
+    io: T,
+    outbox: Arc<Outbox>,
+    inbound: mpsc::Sender<Inbound>,
+    reader: Reader,
+    /// Bytes of an unfinished frame; empty (no allocation) between frames.
+    unread: BytesMut,
+    /// A decoded message waiting for room in the Session's channel.
+    held: Option<Inbound>,
+    /// A pong owed to the client, sent before the next Outbox batch.
+    pong: Option<Bytes>,
+    writing: Option<Outgoing>,
+    read_end: Option<ReadEnd>,
+    /// Runs once the close frame is on its way: a peer that does not read
+    /// cannot hold the connection open past it.
+    linger: Option<Pin<Box<tokio::time::Sleep>>>,
+    flushed: bool,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Socket<T> {
+    /// `unread` is whatever the client sent after its handshake request.
+    pub(crate) fn new(
+        io: T,
+        unread: BytesMut,
+        outbox: Arc<Outbox>,
+        inbound: mpsc::Sender<Inbound>,
+        message_size_limit: usize,
+        max_fragments: usize,
+    ) -> Self {
+        Self {
+            io,
+            outbox,
+            inbound,
+            reader: Reader::new(message_size_limit, max_fragments),
+            unread,
+            held: None,
+            pong: None,
+            writing: None,
+            read_end: None,
+            linger: None,
+            flushed: true,
+        }
+    }
+
+    /// Writes until the Outbox is empty or the socket is full. Ready(Ok) when
+    /// the close frame went out and the stream is shut down.
+    fn poll_write_side(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if self.writing.is_none() {
+                if let Some(pong) = self.pong.take() {
+                    self.writing = Some(Outgoing::raw(pong, false));
+                } else {
+                    match self.outbox.poll_next(cx) {
+                        Poll::Ready(Next::Write(batch)) => {
+                            metrics::METRICS.bytes_sent.inc_by(batch.len() as u64);
+                            self.writing = Some(Outgoing::data(batch));
+                        }
+                        Poll::Ready(Next::Close(disconnect)) => {
+                            let frame = wsframe::close_frame(disconnect.code, &disconnect.reason);
+                            self.linger = Some(Box::pin(tokio::time::sleep(CLOSE_LINGER)));
+                            self.writing = Some(Outgoing::raw(frame, true));
+                        }
+                        Poll::Pending => {
+                            if !self.flushed {
+                                ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+                                self.flushed = true;
+                            }
+                            return Poll::Pending;
+                        }
+                    }
+                }
+            }
+            let Some(out) = self.writing.as_mut() else {
+                continue;
+            };
+            while out.written < out.len() {
+                let n = if out.written < out.header_len {
+                    let slices = [
+                        IoSlice::new(&out.header[out.written..out.header_len]),
+                        IoSlice::new(&out.payload),
+                    ];
+                    ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices))?
+                } else {
+                    let from = out.written - out.header_len;
+                    ready!(Pin::new(&mut self.io).poll_write(cx, &out.payload[from..]))?
+                };
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                out.written += n;
+                self.flushed = false;
+            }
+            let last = out.last;
+            self.writing = None;
+            if last {
+                ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+                return Pin::new(&mut self.io).poll_shutdown(cx);
+            }
+        }
+    }
+
+    /// Reads and decodes until the socket has nothing more or the Session's
+    /// channel is full (Pending), or reading is over (Ready).
+    fn poll_read_side(&mut self, cx: &mut Context<'_>) -> Poll<ReadEnd> {
+        loop {
+            if let Some(end) = self.read_end {
+                return Poll::Ready(end);
+            }
+            if let Some(message) = self.held.take() {
+                match self.inbound.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        if self.inbound.start_send(message).is_err() {
+                            self.read_end = Some(ReadEnd::SessionGone);
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Err(_)) => {
+                        self.read_end = Some(ReadEnd::SessionGone);
+                        continue;
+                    }
+                    Poll::Pending => {
+                        self.held = Some(message);
+                        return Poll::Pending;
+                    }
+                }
+            }
+            // Whole messages already buffered go first.
+            match self.reader.next(&mut self.unread) {
+                Ok(Some(message)) => {
+                    self.on_message(message);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.on_violation(e);
+                    continue;
+                }
+            }
+            if self.unread.is_empty() && self.unread.capacity() > 0 {
+                // Give the allocation back between frames.
+                self.unread = BytesMut::new();
+            }
+            let io = &mut self.io;
+            let unread = &mut self.unread;
+            let read = SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let mut buf = ReadBuf::new(&mut scratch[..]);
+                ready!(Pin::new(io).poll_read(cx, &mut buf))?;
+                unread.extend_from_slice(buf.filled());
+                Poll::Ready(Ok::<_, io::Error>(buf.filled().len()))
+            });
+            match ready!(read) {
+                Ok(0) | Err(_) => self.read_end = Some(ReadEnd::PeerGone),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn on_message(&mut self, message: Message) {
+        match message {
+            Message::Text(text) => self.held = Some(Inbound::Text(text)),
+            Message::Binary(_) => self.held = Some(Inbound::Binary),
+            Message::Ping(payload) => self.pong = Some(wsframe::pong_frame(&payload)),
+            Message::Pong => {}
+            Message::Close(close) => {
+                // Answered with the client's own code (1000 when it gave none).
+                let code = close.map_or(1000, |(code, _)| code);
+                self.outbox.peer_closed(code);
+                self.read_end = Some(ReadEnd::CloseQueued);
+            }
+        }
+    }
+
+    fn on_violation(&mut self, error: WsError) {
+        tracing::debug!(error = %error, reason = error.label(), "websocket protocol violation");
+        // Nothing the client sent after the violation is read.
+        self.outbox.close_now(error.disconnect());
+        self.unread = BytesMut::new();
+        self.held = None;
+        self.read_end = Some(ReadEnd::CloseQueued);
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Future for Socket<T> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            // Writes first: deliveries waiting in the Outbox matter most.
+            if this.poll_write_side(cx).is_ready() {
+                // The close frame went out, or the socket failed: either way, done.
+                return Poll::Ready(());
+            }
+            let before = this.read_end;
+            let read = this.poll_read_side(cx);
+            if this.pong.is_some() {
+                continue;
+            }
+            match read {
+                Poll::Ready(ReadEnd::PeerGone) => return Poll::Ready(()),
+                // A close was just queued: go and write it.
+                Poll::Ready(ReadEnd::CloseQueued) if before.is_none() => continue,
+                _ => {}
+            }
+            if let Some(linger) = this.linger.as_mut() {
+                if linger.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+            }
+            return Poll::Pending;
+        }
+    }
+}
