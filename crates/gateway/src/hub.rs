@@ -1,7 +1,7 @@
 //! The node-local index channel -> subscribed sessions, and the fan-out.
 //!
 //! Sharded by channel hash so fan-out of different channels runs on every
-//! core without a global lock. A publication is encoded once into `Bytes`
+//! core without a global lock. A publication is encoded once into a WebSocket frame
 //! and every recipient's Outbox gets a reference-counted copy of the same
 //! bytes.
 
@@ -10,11 +10,11 @@ use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use herald_protocol::{ClientInfo, Disconnect, Publication, Push};
 use parking_lot::{Mutex, RwLock};
 
 use crate::outbox::{Outbox, Pushed};
+use crate::wsframe::TextFrame;
 
 /// Told when live delivery finds a gap or epoch change on a positioned
 /// subscription: the session must drop it (the client recovers by resubscribing).
@@ -61,7 +61,7 @@ enum Delivery {
 struct Buffered {
     /// `None` for join/leave.
     position: Option<(u64, String)>,
-    frame: Bytes,
+    frame: TextFrame,
 }
 
 /// Where a positioned subscription stands when its subscribe reply is queued.
@@ -142,7 +142,7 @@ impl Subscriber {
         *self.delivery.lock() = Delivery::Gone;
     }
 
-    fn deliver_publication(&self, offset: u64, epoch: &str, frame: &Bytes) {
+    fn deliver_publication(&self, offset: u64, epoch: &str, frame: &TextFrame) {
         let mut delivery = self.delivery.lock();
         if let Delivery::Buffering(..) = &*delivery {
             let item = Buffered {
@@ -155,7 +155,7 @@ impl Subscriber {
         self.deliver_locked(&mut delivery, offset, epoch, frame.clone());
     }
 
-    fn deliver_event(&self, frame: &Bytes) {
+    fn deliver_event(&self, frame: &TextFrame) {
         if !self.join_leave {
             return;
         }
@@ -190,7 +190,7 @@ impl Subscriber {
         delivery: &mut Delivery,
         offset: u64,
         epoch: &str,
-        frame: Bytes,
+        frame: TextFrame,
     ) -> bool {
         if let Delivery::Positioned {
             next,
@@ -217,7 +217,7 @@ impl Subscriber {
         self.push(delivery, frame)
     }
 
-    fn push(&self, delivery: &mut Delivery, frame: Bytes) -> bool {
+    fn push(&self, delivery: &mut Delivery, frame: TextFrame) -> bool {
         if matches!(delivery, Delivery::Gone) {
             return false;
         }
@@ -339,7 +339,7 @@ impl Hub {
         if !self.has_subscribers(channel) {
             return;
         }
-        let frame = Bytes::from(Push::encode_publication(channel, &publication));
+        let frame = TextFrame::new(&Push::encode_publication(channel, &publication));
         let offset = publication.offset;
         let n = self.for_each(channel, |s| s.deliver_publication(offset, epoch, &frame));
         crate::metrics::METRICS.sent_publication.inc_by(n);
@@ -349,7 +349,7 @@ impl Hub {
         if !self.has_subscribers(channel) {
             return;
         }
-        let frame = Bytes::from(Push::encode_join(channel, &info));
+        let frame = TextFrame::new(&Push::encode_join(channel, &info));
         let n = self.for_each(channel, |s| s.deliver_event(&frame));
         crate::metrics::METRICS.sent_join.inc_by(n);
     }
@@ -358,7 +358,7 @@ impl Hub {
         if !self.has_subscribers(channel) {
             return;
         }
-        let frame = Bytes::from(Push::encode_leave(channel, &info));
+        let frame = TextFrame::new(&Push::encode_leave(channel, &info));
         let n = self.for_each(channel, |s| s.deliver_event(&frame));
         crate::metrics::METRICS.sent_leave.inc_by(n);
     }
@@ -399,7 +399,7 @@ mod tests {
 
     async fn drain(outbox: &Outbox) -> String {
         match outbox.next().await {
-            Next::Write(b) => String::from_utf8(b.to_vec()).unwrap(),
+            Next::Write(b) => String::from_utf8(b.payload().to_vec()).unwrap(),
             Next::Close(d) => format!("close {}", d.code),
         }
     }
@@ -414,7 +414,7 @@ mod tests {
         hub.on_publication("ch", publication(5), "E");
         hub.on_publication("ch", publication(6), "E");
         // The reply (recovering up to offset 5) goes first, then only offset 6.
-        outbox.push(Bytes::from_static(b"REPLY"));
+        outbox.push(TextFrame::new(b"REPLY"));
         sub.go_live(Some(Position {
             offset: 5,
             epoch: "E".into(),
@@ -505,6 +505,10 @@ mod tests {
         let (Next::Write(x), Next::Write(y)) = (a.next().await, b.next().await) else {
             panic!("expected writes");
         };
-        assert_eq!(x.as_ptr(), y.as_ptr(), "recipients share one buffer");
+        assert_eq!(
+            x.as_bytes().as_ptr(),
+            y.as_bytes().as_ptr(),
+            "recipients share one buffer"
+        );
     }
 }

@@ -15,9 +15,10 @@
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Bytes, BytesMut};
 use herald_protocol::Disconnect;
 use parking_lot::Mutex;
+
+use crate::wsframe::TextFrame;
 
 /// Most bytes joined into one WebSocket message by the writer.
 const MAX_BATCH_BYTES: usize = 32 * 1024;
@@ -37,7 +38,7 @@ pub(crate) struct Outbox {
 }
 
 struct State {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<TextFrame>,
     bytes: usize,
     close: Option<Closing>,
     /// The socket task, when it found nothing to write and is waiting.
@@ -52,7 +53,7 @@ struct Closing {
 #[derive(Debug, PartialEq)]
 pub(crate) enum Next {
     /// One WebSocket text message: queued frames joined with `\n`.
-    Write(Bytes),
+    Write(TextFrame),
     /// Send a close frame and stop.
     Close(Disconnect),
 }
@@ -71,7 +72,7 @@ impl Outbox {
     }
 
     /// Queues one frame (a reply or push line). Never blocks on the socket.
-    pub(crate) fn push(&self, frame: Bytes) -> Pushed {
+    pub(crate) fn push(&self, frame: TextFrame) -> Pushed {
         let mut state = self.state.lock();
         if state.close.is_some() {
             return Pushed::Closed;
@@ -174,28 +175,32 @@ impl Outbox {
     }
 
     fn take(state: &mut State) -> Option<Next> {
-        if let Some(first) = state.frames.pop_front() {
-            state.bytes -= first.len();
-            if state.frames.is_empty() || first.len() >= MAX_BATCH_BYTES {
-                return Some(Next::Write(first));
+        let Some(first) = state.frames.front() else {
+            return state
+                .close
+                .as_ref()
+                .map(|c| Next::Close(c.disconnect.clone()));
+        };
+        // How many queued frames fit in one message.
+        let mut count = 1;
+        let mut joined = first.payload().len();
+        for frame in state.frames.iter().skip(1) {
+            if joined + 1 + frame.payload().len() > MAX_BATCH_BYTES {
+                break;
             }
-            let mut batch = BytesMut::with_capacity(MAX_BATCH_BYTES.min(first.len() * 4));
-            batch.extend_from_slice(&first);
-            while let Some(frame) = state.frames.front() {
-                if batch.len() + 1 + frame.len() > MAX_BATCH_BYTES {
-                    break;
-                }
-                batch.extend_from_slice(b"\n");
-                batch.extend_from_slice(frame);
-                state.bytes -= frame.len();
-                state.frames.pop_front();
-            }
-            return Some(Next::Write(batch.freeze()));
+            joined += 1 + frame.payload().len();
+            count += 1;
         }
-        state
-            .close
-            .as_ref()
-            .map(|c| Next::Close(c.disconnect.clone()))
+        let batch = if count == 1 {
+            let frame = state.frames.pop_front()?;
+            state.bytes -= frame.len();
+            frame
+        } else {
+            let frames: Vec<TextFrame> = state.frames.drain(..count).collect();
+            state.bytes -= frames.iter().map(TextFrame::len).sum::<usize>();
+            TextFrame::join(&frames)
+        };
+        Some(Next::Write(batch))
     }
 }
 
@@ -213,17 +218,11 @@ mod tests {
     #[tokio::test]
     async fn joins_queued_frames_into_one_message() {
         let outbox = Outbox::new(1024);
-        assert_eq!(
-            outbox.push(Bytes::from_static(b"{\"a\":1}")),
-            Pushed::Queued
-        );
-        assert_eq!(
-            outbox.push(Bytes::from_static(b"{\"b\":2}")),
-            Pushed::Queued
-        );
+        assert_eq!(outbox.push(TextFrame::new(b"{\"a\":1}")), Pushed::Queued);
+        assert_eq!(outbox.push(TextFrame::new(b"{\"b\":2}")), Pushed::Queued);
         assert_eq!(
             outbox.next().await,
-            Next::Write(Bytes::from_static(b"{\"a\":1}\n{\"b\":2}"))
+            Next::Write(TextFrame::new(b"{\"a\":1}\n{\"b\":2}"))
         );
         assert_eq!(outbox.queued_bytes(), 0);
     }
@@ -231,9 +230,9 @@ mod tests {
     #[tokio::test]
     async fn overflow_closes_slow_and_drops_queue() {
         let outbox = Outbox::new(10);
-        assert_eq!(outbox.push(Bytes::from_static(b"123456")), Pushed::Queued);
-        assert_eq!(outbox.push(Bytes::from_static(b"123456")), Pushed::Overflow);
-        assert_eq!(outbox.push(Bytes::from_static(b"1")), Pushed::Closed);
+        assert_eq!(outbox.push(TextFrame::new(b"1234")), Pushed::Queued);
+        assert_eq!(outbox.push(TextFrame::new(b"1234")), Pushed::Overflow);
+        assert_eq!(outbox.push(TextFrame::new(b"1")), Pushed::Closed);
         assert_eq!(outbox.queued_bytes(), 0);
         assert_eq!(outbox.next().await, Next::Close(Disconnect::SLOW));
     }
@@ -241,17 +240,17 @@ mod tests {
     #[tokio::test]
     async fn close_flushes_queued_first() {
         let outbox = Outbox::new(100);
-        outbox.push(Bytes::from_static(b"x"));
+        outbox.push(TextFrame::new(b"x"));
         outbox.close(Disconnect::BAD_REQUEST);
         outbox.close(Disconnect::SHUTDOWN);
-        assert_eq!(outbox.next().await, Next::Write(Bytes::from_static(b"x")));
+        assert_eq!(outbox.next().await, Next::Write(TextFrame::new(b"x")));
         assert_eq!(outbox.next().await, Next::Close(Disconnect::BAD_REQUEST));
     }
 
     #[tokio::test]
     async fn close_now_drops_queued() {
         let outbox = Outbox::new(100);
-        outbox.push(Bytes::from_static(b"x"));
+        outbox.push(TextFrame::new(b"x"));
         outbox.close_now(Disconnect::NO_PONG);
         assert_eq!(outbox.next().await, Next::Close(Disconnect::NO_PONG));
     }
@@ -259,11 +258,11 @@ mod tests {
     #[tokio::test]
     async fn batch_is_capped() {
         let outbox = Outbox::new(1 << 20);
-        let frame = Bytes::from(vec![b'a'; 20 * 1024]);
+        let frame = TextFrame::new(&[b'a'; 20 * 1024]);
         outbox.push(frame.clone());
         outbox.push(frame.clone());
         match outbox.next().await {
-            Next::Write(b) => assert_eq!(b.len(), frame.len()),
+            Next::Write(b) => assert_eq!(b, frame),
             other => panic!("{other:?}"),
         }
     }
@@ -274,10 +273,7 @@ mod tests {
         let o = outbox.clone();
         let writer = tokio::spawn(async move { o.next().await });
         tokio::task::yield_now().await;
-        outbox.push(Bytes::from_static(b"late"));
-        assert_eq!(
-            writer.await.unwrap(),
-            Next::Write(Bytes::from_static(b"late"))
-        );
+        outbox.push(TextFrame::new(b"late"));
+        assert_eq!(writer.await.unwrap(), Next::Write(TextFrame::new(b"late")));
     }
 }

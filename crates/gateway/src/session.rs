@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use actix::fut::wrap_future;
 use actix::prelude::*;
-use bytes::Bytes;
 use herald_auth::{ChannelError, TokenError};
 use herald_bus::{ControlCommand, HistoryQuery, PublishOptions};
 use herald_protocol::{
@@ -31,6 +30,7 @@ use crate::node::{unix_now, Control, Node};
 use crate::outbox::{Outbox, Pushed};
 use crate::socket::Inbound;
 use crate::subscribe::{self, engine_error, SubscribeFlags, SubscribePlan};
+use crate::wsframe::TextFrame;
 
 /// Commands waiting behind a running one; more is a flood.
 const MAX_QUEUED_COMMANDS: usize = 1024;
@@ -103,10 +103,10 @@ impl Session {
 
     fn send(&mut self, ctx: &mut Context<Self>, reply: &Reply) {
         metrics::sent(frame_type(reply), 1);
-        self.send_bytes(ctx, Bytes::from(reply.encode()));
+        self.send_frame(ctx, TextFrame::new(&reply.encode()));
     }
 
-    fn send_bytes(&mut self, ctx: &mut Context<Self>, frame: Bytes) {
+    fn send_frame(&mut self, ctx: &mut Context<Self>, frame: TextFrame) {
         if self.closing {
             return;
         }

@@ -3,15 +3,15 @@
 //! Outbox holds and reads client frames for its Session actor.
 //!
 //! It is the only task a delivery wakes: a push into the Outbox wakes this
-//! future (if it is waiting), which joins everything queued into one frame
-//! and writes it with one vectored write (header + the shared payload, no
-//! copy for a single frame). An idle connection holds no buffer here: reads
+//! future (if it is waiting), which writes the queued frame (shared, framed
+//! once per publication) or everything queued joined into one frame, with
+//! one `send(2)`. An idle connection holds no buffer here: reads
 //! go through a per-thread scratch buffer, and only the unfinished part of
 //! a frame is kept.
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -56,43 +56,36 @@ enum ReadEnd {
     SessionGone,
 }
 
-/// One frame being written: header, then payload, from `written` on.
+/// A stream the socket task can run on. `poll_send` writes one buffer;
+/// plain TCP overrides it with `send(2)`, which skips the VFS layers a
+/// `write(2)` goes through (measurable at one call per delivery).
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin {
+    fn poll_send(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(self).poll_write(cx, buf)
+    }
+}
+
+impl Transport for tokio::net::TcpStream {
+    fn poll_send(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.poll_write_ready(cx))?;
+            let sent = self.try_io(tokio::io::Interest::WRITABLE, || {
+                socket2::SockRef::from(&*self).send(buf)
+            });
+            match sent {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+}
+
+/// One frame being written, from `written` on.
 struct Outgoing {
-    header: [u8; wsframe::MAX_HEADER],
-    header_len: usize,
-    payload: Bytes,
+    frame: Bytes,
     written: usize,
     /// The last frame: the stream is shut down after it.
     last: bool,
-}
-
-impl Outgoing {
-    fn data(payload: Bytes) -> Self {
-        let mut header = [0u8; wsframe::MAX_HEADER];
-        let header_len = wsframe::server_header(wsframe::OP_TEXT, payload.len(), &mut header);
-        Self {
-            header,
-            header_len,
-            payload,
-            written: 0,
-            last: false,
-        }
-    }
-
-    /// An already framed control frame (close, pong).
-    fn raw(frame: Bytes, last: bool) -> Self {
-        Self {
-            header: [0; wsframe::MAX_HEADER],
-            header_len: 0,
-            payload: frame,
-            written: 0,
-            last,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.header_len + self.payload.len()
-    }
 }
 
 /// Drives one connection until either side closes.
@@ -115,7 +108,7 @@ pub(crate) struct Socket<T> {
     flushed: bool,
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> Socket<T> {
+impl<T: Transport> Socket<T> {
     /// `unread` is whatever the client sent after its handshake request.
     pub(crate) fn new(
         io: T,
@@ -146,17 +139,31 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Socket<T> {
         loop {
             if self.writing.is_none() {
                 if let Some(pong) = self.pong.take() {
-                    self.writing = Some(Outgoing::raw(pong, false));
+                    self.writing = Some(Outgoing {
+                        frame: pong,
+                        written: 0,
+                        last: false,
+                    });
                 } else {
                     match self.outbox.poll_next(cx) {
                         Poll::Ready(Next::Write(batch)) => {
-                            metrics::METRICS.bytes_sent.inc_by(batch.len() as u64);
-                            self.writing = Some(Outgoing::data(batch));
+                            metrics::METRICS
+                                .bytes_sent
+                                .inc_by(batch.payload().len() as u64);
+                            self.writing = Some(Outgoing {
+                                frame: batch.as_bytes().clone(),
+                                written: 0,
+                                last: false,
+                            });
                         }
                         Poll::Ready(Next::Close(disconnect)) => {
                             let frame = wsframe::close_frame(disconnect.code, &disconnect.reason);
                             self.linger = Some(Box::pin(tokio::time::sleep(CLOSE_LINGER)));
-                            self.writing = Some(Outgoing::raw(frame, true));
+                            self.writing = Some(Outgoing {
+                                frame,
+                                written: 0,
+                                last: true,
+                            });
                         }
                         Poll::Pending => {
                             if !self.flushed {
@@ -171,17 +178,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Socket<T> {
             let Some(out) = self.writing.as_mut() else {
                 continue;
             };
-            while out.written < out.len() {
-                let n = if out.written < out.header_len {
-                    let slices = [
-                        IoSlice::new(&out.header[out.written..out.header_len]),
-                        IoSlice::new(&out.payload),
-                    ];
-                    ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices))?
-                } else {
-                    let from = out.written - out.header_len;
-                    ready!(Pin::new(&mut self.io).poll_write(cx, &out.payload[from..]))?
-                };
+            while out.written < out.frame.len() {
+                let n = ready!(self.io.poll_send(cx, &out.frame[out.written..]))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
@@ -279,7 +277,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Socket<T> {
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> Future for Socket<T> {
+impl<T: Transport> Future for Socket<T> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {

@@ -16,12 +16,12 @@ use actix_http::header::{self, HeaderMap};
 use actix_http::{h1, Method, Request};
 use base64::Engine as _;
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::node::Node;
 use crate::outbox::Outbox;
 use crate::session::Session;
-use crate::socket::Socket;
+use crate::socket::{Socket, Transport};
 
 pub(crate) const WEBSOCKET_PATH: &str = "/connection/websocket";
 const JSON_SUBPROTOCOL: &str = "centrifuge-json";
@@ -180,7 +180,7 @@ pub(crate) fn handshake(
 /// Serves one upgrade request of the public listener to its end.
 pub(crate) async fn upgrade<T>(node: Arc<Node>, req: Request, framed: Framed<T, h1::Codec>)
 where
-    T: AsyncRead + AsyncWrite + Unpin + 'static,
+    T: Transport + 'static,
 {
     let started = Instant::now();
     let parts = framed.into_parts();
@@ -218,6 +218,8 @@ where
     };
     drop(read_ahead);
     drop(parts.write_buf);
+    drop(parts.codec);
+    drop(req);
     let outbox = Arc::new(Outbox::new(node.client.queue_max_size));
     let (inbound, inbound_rx) = futures_channel::mpsc::channel(INBOUND_QUEUE);
     let limit = node.client.message_size_limit;
@@ -226,7 +228,16 @@ where
         ctx.add_stream(inbound_rx);
         Session::new(node, session_outbox)
     });
-    Socket::new(io, unread, outbox, inbound, limit, MAX_FRAGMENTS).await;
+    // Its own task, so the HTTP dispatcher's task (and its allocation) ends
+    // here: a connection costs the socket task and the Session, nothing more.
+    actix_web::rt::spawn(Socket::new(
+        io,
+        unread,
+        outbox,
+        inbound,
+        limit,
+        MAX_FRAGMENTS,
+    ));
 }
 
 /// Glob match of an Origin against the allow-list: `*` matches any run of

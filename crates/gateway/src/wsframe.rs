@@ -304,6 +304,62 @@ pub(crate) fn server_header(opcode: u8, len: usize, out: &mut [u8; MAX_HEADER]) 
     }
 }
 
+/// A whole server text frame: header and JSON in one buffer, built once and
+/// shared by every connection it goes to, so a delivery is one contiguous
+/// write of bytes nobody copies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TextFrame(Bytes);
+
+impl TextFrame {
+    /// Frames one text message (the one copy of its bytes).
+    pub(crate) fn new(text: &[u8]) -> Self {
+        let mut header = [0u8; MAX_HEADER];
+        let header_len = server_header(OP_TEXT, text.len(), &mut header);
+        let mut frame = Vec::with_capacity(header_len + text.len());
+        frame.extend_from_slice(&header[..header_len]);
+        frame.extend_from_slice(text);
+        Self(Bytes::from(frame))
+    }
+
+    /// One frame carrying the payloads of `frames` joined with `\n` (the
+    /// client protocol's way of sending several pushes in one message).
+    pub(crate) fn join(frames: &[TextFrame]) -> Self {
+        let payload_len = frames.iter().map(|f| f.payload().len()).sum::<usize>()
+            + frames.len().saturating_sub(1);
+        let mut header = [0u8; MAX_HEADER];
+        let header_len = server_header(OP_TEXT, payload_len, &mut header);
+        let mut out = Vec::with_capacity(header_len + payload_len);
+        out.extend_from_slice(&header[..header_len]);
+        for (i, frame) in frames.iter().enumerate() {
+            if i > 0 {
+                out.push(b'\n');
+            }
+            out.extend_from_slice(frame.payload());
+        }
+        Self(Bytes::from(out))
+    }
+
+    /// The text the frame carries.
+    pub(crate) fn payload(&self) -> &[u8] {
+        let header_len = match self.0[1] & 0x7F {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        &self.0[header_len..]
+    }
+
+    /// The whole frame, as written to the socket.
+    pub(crate) fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// Bytes on the wire.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// A whole server close frame: code plus reason, cut to the 123 bytes a
 /// control frame can carry, on a character boundary.
 pub(crate) fn close_frame(code: u16, reason: &str) -> Bytes {
@@ -529,5 +585,21 @@ mod tests {
         assert!(close.len() <= 2 + 125);
         assert!(std::str::from_utf8(&close[4..]).is_ok());
         assert_eq!(&pong_frame(b"ab")[..], &[0x8A, 2, b'a', b'b']);
+    }
+
+    #[test]
+    fn text_frames_carry_their_payload_and_join() {
+        for len in [0usize, 1, 125, 126, 65535, 65536] {
+            let text = vec![b'x'; len];
+            let frame = TextFrame::new(&text);
+            assert_eq!(frame.payload(), &text[..], "len {len}");
+            let mut h = [0u8; MAX_HEADER];
+            let hl = server_header(OP_TEXT, len, &mut h);
+            assert_eq!(&frame.as_bytes()[..hl], &h[..hl]);
+        }
+        let joined = TextFrame::join(&[TextFrame::new(b"{\"a\":1}"), TextFrame::new(b"{}")]);
+        assert_eq!(joined.payload(), b"{\"a\":1}\n{}");
+        assert_eq!(joined.as_bytes()[..2], [0x81, 10]);
+        assert_eq!(joined, TextFrame::new(b"{\"a\":1}\n{}"));
     }
 }
