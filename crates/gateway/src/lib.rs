@@ -182,7 +182,8 @@ where
         .listen("herald-public", public, move || {
             let mut app = App::new()
                 .wrap(actix_web::middleware::from_fn(access_log))
-                .app_data(public_data.clone());
+                .app_data(public_data.clone())
+                .configure(public_routes);
             if shared_port {
                 let settings = public_internal.clone();
                 app = app.configure(move |cfg| internal_routes(cfg, &settings));
@@ -239,6 +240,14 @@ where
         node,
         shutdown_timeout: config.shutdown.timeout,
     })
+}
+
+/// Routes of the public listener's App. WebSocket handshakes never reach
+/// it (they go to `ws::upgrade`); a GET without `Connection: upgrade` does.
+fn public_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource(ws::WEBSOCKET_PATH).to(|| async {
+        HttpResponse::BadRequest().body("expected a WebSocket handshake (Connection: upgrade)")
+    }));
 }
 
 /// How long a client may take to send its request head (the WebSocket

@@ -805,3 +805,188 @@ async fn access_log_leaves_out_query_and_headers() {
         );
     }
 }
+
+// ---- the WebSocket layer, byte by byte --------------------------------------------
+
+/// Sends `request` on a fresh TCP connection and returns the response head.
+async fn raw_request(addr: &str, request: &str) -> (tokio::net::TcpStream, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte))
+            .await
+            .expect("response head in time")
+            .unwrap();
+        assert_eq!(n, 1, "connection closed mid-head: {head:?}");
+        head.push(byte[0]);
+    }
+    (stream, String::from_utf8(head).unwrap())
+}
+
+fn upgrade_request(addr: &str, path: &str, version: &str, key: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: {version}\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+    )
+}
+
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+fn ws_addr(server: &Server) -> String {
+    let url = server.ws_url().trim_start_matches("ws://");
+    url[..url.find('/').unwrap()].to_owned()
+}
+
+/// A masked client frame.
+fn client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut out = vec![first_byte];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// Reads server frames until a close frame; returns its code.
+async fn read_close_code(stream: &mut tokio::net::TcpStream) -> u16 {
+    use tokio::io::AsyncReadExt;
+
+    let deadline = Duration::from_secs(5);
+    loop {
+        let mut head = [0u8; 2];
+        tokio::time::timeout(deadline, stream.read_exact(&mut head))
+            .await
+            .expect("a frame in time")
+            .expect("a frame, not EOF");
+        let len = match head[1] & 0x7F {
+            126 => {
+                let mut ext = [0u8; 2];
+                stream.read_exact(&mut ext).await.unwrap();
+                u16::from_be_bytes(ext) as usize
+            }
+            127 => panic!("unexpectedly large frame"),
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        stream.read_exact(&mut payload).await.unwrap();
+        if head[0] & 0x0F == 0x8 {
+            assert!(payload.len() >= 2, "close frame without a code");
+            return u16::from_be_bytes([payload[0], payload[1]]);
+        }
+    }
+}
+
+/// The handshake checks answer with the status a client can act on.
+#[tokio::test]
+async fn handshake_refusals() {
+    let server = Server::start(OPEN).await;
+    let addr = ws_addr(&server);
+    let (_, head) = raw_request(
+        &addr,
+        &upgrade_request(&addr, "/connection/websocket", "8", KEY),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 426 "), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("\r\nsec-websocket-version: 13\r\n"),
+        "{head}"
+    );
+    let (_, head) = raw_request(
+        &addr,
+        &upgrade_request(&addr, "/connection/websocket", "13", "c2hvcnQ="),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 400 "), "short key: {head}");
+    let (_, head) = raw_request(&addr, &upgrade_request(&addr, "/elsewhere", "13", KEY)).await;
+    assert!(head.starts_with("HTTP/1.1 404 "), "{head}");
+    let (_, head) = raw_request(
+        &addr,
+        &format!("GET /connection/websocket HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 400 "), "plain GET: {head}");
+    let (_, head) = raw_request(
+        &addr,
+        &upgrade_request(&addr, "/connection/websocket", "13", KEY),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(
+        head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "RFC 6455 sample accept key: {head}"
+    );
+}
+
+/// Frames the RFC forbids close the connection with the code it names, and
+/// a ping is answered with a pong carrying the same bytes.
+#[tokio::test]
+async fn websocket_violations_close_with_rfc_codes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = Server::start(OPEN).await;
+    let addr = ws_addr(&server);
+    let open = || async {
+        let (stream, head) = raw_request(
+            &addr,
+            &upgrade_request(&addr, "/connection/websocket", "13", KEY),
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+        stream
+    };
+
+    // Ping → pong with the same payload.
+    let mut stream = open().await;
+    stream
+        .write_all(&client_frame(0x89, b"are you there"))
+        .await
+        .unwrap();
+    let mut pong = [0u8; 15];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut pong))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&pong[..2], &[0x8A, 13]);
+    assert_eq!(&pong[2..], b"are you there");
+
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("unmasked frame", vec![0x81, 0x02, b'{', b'}'], 1002),
+        ("reserved opcode", client_frame(0x83, b""), 1002),
+        ("invalid UTF-8", client_frame(0x81, &[0xC3, 0x28]), 1007),
+        ("continuation first", client_frame(0x80, b"{}"), 1002),
+        (
+            "too many fragments",
+            {
+                let mut bytes = client_frame(0x01, b"{");
+                for _ in 0..1100 {
+                    bytes.extend(client_frame(0x00, b" "));
+                }
+                bytes
+            },
+            1009,
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        let mut stream = open().await;
+        stream.write_all(&bytes).await.unwrap();
+        assert_eq!(read_close_code(&mut stream).await, want, "{name}");
+    }
+
+    // A client close is answered with the client's code.
+    let mut stream = open().await;
+    let mut body = 4001u16.to_be_bytes().to_vec();
+    body.extend_from_slice(b"bye");
+    stream.write_all(&client_frame(0x88, &body)).await.unwrap();
+    assert_eq!(read_close_code(&mut stream).await, 4001);
+}
