@@ -168,6 +168,21 @@ impl Outbox {
         }
     }
 
+    /// True once a close was asked for; otherwise registers the task to be
+    /// woken when one is (or a frame is pushed). For a socket task stuck
+    /// behind a peer that stopped reading.
+    pub(crate) fn poll_closed(&self, cx: &mut Context<'_>) -> bool {
+        let mut state = self.state.lock();
+        if state.close.is_some() {
+            return true;
+        }
+        match &mut state.waiting {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        false
+    }
+
     /// Waits for the next thing to write.
     #[cfg(test)]
     pub(crate) async fn next(&self) -> Next {
@@ -265,6 +280,16 @@ mod tests {
             Next::Write(b) => assert_eq!(b, frame),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn poll_closed_registers_and_reports() {
+        let outbox = Outbox::new(100);
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(!outbox.poll_closed(&mut cx));
+        outbox.close_now(Disconnect::SLOW);
+        assert!(outbox.poll_closed(&mut cx));
     }
 
     #[tokio::test]

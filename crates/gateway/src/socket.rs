@@ -29,8 +29,10 @@ use crate::wsframe::{self, Message, Reader, WsError};
 /// is copied out, so idle connections hold nothing.
 const SCRATCH_BYTES: usize = 16 * 1024;
 
-/// How long a close frame may wait for a peer that does not read.
-const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// How long a close may wait for a peer that does not read: after that the
+/// connection is dropped without its close frame. Long enough for a slow but
+/// live client to read what is in flight and see its close code (3008).
+const CLOSE_LINGER: Duration = Duration::from_secs(10);
 
 thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice());
@@ -298,6 +300,12 @@ impl<T: Transport> Future for Socket<T> {
                 // A close was just queued: go and write it.
                 Poll::Ready(ReadEnd::CloseQueued) if before.is_none() => continue,
                 _ => {}
+            }
+            // A close asked for while a write is stuck behind a peer that
+            // does not read: the close frame cannot even start, so the linger
+            // starts now, or a dead peer would hold the connection forever.
+            if this.linger.is_none() && this.writing.is_some() && this.outbox.poll_closed(cx) {
+                this.linger = Some(Box::pin(tokio::time::sleep(CLOSE_LINGER)));
             }
             if let Some(linger) = this.linger.as_mut() {
                 if linger.as_mut().poll(cx).is_ready() {

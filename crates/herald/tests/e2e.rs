@@ -304,6 +304,49 @@ async fn slow_client_closes_3008_with_bounded_memory() {
     );
 }
 
+/// A client that never reads again is closed as slow, and its socket is
+/// released even though the close frame can never reach it.
+#[tokio::test]
+async fn dead_peer_is_dropped_after_overflow() {
+    const PUBLICATION: usize = 10 * 1024;
+    const TOTAL: usize = 12 * 1024 * 1024;
+    let server = Server::start(&format!("[client]\nqueue_max_size = 65536\n{OPEN}")).await;
+    let url = server.ws_url().to_owned();
+
+    let mut dead = Client::open_with_recv_buffer(&url, 4096).await;
+    let reply = dead.connect(&support::token("dead")).await;
+    assert_ok(&reply, "connect");
+    let reply = dead.call(2, &subscribe(2, "firehose")).await;
+    assert_ok(&reply, "subscribe");
+    // `dead` is never polled again, and never closed by this side.
+
+    let mut publisher = Client::connected(&url, "publisher").await;
+    let with_dead = server.open_sockets();
+    let data = json!({ "blob": "x".repeat(PUBLICATION - 12) });
+    let (mut id, mut sent) = (1, 0);
+    while sent < TOTAL {
+        id += 1;
+        let line = publish(id, "firehose", &data);
+        sent += line.len();
+        assert_ok(&publisher.call(id, &line).await, "publish");
+    }
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while server.open_sockets() >= with_dead {
+        assert!(
+            Instant::now() < deadline,
+            "the server still holds the dead client's socket ({} sockets)",
+            server.open_sockets()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    id += 1;
+    assert_ok(
+        &publisher.call(id, &publish(id, "firehose", &data)).await,
+        "publish",
+    );
+    drop(dead);
+}
+
 // ---- subscribe errors -----------------------------------------------------------
 
 #[tokio::test]

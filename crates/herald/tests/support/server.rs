@@ -162,6 +162,16 @@ impl Server {
             .unwrap_or_else(|| panic!("no VmRSS in /proc/{}/status", self.pid))
     }
 
+    /// Sockets the server process holds open (listeners and connections).
+    pub(crate) fn open_sockets(&self) -> usize {
+        let dir = format!("/proc/{}/fd", self.pid);
+        std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot read {dir}: {e}"))
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .filter(|target| target.to_string_lossy().starts_with("socket:"))
+            .count()
+    }
+
     /// Whether the process is still running (it must not crash on bad input).
     pub(crate) fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
