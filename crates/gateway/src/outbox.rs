@@ -159,10 +159,7 @@ impl Outbox {
             Some(next) => Poll::Ready(next),
             None => {
                 // Registered under the same lock a push takes, so no push is missed.
-                match &mut state.waiting {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    slot => *slot = Some(cx.waker().clone()),
-                }
+                register(&mut state.waiting, cx);
                 Poll::Pending
             }
         }
@@ -176,10 +173,7 @@ impl Outbox {
         if state.close.is_some() {
             return true;
         }
-        match &mut state.waiting {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            slot => *slot = Some(cx.waker().clone()),
-        }
+        register(&mut state.waiting, cx);
         false
     }
 
@@ -216,6 +210,14 @@ impl Outbox {
             TextFrame::join(&frames)
         };
         Some(Next::Write(batch))
+    }
+}
+
+/// Stores the task's waker, keeping the stored one when it would wake the same task.
+fn register(waiting: &mut Option<Waker>, cx: &Context<'_>) {
+    match waiting {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        slot => *slot = Some(cx.waker().clone()),
     }
 }
 
