@@ -10,6 +10,8 @@
 mod channel;
 mod claim;
 mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 mod token;
 
 pub use channel::{ChannelError, ChannelPolicy, ResolvedChannel, MAX_CHANNEL_LENGTH};

@@ -389,7 +389,7 @@ fn verify<T>(
 }
 
 /// Validates the header and returns its algorithm.
-fn check_header(bytes: &[u8]) -> Result<Algorithm, InvalidReason> {
+pub(crate) fn check_header(bytes: &[u8]) -> Result<Algorithm, InvalidReason> {
     let header: Map<String, Value> =
         serde_json::from_slice(bytes).map_err(|_| InvalidReason::Malformed)?;
     if FORBIDDEN_HEADERS

@@ -82,6 +82,35 @@ struct Args {
     /// Publishing before measurement starts.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     warmup: Duration,
+    /// PEM file of the CA that signed the server's certificate, for
+    /// `wss://` URLs (the system roots otherwise).
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
+}
+
+/// How `wss://` connections verify the server (`--ca-file`).
+static TLS: OnceLock<Option<tokio_tungstenite::Connector>> = OnceLock::new();
+
+fn tls_connector(
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<tokio_tungstenite::Connector>> {
+    use rustls::pki_types::pem::PemObject;
+    let Some(path) = ca_file else {
+        return Ok(None);
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("read {}", path.display()))?
+    {
+        roots.add(cert.with_context(|| format!("parse {}", path.display()))?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Some(tokio_tungstenite::Connector::Rustls(Arc::new(config))))
 }
 
 /// Microseconds since the bench started: the clock of send timestamps.
@@ -144,7 +173,8 @@ struct Stamp {
 
 /// Connects, authenticates and subscribes to `channels`.
 async fn open_client(url: &str, token: &str, channels: &[String]) -> anyhow::Result<Ws> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+    let connector = TLS.get().cloned().flatten();
+    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector)
         .await
         .with_context(|| format!("connect to {url}"))?;
     let connect = serde_json::json!({"id": 1, "connect": {"token": token}});
@@ -661,6 +691,16 @@ fn main() {
     let args = Args::parse();
     now_micros();
     let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    match tls_connector(args.ca_file.as_deref()) {
+        Ok(connector) => {
+            let _ = TLS.set(connector);
+        }
+        Err(e) => {
+            eprintln!("herald-bench: --ca-file: {e:#}");
+            std::process::exit(2);
+        }
+    }
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         eprintln!("herald-bench: cannot raise the open-file limit: {e}");
     }

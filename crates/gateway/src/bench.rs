@@ -81,3 +81,24 @@ fn payload() -> RawJson {
     // Invariant: the literal above is valid JSON.
     RawJson::from_str(&json).expect("valid JSON literal")
 }
+
+/// herald's TLS server configuration for a certificate/key pair in PEM
+/// files, as `serve` builds it (TLS 1.3, X25519MLKEM768 first, tickets).
+pub fn tls_server_config(
+    cert_pem_file: &str,
+    key_pem_file: &str,
+) -> Result<Arc<rustls::ServerConfig>, crate::GatewayError> {
+    let config = crate::TlsConfig {
+        enabled: true,
+        cert_pem_file: cert_pem_file.to_owned(),
+        key_pem_file: key_pem_file.to_owned(),
+        ..crate::TlsConfig::default()
+    };
+    let (server, _cert) = crate::tls::server_config(&config)?;
+    Ok(Arc::new(server))
+}
+
+/// The crypto provider herald's TLS runs on (for a benchmark's client side).
+pub fn tls_provider() -> rustls::crypto::CryptoProvider {
+    crate::tls::provider()
+}

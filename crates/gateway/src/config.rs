@@ -16,6 +16,9 @@ pub struct HttpServerConfig {
     /// API, metrics and health; 0 serves them on `port`.
     pub internal_port: u16,
     pub tls: TlsConfig,
+    /// Serves the WebSocket conformance echo at `/conformance/echo` on the
+    /// public port, for the Autobahn test cases. Never in production.
+    pub conformance_echo: bool,
 }
 
 impl Default for HttpServerConfig {
@@ -25,6 +28,7 @@ impl Default for HttpServerConfig {
             port: 8000,
             internal_port: 9000,
             tls: TlsConfig::default(),
+            conformance_echo: false,
         }
     }
 }
@@ -116,6 +120,9 @@ pub struct ClientConfig {
     pub recovery_max_publication_limit: usize,
     pub allow_anonymous_connect_without_token: bool,
     pub tls_identity_as_user: bool,
+    /// Which part of a client certificate names the user, first found wins:
+    /// `san_uri`, `san_dns`, `cn`.
+    pub tls_identity_order: Vec<String>,
     /// Development only: no auth, every permission.
     pub insecure: bool,
     pub token: TokenConfig,
@@ -143,6 +150,7 @@ impl Default for ClientConfig {
             recovery_max_publication_limit: 300,
             allow_anonymous_connect_without_token: false,
             tls_identity_as_user: false,
+            tls_identity_order: vec!["san_uri".into(), "san_dns".into(), "cn".into()],
             insecure: false,
             token: TokenConfig::default(),
             subscription_token: SubscriptionTokenConfig::default(),

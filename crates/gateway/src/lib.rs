@@ -6,6 +6,8 @@ mod api;
 pub mod bench;
 pub mod config;
 mod connection;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hub;
 mod metrics;
 mod node;
@@ -13,13 +15,14 @@ mod outbox;
 mod session;
 mod socket;
 mod subscribe;
+mod tls;
 mod ws;
 mod wsframe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix_http::HttpService;
+use actix_http::{HttpService, TlsAcceptorConfig};
 use actix_service::{fn_service, map_config};
 use actix_web::dev::AppConfig;
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -175,11 +178,27 @@ where
     let public_data = data.clone();
     let public_internal = internal_settings.clone();
     let public_node = node.clone();
-    let public_server = actix_server::Server::build()
-        .workers(cores)
-        .disable_signals()
-        .shutdown_timeout(1)
-        .listen("herald-public", public, move || {
+    let settings = ws::UpgradeSettings {
+        echo: http.conformance_echo,
+    };
+    if settings.echo {
+        tracing::warn!(
+            path = ws::ECHO_PATH,
+            "the conformance echo route is on: not for production"
+        );
+    }
+    let (tls, reloading) = if http.tls.enabled {
+        let (server_config, cert) = tls::server_config(&http.tls)?;
+        cert.watch();
+        (Some(server_config), Some(cert))
+    } else {
+        (None, None)
+    };
+    watch_sighup(reloading);
+    // The same service over TCP or TLS; a macro because the two stream
+    // types make two service types nobody wants to spell out.
+    macro_rules! public_service {
+        () => {{
             let mut app = App::new()
                 .wrap(actix_web::middleware::from_fn(access_log))
                 .app_data(public_data.clone())
@@ -197,13 +216,27 @@ where
                 .upgrade(fn_service(move |(req, framed)| {
                     let node = node.clone();
                     async move {
-                        ws::upgrade(node, req, framed).await;
+                        ws::upgrade(node, req, framed, settings).await;
                         Ok::<(), actix_http::Error>(())
                     }
                 }))
                 .finish(map_config(app, |_| AppConfig::default()))
-                .tcp()
-        })
+        }};
+    }
+    let builder = actix_server::Server::build()
+        .workers(cores)
+        .disable_signals()
+        .shutdown_timeout(1);
+    let builder = match tls {
+        None => builder.listen("herald-public", public, move || public_service!().tcp()),
+        Some(server_config) => builder.listen("herald-public", public, move || {
+            public_service!().rustls_0_23_with_config(
+                server_config.clone(),
+                TlsAcceptorConfig::default().handshake_timeout(tls::HANDSHAKE_TIMEOUT),
+            )
+        }),
+    };
+    let public_server = builder
         .map_err(|source| GatewayError::Bind {
             addr: public_addr.to_string(),
             source,
@@ -240,6 +273,35 @@ where
         node,
         shutdown_timeout: config.shutdown.timeout,
     })
+}
+
+/// SIGHUP reloads what can be reloaded (the TLS certificate, which is also
+/// reloaded when its files change). Handled even with nothing to reload, so
+/// a SIGHUP meant as "reload" never stops the process.
+fn watch_sighup(cert: Option<std::sync::Arc<tls::ReloadingCert>>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Registered now, before the node says it is listening, so a SIGHUP
+        // right after start is handled too.
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; certificate reload on file change only");
+            return;
+        };
+        actix_web::rt::spawn(async move {
+            while hangup.recv().await.is_some() {
+                match &cert {
+                    Some(cert) => {
+                        tracing::info!("SIGHUP: reloading the TLS certificate");
+                        cert.reload_now();
+                    }
+                    None => tracing::info!("SIGHUP: nothing to reload"),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(cert);
 }
 
 /// Routes of the public listener's App. WebSocket handshakes never reach

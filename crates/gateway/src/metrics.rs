@@ -103,6 +103,8 @@ pub(crate) struct Metrics {
     pub(crate) auth_failures: IntCounterVec,
     pub(crate) api_duration: HistogramVec,
     pub(crate) api_errors: IntCounterVec,
+    pub(crate) handshake_refusals: IntCounterVec,
+    pub(crate) tls_reloads: IntCounterVec,
     /// Pre-resolved series of `messages_sent` for the fan-out path, so a
     /// publication costs an atomic add, not a label lookup under a lock.
     pub(crate) sent_publication: IntCounter,
@@ -235,6 +237,16 @@ impl Metrics {
                 "Server API commands answered with an error.",
                 &["method", "code"],
             ),
+            handshake_refusals: counter_vec(
+                "herald_client_handshake_refusals_total",
+                "WebSocket upgrade requests answered with an HTTP error, by reason.",
+                &["reason"],
+            ),
+            tls_reloads: counter_vec(
+                "herald_tls_certificate_reloads_total",
+                "Certificate reloads: loaded, or refused with the old pair kept.",
+                &["result"],
+            ),
             seen_rejected: [AtomicU64::new(0), AtomicU64::new(0)],
             sent_publication: messages_sent.with_label_values(&["push_publication"]),
             sent_join: messages_sent.with_label_values(&["push_join"]),
@@ -265,6 +277,13 @@ impl Metrics {
         }
         for reason in REJECT_REASONS {
             self.bus_rejected.with_label_values(&[reason]);
+        }
+        for refusal in crate::ws::Refusal::ALL {
+            self.handshake_refusals
+                .with_label_values(&[refusal.label()]);
+        }
+        for result in ["loaded", "refused"] {
+            self.tls_reloads.with_label_values(&[result]);
         }
         self.auth_failures.with_label_values(&["expired"]);
         for reason in InvalidReason::ALL {

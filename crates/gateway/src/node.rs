@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,6 +18,7 @@ use parking_lot::Mutex;
 
 use crate::config::ClientConfig;
 use crate::hub::{Hub, Subscriber};
+use crate::tls::IdentitySource;
 
 /// Number of locks that order node-level engine subscribe/unsubscribe per channel.
 const SUBSCRIBE_LOCKS: usize = 64;
@@ -39,6 +41,36 @@ pub(crate) struct Node {
     pub(crate) uid: String,
     started: std::time::Instant,
     draining: std::sync::atomic::AtomicBool,
+    /// Open WebSocket connections per client address
+    /// (`client.connection_limit_per_ip`); only kept when the limit is set.
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// `client.tls_identity_order`, parsed (unknown names were refused at start).
+    pub(crate) identity_order: Vec<IdentitySource>,
+}
+
+/// The presence-store name under which a user's connections are counted
+/// cluster-wide (`client.user_connection_limit`). It starts with a control
+/// character, which no client channel name may contain.
+pub(crate) fn user_connections_key(user: &str) -> String {
+    format!("\u{1}user_connections:{user}")
+}
+
+/// One connection's place in its address's count; given back on drop.
+pub(crate) struct IpSlot {
+    ip: IpAddr,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock();
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// A control command for one session.
@@ -61,7 +93,6 @@ impl Node {
         hub: Arc<Hub>,
     ) -> Self {
         Self {
-            client,
             policy,
             verifier,
             engine,
@@ -77,7 +108,36 @@ impl Node {
             uid: uuid::Uuid::new_v4().to_string(),
             started: std::time::Instant::now(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            per_ip: Arc::new(Mutex::new(HashMap::new())),
+            identity_order: client
+                .tls_identity_order
+                .iter()
+                .filter_map(|name| IdentitySource::parse(name))
+                .collect(),
+            client,
         }
+    }
+
+    /// Takes a connection slot for `ip`: `Ok(None)` when there is no
+    /// per-address limit, `Err(())` when the address is at its limit.
+    /// IPv4-mapped IPv6 addresses count as their IPv4 address.
+    #[allow(clippy::result_unit_err)]
+    pub(crate) fn take_ip_slot(&self, ip: IpAddr) -> Result<Option<IpSlot>, ()> {
+        let limit = self.client.connection_limit_per_ip;
+        if limit == 0 {
+            return Ok(None);
+        }
+        let ip = ip.to_canonical();
+        let mut counts = self.per_ip.lock();
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= limit {
+            return Err(());
+        }
+        *n += 1;
+        Ok(Some(IpSlot {
+            ip,
+            counts: self.per_ip.clone(),
+        }))
     }
 
     pub(crate) fn start_draining(&self) {

@@ -35,6 +35,8 @@ pub(crate) enum Pushed {
 pub(crate) struct Outbox {
     state: Mutex<State>,
     limit: usize,
+    /// Most payload bytes joined into one message; 0 never joins.
+    max_batch: usize,
 }
 
 struct State {
@@ -68,6 +70,16 @@ impl Outbox {
                 waiting: None,
             }),
             limit,
+            max_batch: MAX_BATCH_BYTES,
+        }
+    }
+
+    /// An Outbox whose frames always go out one message each (the
+    /// conformance echo: a message is not a line of the client protocol).
+    pub(crate) fn unbatched(limit: usize) -> Self {
+        Self {
+            max_batch: 0,
+            ..Self::new(limit)
         }
     }
 
@@ -155,7 +167,7 @@ impl Outbox {
     /// woken by the next push or close. Only the connection's socket task calls it.
     pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
         let mut state = self.state.lock();
-        match Self::take(&mut state) {
+        match Self::take(&mut state, self.max_batch) {
             Some(next) => Poll::Ready(next),
             None => {
                 // Registered under the same lock a push takes, so no push is missed.
@@ -183,7 +195,7 @@ impl Outbox {
         std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
 
-    fn take(state: &mut State) -> Option<Next> {
+    fn take(state: &mut State, max_batch: usize) -> Option<Next> {
         let Some(first) = state.frames.front() else {
             return state
                 .close
@@ -194,7 +206,7 @@ impl Outbox {
         let mut count = 1;
         let mut joined = first.payload().len();
         for frame in state.frames.iter().skip(1) {
-            if joined + 1 + frame.payload().len() > MAX_BATCH_BYTES {
+            if joined + 1 + frame.payload().len() > max_batch {
                 break;
             }
             joined += 1 + frame.payload().len();

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use crate::connection::{Admission, ConnectionState, Phase, SubscriptionState};
 use crate::hub::{GapListener, Subscriber};
 use crate::metrics;
-use crate::node::{unix_now, Control, Node};
+use crate::node::{self, unix_now, Control, Node};
 use crate::outbox::{Outbox, Pushed};
 use crate::socket::Inbound;
 use crate::subscribe::{self, engine_error, SubscribeFlags, SubscribePlan};
@@ -59,6 +59,53 @@ pub(crate) struct Session {
     /// `jti` and `iat` of the connection token in use (revocation).
     token_id: Option<String>,
     issued_at: Option<u64>,
+    /// The verified client certificate's identity
+    /// (`client.tls_identity_as_user`): the user when connect has no token.
+    tls_identity: Option<String>,
+    /// `client.command_rate_limit`: commands allowed now, and commands
+    /// refused in a row.
+    rate: Option<RateLimiter>,
+}
+
+/// A token bucket of `limit` commands per second (burst `limit`).
+struct RateLimiter {
+    limit: f64,
+    tokens: f64,
+    at: Instant,
+    /// Commands refused with 111 since the last one allowed.
+    refused: u32,
+}
+
+impl RateLimiter {
+    fn new(limit: u32) -> Self {
+        Self {
+            limit: f64::from(limit),
+            tokens: f64::from(limit),
+            at: Instant::now(),
+            refused: 0,
+        }
+    }
+
+    /// True when one more command may run now.
+    fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.limit).min(self.limit);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.refused = 0;
+            true
+        } else {
+            self.refused += 1;
+            false
+        }
+    }
+
+    /// A client that keeps sending after a second's worth of refusals is
+    /// not slowing down: it is disconnected.
+    fn persistent(&self) -> bool {
+        f64::from(self.refused) > self.limit.max(1.0)
+    }
 }
 
 /// Sent by the Hub when a positioned subscription sees a gap.
@@ -75,8 +122,10 @@ impl GapListener for GapToSession {
 }
 
 impl Session {
-    pub(crate) fn new(node: Arc<Node>, outbox: Arc<Outbox>) -> Self {
+    pub(crate) fn new(node: Arc<Node>, outbox: Arc<Outbox>, tls_identity: Option<String>) -> Self {
         let channel_limit = node.client.channel_limit;
+        let rate = (node.client.command_rate_limit > 0)
+            .then(|| RateLimiter::new(node.client.command_rate_limit));
         Self {
             id: node.next_session_id(),
             client: uuid::Uuid::new_v4().to_string(),
@@ -96,6 +145,8 @@ impl Session {
             current: ("connect", Instant::now()),
             token_id: None,
             issued_at: None,
+            tls_identity,
+            rate,
         }
     }
 
@@ -160,8 +211,22 @@ impl Session {
                 return self.disconnect(ctx, Disconnect::BAD_REQUEST);
             }
         };
+        let now = Instant::now();
         for command in commands {
             metrics::received(method_name(&command.method));
+            if !matches!(command.method, Method::Pong) {
+                if let Some(rate) = self.rate.as_mut() {
+                    if !rate.allow(now) {
+                        if rate.persistent() {
+                            debug!(client = %self.client, "command rate limit: disconnecting");
+                            return self.disconnect(ctx, Disconnect::TOO_MANY_REQUESTS);
+                        }
+                        self.current = (method_name(&command.method), now);
+                        self.error(ctx, command.id, ErrorCode::TooManyRequests);
+                        continue;
+                    }
+                }
+            }
             match self.state.admit(&command.method) {
                 Ok(Admission::PongAccepted) => {}
                 Ok(Admission::Queue) => {
@@ -234,7 +299,10 @@ impl Session {
         let node = self.node.clone();
         let now = unix_now();
         let claims = if req.token.is_empty() {
-            if !(node.client.insecure || node.client.allow_anonymous_connect_without_token) {
+            if let Some(identity) = &self.tls_identity {
+                // Possession of the certificate's key proved who this is.
+                self.user = identity.clone();
+            } else if !(node.client.insecure || node.client.allow_anonymous_connect_without_token) {
                 debug!(client = %self.client, "connect without credentials");
                 self.disconnect(ctx, Disconnect::BAD_REQUEST);
                 return None;
@@ -316,7 +384,30 @@ impl Session {
             let (token_id, user, issued_at) =
                 (self.token_id.clone(), self.user.clone(), self.issued_at);
             let checked = claims.is_some();
+            let user_limit = node.client.user_connection_limit;
+            let user_entry =
+                (user_limit > 0 && !self.user.is_empty()).then(|| self.info_with(None));
             async move {
+                if let Some(info) = user_entry {
+                    // Counted in the engine's presence store under a name no
+                    // client channel can have, so every node sees it.
+                    let key = node::user_connections_key(&info.user);
+                    match node.engine.presence.presence_stats(&key).await {
+                        Ok(stats) if stats.num_clients as usize >= user_limit => {
+                            return Err(Refused::UserLimit)
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Err(Refused::Engine(engine_error(&e))),
+                    }
+                    if let Err(e) = node
+                        .engine
+                        .presence
+                        .add_presence(&key, info, node.presence_ttl())
+                        .await
+                    {
+                        return Err(Refused::Engine(engine_error(&e)));
+                    }
+                }
                 if checked {
                     match node
                         .engine
@@ -343,6 +434,11 @@ impl Session {
                     Err(Refused::Revoked) => {
                         warn!(client = %act.client, "connection token revoked");
                         act.disconnect(ctx, Disconnect::INVALID_TOKEN);
+                        return;
+                    }
+                    Err(Refused::UserLimit) => {
+                        info!(client = %act.client, "user connection limit reached");
+                        act.disconnect(ctx, Disconnect::CONNECTION_LIMIT);
                         return;
                     }
                     Err(Refused::Engine(code)) => {
@@ -435,6 +531,14 @@ impl Session {
         plan.data = data;
         self.chan_info.insert(channel.to_owned(), chan_info);
         Ok(plan)
+    }
+
+    /// The key of this connection's entry in the cluster-wide count of its
+    /// user's connections, when there is one.
+    fn user_entry_key(&self) -> Option<String> {
+        let counted = self.node.client.user_connection_limit > 0
+            && self.registered.as_ref().is_some_and(|u| !u.is_empty());
+        counted.then(|| node::user_connections_key(&self.user))
     }
 
     fn info_with(&self, chan_info: Option<RawJson>) -> ClientInfo {
@@ -561,7 +665,7 @@ impl Session {
             self.server_unsubscribe(ctx, &channel, UnsubscribeCode::Expired);
         }
         let node = self.node.clone();
-        let refresh: Vec<(String, ClientInfo)> = self
+        let mut refresh: Vec<(String, ClientInfo)> = self
             .state
             .subscriptions()
             .filter(|(_, s)| s.subscribed && s.presence)
@@ -572,6 +676,9 @@ impl Session {
                 )
             })
             .collect();
+        if let Some(key) = self.user_entry_key() {
+            refresh.push((key, self.info_with(None)));
+        }
         if refresh.is_empty() {
             return;
         }
@@ -1062,6 +1169,14 @@ impl Actor for Session {
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         // If nothing chose a close code, the peer went away: nothing to flush.
         self.outbox.close_now(Disconnect::custom(1000, ""));
+        if let Some(key) = self.user_entry_key() {
+            let (node, client) = (self.node.clone(), self.client.clone());
+            actix_web::rt::spawn(async move {
+                if let Err(e) = node.engine.presence.remove_presence(&key, &client).await {
+                    warn!(error = %e, "removing the user connection entry failed");
+                }
+            });
+        }
         if let Some(user) = self.registered.take() {
             self.node.unregister(&user, self.id);
         }
@@ -1218,6 +1333,8 @@ impl Session {
 enum Refused {
     Revoked,
     Engine(ErrorCode),
+    /// `client.user_connection_limit` reached across the cluster.
+    UserLimit,
 }
 
 /// The `method` label of a client command.

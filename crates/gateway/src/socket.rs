@@ -10,6 +10,7 @@
 //! a frame is kept.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -22,8 +23,9 @@ use futures_channel::mpsc;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::metrics;
+use crate::node::IpSlot;
 use crate::outbox::{Next, Outbox};
-use crate::wsframe::{self, Message, Reader, WsError};
+use crate::wsframe::{self, Message, Reader, TextFrame, WsError};
 
 /// Per-thread read buffer: a read lands here and only an unfinished frame
 /// is copied out, so idle connections hold nothing.
@@ -33,6 +35,10 @@ const SCRATCH_BYTES: usize = 16 * 1024;
 /// connection is dropped without its close frame. Long enough for a slow but
 /// live client to read what is in flight and see its close code (3008).
 const CLOSE_LINGER: Duration = Duration::from_secs(10);
+
+/// Most pongs owed at once. A client pinging faster than it reads gets a
+/// pong for its latest pings only, as RFC 6455 §5.5.3 allows.
+const MAX_PENDING_PONGS: usize = 16;
 
 thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice());
@@ -65,6 +71,22 @@ pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin {
     fn poll_send(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(self).poll_write(cx, buf)
     }
+
+    /// The client's verified certificate (DER), when TLS asked for one and
+    /// the client gave it.
+    fn peer_certificate(&self) -> Option<&[u8]> {
+        None
+    }
+}
+
+impl Transport for actix_tls::accept::rustls_0_23::TlsStream<tokio::net::TcpStream> {
+    fn peer_certificate(&self) -> Option<&[u8]> {
+        let (_, connection) = self.get_ref();
+        connection
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|cert| cert.as_ref())
+    }
 }
 
 impl Transport for tokio::net::TcpStream {
@@ -94,20 +116,25 @@ struct Outgoing {
 pub(crate) struct Socket<T> {
     io: T,
     outbox: Arc<Outbox>,
-    inbound: mpsc::Sender<Inbound>,
+    /// Where whole messages go: the Session; None on the conformance echo
+    /// route, where each message goes straight back through the Outbox, in
+    /// the order it was read.
+    inbound: Option<mpsc::Sender<Inbound>>,
     reader: Reader,
     /// Bytes of an unfinished frame; empty (no allocation) between frames.
     unread: BytesMut,
     /// A decoded message waiting for room in the Session's channel.
     held: Option<Inbound>,
-    /// A pong owed to the client, sent before the next Outbox batch.
-    pong: Option<Bytes>,
+    /// Pongs owed to the client, oldest first, sent before the next Outbox batch.
+    pongs: VecDeque<Bytes>,
     writing: Option<Outgoing>,
     read_end: Option<ReadEnd>,
     /// Runs once the close frame is on its way: a peer that does not read
     /// cannot hold the connection open past it.
     linger: Option<Pin<Box<tokio::time::Sleep>>>,
     flushed: bool,
+    /// Released when the connection ends (`client.connection_limit_per_ip`).
+    _ip_slot: Option<IpSlot>,
 }
 
 impl<T: Transport> Socket<T> {
@@ -116,9 +143,10 @@ impl<T: Transport> Socket<T> {
         io: T,
         unread: BytesMut,
         outbox: Arc<Outbox>,
-        inbound: mpsc::Sender<Inbound>,
+        inbound: Option<mpsc::Sender<Inbound>>,
         message_size_limit: usize,
         max_fragments: usize,
+        ip_slot: Option<IpSlot>,
     ) -> Self {
         Self {
             io,
@@ -127,11 +155,12 @@ impl<T: Transport> Socket<T> {
             reader: Reader::new(message_size_limit, max_fragments),
             unread,
             held: None,
-            pong: None,
+            pongs: VecDeque::new(),
             writing: None,
             read_end: None,
             linger: None,
             flushed: true,
+            _ip_slot: ip_slot,
         }
     }
 
@@ -140,7 +169,7 @@ impl<T: Transport> Socket<T> {
     fn poll_write_side(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             if self.writing.is_none() {
-                if let Some(pong) = self.pong.take() {
+                if let Some(pong) = self.pongs.pop_front() {
                     self.writing = Some(Outgoing {
                         frame: pong,
                         written: 0,
@@ -205,9 +234,13 @@ impl<T: Transport> Socket<T> {
                 return Poll::Ready(end);
             }
             if let Some(message) = self.held.take() {
-                match self.inbound.poll_ready(cx) {
+                // Only the Session route holds messages.
+                let Some(inbound) = self.inbound.as_mut() else {
+                    continue;
+                };
+                match inbound.poll_ready(cx) {
                     Poll::Ready(Ok(())) => {
-                        if self.inbound.start_send(message).is_err() {
+                        if inbound.start_send(message).is_err() {
                             self.read_end = Some(ReadEnd::SessionGone);
                         }
                         continue;
@@ -256,9 +289,20 @@ impl<T: Transport> Socket<T> {
 
     fn on_message(&mut self, message: Message) {
         match message {
+            Message::Text(text) if self.inbound.is_none() => {
+                let _ = self.outbox.push(TextFrame::new(&text));
+            }
+            Message::Binary(body) if self.inbound.is_none() => {
+                let _ = self.outbox.push(TextFrame::binary(&body));
+            }
             Message::Text(text) => self.held = Some(Inbound::Text(text)),
             Message::Binary(_) => self.held = Some(Inbound::Binary),
-            Message::Ping(payload) => self.pong = Some(wsframe::pong_frame(&payload)),
+            Message::Ping(payload) => {
+                if self.pongs.len() == MAX_PENDING_PONGS {
+                    self.pongs.pop_front();
+                }
+                self.pongs.push_back(wsframe::pong_frame(&payload));
+            }
             Message::Pong => {}
             Message::Close(close) => {
                 // Answered with the client's own code (1000 when it gave none).
@@ -271,8 +315,13 @@ impl<T: Transport> Socket<T> {
 
     fn on_violation(&mut self, error: WsError) {
         tracing::debug!(error = %error, reason = error.label(), "websocket protocol violation");
-        // Nothing the client sent after the violation is read.
-        self.outbox.close_now(error.disconnect());
+        // Nothing the client sent after the violation is read. The echo
+        // route first answers the messages read before it.
+        if self.inbound.is_none() {
+            self.outbox.close(error.disconnect());
+        } else {
+            self.outbox.close_now(error.disconnect());
+        }
         self.unread = BytesMut::new();
         self.held = None;
         self.read_end = Some(ReadEnd::CloseQueued);
@@ -292,7 +341,9 @@ impl<T: Transport> Future for Socket<T> {
             }
             let before = this.read_end;
             let read = this.poll_read_side(cx);
-            if this.pong.is_some() {
+            // A pong to send and a writer that is free (not stuck behind a
+            // full socket, whose wake-up will send it): go and write it.
+            if !this.pongs.is_empty() && this.writing.is_none() {
                 continue;
             }
             match read {

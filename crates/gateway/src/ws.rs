@@ -22,6 +22,7 @@ use crate::node::Node;
 use crate::outbox::Outbox;
 use crate::session::Session;
 use crate::socket::{Socket, Transport};
+use crate::tls;
 
 pub(crate) const WEBSOCKET_PATH: &str = "/connection/websocket";
 const JSON_SUBPROTOCOL: &str = "centrifuge-json";
@@ -43,9 +44,38 @@ pub(crate) enum Refusal {
     OriginNotAllowed,
     ProtobufOnly,
     Draining,
+    /// `client.connection_limit_per_ip` reached for the client's address.
+    AddressLimit,
 }
 
 impl Refusal {
+    pub(crate) const ALL: [Refusal; 9] = [
+        Refusal::NotFound,
+        Refusal::MethodNotAllowed,
+        Refusal::NotWebSocket,
+        Refusal::UnsupportedVersion,
+        Refusal::BadKey,
+        Refusal::OriginNotAllowed,
+        Refusal::ProtobufOnly,
+        Refusal::Draining,
+        Refusal::AddressLimit,
+    ];
+
+    /// The `reason` label of `herald_client_handshake_refusals_total`.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Refusal::NotFound => "not_found",
+            Refusal::MethodNotAllowed => "method",
+            Refusal::NotWebSocket => "not_websocket",
+            Refusal::UnsupportedVersion => "version",
+            Refusal::BadKey => "key",
+            Refusal::OriginNotAllowed => "origin",
+            Refusal::ProtobufOnly => "protobuf",
+            Refusal::Draining => "draining",
+            Refusal::AddressLimit => "address_limit",
+        }
+    }
+
     fn status(self) -> (u16, &'static str) {
         match self {
             Refusal::NotFound => (404, "Not Found"),
@@ -54,6 +84,7 @@ impl Refusal {
             Refusal::UnsupportedVersion => (426, "Upgrade Required"),
             Refusal::OriginNotAllowed => (403, "Forbidden"),
             Refusal::Draining => (503, "Service Unavailable"),
+            Refusal::AddressLimit => (429, "Too Many Requests"),
         }
     }
 
@@ -69,16 +100,17 @@ impl Refusal {
                 "herald speaks the JSON client protocol only; offer centrifuge-json or no subprotocol"
             }
             Refusal::Draining => "shutting down",
+            Refusal::AddressLimit => "too many connections from this address",
         }
     }
 
     fn response(self) -> Vec<u8> {
         let (code, phrase) = self.status();
         let body = self.body();
-        let extra = if self == Refusal::UnsupportedVersion {
-            "sec-websocket-version: 13\r\n"
-        } else {
-            ""
+        let extra = match self {
+            Refusal::UnsupportedVersion => "sec-websocket-version: 13\r\n",
+            Refusal::AddressLimit => "retry-after: 1\r\n",
+            _ => "",
         };
         format!(
             "HTTP/1.1 {code} {phrase}\r\ncontent-type: text/plain; charset=utf-8\r\n\
@@ -112,16 +144,41 @@ impl Accepted {
     }
 }
 
+/// Where an upgrade request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// The client protocol.
+    Client,
+    /// The conformance echo (`http_server.conformance_echo`): every message
+    /// comes back as it came, for the Autobahn cases.
+    Echo,
+}
+
+/// The route of `path`, None for a path nothing serves.
+pub(crate) fn route(path: &str, echo_enabled: bool) -> Option<Route> {
+    match path {
+        WEBSOCKET_PATH => Some(Route::Client),
+        ECHO_PATH if echo_enabled => Some(Route::Echo),
+        _ => None,
+    }
+}
+
+pub(crate) const ECHO_PATH: &str = "/conformance/echo";
+/// The echo route takes Autobahn's largest cases (16 MiB messages, 64-byte
+/// fragments): its limits are the test suite's, not a client's.
+const ECHO_MESSAGE_LIMIT: usize = 32 << 20;
+const ECHO_MAX_FRAGMENTS: usize = 1 << 20;
+
 /// The checks of an upgrade request, in the order a client would want to
 /// hear about them.
 pub(crate) fn handshake(
     method: &Method,
-    path: &str,
+    route: Option<Route>,
     headers: &HeaderMap,
     allowed_origins: &[String],
     draining: bool,
 ) -> Result<Accepted, Refusal> {
-    if path != WEBSOCKET_PATH {
+    if route.is_none() {
         return Err(Refusal::NotFound);
     }
     if method != Method::GET {
@@ -177,21 +234,41 @@ pub(crate) fn handshake(
     })
 }
 
+/// What the public listener's upgrade service was built with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UpgradeSettings {
+    pub(crate) echo: bool,
+}
+
 /// Serves one upgrade request of the public listener to its end.
-pub(crate) async fn upgrade<T>(node: Arc<Node>, req: Request, framed: Framed<T, h1::Codec>)
-where
+pub(crate) async fn upgrade<T>(
+    node: Arc<Node>,
+    req: Request,
+    framed: Framed<T, h1::Codec>,
+    settings: UpgradeSettings,
+) where
     T: Transport + 'static,
 {
     let started = Instant::now();
     let parts = framed.into_parts();
     let (mut io, read_ahead) = (parts.io, parts.read_buf);
-    let decision = handshake(
+    let route = route(req.path(), settings.echo);
+    let mut decision = handshake(
         req.method(),
-        req.path(),
+        route,
         req.head().headers(),
         &node.client.allowed_origins,
         node.is_draining(),
     );
+    let mut ip_slot = None;
+    if decision.is_ok() {
+        if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
+            match node.take_ip_slot(ip) {
+                Ok(slot) => ip_slot = slot,
+                Err(()) => decision = Err(Refusal::AddressLimit),
+            }
+        }
+    }
     crate::log_request(
         req.method(),
         req.path(),
@@ -202,6 +279,10 @@ where
         Ok(accepted) => accepted,
         Err(refusal) => {
             tracing::debug!(?refusal, "handshake refused");
+            crate::metrics::METRICS
+                .handshake_refusals
+                .with_label_values(&[refusal.label()])
+                .inc();
             let _ = io.write_all(&refusal.response()).await;
             let _ = io.shutdown().await;
             return;
@@ -220,23 +301,31 @@ where
     drop(parts.write_buf);
     drop(parts.codec);
     drop(req);
-    let outbox = Arc::new(Outbox::new(node.client.queue_max_size));
-    let (inbound, inbound_rx) = futures_channel::mpsc::channel(INBOUND_QUEUE);
-    let limit = node.client.message_size_limit;
-    let session_outbox = outbox.clone();
-    Session::create(move |ctx| {
-        ctx.add_stream(inbound_rx);
-        Session::new(node, session_outbox)
-    });
+    let (outbox, inbound, limit, fragments) = if route == Some(Route::Echo) {
+        // The socket task echoes by itself: no Session, no channel.
+        let outbox = Arc::new(Outbox::unbatched(2 * ECHO_MESSAGE_LIMIT));
+        (outbox, None, ECHO_MESSAGE_LIMIT, ECHO_MAX_FRAGMENTS)
+    } else {
+        let (inbound, inbound_rx) = futures_channel::mpsc::channel(INBOUND_QUEUE);
+        let identity = if node.client.tls_identity_as_user {
+            io.peer_certificate()
+                .and_then(|der| tls::certificate_identity(der, &node.identity_order))
+        } else {
+            None
+        };
+        let outbox = Arc::new(Outbox::new(node.client.queue_max_size));
+        let limit = node.client.message_size_limit;
+        let session_outbox = outbox.clone();
+        Session::create(move |ctx| {
+            ctx.add_stream(inbound_rx);
+            Session::new(node, session_outbox, identity)
+        });
+        (outbox, Some(inbound), limit, MAX_FRAGMENTS)
+    };
     // Its own task, so the HTTP dispatcher's task (and its allocation) ends
     // here: a connection costs the socket task and the Session, nothing more.
     actix_web::rt::spawn(Socket::new(
-        io,
-        unread,
-        outbox,
-        inbound,
-        limit,
-        MAX_FRAGMENTS,
+        io, unread, outbox, inbound, limit, fragments, ip_slot,
     ));
 }
 
@@ -299,7 +388,7 @@ mod tests {
         pairs.extend_from_slice(extra);
         handshake(
             &Method::GET,
-            WEBSOCKET_PATH,
+            Some(Route::Client),
             &headers(&pairs),
             &["https://app.example.com".to_string()],
             false,
@@ -371,8 +460,10 @@ mod tests {
         );
         assert!(check(&[("origin", "https://app.example.com")], "").is_ok());
         let h = headers(GOOD);
-        let no = |m: &Method, p: &str, d: bool| handshake(m, p, &h, &[], d);
+        let no = |m: &Method, p: &str, d: bool| handshake(m, route(p, false), &h, &[], d);
         assert_eq!(no(&Method::GET, "/other", false), Err(Refusal::NotFound));
+        assert_eq!(no(&Method::GET, ECHO_PATH, false), Err(Refusal::NotFound));
+        assert_eq!(route(ECHO_PATH, true), Some(Route::Echo));
         assert_eq!(
             no(&Method::POST, WEBSOCKET_PATH, false),
             Err(Refusal::MethodNotAllowed)

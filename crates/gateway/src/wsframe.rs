@@ -313,8 +313,17 @@ pub(crate) struct TextFrame(Bytes);
 impl TextFrame {
     /// Frames one text message (the one copy of its bytes).
     pub(crate) fn new(text: &[u8]) -> Self {
+        Self::with_opcode(OP_TEXT, text)
+    }
+
+    /// Frames one binary message (only the conformance echo sends them).
+    pub(crate) fn binary(body: &[u8]) -> Self {
+        Self::with_opcode(OP_BINARY, body)
+    }
+
+    fn with_opcode(opcode: u8, text: &[u8]) -> Self {
         let mut header = [0u8; MAX_HEADER];
-        let header_len = server_header(OP_TEXT, text.len(), &mut header);
+        let header_len = server_header(opcode, text.len(), &mut header);
         let mut frame = Vec::with_capacity(header_len + text.len());
         frame.extend_from_slice(&header[..header_len]);
         frame.extend_from_slice(text);

@@ -23,13 +23,13 @@ use herald_gateway::{
 use serde::{Deserialize, Serialize};
 
 /// Prefix of every variable of the environment layer.
-pub(crate) const ENV_PREFIX: &str = "HERALD_";
+pub const ENV_PREFIX: &str = "HERALD_";
 /// Read by the CLI as `--config`; never part of the environment layer.
-pub(crate) const CONFIG_PATH_ENV: &str = "HERALD_CONFIG";
+pub const CONFIG_PATH_ENV: &str = "HERALD_CONFIG";
 
 /// Keys that hold a secret (or a key's PEM text) and may instead be given as a
 /// path in the sibling key `<key>_file`.
-pub(crate) const FILE_KEYS: &[&str] = &[
+pub const FILE_KEYS: &[&str] = &[
     "client.token.hmac_secret_key",
     "client.token.hmac_previous_secret_key",
     "client.token.rsa_public_key",
@@ -46,6 +46,7 @@ pub(crate) const FILE_KEYS: &[&str] = &[
 /// Keys whose environment value is a comma-separated list.
 const LIST_KEYS: &[&str] = &[
     "client.allowed_origins",
+    "client.tls_identity_order",
     "engine.redis.address",
     "engine.redis.cluster_address",
 ];
@@ -54,7 +55,7 @@ const LIST_KEYS: &[&str] = &[
 /// where there is one.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum ConfigError {
+pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
     ReadFile {
         path: PathBuf,
@@ -95,39 +96,39 @@ impl ConfigError {
 
 /// A key no section knows, and the environment variable that set it, if one did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct UnknownKey {
-    pub(crate) key: String,
-    pub(crate) env: Option<String>,
+pub struct UnknownKey {
+    pub key: String,
+    pub env: Option<String>,
 }
 
 /// Every section of the configuration file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
-pub(crate) struct Config {
-    pub(crate) http_server: HttpServerConfig,
-    pub(crate) client: ClientConfig,
-    pub(crate) channel: ChannelConfig,
-    pub(crate) http_api: HttpApiConfig,
-    pub(crate) engine: EngineConfig,
-    pub(crate) bus_integrity: BusIntegrityConfig,
-    pub(crate) history_encryption: HistoryEncryptionConfig,
-    pub(crate) prometheus: PrometheusConfig,
-    pub(crate) health: HealthConfig,
-    pub(crate) log: LogConfig,
-    pub(crate) shutdown: ShutdownConfig,
+pub struct Config {
+    pub http_server: HttpServerConfig,
+    pub client: ClientConfig,
+    pub channel: ChannelConfig,
+    pub http_api: HttpApiConfig,
+    pub engine: EngineConfig,
+    pub bus_integrity: BusIntegrityConfig,
+    pub history_encryption: HistoryEncryptionConfig,
+    pub prometheus: PrometheusConfig,
+    pub health: HealthConfig,
+    pub log: LogConfig,
+    pub shutdown: ShutdownConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
-pub(crate) struct EngineConfig {
+pub struct EngineConfig {
     #[serde(rename = "type")]
-    pub(crate) kind: EngineKind,
-    pub(crate) redis: RedisConfig,
+    pub kind: EngineKind,
+    pub redis: RedisConfig,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", try_from = "String")]
-pub(crate) enum EngineKind {
+pub enum EngineKind {
     #[default]
     Memory,
     Redis,
@@ -147,27 +148,27 @@ impl TryFrom<String> for EngineKind {
 
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
-pub(crate) struct RedisConfig {
+pub struct RedisConfig {
     /// Several addresses shard channels over several servers.
-    pub(crate) address: Vec<String>,
+    pub address: Vec<String>,
     /// Redis Cluster seed nodes.
-    pub(crate) cluster_address: Vec<String>,
-    pub(crate) prefix: String,
-    pub(crate) user: String,
-    pub(crate) password: String,
-    pub(crate) tls_ca_pem_file: String,
+    pub cluster_address: Vec<String>,
+    pub prefix: String,
+    pub user: String,
+    pub password: String,
+    pub tls_ca_pem_file: String,
     #[serde(with = "humantime_serde")]
-    pub(crate) connect_timeout: Duration,
+    pub connect_timeout: Duration,
     #[serde(with = "humantime_serde")]
-    pub(crate) command_timeout: Duration,
+    pub command_timeout: Duration,
     /// How often a node announces itself to the others.
     #[serde(with = "humantime_serde")]
-    pub(crate) heartbeat_interval: Duration,
+    pub heartbeat_interval: Duration,
     /// A node silent this long is forgotten.
     #[serde(with = "humantime_serde")]
-    pub(crate) node_ttl: Duration,
+    pub node_ttl: Duration,
     /// Pub/sub connections per Redis server (or per cluster).
-    pub(crate) pubsub_connections: usize,
+    pub pubsub_connections: usize,
 }
 
 impl Default for RedisConfig {
@@ -191,36 +192,36 @@ impl Default for RedisConfig {
 /// HMAC keyring for envelopes that cross Redis.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
-pub(crate) struct BusIntegrityConfig {
+pub struct BusIntegrityConfig {
     /// Key id used to sign; empty = signing off.
-    pub(crate) active: String,
-    pub(crate) keys: Vec<BusKeyConfig>,
+    pub active: String,
+    pub keys: Vec<BusKeyConfig>,
 }
 
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
-pub(crate) struct BusKeyConfig {
-    pub(crate) id: String,
+pub struct BusKeyConfig {
+    pub id: String,
     /// Base64 of at least 32 bytes.
-    pub(crate) secret: String,
-    pub(crate) secret_file: String,
+    pub secret: String,
+    pub secret_file: String,
 }
 
 /// AEAD keyring for payloads stored in history.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
-pub(crate) struct HistoryEncryptionConfig {
-    pub(crate) active: String,
-    pub(crate) keys: Vec<HistoryKeyConfig>,
+pub struct HistoryEncryptionConfig {
+    pub active: String,
+    pub keys: Vec<HistoryKeyConfig>,
 }
 
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
-pub(crate) struct HistoryKeyConfig {
-    pub(crate) id: String,
+pub struct HistoryKeyConfig {
+    pub id: String,
     /// Base64 of exactly 32 bytes (AES-256).
-    pub(crate) key: String,
-    pub(crate) key_file: String,
+    pub key: String,
+    pub key_file: String,
 }
 
 // Hand-written Debug for the structs holding secrets: a `{:?}` of the
@@ -278,8 +279,8 @@ impl std::fmt::Debug for Redacted<'_> {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
-pub(crate) struct PrometheusConfig {
-    pub(crate) enabled: bool,
+pub struct PrometheusConfig {
+    pub enabled: bool,
 }
 
 impl Default for PrometheusConfig {
@@ -290,8 +291,8 @@ impl Default for PrometheusConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
-pub(crate) struct HealthConfig {
-    pub(crate) enabled: bool,
+pub struct HealthConfig {
+    pub enabled: bool,
 }
 
 impl Default for HealthConfig {
@@ -302,10 +303,10 @@ impl Default for HealthConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
-pub(crate) struct LogConfig {
+pub struct LogConfig {
     /// An `EnvFilter` directive; `RUST_LOG` overrides it.
-    pub(crate) level: String,
-    pub(crate) format: LogFormat,
+    pub level: String,
+    pub format: LogFormat,
 }
 
 impl Default for LogConfig {
@@ -319,7 +320,7 @@ impl Default for LogConfig {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", try_from = "String")]
-pub(crate) enum LogFormat {
+pub enum LogFormat {
     #[default]
     Text,
     Json,
@@ -339,7 +340,7 @@ impl TryFrom<String> for LogFormat {
 
 impl Config {
     /// The sections the gateway runs a node with.
-    pub(crate) fn gateway(&self) -> GatewayConfig {
+    pub fn gateway(&self) -> GatewayConfig {
         GatewayConfig {
             http_server: self.http_server.clone(),
             client: self.client.clone(),
@@ -356,15 +357,15 @@ impl Config {
 
 /// A configuration that passed validation, and what an operator should hear about it.
 #[derive(Debug)]
-pub(crate) struct Loaded {
-    pub(crate) config: Config,
+pub struct Loaded {
+    pub config: Config,
     /// Accepted but doubtful settings (short HMAC secret, insecure mode, ...).
-    pub(crate) warnings: Vec<String>,
+    pub warnings: Vec<String>,
 }
 
 /// Where the file layer comes from.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum FileLayer<'a> {
+pub enum FileLayer<'a> {
     None,
     Path(&'a Path),
     /// Text in a given format (the dev profile, tests).
@@ -374,7 +375,7 @@ pub(crate) enum FileLayer<'a> {
 /// Loads and validates: the file layer, then the environment layer (`env`
 /// holds `HERALD_*` pairs; anything else and `HERALD_CONFIG` are skipped), then
 /// `*_file` secrets.
-pub(crate) fn load<I>(file: FileLayer<'_>, env: I) -> Result<Loaded, ConfigError>
+pub fn load<I>(file: FileLayer<'_>, env: I) -> Result<Loaded, ConfigError>
 where
     I: IntoIterator<Item = (String, String)>,
 {
@@ -384,7 +385,7 @@ where
 }
 
 /// The `HERALD_*` variables of this process, less `HERALD_CONFIG`.
-pub(crate) fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
+pub fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
     let mut vars = Vec::new();
     for (name, value) in std::env::vars_os() {
         let Some(name) = name.to_str() else { continue };
@@ -402,7 +403,7 @@ pub(crate) fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
 }
 
 /// The file format a path's extension names.
-pub(crate) fn format_of(path: &Path) -> Result<FileFormat, ConfigError> {
+pub fn format_of(path: &Path) -> Result<FileFormat, ConfigError> {
     let extension = path
         .extension()
         .and_then(|e| e.to_str())
@@ -740,12 +741,38 @@ fn validate(config: &Config) -> Result<Vec<String>, ConfigError> {
             "required when http_server.tls.enabled is true",
         ));
     }
-    if tls.enabled {
-        // Refused rather than silently served in plain text.
+    if tls.client_auth != "none" && tls.client_ca_pem_file.is_empty() {
         return Err(ConfigError::invalid(
-            "http_server.tls.enabled",
-            "TLS is not supported yet; terminate TLS in front of herald for now",
+            "http_server.tls.client_ca_pem_file",
+            "required when http_server.tls.client_auth is optional or required",
         ));
+    }
+    if tls.client_auth == "none" && !tls.client_ca_pem_file.is_empty() {
+        return Err(ConfigError::invalid(
+            "http_server.tls.client_auth",
+            "is \"none\" while client_ca_pem_file is set: say \"optional\" or \"required\"",
+        ));
+    }
+    for name in &config.client.tls_identity_order {
+        if !matches!(name.as_str(), "san_uri" | "san_dns" | "cn") {
+            return Err(ConfigError::invalid(
+                "client.tls_identity_order",
+                format!("{name:?} is not one of san_uri, san_dns, cn"),
+            ));
+        }
+    }
+    if config.client.tls_identity_as_user && (!tls.enabled || tls.client_auth == "none") {
+        warnings.push(
+            "client.tls_identity_as_user is on but no client certificate is asked for \
+             (http_server.tls.client_auth = none): it has no effect"
+                .to_owned(),
+        );
+    }
+    if config.http_server.conformance_echo {
+        warnings.push(
+            "http_server.conformance_echo is on: /conformance/echo echoes anything; never in production"
+                .to_owned(),
+        );
     }
 
     let client = &config.client;
@@ -884,7 +911,7 @@ fn redis_ca(redis: &RedisConfig) -> Result<Option<Vec<u8>>, ConfigError> {
 
 impl Config {
     /// The Redis engine settings (reads the CA file, if one is set).
-    pub(crate) fn redis_engine(&self) -> Result<herald_bus::redis::RedisConfig, ConfigError> {
+    pub fn redis_engine(&self) -> Result<herald_bus::redis::RedisConfig, ConfigError> {
         let redis = &self.engine.redis;
         let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         Ok(herald_bus::redis::RedisConfig {

@@ -3,10 +3,6 @@
 //!
 //! Exit codes: 0 success, 2 usage or config error, 1 runtime failure.
 
-mod config;
-mod profile;
-mod token;
-
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use herald::{config, profile, token};
 use herald_auth::TokenVerifier;
 use herald_bus::memory::MemoryEngine;
 use herald_bus::redis::RedisEngine;
@@ -190,10 +187,12 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
             other => anyhow::Error::new(other).context("cannot start the node"),
         })?;
 
-        let (ws, http) = if tls {
-            ("wss", "https")
-        } else {
-            ("ws", "http")
+        // The internal listener is plain HTTP unless it shares the public port.
+        let shared = running.internal_addr == running.public_addr;
+        let (ws, http) = match (tls, shared) {
+            (false, _) => ("ws", "http"),
+            (true, true) => ("wss", "https"),
+            (true, false) => ("wss", "http"),
         };
         let ws_url = format!("{ws}://{}/connection/websocket", running.public_addr);
         let api_url = format!("{http}://{}", running.internal_addr);

@@ -8,21 +8,21 @@ use base64::Engine as _;
 use rand::RngCore as _;
 
 /// The user the dev banner's token is minted for.
-pub(crate) const DEV_USER: &str = "dev-user";
+pub const DEV_USER: &str = "dev-user";
 
 /// Freshly generated secrets for one profile.
-pub(crate) struct Secrets {
+pub struct Secrets {
     /// HMAC key for connection tokens: 32 random bytes as hex text (the key is
     /// the text itself, as in Centrifugo).
-    pub(crate) hmac_secret: String,
+    pub hmac_secret: String,
     /// Server API key: 32 random bytes as hex.
-    pub(crate) api_key: String,
+    pub api_key: String,
     /// Bus signing key: base64 of 32 random bytes.
-    pub(crate) bus_key: String,
+    pub bus_key: String,
 }
 
 impl Secrets {
-    pub(crate) fn generate() -> Self {
+    pub fn generate() -> Self {
         Self {
             hmac_secret: hex(&random_bytes()),
             api_key: hex(&random_bytes()),
@@ -32,12 +32,12 @@ impl Secrets {
 }
 
 /// Base64 (standard, padded) of 32 random bytes: a bus or history keyring key.
-pub(crate) fn random_key_base64() -> String {
+pub fn random_key_base64() -> String {
     base64::engine::general_purpose::STANDARD.encode(random_bytes())
 }
 
 /// The dev profile as a commented TOML config holding `secrets`.
-pub(crate) fn config_text(secrets: &Secrets) -> String {
+pub fn config_text(secrets: &Secrets) -> String {
     TEMPLATE
         .replace("@HMAC_SECRET@", &secrets.hmac_secret)
         .replace("@API_KEY@", &secrets.api_key)
@@ -45,16 +45,16 @@ pub(crate) fn config_text(secrets: &Secrets) -> String {
 }
 
 /// What the dev profile prints to stdout once the node listens.
-pub(crate) struct Banner<'a> {
-    pub(crate) ws_url: &'a str,
-    pub(crate) api_url: &'a str,
-    pub(crate) api_key: &'a str,
-    pub(crate) hmac_secret: &'a str,
-    pub(crate) token: &'a str,
+pub struct Banner<'a> {
+    pub ws_url: &'a str,
+    pub api_url: &'a str,
+    pub api_key: &'a str,
+    pub hmac_secret: &'a str,
+    pub token: &'a str,
 }
 
 impl Banner<'_> {
-    pub(crate) fn render(&self) -> String {
+    pub fn render(&self) -> String {
         let Banner {
             ws_url,
             api_url,
@@ -124,7 +124,7 @@ internal_port = 0              # API, /metrics, /health, /ready; 0 = on `port`
 # enabled = false
 # cert_pem_file = ""
 # key_pem_file = ""
-# client_ca_pem_file = ""      # enables client certificate verification
+# client_ca_pem_file = ""      # CA of client certificates (client_auth optional or required)
 # client_auth = "none"         # none | optional | required
 # min_version = "1.3"          # "1.3" | "1.2"
 
@@ -143,6 +143,7 @@ internal_port = 0              # API, /metrics, /health, /ready; 0 = on `port`
 # expired_sub_close_delay = "25s"
 # allow_anonymous_connect_without_token = false
 # tls_identity_as_user = false
+# tls_identity_order = ["san_uri", "san_dns", "cn"]  # which certificate field names the user
 # insecure = false             # development only: no auth, every permission
 
 [client.token]                 # connection tokens

@@ -10,20 +10,20 @@ use crate::config::{Config, ConfigError};
 
 /// What a minted token says.
 #[derive(Debug, Clone)]
-pub(crate) struct TokenRequest<'a> {
+pub struct TokenRequest<'a> {
     /// `sub`; empty = anonymous.
-    pub(crate) user: &'a str,
+    pub user: &'a str,
     /// `Some`: a subscription token for this channel.
-    pub(crate) channel: Option<&'a str>,
+    pub channel: Option<&'a str>,
     /// `exp` = now + ttl; `None`: no `exp` claim (never expires).
-    pub(crate) ttl: Option<Duration>,
+    pub ttl: Option<Duration>,
     /// Unix seconds.
-    pub(crate) now: u64,
+    pub now: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum MintError {
+pub enum MintError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("cannot sign the token: {0}")]
@@ -34,7 +34,7 @@ pub(crate) enum MintError {
 /// subscription token, `client.subscription_token`'s when that section is
 /// enabled, else `client.token`'s. Configured `aud` and `iss` are included so
 /// the token passes the node's checks.
-pub(crate) fn mint(config: &Config, request: &TokenRequest<'_>) -> Result<String, MintError> {
+pub fn mint(config: &Config, request: &TokenRequest<'_>) -> Result<String, MintError> {
     let (section, keys) = signing_keys(config, request.channel.is_some());
     if keys.hmac_secret_key.is_empty() {
         return Err(ConfigError::Invalid {

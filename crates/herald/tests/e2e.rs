@@ -3,6 +3,8 @@
 //! observes (reply lines, pushes, close codes) per centrifugo-compat.md §1.
 
 mod support;
+#[path = "e2e/tls.rs"]
+mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -80,6 +82,25 @@ async fn stale_without_connect() {
         waited >= Duration::from_millis(250),
         "closed after {waited:?}, before the 300ms handshake timeout"
     );
+    assert_metric_at_least(&server, DISCONNECTS_3502, 1.0).await;
+}
+
+const DISCONNECTS_3502: &str = "herald_client_num_server_disconnects_total{code=\"3502\"}";
+
+/// Waits (up to 5 s) for a counter to reach `want`.
+async fn assert_metric_at_least(server: &Server, series: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let value = server.metric(series).await;
+        if value >= want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} is {value}, expected at least {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -160,6 +181,12 @@ async fn oversize_frame_closes_1009() {
         code, 1009,
         "4 KB frame over a 1 KiB limit; reason {reason:?}"
     );
+    assert_metric_at_least(
+        &server,
+        "herald_client_num_server_disconnects_total{code=\"1009\"}",
+        1.0,
+    )
+    .await;
 }
 
 // ---- ping / pong ----------------------------------------------------------------
@@ -412,6 +439,12 @@ async fn channel_limit_106() {
     assert_ok(&client.call(2, &subscribe(2, "a")).await, "subscribe");
     assert_ok(&client.call(3, &subscribe(3, "b")).await, "subscribe");
     assert_error(&client.call(4, &subscribe(4, "c")).await, 106);
+    assert_metric_at_least(
+        &server,
+        "herald_client_num_reply_errors_total{code=\"106\",method=\"subscribe\"}",
+        1.0,
+    )
+    .await;
     // Freeing a slot makes room again.
     let unsubscribe = r#"{"id":5,"unsubscribe":{"channel":"a"}}"#;
     assert_ok(&client.call(5, unsubscribe).await, "unsubscribe");
@@ -1032,4 +1065,149 @@ async fn websocket_violations_close_with_rfc_codes() {
     body.extend_from_slice(b"bye");
     stream.write_all(&client_frame(0x88, &body)).await.unwrap();
     assert_eq!(read_close_code(&mut stream).await, 4001);
+}
+
+// ---- abuse limits -----------------------------------------------------------------
+
+#[tokio::test]
+async fn connection_limit_per_ip_429_and_the_slot_is_given_back() {
+    let server = Server::start(&format!("[client]\nconnection_limit_per_ip = 2\n{OPEN}")).await;
+    let addr = ws_addr(&server);
+    let first = Client::connected(server.ws_url(), "a").await;
+    let _second = Client::connected(server.ws_url(), "b").await;
+    let (_, head) = raw_request(
+        &addr,
+        &upgrade_request(&addr, "/connection/websocket", "13", KEY),
+    )
+    .await;
+    assert!(
+        head.starts_with("HTTP/1.1 429 "),
+        "third connection from one address: {head}"
+    );
+    assert_metric_at_least(
+        &server,
+        "herald_client_handshake_refusals_total{reason=\"address_limit\"}",
+        1.0,
+    )
+    .await;
+    drop(first);
+    // The closed connection's slot comes back.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, head) = raw_request(
+            &addr,
+            &upgrade_request(&addr, "/connection/websocket", "13", KEY),
+        )
+        .await;
+        if head.starts_with("HTTP/1.1 101 ") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slot never came back: {head}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn command_rate_limit_111_then_3013() {
+    let server = Server::start(&format!("[client]\ncommand_rate_limit = 5\n{OPEN}")).await;
+    let mut client = Client::connected(server.ws_url(), "u").await;
+    // Within the rate (the bucket refills while we wait): answered.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_alive(&mut client, 2).await;
+    // A burst over it: the excess is refused with 111.
+    let burst: Vec<String> = (10..18)
+        .map(|id| subscribe(id, &format!("burst-{id}")))
+        .collect();
+    client.send_text(burst.join("\n")).await;
+    let mut refused = 0;
+    for _ in 10..18 {
+        let reply = client.next_reply().await;
+        if error_code(&reply) == Some(111) {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 3,
+        "only {refused} of 8 commands over a rate of 5/s were refused"
+    );
+    assert_metric_at_least(
+        &server,
+        "herald_client_num_reply_errors_total{code=\"111\",method=\"subscribe\"}",
+        3.0,
+    )
+    .await;
+    // Keeping on: disconnected with 3013.
+    let flood: Vec<String> = (100..130)
+        .map(|id| subscribe(id, &format!("flood-{id}")))
+        .collect();
+    client.send_text(flood.join("\n")).await;
+    let (code, reason) = client.expect_close().await;
+    assert_eq!(code, 3013, "reason {reason:?}");
+    assert_metric_at_least(
+        &server,
+        "herald_client_num_server_disconnects_total{code=\"3013\"}",
+        1.0,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn user_connection_limit_3504() {
+    let server = Server::start(&format!("[client]\nuser_connection_limit = 2\n{OPEN}")).await;
+    let _one = Client::connected(server.ws_url(), "dana").await;
+    let _two = Client::connected(server.ws_url(), "dana").await;
+    let mut three = Client::open(server.ws_url()).await;
+    three
+        .send_line(&json!({ "id": 1, "connect": { "token": support::token("dana") } }).to_string())
+        .await;
+    let (code, reason) = three.expect_close().await;
+    assert_eq!(
+        code, 3504,
+        "third connection of one user; reason {reason:?}"
+    );
+    assert_metric_at_least(
+        &server,
+        "herald_client_num_server_disconnects_total{code=\"3504\"}",
+        1.0,
+    )
+    .await;
+    // Another user is not affected.
+    let _other = Client::connected(server.ws_url(), "erin").await;
+}
+
+#[tokio::test]
+async fn foreign_origin_403() {
+    let server = Server::start(&format!(
+        "[client]\nallowed_origins = [\"https://*.herald.test\"]\n{OPEN}"
+    ))
+    .await;
+    let addr = ws_addr(&server);
+    let request = |origin: &str| {
+        upgrade_request(&addr, "/connection/websocket", "13", KEY)
+            .replace("\r\n\r\n", &format!("\r\nOrigin: {origin}\r\n\r\n"))
+    };
+    let (_, head) = raw_request(&addr, &request("https://evil.example")).await;
+    assert!(head.starts_with("HTTP/1.1 403 "), "{head}");
+    let (_, head) = raw_request(&addr, &request("https://app.herald.test")).await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert_metric_at_least(
+        &server,
+        "herald_client_handshake_refusals_total{reason=\"origin\"}",
+        1.0,
+    )
+    .await;
+}
+
+/// SIGHUP means "reload": it never stops a node, TLS or not.
+#[tokio::test]
+async fn sighup_does_not_stop_a_plain_node() {
+    let mut server = Server::start(OPEN).await;
+    server.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(server.is_running(), "SIGHUP stopped the node");
+    let mut client = Client::connected(server.ws_url(), "u").await;
+    assert_alive(&mut client, 2).await;
 }

@@ -365,9 +365,14 @@ fn bad_values_name_their_key() {
             "http_server.tls.cert_pem_file: ",
         ),
         (
-            "[http_server.tls]\nenabled = true\ncert_pem_file = \"c.pem\"\nkey_pem_file = \"k.pem\"\n",
+            "[http_server.tls]\nclient_auth = \"required\"\n",
             &[],
-            "http_server.tls.enabled: TLS is not supported yet",
+            "http_server.tls.client_ca_pem_file: required when",
+        ),
+        (
+            "[client]\ntls_identity_order = [\"san_uri\", \"email\"]\n",
+            &[],
+            "client.tls_identity_order: \"email\" is not one of",
         ),
         (
             "[[channel.namespaces]]\nname = \"bad name\"\n",

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{client_async, WebSocketStream};
+use tokio_tungstenite::{client_async, MaybeTlsStream, WebSocketStream};
 
 use super::token::token;
 
@@ -30,7 +30,7 @@ pub(crate) enum Incoming {
 }
 
 pub(crate) struct Client {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pending: VecDeque<Incoming>,
     ended: Option<Incoming>,
     /// Pushes read past by [`Client::reply_to`] and [`Client::expect_open_for`].
@@ -268,6 +268,19 @@ impl Client {
             .await
             .unwrap_or_else(|_| panic!("TCP connect to {addr} timed out"))
             .unwrap_or_else(|e| panic!("TCP connect to {addr} failed: {e}"));
+        Client::over(url, MaybeTlsStream::Plain(stream)).await
+    }
+
+    /// The WebSocket handshake over a TLS connection already made
+    /// (`url` is the `wss://` URL it goes to).
+    pub(crate) async fn over_tls(
+        url: &str,
+        stream: tokio_rustls::client::TlsStream<TcpStream>,
+    ) -> Client {
+        Client::over(url, MaybeTlsStream::Rustls(stream)).await
+    }
+
+    async fn over(url: &str, stream: MaybeTlsStream<TcpStream>) -> Client {
         let (ws, _response) = tokio::time::timeout(READ_TIMEOUT, client_async(url, stream))
             .await
             .unwrap_or_else(|_| panic!("WebSocket handshake with {url} timed out"))

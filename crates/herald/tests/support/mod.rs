@@ -10,8 +10,9 @@
 
 mod client;
 mod server;
+pub(crate) mod tls;
 mod token;
 
 pub(crate) use client::{error_code, is_push, push_pub, Client, Incoming};
-pub(crate) use server::Server;
+pub(crate) use server::{unique_temp_dir, Server};
 pub(crate) use token::{token, token_signed_with, token_with_exp, unix_now};

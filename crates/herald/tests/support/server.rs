@@ -31,10 +31,24 @@ impl Server {
     /// test HMAC secret) followed by `toml_extra`, which may open any other
     /// table (`[client]`, `[channel.without_namespace]`, `[[channel.namespaces]]`).
     pub(crate) async fn start(toml_extra: &str) -> Server {
+        Server::start_inner(0, toml_extra).await
+    }
+
+    /// Like [`Server::start`], with the internal listener (API, metrics) on
+    /// its own port: for a TLS public port, so metrics stay plain HTTP.
+    pub(crate) async fn start_with_internal_port(toml_extra: &str) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Server::start_inner(port, toml_extra).await
+    }
+
+    async fn start_inner(internal_port: u16, toml_extra: &str) -> Server {
         let dir = unique_temp_dir();
         let config_path = dir.join("herald.toml");
         let config = format!(
-            "[http_server]\naddress = \"127.0.0.1\"\nport = 0\ninternal_port = 0\n\n\
+            "[http_server]\naddress = \"127.0.0.1\"\nport = 0\ninternal_port = {internal_port}\n\n\
              [client.token]\nhmac_secret_key = \"{SECRET}\"\n\n{toml_extra}\n"
         );
         std::fs::write(&config_path, &config).expect("write the test config");
@@ -123,7 +137,8 @@ impl Server {
         let ws_url = field("ws=");
         let api_url = field("api=");
         assert!(
-            ws_url.starts_with("ws://127.0.0.1:") && ws_url.ends_with("/connection/websocket"),
+            (ws_url.starts_with("ws://127.0.0.1:") || ws_url.starts_with("wss://127.0.0.1:"))
+                && ws_url.ends_with("/connection/websocket"),
             "unexpected ws url in {line:?}"
         );
         Server {
@@ -172,6 +187,51 @@ impl Server {
             .count()
     }
 
+    /// The value of one series of `/metrics` (`name{label="v"}` exactly as
+    /// exported), 0 when absent.
+    pub(crate) async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics_text().await;
+        text.lines()
+            .find_map(|line| {
+                let rest = line.strip_prefix(series)?;
+                rest.strip_prefix(' ')?.trim().parse().ok()
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// `GET /metrics` on the internal listener.
+    pub(crate) async fn metrics_text(&self) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let addr = self
+            .api_url
+            .strip_prefix("http://")
+            .expect("the internal listener is plain HTTP");
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+        let request = format!("GET /metrics HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("send GET /metrics");
+        let mut response = String::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+            .await
+            .expect("GET /metrics timed out")
+            .expect("read /metrics");
+        response
+    }
+
+    /// Sends `signal` (e.g. "HUP") to the server process.
+    pub(crate) fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {} failed", self.pid);
+    }
+
     /// Whether the process is still running (it must not crash on bad input).
     pub(crate) fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -200,7 +260,7 @@ impl Drop for Server {
     }
 }
 
-fn unique_temp_dir() -> PathBuf {
+pub(crate) fn unique_temp_dir() -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -1,0 +1,355 @@
+//! Entry point of the `ws_frames` fuzz target (`fuzz/`), also driven by the
+//! property tests below so `cargo test` covers the same path: a client's
+//! bytes, cut into reads at arbitrary points, through the frame reader and
+//! every text message through the command decoder, as `socket.rs` and
+//! `session.rs` do, with no I/O.
+//!
+//! Not an API: hidden from the docs and free to change.
+
+use bytes::BytesMut;
+use herald_protocol::{decode_frame, Command};
+
+use crate::wsframe::{self, Message, Reader};
+
+/// What the server made of a client's bytes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The text messages, in order.
+    pub texts: Vec<Vec<u8>>,
+    /// Messages of every kind read before the end of the input, a close or
+    /// a violation.
+    pub messages: usize,
+    /// Commands decoded out of the text messages.
+    pub commands: usize,
+    /// Text messages the command decoder refused.
+    pub bad_frames: usize,
+    /// The close code sent for a protocol violation; reading stops there.
+    pub violation: Option<u16>,
+    /// The client sent a close frame; reading stops there.
+    pub closed: bool,
+}
+
+/// Decodes `data` as a client would send it over one connection, never
+/// panicking on any input. The first byte is not wire data: its low four
+/// bits set the fragment limit (1 to 16 frames), its high four bits how the
+/// rest is cut into reads (0: one read; otherwise reads of pseudo-random
+/// lengths). A fuzzer mutates the cuts as readily as the bytes.
+pub fn decode_client_bytes(data: &[u8], max_message: usize) -> Outcome {
+    let Some((&control, wire)) = data.split_first() else {
+        return Outcome::default();
+    };
+    let max_fragments = usize::from(control & 0x0F) + 1;
+    decode_client_chunks(cuts(wire, control >> 4), max_message, max_fragments)
+}
+
+/// Decodes the reads `chunks`, in order, as one connection's bytes.
+pub fn decode_client_chunks<'a>(
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+    max_message: usize,
+    max_fragments: usize,
+) -> Outcome {
+    let mut reader = Reader::new(max_message, max_fragments);
+    let mut unread = BytesMut::new();
+    let mut out = Outcome::default();
+    for chunk in chunks {
+        unread.extend_from_slice(chunk);
+        loop {
+            match reader.next(&mut unread) {
+                Ok(None) => break,
+                Ok(Some(message)) => {
+                    out.messages += 1;
+                    if on_message(message, &mut out) {
+                        return out;
+                    }
+                }
+                Err(error) => {
+                    out.violation = Some(error.disconnect().code);
+                    return out;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Handles one message as the socket and session would; true when reading
+/// stops.
+fn on_message(message: Message, out: &mut Outcome) -> bool {
+    match message {
+        Message::Text(text) => {
+            match decode_frame(&text) {
+                Ok(commands) => {
+                    // The protocol crate's promise: what it decoded
+                    // encodes to a line that decodes to the same command.
+                    for command in &commands {
+                        let again = Command::decode(&command.encode());
+                        assert!(
+                            matches!(&again, Ok(c) if c == command),
+                            "command does not round-trip: {command:?} -> {again:?}"
+                        );
+                    }
+                    out.commands += commands.len();
+                }
+                Err(_) => out.bad_frames += 1,
+            }
+            out.texts.push(text.to_vec());
+            false
+        }
+        Message::Ping(payload) => {
+            let pong = wsframe::pong_frame(&payload);
+            assert_eq!(&pong[2..], &payload[..], "a pong echoes its ping");
+            false
+        }
+        Message::Binary(_) | Message::Pong => false,
+        Message::Close(close) => {
+            if let Some((code, _)) = close {
+                assert!(wsframe::close_code_allowed(code), "close code {code}");
+            }
+            out.closed = true;
+            true
+        }
+    }
+}
+
+/// `wire` cut into reads: whole when `scheme` is 0, otherwise into lengths
+/// from 1 to 2^scheme drawn from a generator seeded by `scheme` and the
+/// length of `wire`.
+fn cuts(wire: &[u8], scheme: u8) -> impl Iterator<Item = &[u8]> {
+    let mut rest = wire;
+    let mut state = (u64::from(scheme) << 32) ^ wire.len() as u64 ^ 0x9E37_79B9_7F4A_7C15;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let len = if scheme == 0 {
+            rest.len()
+        } else {
+            // xorshift64
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let span = 1u64 << scheme.min(15);
+            1 + (state % span) as usize
+        };
+        let (chunk, tail) = rest.split_at(len.min(rest.len()));
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A masked client frame, as a browser sends it.
+    fn client_frame(fin: bool, opcode: u8, mask: [u8; 4], payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n <= 0xFFFF => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    /// `bytes` cut at the given points (any order, duplicates allowed), so
+    /// possibly inside a UTF-8 character; always at least one piece.
+    fn cut_at(bytes: &[u8], points: &[prop::sample::Index]) -> Vec<Vec<u8>> {
+        let mut at: Vec<usize> = points.iter().map(|p| p.index(bytes.len() + 1)).collect();
+        at.push(0);
+        at.push(bytes.len());
+        at.sort_unstable();
+        at.windows(2).map(|w| bytes[w[0]..w[1]].to_vec()).collect()
+    }
+
+    /// A line the command decoder accepts.
+    fn command_line() -> impl Strategy<Value = String> {
+        let channel = "[a-z:#]{1,12}";
+        prop_oneof![
+            (1u32..1000).prop_map(|id| format!(r#"{{"id":{id},"connect":{{}}}}"#)),
+            (1u32..1000, channel)
+                .prop_map(|(id, ch)| format!(r#"{{"id":{id},"subscribe":{{"channel":"{ch}"}}}}"#)),
+            (1u32..1000, channel, any::<i64>()).prop_map(|(id, ch, n)| format!(
+                r#"{{"id":{id},"publish":{{"channel":"{ch}","data":{{"n":{n}}}}}}}"#
+            )),
+            Just("{}".to_owned()),
+        ]
+    }
+
+    proptest! {
+        /// Any bytes, cut any way, under any limits: no panic, and a
+        /// refusal is one of the close codes RFC 6455 asks for.
+        #[test]
+        fn arbitrary_client_bytes_never_panic(
+            data in prop::collection::vec(any::<u8>(), 0..2048),
+            max_message in 0usize..4096,
+        ) {
+            let out = decode_client_bytes(&data, max_message);
+            if let Some(code) = out.violation {
+                prop_assert!(matches!(code, 1002 | 1007 | 1009), "close code {}", code);
+            }
+            for text in &out.texts {
+                prop_assert!(std::str::from_utf8(text).is_ok());
+                prop_assert!(text.len() <= max_message);
+            }
+            prop_assert!(out.commands == 0 || !out.texts.is_empty());
+        }
+
+        /// Frames that are nearly right (any opcode, fin, RSV bits, mask
+        /// or not, any length): no panic, and every message read before a
+        /// refusal is whole.
+        #[test]
+        fn arbitrary_frame_sequences_never_panic(
+            frames in prop::collection::vec(
+                (any::<bool>(), 0u8..16, prop::bool::weighted(0.05), prop::bool::weighted(0.95),
+                 prop::collection::vec(any::<u8>(), 0..300)),
+                0..12,
+            ),
+            mask in any::<[u8; 4]>(),
+            control in any::<u8>(),
+            max_message in 0usize..1024,
+        ) {
+            let mut data = vec![control];
+            for (fin, opcode, rsv, masked, payload) in &frames {
+                let mut frame = client_frame(*fin, *opcode, mask, payload);
+                if *rsv {
+                    frame[0] |= 0x40;
+                }
+                if !*masked {
+                    frame[1] &= 0x7F;
+                }
+                data.extend(frame);
+            }
+            let out = decode_client_bytes(&data, max_message);
+            if let Some(code) = out.violation {
+                prop_assert!(matches!(code, 1002 | 1007 | 1009), "close code {}", code);
+            }
+            prop_assert!(out.messages <= frames.len());
+            for text in &out.texts {
+                prop_assert!(std::str::from_utf8(text).is_ok());
+                prop_assert!(text.len() <= max_message);
+            }
+        }
+
+        /// A valid masked text frame of any UTF-8, whatever the reads it
+        /// arrives in, is exactly that text.
+        #[test]
+        fn a_text_frame_cut_anywhere_is_its_text(
+            text in any::<String>(),
+            mask in any::<[u8; 4]>(),
+            points in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+            control in any::<u8>(),
+        ) {
+            let frame = client_frame(true, wsframe::OP_TEXT, mask, text.as_bytes());
+            let want = Outcome {
+                texts: vec![text.clone().into_bytes()],
+                messages: 1,
+                commands: 0,
+                bad_frames: 1,
+                violation: None,
+                closed: false,
+            };
+            let reads = cut_at(&frame, &points);
+            let mut got = decode_client_chunks(reads.iter().map(Vec::as_slice), 1 << 16, 1);
+            // Whether it holds commands is the protocol crate's business.
+            got.bad_frames = 1;
+            got.commands = 0;
+            prop_assert_eq!(&got, &want);
+            // Through the fuzz entry point: the reads it picks itself.
+            let mut data = vec![control];
+            data.extend_from_slice(&frame);
+            let mut got = decode_client_bytes(&data, 1 << 16);
+            got.bad_frames = 1;
+            got.commands = 0;
+            prop_assert_eq!(&got, &want);
+        }
+
+        /// A text message in fragments cut at any bytes (inside a character
+        /// too), with pings between them, rejoins to the text; one fragment
+        /// over the limit is refused with 1009.
+        #[test]
+        fn fragments_rejoin_and_their_number_is_capped(
+            text in ".{0,64}",
+            mask in any::<[u8; 4]>(),
+            points in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+            ping_every in 1usize..4,
+        ) {
+            let parts = cut_at(text.as_bytes(), &points);
+            let mut wire = Vec::new();
+            let mut pings = 0;
+            for (i, part) in parts.iter().enumerate() {
+                let opcode = if i == 0 { wsframe::OP_TEXT } else { wsframe::OP_CONTINUATION };
+                wire.extend(client_frame(i + 1 == parts.len(), opcode, mask, part));
+                if i % ping_every == 0 && i + 1 < parts.len() {
+                    wire.extend(client_frame(true, wsframe::OP_PING, mask, b"p"));
+                    pings += 1;
+                }
+            }
+            let got = decode_client_chunks([wire.as_slice()], 1 << 16, parts.len());
+            prop_assert_eq!(got.violation, None);
+            prop_assert_eq!(got.texts, vec![text.clone().into_bytes()]);
+            prop_assert_eq!(got.messages, pings + 1);
+            if parts.len() > 1 {
+                let got = decode_client_chunks([wire.as_slice()], 1 << 16, parts.len() - 1);
+                prop_assert_eq!(got.violation, Some(1009));
+                prop_assert!(got.texts.is_empty());
+            }
+        }
+
+        /// A frame of commands joined by `\n` decodes to every one of them.
+        #[test]
+        fn a_frame_of_commands_decodes_to_each(
+            lines in prop::collection::vec(command_line(), 1..6),
+            mask in any::<[u8; 4]>(),
+            control in any::<u8>(),
+        ) {
+            let text = lines.join("\n");
+            let mut data = vec![control];
+            data.extend(client_frame(true, wsframe::OP_TEXT, mask, text.as_bytes()));
+            let got = decode_client_bytes(&data, 1 << 16);
+            prop_assert_eq!(got.violation, None);
+            prop_assert_eq!(got.bad_frames, 0);
+            prop_assert_eq!(got.commands, lines.len());
+        }
+
+        /// A text frame that is not UTF-8 is refused with 1007, one over
+        /// the size limit with 1009 (from its header alone).
+        #[test]
+        fn invalid_text_and_oversize_are_refused(
+            mut body in prop::collection::vec(any::<u8>(), 1..200),
+            mask in any::<[u8; 4]>(),
+        ) {
+            if std::str::from_utf8(&body).is_ok() {
+                body.push(0xFF);
+            }
+            let frame = client_frame(true, wsframe::OP_TEXT, mask, &body);
+            let got = decode_client_chunks([frame.as_slice()], 1 << 16, 1);
+            prop_assert_eq!(got.violation, Some(1007));
+            let header_only = &frame[..frame.len() - body.len()];
+            let got = decode_client_chunks([header_only], body.len() - 1, 1);
+            prop_assert_eq!(got.violation, Some(1009));
+        }
+    }
+
+    #[test]
+    fn cuts_cover_the_input_in_order() {
+        let wire: Vec<u8> = (0..=255).collect();
+        for scheme in 0..16 {
+            let joined: Vec<u8> = cuts(&wire, scheme).flatten().copied().collect();
+            assert_eq!(joined, wire, "scheme {scheme}");
+        }
+        assert_eq!(cuts(&wire, 0).count(), 1);
+        assert!(cuts(&wire, 1).all(|c| c.len() <= 2));
+        assert_eq!(cuts(&[], 3).count(), 0);
+    }
+}
