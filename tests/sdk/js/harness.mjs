@@ -21,7 +21,7 @@ export const repoRoot = path.resolve(here, '..', '..', '..');
 /** A fresh 32-byte secret per test process. */
 export const SECRET = randomBytes(32).toString('hex');
 
-const LISTENING_RE = /herald listening ws=(ws:\/\/\S+) api=(https?:\/\/\S+)/;
+const LISTENING_RE = /herald listening ws=(wss?:\/\/\S+) api=(https?:\/\/\S+)/;
 const JWT_RE = /eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+/;
 const START_TIMEOUT_MS = 20_000;
 
