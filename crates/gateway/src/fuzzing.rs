@@ -143,24 +143,7 @@ mod tests {
 
     use super::*;
 
-    /// A masked client frame, as a browser sends it.
-    fn client_frame(fin: bool, opcode: u8, mask: [u8; 4], payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
-        match payload.len() {
-            n if n < 126 => out.push(0x80 | n as u8),
-            n if n <= 0xFFFF => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        out
-    }
+    use crate::wsframe::masked_client_frame as client_frame;
 
     /// `bytes` cut at the given points (any order, duplicates allowed), so
     /// possibly inside a UTF-8 character; always at least one piece.
