@@ -5,8 +5,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use herald_auth::{
-    install_crypto_provider, InvalidReason, SubscriptionTokenConfig, TokenConfig, TokenError,
-    TokenVerifier,
+    install_crypto_provider, InvalidReason, JwkKeys, SubscriptionTokenConfig, TokenConfig,
+    TokenError, TokenVerifier,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
@@ -17,6 +17,9 @@ const RSA_PRIVATE: &str = include_str!("../testdata/rsa_private.pem");
 const RSA_PUBLIC: &str = include_str!("../testdata/rsa_public.pem");
 const EC256_PRIVATE: &str = include_str!("../testdata/ec256_private.pem");
 const EC256_PUBLIC: &str = include_str!("../testdata/ec256_public.pem");
+const ED25519_PRIVATE: &str = include_str!("../testdata/ed25519_private.pem");
+const ED25519_PUBLIC: &str = include_str!("../testdata/ed25519_public.pem");
+const JWKS: &str = include_str!("../testdata/jwks_issuer_a.json");
 
 fn verify_connection(c: &mut Criterion) {
     install_crypto_provider();
@@ -51,8 +54,53 @@ fn verify_connection(c: &mut Criterion) {
         &EncodingKey::from_ec_pem(EC256_PRIVATE.as_bytes()).unwrap(),
     );
 
+    // EdDSA from a static key (ecdsa_public_key holds the Ed25519 key).
+    let ed_verifier = TokenVerifier::new(
+        &TokenConfig {
+            ecdsa_public_key: ED25519_PUBLIC.into(),
+            ..Default::default()
+        },
+        &SubscriptionTokenConfig::default(),
+    )
+    .unwrap();
+    let eddsa = sign(
+        Algorithm::EdDSA,
+        &EncodingKey::from_ed_pem(ED25519_PRIVATE.as_bytes()).unwrap(),
+    );
+    // ES256 through a loaded JWKS set: the key found by `kid`.
+    let jwks_verifier = TokenVerifier::new(
+        &TokenConfig {
+            jwks_public_endpoint: "https://idp.example/jwks".into(),
+            ..Default::default()
+        },
+        &SubscriptionTokenConfig::default(),
+    )
+    .unwrap();
+    jwks_verifier
+        .connection_jwks()
+        .unwrap()
+        .store(JwkKeys::parse(JWKS.as_bytes()).unwrap());
+    let es256_kid = {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("ec".into());
+        sign_with(
+            header,
+            &EncodingKey::from_ec_pem(EC256_PRIVATE.as_bytes()).unwrap(),
+        )
+    };
+
     let mut group = c.benchmark_group("verify_connection");
     group.throughput(Throughput::Elements(1));
+    for (name, verifier, token, expected) in [
+        ("eddsa", &ed_verifier, &eddsa, Ok("42")),
+        ("es256_jwks_kid", &jwks_verifier, &es256_kid, Ok("42")),
+    ] {
+        let got = verifier.verify_connection(token, NOW).map(|c| c.user);
+        assert_eq!(got.as_deref().map_err(Clone::clone), expected, "{name}");
+        group.bench_function(name, |b| {
+            b.iter(|| verifier.verify_connection(black_box(token), black_box(NOW)))
+        });
+    }
     for (name, token, expected) in [
         ("hs256", &hs256, Ok("42")),
         (
@@ -75,13 +123,17 @@ fn verify_connection(c: &mut Criterion) {
 
 /// A typical connection token: user, an hour of validity, a little `info`.
 fn sign(alg: Algorithm, key: &EncodingKey) -> String {
+    sign_with(Header::new(alg), key)
+}
+
+fn sign_with(header: Header, key: &EncodingKey) -> String {
     let claims = json!({
         "sub": "42",
         "iat": NOW,
         "exp": NOW + 3600,
         "info": { "name": "Ada" },
     });
-    jsonwebtoken::encode(&Header::new(alg), &claims, key).unwrap()
+    jsonwebtoken::encode(&header, &claims, key).unwrap()
 }
 
 criterion_group!(benches, verify_connection);

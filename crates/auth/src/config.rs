@@ -23,7 +23,7 @@ pub struct TokenConfig {
     pub rsa_public_key: String,
     /// PEM text of the ECDSA public key for ES256/ES384.
     pub ecdsa_public_key: String,
-    /// JWKS URL. Not supported yet: a non-empty value is a config error.
+    /// JWKS URL: https, or http for a loopback host (with a warning).
     pub jwks_public_endpoint: String,
     /// Required `aud` member when non-empty.
     pub audience: String,
@@ -174,6 +174,49 @@ impl Default for ChannelConfig {
             namespaces: Vec::new(),
         }
     }
+}
+
+/// Checks the URL of an identity provider endpoint (`key` names it in
+/// errors): https, or http when the host is loopback — then the returned
+/// warning says so. Credentials in the URL are refused: they would end up in
+/// logs.
+pub fn check_endpoint(key: &str, url: &str) -> Result<Option<String>, AuthConfigError> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| AuthConfigError::invalid(key, "is not an absolute http(s) URL"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(AuthConfigError::invalid(
+            key,
+            "must not carry credentials in the URL",
+        ));
+    }
+    let host = if let Some(bracketed) = authority.strip_prefix('[') {
+        bracketed.split(']').next().unwrap_or_default()
+    } else {
+        authority.split(':').next().unwrap_or_default()
+    };
+    if host.is_empty() {
+        return Err(AuthConfigError::invalid(key, "has no host"));
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" => Ok(None),
+        "http" if is_loopback_host(host) => Ok(Some(format!(
+            "{key} uses plain http to a loopback host; use https anywhere else"
+        ))),
+        "http" => Err(AuthConfigError::invalid(
+            key,
+            "must be https (http is allowed only for a loopback host)",
+        )),
+        _ => Err(AuthConfigError::invalid(key, "is not an http(s) URL")),
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A config value this crate refuses. `Display` starts with the full key.

@@ -2,6 +2,7 @@
 //! channel permission policy of `[channel]`.
 //!
 //! Pure and synchronous: no I/O, no clock (callers pass `now`), no actix.
+//! JWKS sets are parsed here and fetched by `herald-identity`.
 //! Token rules follow Centrifugo v6 where compatibility demands it (`exp`,
 //! `sub`, `iss`, `aud` and `typ` optional) and RFC 8725 everywhere else
 //! (algorithm bound to the key family, `crit`/`jku`/`x5u`/`jwk`/`x5c`
@@ -12,14 +13,16 @@ mod claim;
 mod config;
 #[doc(hidden)]
 pub mod fuzzing;
+mod jwk;
 mod token;
 
 pub use channel::{ChannelError, ChannelPolicy, ResolvedChannel, MAX_CHANNEL_LENGTH};
 pub use claim::{ChannelOverride, ConnectionClaims, SubOptions, SubscriptionClaims};
 pub use config::{
-    AuthConfigError, ChannelConfig, ChannelOptions, NamespaceConfig, SubscriptionTokenConfig,
-    TokenConfig,
+    check_endpoint, AuthConfigError, ChannelConfig, ChannelOptions, NamespaceConfig,
+    SubscriptionTokenConfig, TokenConfig,
 };
+pub use jwk::{JwkKeys, JwksError, JwksSlot};
 pub use token::{InvalidReason, TokenError, TokenVerifier};
 
 /// Installs jsonwebtoken's aws-lc-rs `CryptoProvider` as the process default.

@@ -6,6 +6,7 @@
 //! tokens Centrifugo accepts (no `exp`, `aud` without a configured audience).
 
 use std::fmt;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -13,13 +14,21 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde_json::{Map, Value};
 
 use crate::claim::{ConnectionClaims, Payload, Registered, SubscriptionClaims};
-use crate::config::{AuthConfigError, SubscriptionTokenConfig, TokenConfig, MAX_LEEWAY};
+use crate::config::{
+    check_endpoint, AuthConfigError, SubscriptionTokenConfig, TokenConfig, MAX_LEEWAY,
+};
+use crate::jwk::JwksSlot;
 
 /// Longest `kid` header accepted, in bytes (SEC-JWT profile).
 const MAX_KID_LENGTH: usize = 128;
 
 /// Below this an HMAC secret is weaker than the HS256 output (RFC 7518 §3.2).
 const MIN_HMAC_SECRET_LENGTH: usize = 32;
+
+/// Accepted `typ` header values, compared case-insensitively: plain JWTs and
+/// OAuth access tokens (RFC 9068). Anything else — an ID token, a logout or
+/// DPoP proof — is another kind of JWT and refused (RFC 8725 §3.11).
+const ACCEPTED_TYPES: [&str; 3] = ["JWT", "at+jwt", "application/at+jwt"];
 
 /// Headers that point at keys or demand extensions we do not implement.
 /// RFC 7515 requires refusing unknown `crit` extensions, and key URLs in a
@@ -47,6 +56,14 @@ pub enum TokenError {
     /// subscription token).
     #[error("invalid token: {0}")]
     Invalid(InvalidReason),
+    /// The header's `kid` is not in the current JWKS set: fetch the set
+    /// again (rate limited) and retry, else the token is invalid.
+    #[error("unknown key id")]
+    UnknownKey,
+    /// Cannot decide now: no JWKS set loaded yet, or the authorization
+    /// server is unreachable (error 100, temporary: the client retries).
+    #[error("credentials cannot be checked now")]
+    Unavailable,
 }
 
 impl TokenError {
@@ -56,6 +73,8 @@ impl TokenError {
         match self {
             Self::Expired => "expired",
             Self::Invalid(reason) => reason.as_str(),
+            Self::UnknownKey => "unknown_key_pending",
+            Self::Unavailable => "unavailable",
         }
     }
 }
@@ -94,11 +113,17 @@ pub enum InvalidReason {
     ChannelInConnectionToken,
     /// A subscription token has no `channel` claim.
     MissingChannel,
+    /// The header's `typ` is not one of a JWT or an access token.
+    Type,
+    /// The `kid` is still unknown after the JWKS set was fetched again.
+    UnknownKey,
+    /// The authorization server says the token is not active (RFC 7662).
+    Inactive,
 }
 
 impl InvalidReason {
     /// Every reason, for pre-initialising metric label sets.
-    pub const ALL: [InvalidReason; 11] = [
+    pub const ALL: [InvalidReason; 14] = [
         Self::Malformed,
         Self::Signature,
         Self::Algorithm,
@@ -110,6 +135,9 @@ impl InvalidReason {
         Self::ClaimType,
         Self::ChannelInConnectionToken,
         Self::MissingChannel,
+        Self::Type,
+        Self::UnknownKey,
+        Self::Inactive,
     ];
 
     /// Short snake_case label for metrics and logs.
@@ -126,6 +154,9 @@ impl InvalidReason {
             Self::ClaimType => "claim_type",
             Self::ChannelInConnectionToken => "channel_in_connection_token",
             Self::MissingChannel => "missing_channel",
+            Self::Type => "type",
+            Self::UnknownKey => "unknown_key",
+            Self::Inactive => "inactive",
         }
     }
 }
@@ -186,6 +217,30 @@ impl TokenVerifier {
         !self.connection.is_empty()
     }
 
+    /// The JWKS sources to fetch: the connection section's, then the
+    /// subscription section's when it has its own.
+    pub fn jwks_slots(&self) -> Vec<Arc<JwksSlot>> {
+        let mut slots: Vec<Arc<JwksSlot>> = self.connection.jwks.iter().cloned().collect();
+        if let Some(subscription) = &self.subscription {
+            slots.extend(subscription.jwks.iter().cloned());
+        }
+        slots
+    }
+
+    /// The JWKS source connection tokens are checked against, if any.
+    pub fn connection_jwks(&self) -> Option<&Arc<JwksSlot>> {
+        self.connection.jwks.as_ref()
+    }
+
+    /// The JWKS source subscription tokens are checked against, if any.
+    pub fn subscription_jwks(&self) -> Option<&Arc<JwksSlot>> {
+        self.subscription
+            .as_ref()
+            .unwrap_or(&self.connection)
+            .jwks
+            .as_ref()
+    }
+
     /// Verifies a connection token at `now_unix` (seconds).
     pub fn verify_connection(
         &self,
@@ -219,6 +274,9 @@ struct KeySet {
     hmac: Vec<DecodingKey>,
     rsa: Option<DecodingKey>,
     ec: Option<DecodingKey>,
+    ed: Option<DecodingKey>,
+    /// The section's JWKS source; its keys are tried for tokens with a `kid`.
+    jwks: Option<Arc<JwksSlot>>,
     audience: Option<String>,
     issuer: Option<String>,
     leeway: u64,
@@ -230,11 +288,18 @@ impl KeySet {
         config: &TokenConfig,
         warnings: &mut Vec<String>,
     ) -> Result<Self, AuthConfigError> {
-        if !config.jwks_public_endpoint.is_empty() {
-            return Err(AuthConfigError::NotSupported {
-                key: format!("{section}.jwks_public_endpoint"),
-            });
-        }
+        let jwks = if config.jwks_public_endpoint.is_empty() {
+            None
+        } else {
+            let key = format!("{section}.jwks_public_endpoint");
+            if let Some(warning) = check_endpoint(&key, &config.jwks_public_endpoint)? {
+                warnings.push(warning);
+            }
+            Some(JwksSlot::new(
+                non_empty(&config.issuer),
+                config.jwks_public_endpoint.clone(),
+            ))
+        };
         if config.leeway > MAX_LEEWAY {
             return Err(AuthConfigError::LeewayTooLarge {
                 key: format!("{section}.leeway"),
@@ -262,15 +327,23 @@ impl KeySet {
                 "{section}.hmac_previous_secret_key is set without {section}.hmac_secret_key"
             ));
         }
+        // ECDSA, or an Ed25519 key for EdDSA (no separate option for it).
+        let (ec, ed) = match public_key(
+            section,
+            "ecdsa_public_key",
+            &config.ecdsa_public_key,
+            "ECDSA",
+        )? {
+            Some((key, AlgorithmFamily::Ed)) => (None, Some(key)),
+            other => (other.map(|(key, _)| key), None),
+        };
         Ok(Self {
             hmac,
-            rsa: public_key(section, "rsa_public_key", &config.rsa_public_key, "RSA")?,
-            ec: public_key(
-                section,
-                "ecdsa_public_key",
-                &config.ecdsa_public_key,
-                "ECDSA",
-            )?,
+            rsa: public_key(section, "rsa_public_key", &config.rsa_public_key, "RSA")?
+                .map(|(key, _)| key),
+            ec,
+            ed,
+            jwks,
             audience: non_empty(&config.audience),
             issuer: non_empty(&config.issuer),
             leeway: config.leeway.as_secs(),
@@ -278,32 +351,49 @@ impl KeySet {
     }
 
     fn is_empty(&self) -> bool {
-        self.hmac.is_empty() && self.rsa.is_none() && self.ec.is_none()
+        self.hmac.is_empty()
+            && self.rsa.is_none()
+            && self.ec.is_none()
+            && self.ed.is_none()
+            && self.jwks.is_none()
     }
 
     /// Checks the header and the signature; returns the decoded payload.
-    fn open(&self, token: &str) -> Result<Vec<u8>, InvalidReason> {
+    fn open(&self, token: &str) -> Result<Vec<u8>, TokenError> {
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(InvalidReason::Malformed);
+            return Err(InvalidReason::Malformed.into());
         };
-        let alg = check_header(&b64_decode(header)?)?;
+        let (alg, kid) = check_header(&b64_decode(header)?)?;
         // Decoded here only to tell a malformed signature from a wrong one.
         b64_decode(signature)?;
-        let keys = self.keys_for(alg)?;
         // In bounds: `header`, '.' and `payload` are the start of `token`.
         let message = &token.as_bytes()[..header.len() + 1 + payload.len()];
+        if let (Some(slot), Some(kid)) = (&self.jwks, &kid) {
+            // A token naming a key is checked against this section's JWKS
+            // source only: the key store is (issuer, URL, kid).
+            let keys = slot.current().ok_or(TokenError::Unavailable)?;
+            let bound = keys.get(kid).ok_or(TokenError::UnknownKey)?;
+            if !bound.binding.allows(alg) {
+                return Err(InvalidReason::Algorithm.into());
+            }
+            return match jsonwebtoken::crypto::verify(signature, message, &bound.key, alg) {
+                Ok(true) => Ok(b64_decode(payload)?),
+                _ => Err(InvalidReason::Signature.into()),
+            };
+        }
+        let keys = self.keys_for(alg)?;
         let verified = keys.iter().any(|key| {
             // An error here means the key does not fit the algorithm (e.g. a
             // P-256 key for ES384): that key does not verify the token.
             jsonwebtoken::crypto::verify(signature, message, key, alg).unwrap_or(false)
         });
         if !verified {
-            return Err(InvalidReason::Signature);
+            return Err(InvalidReason::Signature.into());
         }
-        b64_decode(payload)
+        Ok(b64_decode(payload)?)
     }
 
     /// The configured keys of `alg`'s family: the algorithm is bound to the
@@ -316,8 +406,7 @@ impl KeySet {
             AlgorithmFamily::Hmac => self.hmac.as_slice(),
             AlgorithmFamily::Rsa => self.rsa.as_slice(),
             AlgorithmFamily::Ec => self.ec.as_slice(),
-            // Ed25519 keys come only from JWKS (Centrifugo has no static option).
-            AlgorithmFamily::Ed => &[],
+            AlgorithmFamily::Ed => self.ed.as_slice(),
         };
         if keys.is_empty() {
             return Err(InvalidReason::Algorithm);
@@ -388,8 +477,8 @@ fn verify<T>(
     Ok(claims)
 }
 
-/// Validates the header and returns its algorithm.
-pub(crate) fn check_header(bytes: &[u8]) -> Result<Algorithm, InvalidReason> {
+/// Validates the header and returns its algorithm and `kid`.
+pub(crate) fn check_header(bytes: &[u8]) -> Result<(Algorithm, Option<String>), InvalidReason> {
     let header: Map<String, Value> =
         serde_json::from_slice(bytes).map_err(|_| InvalidReason::Malformed)?;
     if FORBIDDEN_HEADERS
@@ -398,22 +487,29 @@ pub(crate) fn check_header(bytes: &[u8]) -> Result<Algorithm, InvalidReason> {
     {
         return Err(InvalidReason::ForbiddenHeader);
     }
-    match header.get("kid") {
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(kid)) if kid.len() <= MAX_KID_LENGTH => Some(kid.clone()),
+        Some(_) => return Err(InvalidReason::Malformed),
+    };
+    // `typ` is optional (Centrifugo's SDK examples omit it); when present it
+    // must name a JWT or an access token.
+    match header.get("typ") {
         None => {}
-        Some(Value::String(kid)) if kid.len() <= MAX_KID_LENGTH => {}
+        Some(Value::String(typ))
+            if ACCEPTED_TYPES
+                .iter()
+                .any(|accepted| typ.eq_ignore_ascii_case(accepted)) => {}
+        Some(Value::String(_)) => return Err(InvalidReason::Type),
         Some(_) => return Err(InvalidReason::Malformed),
     }
-    // `typ` is optional and its value free (Centrifugo ignores it), but it
-    // must be a string if present.
-    if header.get("typ").is_some_and(|typ| !typ.is_string()) {
-        return Err(InvalidReason::Malformed);
-    }
     // `none`, lower-case spellings and anything unknown fail to parse.
-    header
+    let alg = header
         .get("alg")
         .and_then(Value::as_str)
         .and_then(|alg| alg.parse().ok())
-        .ok_or(InvalidReason::Algorithm)
+        .ok_or(InvalidReason::Algorithm)?;
+    Ok((alg, kid))
 }
 
 fn b64_decode(part: &str) -> Result<Vec<u8>, InvalidReason> {
@@ -427,7 +523,7 @@ fn public_key(
     name: &str,
     pem: &str,
     kind: &str,
-) -> Result<Option<DecodingKey>, AuthConfigError> {
+) -> Result<Option<(DecodingKey, AlgorithmFamily)>, AuthConfigError> {
     let pem = pem.trim();
     if pem.is_empty() {
         return Ok(None);
@@ -449,10 +545,13 @@ fn public_key(
             ),
         ));
     }
+    let bytes = pem.as_bytes();
     let parsed = if kind == "RSA" {
-        DecodingKey::from_rsa_pem(pem.as_bytes())
+        DecodingKey::from_rsa_pem(bytes).map(|k| (k, AlgorithmFamily::Rsa))
     } else {
-        DecodingKey::from_ec_pem(pem.as_bytes())
+        DecodingKey::from_ec_pem(bytes)
+            .map(|k| (k, AlgorithmFamily::Ec))
+            .or_else(|_| DecodingKey::from_ed_pem(bytes).map(|k| (k, AlgorithmFamily::Ed)))
     };
     parsed.map(Some).map_err(|_| {
         AuthConfigError::invalid(key, format!("not a valid {kind} public key in PEM form"))
@@ -986,10 +1085,28 @@ mod tests {
                 Ok("42"),
             ),
             (
-                "typ other string",
+                "typ at+jwt (RFC 9068 access token)",
                 &base,
                 with_header(r#"{"alg":"HS256","typ":"at+jwt"}"#),
                 Ok("42"),
+            ),
+            (
+                "typ application/at+JWT, any case",
+                &base,
+                with_header(r#"{"alg":"HS256","typ":"application/at+JWT"}"#),
+                Ok("42"),
+            ),
+            (
+                "typ of an ID token is not an access token",
+                &base,
+                with_header(r#"{"alg":"HS256","typ":"id_token+jwt"}"#),
+                invalid(R::Type),
+            ),
+            (
+                "typ of a logout token",
+                &base,
+                with_header(r#"{"alg":"HS256","typ":"logout+jwt"}"#),
+                invalid(R::Type),
             ),
             (
                 "typ not a string",
@@ -1345,6 +1462,264 @@ mod tests {
         );
     }
 
+    const ED25519_PRIVATE: &str = include_str!("../testdata/ed25519_private.pem");
+    const ED25519_PUBLIC: &str = include_str!("../testdata/ed25519_public.pem");
+    const EC256B_PRIVATE: &str = include_str!("../testdata/ec256b_private.pem");
+    const JWKS_A: &str = include_str!("../testdata/jwks_issuer_a.json");
+    const JWKS_B: &str = include_str!("../testdata/jwks_issuer_b.json");
+    const ISSUER_A: &str = "https://a.idp.example";
+    const ISSUER_B: &str = "https://b.idp.example";
+
+    fn with_kid(alg: Algorithm, key: &EncodingKey, kid: &str, claims: &Value) -> String {
+        crate::install_crypto_provider();
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.into());
+        jsonwebtoken::encode(&header, claims, key).unwrap()
+    }
+
+    /// Connection tokens verified with issuer A's JWKS source, subscription
+    /// tokens with issuer B's: two sources that both publish the kid
+    /// `shared`, with different keys.
+    fn two_issuers() -> TokenVerifier {
+        let verifier = TokenVerifier::new(
+            &token_config(|c| {
+                c.jwks_public_endpoint = "https://a.idp.example/jwks".into();
+                c.issuer = ISSUER_A.into();
+            }),
+            &SubscriptionTokenConfig {
+                enabled: true,
+                token: token_config(|c| {
+                    c.jwks_public_endpoint = "https://b.idp.example/jwks".into();
+                    c.issuer = ISSUER_B.into();
+                }),
+            },
+        )
+        .unwrap();
+        let load = |slot: Option<&Arc<JwksSlot>>, set: &str| {
+            slot.unwrap()
+                .store(crate::JwkKeys::parse(set.as_bytes()).unwrap())
+        };
+        load(verifier.connection_jwks(), JWKS_A);
+        load(verifier.subscription_jwks(), JWKS_B);
+        verifier
+    }
+
+    #[test]
+    fn jwks_and_asymmetric_table() {
+        use InvalidReason as R;
+        let jwks = two_issuers();
+        let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+        let ec256 = EncodingKey::from_ec_pem(EC256_PRIVATE.as_bytes()).unwrap();
+        let ec256b = EncodingKey::from_ec_pem(EC256B_PRIVATE.as_bytes()).unwrap();
+        let ec384 = EncodingKey::from_ec_pem(EC384_PRIVATE.as_bytes()).unwrap();
+        let ed = EncodingKey::from_ed_pem(ED25519_PRIVATE.as_bytes()).unwrap();
+        let static_ed = verifier(|c| c.ecdsa_public_key = ED25519_PUBLIC.into());
+        let claims = json!({"sub": "42", "iss": ISSUER_A});
+        let claims_b = json!({"sub": "42", "iss": ISSUER_B, "channel": "news"});
+        // RFC 8725 §2.1: an HMAC token keyed with the public key's bytes.
+        let public_as_secret = EncodingKey::from_secret(RSA_PUBLIC.as_bytes());
+
+        let connection: Vec<(&str, &TokenVerifier, String, Result<&str, TokenError>)> = vec![
+            (
+                "ES256 by kid",
+                &jwks,
+                with_kid(Algorithm::ES256, &ec256, "ec", &claims),
+                Ok("42"),
+            ),
+            (
+                "ES384 by kid, alg from crv",
+                &jwks,
+                with_kid(Algorithm::ES384, &ec384, "ec384", &claims),
+                Ok("42"),
+            ),
+            (
+                "RS256 with an RSA key without alg",
+                &jwks,
+                with_kid(Algorithm::RS256, &rsa, "rsa", &claims),
+                Ok("42"),
+            ),
+            (
+                "RS512 with an RSA key without alg",
+                &jwks,
+                with_kid(Algorithm::RS512, &rsa, "rsa", &claims),
+                Ok("42"),
+            ),
+            (
+                "PS384 with an RSA key without alg",
+                &jwks,
+                with_kid(Algorithm::PS384, &rsa, "rsa", &claims),
+                Ok("42"),
+            ),
+            (
+                "PS256 with a PS256 key",
+                &jwks,
+                with_kid(Algorithm::PS256, &rsa, "rsa-ps256", &claims),
+                Ok("42"),
+            ),
+            (
+                "EdDSA by kid",
+                &jwks,
+                with_kid(Algorithm::EdDSA, &ed, "ed", &claims),
+                Ok("42"),
+            ),
+            (
+                "RS256 with a key bound to PS256",
+                &jwks,
+                with_kid(Algorithm::RS256, &rsa, "rsa-ps256", &claims),
+                Err(R::Algorithm.into()),
+            ),
+            (
+                "ES384 header on a P-256 key",
+                &jwks,
+                with_kid(Algorithm::ES384, &ec384, "ec", &claims),
+                Err(R::Algorithm.into()),
+            ),
+            (
+                "RS -> HS swap with the public key as secret",
+                &jwks,
+                with_kid(Algorithm::HS256, &public_as_secret, "rsa", &claims),
+                Err(R::Algorithm.into()),
+            ),
+            (
+                "signed by another key under a known kid",
+                &jwks,
+                with_kid(Algorithm::ES256, &ec256b, "ec", &claims),
+                Err(R::Signature.into()),
+            ),
+            (
+                "unknown kid",
+                &jwks,
+                with_kid(Algorithm::ES256, &ec256, "rotated-in", &claims),
+                Err(TokenError::UnknownKey),
+            ),
+            (
+                "kid path injection",
+                &jwks,
+                with_kid(Algorithm::ES256, &ec256, "../../etc/passwd", &claims),
+                Err(TokenError::UnknownKey),
+            ),
+            (
+                "kid SQL injection",
+                &jwks,
+                with_kid(Algorithm::ES256, &ec256, "' OR '1'='1", &claims),
+                Err(TokenError::UnknownKey),
+            ),
+            (
+                "kid with NUL",
+                &jwks,
+                with_kid(Algorithm::ES256, &ec256, "ec\u{0}", &claims),
+                Err(TokenError::UnknownKey),
+            ),
+            (
+                "right key, wrong issuer",
+                &jwks,
+                with_kid(
+                    Algorithm::ES256,
+                    &ec256,
+                    "ec",
+                    &json!({"sub": "42", "iss": ISSUER_B}),
+                ),
+                Err(R::Issuer.into()),
+            ),
+            // CVE-2026-49998: issuer B's key under the kid both publish
+            // must not verify a token checked against issuer A's source.
+            (
+                "cross-issuer same kid",
+                &jwks,
+                with_kid(
+                    Algorithm::ES256,
+                    &ec256b,
+                    "shared",
+                    &json!({"sub": "42", "iss": ISSUER_A}),
+                ),
+                Err(R::Signature.into()),
+            ),
+            (
+                "cross-issuer same kid, B's iss",
+                &jwks,
+                with_kid(
+                    Algorithm::ES256,
+                    &ec256b,
+                    "shared",
+                    &json!({"sub": "42", "iss": ISSUER_B}),
+                ),
+                Err(R::Signature.into()),
+            ),
+            (
+                "A's own key under the shared kid",
+                &jwks,
+                with_kid(Algorithm::ES256, &ec256, "shared", &claims),
+                Ok("42"),
+            ),
+            (
+                "EdDSA with a static Ed25519 key",
+                &static_ed,
+                encode(Algorithm::EdDSA, &ed, &json!({"sub": "42"})),
+                Ok("42"),
+            ),
+            (
+                "ES256 with only an Ed25519 key",
+                &static_ed,
+                encode(Algorithm::ES256, &ec256, &json!({"sub": "42"})),
+                Err(R::Algorithm.into()),
+            ),
+            (
+                "kid ignored without a JWKS source",
+                &static_ed,
+                with_kid(Algorithm::EdDSA, &ed, "whatever", &json!({"sub": "42"})),
+                Ok("42"),
+            ),
+            (
+                "string exp with a JWKS key (CVE-2026-25537)",
+                &jwks,
+                with_kid(
+                    Algorithm::ES256,
+                    &ec256,
+                    "ec",
+                    &json!({"sub": "42", "iss": ISSUER_A, "exp": (NOW + 60).to_string()}),
+                ),
+                Err(R::ClaimType.into()),
+            ),
+            (
+                "string nbf with a JWKS key",
+                &jwks,
+                with_kid(
+                    Algorithm::ES256,
+                    &ec256,
+                    "ec",
+                    &json!({"sub": "42", "iss": ISSUER_A, "nbf": "0"}),
+                ),
+                Err(R::ClaimType.into()),
+            ),
+        ];
+        for (name, verifier, token, want) in connection {
+            let got = verifier.verify_connection(&token, NOW).map(|c| c.user);
+            assert_eq!(got.as_deref().map_err(Clone::clone), want, "{name}");
+        }
+
+        // Subscription tokens go to issuer B's source.
+        let sub = |key: &EncodingKey, kid: &str, claims: &Value| {
+            jwks.verify_subscription(&with_kid(Algorithm::ES256, key, kid, claims), NOW)
+                .map(|c| c.channel)
+        };
+        assert_eq!(sub(&ec256b, "shared", &claims_b), Ok("news".to_owned()));
+        assert_eq!(
+            sub(&ec256, "shared", &claims_b),
+            Err(R::Signature.into()),
+            "issuer A's key under the shared kid does not sign for B"
+        );
+        assert_eq!(sub(&ec256, "ec", &claims_b), Err(TokenError::UnknownKey));
+
+        // No set loaded yet: cannot decide, the client should retry.
+        let empty = verifier(|c| c.jwks_public_endpoint = "https://idp.example/jwks".into());
+        assert_eq!(
+            empty.verify_connection(&with_kid(Algorithm::ES256, &ec256, "ec", &claims), NOW),
+            Err(TokenError::Unavailable)
+        );
+        assert_eq!(empty.jwks_slots().len(), 1);
+        assert_eq!(two_issuers().jwks_slots().len(), 2);
+    }
+
     #[test]
     fn config_errors_name_the_key() {
         let subscription = |edit: fn(&mut TokenConfig)| SubscriptionTokenConfig {
@@ -1366,14 +1741,19 @@ mod tests {
                 "client.subscription_token.leeway: at most 30s (got 60s)",
             ),
             (
-                token_config(|c| c.jwks_public_endpoint = "https://idp.example/jwks".into()),
+                token_config(|c| c.jwks_public_endpoint = "http://idp.example/jwks".into()),
                 SubscriptionTokenConfig::default(),
-                "client.token.jwks_public_endpoint: not supported yet",
+                "client.token.jwks_public_endpoint: must be https (http is allowed only for a loopback host)",
             ),
             (
                 TokenConfig::default(),
-                subscription(|c| c.jwks_public_endpoint = "https://idp.example/jwks".into()),
-                "client.subscription_token.jwks_public_endpoint: not supported yet",
+                subscription(|c| c.jwks_public_endpoint = "https://user:pw@idp.example/jwks".into()),
+                "client.subscription_token.jwks_public_endpoint: must not carry credentials in the URL",
+            ),
+            (
+                token_config(|c| c.jwks_public_endpoint = "idp.example/jwks".into()),
+                SubscriptionTokenConfig::default(),
+                "client.token.jwks_public_endpoint: is not an absolute http(s) URL",
             ),
             (
                 token_config(|c| c.rsa_public_key = "not a pem".into()),

@@ -1,5 +1,6 @@
 //! herald-bench: a load generator speaking the client protocol (JSON over
-//! WebSocket) to herald, with HS256 tokens minted from `--secret`.
+//! WebSocket) to herald, with HS256 tokens minted from `--secret` (or ES256
+//! ones from `--es256-key`).
 //!
 //! Scenarios:
 //! - `fanout`: S subscribers on one channel, publications at rate R;
@@ -53,6 +54,10 @@ struct Args {
     /// HMAC secret the server verifies connection tokens with.
     #[arg(long)]
     secret: String,
+    /// Sign connection tokens ES256 with this P-256 private key (PEM)
+    /// instead of HS256 with `--secret`.
+    #[arg(long)]
+    es256_key: Option<std::path::PathBuf>,
     /// Subscribers (per channel for `channels`; connections for `connect` and `idle`).
     #[arg(long, default_value_t = 100)]
     subscribers: usize,
@@ -119,15 +124,37 @@ fn now_micros() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_micros() as u64
 }
 
-fn token(secret: &str, user: &str) -> anyhow::Result<String> {
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 24 * 3600;
-    let claims = serde_json::json!({ "sub": user, "exp": exp });
-    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-    Ok(jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &key,
-    )?)
+/// How connection tokens are signed: HS256 with `--secret`, or ES256 with
+/// `--es256-key`.
+#[derive(Clone)]
+struct Signer {
+    alg: jsonwebtoken::Algorithm,
+    key: jsonwebtoken::EncodingKey,
+}
+
+impl Signer {
+    fn from_args(args: &Args) -> anyhow::Result<Self> {
+        Ok(match &args.es256_key {
+            Some(path) => Self {
+                alg: jsonwebtoken::Algorithm::ES256,
+                key: jsonwebtoken::EncodingKey::from_ec_pem(&std::fs::read(path)?)?,
+            },
+            None => Self {
+                alg: jsonwebtoken::Algorithm::HS256,
+                key: jsonwebtoken::EncodingKey::from_secret(args.secret.as_bytes()),
+            },
+        })
+    }
+
+    fn token(&self, user: &str) -> anyhow::Result<String> {
+        let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 24 * 3600;
+        let claims = serde_json::json!({ "sub": user, "exp": exp });
+        Ok(jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(self.alg),
+            &claims,
+            &self.key,
+        )?)
+    }
 }
 
 /// What every receiver adds up.
@@ -287,7 +314,7 @@ async fn publish(
     let mut publisher = match &args.api_key {
         Some(key) => Publisher::Api(ApiClient::connect(&args.url[0], key).await?),
         None => {
-            let token = token(&args.secret, "bench-publisher")?;
+            let token = Signer::from_args(args)?.token("bench-publisher")?;
             let ws = open_client(&args.url[0], &token, channels).await?;
             let (sink, stream) = ws.split();
             let errors = counters.clone();
@@ -422,15 +449,17 @@ async fn open_many(
 ) -> (Vec<Ws>, Histogram<u64>) {
     let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut tasks = Vec::with_capacity(n);
+    // Checked in main before any scenario runs.
+    let signer = Signer::from_args(args).expect("the token key was readable at start");
     for i in 0..n {
         let url = args.url[i % args.url.len()].clone();
-        let secret = args.secret.clone();
+        let signer = signer.clone();
         let channels = channels_of(i);
         let gate = gate.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await;
             let started = Instant::now();
-            let token = token(&secret, &format!("bench-{i}"))?;
+            let token = signer.token(&format!("bench-{i}"))?;
             let ws = open_client(&url, &token, &channels).await?;
             anyhow::Ok((ws, started.elapsed()))
         }));
@@ -692,6 +721,11 @@ fn main() {
     now_micros();
     let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // A bad --es256-key is reported here, before any connection is made.
+    if let Err(e) = Signer::from_args(&args) {
+        eprintln!("herald-bench: --es256-key: {e:#}");
+        std::process::exit(2);
+    }
     match tls_connector(args.ca_file.as_deref()) {
         Ok(connector) => {
             let _ = TLS.set(connector);

@@ -16,8 +16,10 @@ use async_trait::async_trait;
 use herald_protocol::{ClientInfo, Publication, RawJson, StreamPosition};
 use serde::{Deserialize, Serialize};
 
+pub mod integrity;
 pub mod memory;
 pub mod redis;
+pub mod seal;
 
 /// What can go wrong inside an engine.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,11 @@ pub enum BusError {
     /// `since` names an epoch the stream no longer has.
     #[error("unrecoverable position")]
     UnrecoverablePosition,
+    /// Stored records that cannot be opened: sealed with a history key that
+    /// was removed (crypto-shredded), or tampered with. Recovery answers
+    /// `recovered: false`, as for a lost position.
+    #[error("history records cannot be opened")]
+    Undecryptable,
     #[error("engine error: {0}")]
     Internal(String),
 }
@@ -148,12 +155,17 @@ pub enum SurveyReply {
 }
 
 /// Running totals an engine keeps (`herald_bus_rejected_envelopes_total`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BrokerCounters {
     /// Messages from other nodes that could not be decoded.
     pub messages_rejected: u64,
     /// Messages dropped because a delivery queue was full.
     pub messages_dropped: u64,
+    /// Envelopes refused by the integrity check, by reason label
+    /// (`herald_bus_rejected_envelopes_total{reason}`).
+    pub envelopes_rejected: Vec<(&'static str, u64)>,
+    /// History records read back that could not be opened.
+    pub history_undecryptable: u64,
 }
 
 /// One node as the registry knows it (heartbeat content, `/api/info`).

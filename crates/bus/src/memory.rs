@@ -25,6 +25,7 @@ mod stream;
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -35,11 +36,13 @@ use tokio::task::AbortHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use self::presence::Presence;
-use self::stream::Stream;
+use self::stream::{Kept, Stream};
+use crate::seal::HistoryKeyring;
 use crate::{
     Broker, BrokerEvents, BusError, ControlCommand, Engine, HistoryPage, HistoryQuery, NodeInfo,
     PresenceStats, PresenceStore, PublishOptions, SurveyReply, SurveyRequest,
 };
+use arc_swap::ArcSwap;
 
 /// Number of channel map shards; a power of two.
 const SHARDS: usize = 64;
@@ -57,6 +60,10 @@ pub struct MemoryEngine {
     hasher: RandomState,
     shards: Box<[Shard]>,
     cleanup: OnceLock<AbortHandle>,
+    /// Seals kept publications, as the Redis engine does (parity: the same
+    /// keys and the same crypto-shredding behaviour on one node).
+    history_keys: ArcSwap<HistoryKeyring>,
+    undecryptable: AtomicU64,
 }
 
 impl MemoryEngine {
@@ -67,7 +74,19 @@ impl MemoryEngine {
     /// which stops when the engine is dropped. Outside one, expired entries
     /// are still dropped on access, but emptied channels are never forgotten.
     pub fn new(events: Arc<dyn BrokerEvents>) -> Arc<Self> {
+        Self::with_history_keys(events, HistoryKeyring::off())
+    }
+
+    /// Replaces the history keyring (rotation, crypto-shredding).
+    pub fn reload_history_keys(&self, keys: HistoryKeyring) {
+        self.history_keys.store(Arc::new(keys));
+    }
+
+    /// Like [`MemoryEngine::new`], sealing kept publications with `keys`.
+    pub fn with_history_keys(events: Arc<dyn BrokerEvents>, keys: HistoryKeyring) -> Arc<Self> {
         let engine = Arc::new(Self {
+            history_keys: ArcSwap::from_pointee(keys),
+            undecryptable: AtomicU64::new(0),
             events,
             revoked_tokens: Mutex::new(HashMap::new()),
             invalidated_users: Mutex::new(HashMap::new()),
@@ -176,12 +195,23 @@ impl Broker for MemoryEngine {
             Some(history) => {
                 let position = feed.stream.advance(now, history);
                 publication.offset = position.offset;
+                let sealed = self.history_keys.load().seal(
+                    channel,
+                    &position.epoch,
+                    position.offset,
+                    &crate::redis::publication_json(&publication),
+                );
+                let kept = match sealed {
+                    Some(record) => Kept::Sealed {
+                        offset: position.offset,
+                        record,
+                    },
+                    None => Kept::Clear(publication.clone()),
+                };
+                feed.stream.keep(now, history, kept);
                 if feed.subscribed {
-                    feed.stream.keep(now, history, publication.clone());
                     self.events
                         .on_publication(channel, publication, &position.epoch);
-                } else {
-                    feed.stream.keep(now, history, publication);
                 }
                 position
             }
@@ -235,7 +265,9 @@ impl Broker for MemoryEngine {
         let now = Instant::now();
         let state = self.channel_or_insert(channel);
         let mut feed = state.feed.lock();
-        feed.stream.page(now, query)
+        let keys = self.history_keys.load();
+        feed.stream
+            .page(now, query, channel, &keys, &self.undecryptable)
     }
 
     async fn remove_history(&self, channel: &str) -> Result<(), BusError> {
@@ -300,6 +332,13 @@ impl Broker for MemoryEngine {
         Ok(users
             .get(user)
             .is_some_and(|(before, _)| issued_at.unwrap_or(0) < *before))
+    }
+
+    fn counters(&self) -> crate::BrokerCounters {
+        crate::BrokerCounters {
+            history_undecryptable: self.undecryptable.load(Ordering::Relaxed),
+            ..Default::default()
+        }
     }
 
     fn healthy(&self) -> bool {

@@ -27,21 +27,33 @@ use redis::cluster::ClusterClientBuilder;
 use redis::{IntoConnectionInfo, ProtocolVersion, RedisError, TlsCertificates, Value};
 use tokio::sync::mpsc;
 
-pub use self::config::RedisConfig;
+pub use self::config::{acl_rules, RedisConfig, ACL_COMMANDS};
+/// The stored JSON of a publication (no offset), shared with the memory engine.
+pub(crate) use self::envelope::publication_body as publication_json;
 use self::envelope::{ChannelMessage, ControlBody, ControlMessage};
 use self::keys::{fnv1a64, shard_of, Keys};
 use self::link::{Commands, Inbox, Incoming, Link, LinkSignals, PubSubConnection};
+use crate::integrity::{BusKeyring, Integrity, Rejection};
+use crate::seal::HistoryKeyring;
 use crate::{
     Broker, BrokerCounters, BrokerEvents, BusError, ControlCommand, Engine, HistoryPage,
     HistoryQuery, NodeInfo, PresenceStats, PresenceStore, PublishOptions, SurveyReply,
     SurveyRequest,
 };
+use arc_swap::ArcSwap;
 
 /// How long an idempotent publish is remembered.
 const IDEMPOTENCY_TTL_SECS: u64 = 300;
 /// How often every connection is checked (and, if down, reconnected).
 const PING_INTERVAL: Duration = Duration::from_secs(1);
 const EPOCH_LEN: usize = 8;
+/// Publish attempts when other publishers keep taking the offset a sealed
+/// record was made for.
+const MAX_SEAL_ATTEMPTS: usize = 32;
+/// History channels whose position is remembered; past it the map restarts.
+const MAX_POSITIONS: usize = 65_536;
+/// At most one log line per integrity refusal reason in this interval.
+const REFUSAL_LOG_INTERVAL_MS: u64 = 10_000;
 
 /// Figures for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -52,6 +64,10 @@ pub struct RedisStats {
     pub messages_dropped: u64,
     /// Messages that could not be decoded.
     pub messages_rejected: u64,
+    /// Envelopes dropped by the integrity check, by [`Rejection::ALL`] order.
+    pub envelopes_rejected: [u64; 6],
+    /// History reads refused because a record could not be opened.
+    pub history_undecryptable: u64,
 }
 
 pub struct RedisEngine {
@@ -72,6 +88,21 @@ struct Inner {
     /// Surveys this node is collecting answers for, by id.
     surveys: Mutex<HashMap<String, mpsc::UnboundedSender<SurveyReply>>>,
     rejected: AtomicU64,
+    /// Signs what this node publishes and checks what arrives.
+    integrity: Arc<Integrity>,
+    /// Envelopes refused by `integrity`, by [`Rejection::ALL`] order.
+    refused: [AtomicU64; 6],
+    /// Seals history records (swapped on reload).
+    history_keys: ArcSwap<HistoryKeyring>,
+    /// The last (epoch, top offset) seen per history channel: where a sealed
+    /// publish expects to land.
+    positions: Mutex<HashMap<String, (String, u64)>>,
+    /// History reads refused because a record could not be opened.
+    undecryptable: AtomicU64,
+    /// When a record that does not open was last logged (unix ms).
+    unopened_logged: AtomicU64,
+    /// When each refusal reason was last logged (unix ms).
+    refusal_logged: [AtomicU64; 6],
     next_control_shard: AtomicUsize,
     /// Set by `leave`: heartbeats stop so the others do not list us again.
     left: AtomicBool,
@@ -93,6 +124,28 @@ impl RedisEngine {
         config: RedisConfig,
         events: Arc<dyn BrokerEvents>,
     ) -> Result<Arc<Self>, BusError> {
+        Self::connect_with_keyring(config, events, BusKeyring::off()).await
+    }
+
+    /// Like [`RedisEngine::connect_with_keyring`] without history sealing.
+    pub async fn connect_with_keyring(
+        config: RedisConfig,
+        events: Arc<dyn BrokerEvents>,
+        keyring: BusKeyring,
+    ) -> Result<Arc<Self>, BusError> {
+        Self::connect_with_keys(config, events, keyring, HistoryKeyring::off()).await
+    }
+
+    /// Like [`RedisEngine::connect`], signing and verifying every envelope
+    /// with `keyring` (replace it later through [`RedisEngine::integrity`])
+    /// and sealing history records with `history_keys`
+    /// ([`RedisEngine::reload_history_keys`]).
+    pub async fn connect_with_keys(
+        config: RedisConfig,
+        events: Arc<dyn BrokerEvents>,
+        keyring: BusKeyring,
+        history_keys: HistoryKeyring,
+    ) -> Result<Arc<Self>, BusError> {
         // redis' rustls needs a process-wide provider; herald uses aws-lc-rs.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let workers = match config.pubsub_workers {
@@ -105,7 +158,7 @@ impl RedisEngine {
             .enable_all()
             .build()
             .map_err(|e| BusError::Internal(format!("cannot start the redis runtime: {e}")))?;
-        let started = runtime.spawn(Inner::start(config, events, workers));
+        let started = runtime.spawn(Inner::start(config, events, workers, keyring, history_keys));
         let inner = match started.await {
             Ok(result) => result,
             Err(e) => Err(BusError::Internal(format!(
@@ -136,7 +189,21 @@ impl RedisEngine {
             messages_received: self.inner.inbox.received.load(Ordering::Relaxed),
             messages_dropped: self.inner.inbox.dropped.load(Ordering::Relaxed),
             messages_rejected: self.inner.rejected.load(Ordering::Relaxed),
+            history_undecryptable: self.inner.undecryptable.load(Ordering::Relaxed),
+            envelopes_rejected: std::array::from_fn(|i| {
+                self.inner.refused[i].load(Ordering::Relaxed)
+            }),
         }
+    }
+
+    /// The signing state: reload its keyring to rotate keys.
+    pub fn integrity(&self) -> &Arc<Integrity> {
+        &self.inner.integrity
+    }
+
+    /// Replaces the history keyring (rotation, crypto-shredding).
+    pub fn reload_history_keys(&self, keys: HistoryKeyring) {
+        self.inner.history_keys.store(Arc::new(keys));
     }
 }
 
@@ -153,6 +220,8 @@ impl Inner {
         config: RedisConfig,
         events: Arc<dyn BrokerEvents>,
         workers: usize,
+        keyring: BusKeyring,
+        history_keys: HistoryKeyring,
     ) -> Result<Arc<Self>, BusError> {
         let cluster = config.is_cluster();
         let keys = Keys::new(&config.prefix, cluster);
@@ -218,6 +287,7 @@ impl Inner {
             }
         }
 
+        let integrity = Integrity::new(keyring, &node_uid);
         let inner = Arc::new(Self {
             keys,
             shards,
@@ -227,6 +297,13 @@ impl Inner {
             registry: Mutex::new(HashMap::new()),
             surveys: Mutex::new(HashMap::new()),
             rejected: AtomicU64::new(0),
+            integrity,
+            refused: std::array::from_fn(|_| AtomicU64::new(0)),
+            refusal_logged: std::array::from_fn(|_| AtomicU64::new(0)),
+            history_keys: ArcSwap::from_pointee(history_keys),
+            positions: Mutex::new(HashMap::new()),
+            undecryptable: AtomicU64::new(0),
+            unopened_logged: AtomicU64::new(0),
             next_control_shard: AtomicUsize::new(0),
             left: AtomicBool::new(false),
             config,
@@ -270,19 +347,105 @@ impl Inner {
         }
     }
 
-    async fn publish_raw(&self, channel: &str, payload: Vec<u8>) -> Result<(), BusError> {
+    /// Publishes an unsigned message (`p1:0::…`, `j1:…`, `l1:…`) on a client
+    /// channel, signed when signing is on.
+    async fn publish_raw(&self, channel: &str, inner: Vec<u8>) -> Result<(), BusError> {
+        let name = self.keys.client_channel(channel);
+        let payload = self.seal(name.as_bytes(), inner);
         let mut cmd = redis::cmd(self.publish_command());
-        cmd.arg(self.keys.client_channel(channel)).arg(payload);
+        cmd.arg(name).arg(payload);
         let commands = &self.shard(channel).commands;
         self.bounded("publish", commands.query::<()>(&cmd)).await
+    }
+
+    /// Whether a record that does not open may be logged now: at most one
+    /// line per 10 s (a shredded key makes every read of its records fail).
+    fn log_unopened(&self) -> bool {
+        let now = unix_millis();
+        let previous = self.unopened_logged.load(Ordering::Relaxed);
+        now.saturating_sub(previous) >= REFUSAL_LOG_INTERVAL_MS
+            && self
+                .unopened_logged
+                .compare_exchange(previous, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Notes where a history stream stands, for sealed publishes only:
+    /// with sealing off nothing is locked or stored on the delivery path.
+    fn remember_position(&self, channel: &str, epoch: &str, offset: u64) {
+        if !self.history_keys.load().seals() {
+            return;
+        }
+        let mut positions = self.positions.lock();
+        if let Some(known) = positions.get_mut(channel) {
+            if known.0 != epoch || known.1 < offset {
+                *known = (epoch.to_owned(), offset);
+            }
+            return;
+        }
+        if positions.len() >= MAX_POSITIONS {
+            positions.clear();
+        }
+        positions.insert(channel.to_owned(), (epoch.to_owned(), offset));
+    }
+
+    /// The signed form of an unsigned message for the Redis channel `name`.
+    fn seal(&self, name: &[u8], inner: Vec<u8>) -> Vec<u8> {
+        let Some((kind, body)) = crate::integrity::split_inner(&inner) else {
+            return inner;
+        };
+        let mut payload = self.integrity.sign(name, kind, body, unix_millis());
+        if payload.is_empty() {
+            return inner;
+        }
+        payload.extend_from_slice(&inner);
+        payload
+    }
+
+    /// The unsigned message inside an envelope that arrived on the Redis
+    /// channel `name()`, or `None` (counted and logged) when the integrity
+    /// check refuses it. With signing off the name is never computed.
+    fn open<'a>(&self, name: impl FnOnce() -> String, payload: &'a [u8]) -> Option<&'a [u8]> {
+        if !self.integrity.needs_check(payload) {
+            return Some(payload);
+        }
+        let name = name();
+        let name = name.as_bytes();
+        match self.integrity.open(name, payload, unix_millis()) {
+            Ok(inner) => Some(inner),
+            Err(rejection) => {
+                let total = self.refused[rejection.index()].fetch_add(1, Ordering::Relaxed) + 1;
+                // Whoever can write to Redis can send these by the thousand:
+                // one line per reason per 10 s, with the running count.
+                let now = unix_millis();
+                let last = &self.refusal_logged[rejection.index()];
+                let previous = last.load(Ordering::Relaxed);
+                if now.saturating_sub(previous) >= REFUSAL_LOG_INTERVAL_MS
+                    && last
+                        .compare_exchange(previous, now, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    tracing::warn!(channel = %String::from_utf8_lossy(name), reason = %rejection, total, "dropped an envelope that failed the integrity check");
+                }
+                None
+            }
+        }
     }
 
     async fn run_worker(self: Arc<Self>, mut rx: mpsc::Receiver<Incoming>) {
         while let Some(incoming) = rx.recv().await {
             match incoming {
                 Incoming::Channel { channel, payload } => {
-                    match envelope::decode_channel_message(&payload) {
+                    let name = || self.keys.client_channel(&channel);
+                    let Some(payload) = self.open(name, &payload) else {
+                        continue;
+                    };
+                    match envelope::decode_channel_message(payload) {
                         Ok(ChannelMessage::Publication { publication, epoch }) => {
+                            if publication.offset > 0 {
+                                // Others' publications tell where the stream is.
+                                self.remember_position(&channel, &epoch, publication.offset);
+                            }
                             self.events.on_publication(&channel, publication, &epoch)
                         }
                         Ok(ChannelMessage::Join(info)) => self.events.on_join(&channel, info),
@@ -293,13 +456,18 @@ impl Inner {
                         }
                     }
                 }
-                Incoming::Control(payload) => match envelope::decode_control(&payload) {
-                    Ok(message) => self.on_control(message),
-                    Err(e) => {
-                        self.rejected.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(error = %e, "dropped an undecodable control message");
+                Incoming::Control(payload) => {
+                    let Some(payload) = self.open(|| self.keys.control_channel(), &payload) else {
+                        continue;
+                    };
+                    match envelope::decode_control(payload) {
+                        Ok(message) => self.on_control(message),
+                        Err(e) => {
+                            self.rejected.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(error = %e, "dropped an undecodable control message");
+                        }
                     }
-                },
+                }
             }
         }
     }
@@ -388,9 +556,10 @@ impl Inner {
             node: self.node_uid.clone(),
             body,
         };
-        let payload = envelope::encode_control(&message);
+        let name = self.keys.control_channel();
+        let payload = self.seal(name.as_bytes(), envelope::encode_control(&message));
         let mut cmd = redis::cmd(self.publish_command());
-        cmd.arg(self.keys.control_channel()).arg(payload);
+        cmd.arg(name).arg(payload);
         let start = self.next_control_shard.fetch_add(1, Ordering::Relaxed);
         let mut last_error = None;
         for i in 0..self.shards.len() {
@@ -585,6 +754,12 @@ fn ttl_secs(ttl: Duration) -> u64 {
     ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)
 }
 
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -632,31 +807,82 @@ impl Broker for RedisEngine {
             meta_ttl.to_string(),
             idempotency_ttl.to_string(),
         );
-        let epoch = random_id(EPOCH_LEN);
+        let fresh_epoch = random_id(EPOCH_LEN);
         let command = if inner.config.is_cluster() {
             "spublish"
         } else {
             "publish"
         };
-        let (offset, epoch, _repeated) = inner
-            .bounded(
-                "publish",
-                inner.shard(channel).commands.script::<(u64, String, u8)>(
-                    &scripts::PUBLISH,
-                    &[&stream, &meta, &result, &client],
-                    &[
-                        &body,
-                        size.as_bytes(),
-                        ttl.as_bytes(),
-                        meta_ttl.as_bytes(),
-                        epoch.as_bytes(),
-                        command.as_bytes(),
-                        idempotency_ttl.as_bytes(),
-                    ],
-                ),
-            )
-            .await?;
-        Ok(StreamPosition { offset, epoch })
+        // The script writes `p1:<offset>:<epoch>:` itself; the signature
+        // covers the kind and the body (integrity.rs).
+        let signature = inner
+            .integrity
+            .sign(client.as_bytes(), b"p1", &body, unix_millis());
+        let sealing = options.history.is_some() && inner.history_keys.load().seals();
+        // A sealed record is bound to its offset and epoch, which only the
+        // script assigns: seal for the position this node expects next, and
+        // let the script refuse (answering the real one) when another
+        // publisher got there first.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (record, expected_epoch, expected_offset) = if sealing {
+                let (epoch, top) = inner
+                    .positions
+                    .lock()
+                    .get(channel)
+                    .cloned()
+                    .unwrap_or_else(|| (fresh_epoch.clone(), 0));
+                let offset = top + 1;
+                let record = inner
+                    .history_keys
+                    .load()
+                    .seal(channel, &epoch, offset, &body)
+                    .unwrap_or_default();
+                (record, epoch, offset.to_string())
+            } else {
+                (Vec::new(), String::new(), String::new())
+            };
+            let (offset, epoch, outcome) = inner
+                .bounded(
+                    "publish",
+                    inner.shard(channel).commands.script::<(u64, String, u8)>(
+                        &scripts::PUBLISH,
+                        &[&stream, &meta, &result, &client],
+                        &[
+                            &body,
+                            size.as_bytes(),
+                            ttl.as_bytes(),
+                            meta_ttl.as_bytes(),
+                            fresh_epoch.as_bytes(),
+                            command.as_bytes(),
+                            idempotency_ttl.as_bytes(),
+                            &signature,
+                            &record,
+                            expected_epoch.as_bytes(),
+                            expected_offset.as_bytes(),
+                        ],
+                    ),
+                )
+                .await?;
+            if outcome != scripts::PUBLISH_CONFLICT {
+                if options.history.is_some() {
+                    inner.remember_position(channel, &epoch, offset);
+                }
+                return Ok(StreamPosition { offset, epoch });
+            }
+            // The stream moved on: `offset` and `epoch` are its top now.
+            inner.remember_position(channel, &epoch, offset);
+            if attempt >= MAX_SEAL_ATTEMPTS {
+                return Err(BusError::Unavailable(format!(
+                    "publish to {channel}: other publishers took the next offset {MAX_SEAL_ATTEMPTS} times in a row"
+                )));
+            }
+            // A publisher that just won answers first and would win the next
+            // race too: step back a random moment so the loser gets a turn.
+            let pause = rand::rng().random_range(0..=attempt.min(8) as u64 * 500);
+            tokio::time::sleep(Duration::from_micros(pause)).await;
+        }
     }
 
     async fn publish_join(&self, channel: &str, info: ClientInfo) -> Result<(), BusError> {
@@ -716,7 +942,17 @@ impl Broker for RedisEngine {
                 ),
             )
             .await?;
-        let page = parse_history(reply)?;
+        let page = parse_history(
+            reply,
+            channel,
+            &inner.history_keys.load(),
+            &inner.undecryptable,
+        )
+        .inspect_err(|e| {
+            if matches!(e, BusError::Undecryptable) && inner.log_unopened() {
+                tracing::warn!(channel, "a history read failed: records that cannot be opened (key removed or record tampered)");
+            }
+        })?;
         if let Some(since) = &query.since {
             if !since.epoch.is_empty() && since.epoch != page.position.epoch {
                 return Err(BusError::UnrecoverablePosition);
@@ -848,11 +1084,24 @@ impl Broker for RedisEngine {
         BrokerCounters {
             messages_rejected: stats.messages_rejected,
             messages_dropped: stats.messages_dropped,
+            envelopes_rejected: Rejection::ALL
+                .iter()
+                .zip(stats.envelopes_rejected)
+                .map(|(r, n)| (r.as_str(), n))
+                .collect(),
+            history_undecryptable: stats.history_undecryptable,
         }
     }
 }
 
-fn parse_history(reply: Value) -> Result<HistoryPage, BusError> {
+/// Reads a HISTORY reply, opening sealed records; records that cannot be
+/// opened are added to `undecryptable` and fail the whole read.
+fn parse_history(
+    reply: Value,
+    channel: &str,
+    keys: &HistoryKeyring,
+    undecryptable: &AtomicU64,
+) -> Result<HistoryPage, BusError> {
     let malformed = |what: &str| BusError::Internal(format!("malformed history reply: {what}"));
     let Value::Array(parts) = reply else {
         return Err(malformed("not an array"));
@@ -869,6 +1118,7 @@ fn parse_history(reply: Value) -> Result<HistoryPage, BusError> {
         _ => return Err(malformed("entries")),
     };
     let mut publications = Vec::with_capacity(entries.len());
+    let mut unopened = 0;
     for entry in entries {
         let Value::Array(entry) = entry else {
             return Err(malformed("entry"));
@@ -892,10 +1142,22 @@ fn parse_history(reply: Value) -> Result<HistoryPage, BusError> {
         else {
             return Err(malformed("entry without data"));
         };
-        let mut publication = envelope::decode_publication(body)
+        let body = match keys.open(channel, &epoch, offset, body) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::debug!(channel, offset, error = ?e, "a history record cannot be opened");
+                unopened += 1;
+                continue;
+            }
+        };
+        let mut publication = envelope::decode_publication(&body)
             .map_err(|e| malformed(&format!("publication {offset}: {e}")))?;
         publication.offset = offset;
         publications.push(publication);
+    }
+    if unopened > 0 {
+        undecryptable.fetch_add(unopened, Ordering::Relaxed);
+        return Err(BusError::Undecryptable);
     }
     Ok(HistoryPage {
         publications,
@@ -918,6 +1180,12 @@ impl PresenceStore for RedisEngine {
         );
         let ttl = ttl_secs(ttl).max(1);
         let json = serde_json::to_vec(&info).expect("client info always serializes");
+        // User ids and connection info are sealed like history records.
+        let json = inner
+            .history_keys
+            .load()
+            .seal_presence(channel, &info.client, &json)
+            .unwrap_or(json);
         let expire_at = (unix_now() + ttl).to_string();
         let key_ttl = ttl.to_string();
         inner
@@ -978,7 +1246,17 @@ impl PresenceStore for RedisEngine {
             let Ok(client) = String::from_utf8(client.clone()) else {
                 continue;
             };
-            match serde_json::from_slice::<ClientInfo>(json) {
+            let keys = inner.history_keys.load();
+            let json = match keys.open_presence(channel, &client, json) {
+                Ok(json) => json,
+                Err(e) => {
+                    if inner.log_unopened() {
+                        tracing::warn!(channel, error = ?e, "skipped a presence entry that cannot be opened");
+                    }
+                    continue;
+                }
+            };
+            match serde_json::from_slice::<ClientInfo>(&json) {
                 Ok(info) => {
                     members.insert(client, info);
                 }

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use herald_bus::integrity::{BusKey, BusKeyring, Integrity, Rejection};
 use herald_bus::redis::{RedisConfig, RedisEngine};
+use herald_bus::seal::{HistoryKey, HistoryKeyring};
 use herald_bus::{
     Broker, BrokerEvents, BusError, ControlCommand, HistoryOptions, HistoryQuery, NodeInfo,
     PresenceStats, PresenceStore, PublishOptions,
@@ -2591,4 +2593,596 @@ async fn cluster_mode_survives_each_master_restarting() {
         .await;
     }
     drop(cluster);
+}
+
+// ---------------------------------------------------------------------------
+// Signed envelopes (SEC-BUS)
+
+fn bus_key(id: &str, byte: u8) -> BusKey {
+    BusKey {
+        id: id.into(),
+        secret: zeroize::Zeroizing::new(vec![byte; 32]),
+    }
+}
+
+fn keyring(active: &str, keys: &[(&str, u8)]) -> BusKeyring {
+    BusKeyring::new(active, keys.iter().map(|(id, b)| bus_key(id, *b)).collect()).unwrap()
+}
+
+/// A healthy node with a bus keyring and a history keyring.
+async fn keyed_node(
+    config: RedisConfig,
+    uid: &str,
+    bus: BusKeyring,
+    history: HistoryKeyring,
+) -> Node {
+    let events = Recorder::new(uid);
+    let engine = RedisEngine::connect_with_keys(config, events.clone(), bus, history)
+        .await
+        .unwrap_or_else(|e| panic!("node {uid} failed to connect: {e}"));
+    let probe = engine.clone();
+    wait_until(
+        &format!("node {uid} to be healthy"),
+        5.0,
+        || probe.healthy(),
+        || (),
+    )
+    .await;
+    Node { engine, events }
+}
+
+async fn signed_node(config: RedisConfig, uid: &str, ring: BusKeyring) -> Node {
+    keyed_node(config, uid, ring, HistoryKeyring::off()).await
+}
+
+fn refused(node: &RedisEngine) -> BTreeMap<&'static str, u64> {
+    Rejection::ALL
+        .iter()
+        .zip(node.stats().envelopes_rejected)
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| (r.as_str(), n))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_replayed_and_tampered_envelopes_reach_no_subscriber() {
+    use futures_util::StreamExt as _;
+
+    let redis = blocking(RedisServer::start).await;
+    let prefix = prefix("forged");
+    let ring = || keyring("k1", &[("k1", 7)]);
+    let a = signed_node(config(vec![redis.url()], &prefix), "node-a", ring()).await;
+    let b = signed_node(config(vec![redis.url()], &prefix), "node-b", ring()).await;
+    b.subscribe("news").await.unwrap();
+
+    // An outsider with Redis access listens and captures a real envelope.
+    let client_channel = format!("{prefix}.client.news");
+    let outsider = redis::Client::open(redis.url()).unwrap();
+    let mut listener = outsider.get_async_pubsub().await.unwrap();
+    listener.subscribe(&client_channel).await.unwrap();
+    a.publish("news", publication(r#"{"n":1}"#), &history_options(10))
+        .await
+        .unwrap();
+    let captured: Vec<u8> =
+        tokio::time::timeout(Duration::from_secs(5), listener.on_message().next())
+            .await
+            .expect("the outsider sees the real envelope")
+            .unwrap()
+            .get_payload_bytes()
+            .to_vec();
+    assert!(captured.starts_with(b"s1:"), "signed on the wire");
+    let events = b.events.clone();
+    wait_until(
+        "the real publication",
+        5.0,
+        || events.data("news").len() == 1,
+        || events.events(),
+    )
+    .await;
+
+    // Crafted without a key, a replay, one bit flipped in the body, a
+    // valid-looking envelope under a key id nobody holds.
+    let mut flipped = captured.clone();
+    let last = flipped.len() - 2;
+    flipped[last] ^= 0x01;
+    let foreign = {
+        let outsider_ring = Integrity::new(keyring("k9", &[("k9", 9)]), "intruder");
+        let body = br#"{"data":{"n":666}}"#;
+        let mut e = outsider_ring.sign(client_channel.as_bytes(), b"p1", body, unix_ms());
+        e.extend_from_slice(b"p1:0::");
+        e.extend_from_slice(body);
+        e
+    };
+    let crafted = br#"p1:2:x:{"data":{"n":666}}"#.to_vec();
+    for (bytes, what) in [
+        (&crafted, "crafted"),
+        (&captured, "replay"),
+        (&flipped, "bit flip"),
+        (&foreign, "foreign key"),
+    ] {
+        let reply = redis.cli_stdin(&["PUBLISH", &client_channel], bytes);
+        assert_eq!(reply.trim(), "2", "{what}: node B and the outsider got it");
+    }
+    let engine = b.engine.clone();
+    wait_until(
+        "four refusals",
+        5.0,
+        || engine.stats().envelopes_rejected.iter().sum::<u64>() >= 4,
+        || refused(&engine),
+    )
+    .await;
+    assert_eq!(
+        refused(&b.engine),
+        BTreeMap::from([
+            ("bad_mac", 1),
+            ("replay", 1),
+            ("unknown_key", 1),
+            ("unsigned", 1)
+        ])
+    );
+    // Nothing reached node B's Hub but the one real publication.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(b.events.data("news"), [r#"{"n":1}"#]);
+    assert_eq!(b.stats().messages_rejected, 0, "refused before decoding");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_step_rotation_mid_stream_loses_and_refuses_nothing() {
+    let redis = blocking(RedisServer::start).await;
+    let prefix = prefix("rotation");
+    let a = signed_node(
+        config(vec![redis.url()], &prefix),
+        "node-a",
+        keyring("k1", &[("k1", 1)]),
+    )
+    .await;
+    let b = signed_node(
+        config(vec![redis.url()], &prefix),
+        "node-b",
+        keyring("k1", &[("k1", 1)]),
+    )
+    .await;
+    b.subscribe("chat").await.unwrap();
+    a.subscribe("chat").await.unwrap();
+
+    // Step 1 (k2 added everywhere, k1 signs), step 2 (k2 signs, node A
+    // first), step 3 (k1 removed, node B first): each node mid-step while
+    // messages flow; half of them kept in history (the Lua path), half not.
+    let both = [("k1", 1), ("k2", 2)];
+    let k2_only = [("k2", 2)];
+    for n in 0..1000u32 {
+        match n {
+            200 => b.integrity().reload(keyring("k1", &both)),
+            250 => a.integrity().reload(keyring("k1", &both)),
+            400 => a.integrity().reload(keyring("k2", &both)),
+            450 => b.integrity().reload(keyring("k2", &both)),
+            700 => b.integrity().reload(keyring("k2", &k2_only)),
+            750 => a.integrity().reload(keyring("k2", &k2_only)),
+            _ => {}
+        }
+        let options = if n % 2 == 0 {
+            history_options(2000)
+        } else {
+            PublishOptions::default()
+        };
+        a.publish("chat", publication(&format!(r#"{{"n":{n}}}"#)), &options)
+            .await
+            .unwrap();
+    }
+    for node in [&a, &b] {
+        let events = node.events.clone();
+        wait_until(
+            "1,000 publications",
+            10.0,
+            || events.data("chat").len() >= 1000,
+            || events.data("chat").len(),
+        )
+        .await;
+        let want: Vec<String> = (0..1000).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
+        assert_eq!(
+            node.events.data("chat"),
+            want,
+            "every message, in order, once"
+        );
+        assert_eq!(refused(&node.engine), BTreeMap::new(), "nothing refused");
+    }
+    // After step 3 a node still on k1 is refused.
+    let old = signed_node(
+        config(vec![redis.url()], &prefix),
+        "node-old",
+        keyring("k1", &[("k1", 1)]),
+    )
+    .await;
+    old.publish(
+        "chat",
+        publication(r#"{"n":"old"}"#),
+        &PublishOptions::default(),
+    )
+    .await
+    .unwrap();
+    // (Its heartbeats on the control channel are refused too.)
+    let engine = b.engine.clone();
+    wait_until(
+        "the k1 envelopes refused",
+        5.0,
+        || refused(&engine).get("unknown_key").is_some_and(|n| *n >= 1),
+        || refused(&engine),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        b.events.data("chat").len(),
+        1000,
+        "the k1 publication did not arrive"
+    );
+    assert_eq!(
+        refused(&b.engine).keys().copied().collect::<Vec<_>>(),
+        ["unknown_key"]
+    );
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+// ---------------------------------------------------------------------------
+// Least privilege (SEC-REDIS-1)
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_works_as_the_documented_least_privileged_acl_user() {
+    let prefix = prefix("leastpriv");
+    let rules = herald_bus::redis::acl_rules(&prefix);
+    let docs = include_str!("../../../docs/redis.md");
+    assert!(
+        docs.contains("herald_bus::redis::acl_rules")
+            && docs.contains(&herald_bus::redis::acl_rules("herald")),
+        "docs/redis.md shows the rules acl_rules(\"herald\") gives"
+    );
+    let redis = blocking({
+        let rules = rules.clone();
+        move || {
+            RedisServer::launch(support::Options {
+                acl: Some(("herald".into(), "least-s3cret".into())),
+                acl_rules: Some(rules),
+                ..Default::default()
+            })
+        }
+    })
+    .await;
+    let node_config = || RedisConfig {
+        user: Some("herald".into()),
+        password: Some("least-s3cret".into()),
+        ..config(vec![redis.url()], &prefix)
+    };
+    let ring = || keyring("k1", &[("k1", 3)]);
+    let a = signed_node(node_config(), "node-a", ring()).await;
+    let b = signed_node(node_config(), "node-b", ring()).await;
+
+    // Everything a node does: pub/sub with and without history, idempotent
+    // publish, join/leave, presence, history, control commands, the registry.
+    b.subscribe("room").await.unwrap();
+    a.publish("room", publication(r#"{"n":1}"#), &history_options(10))
+        .await
+        .unwrap();
+    a.publish(
+        "room",
+        publication(r#"{"n":2}"#),
+        &PublishOptions::default(),
+    )
+    .await
+    .unwrap();
+    let idempotent = PublishOptions {
+        idempotency_key: Some("once".into()),
+        ..history_options(10)
+    };
+    a.publish("room", publication(r#"{"n":3}"#), &idempotent)
+        .await
+        .unwrap();
+    a.publish_join("room", info("u1", "c1")).await.unwrap();
+    a.add_presence("room", info("u1", "c1"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(b.presence_stats("room").await.unwrap().num_clients, 1);
+    assert_eq!(b.presence("room").await.unwrap().len(), 1);
+    a.remove_presence("room", "c1").await.unwrap();
+    let page = b.history("room", &query(None, None, false)).await.unwrap();
+    assert_eq!(offsets(&page.publications), [1, 2]);
+    a.publish_control(&disconnect("u1")).await.unwrap();
+    let events = b.events.clone();
+    wait_until(
+        "publications, join and control on node B",
+        5.0,
+        || events.data("room").len() == 3 && !events.controls().is_empty(),
+        || events.events(),
+    )
+    .await;
+    let engine = b.engine.clone();
+    wait_until(
+        "both nodes in the registry",
+        5.0,
+        || uids(&engine).len() == 2,
+        || uids(&engine),
+    )
+    .await;
+    b.remove_history("room").await.unwrap();
+    assert!(a.healthy() && b.healthy());
+    assert_eq!(refused(&b.engine), BTreeMap::new());
+
+    // The same user may not do anything else.
+    for command in [
+        vec!["FLUSHALL"],
+        vec!["KEYS", "*"],
+        vec!["CONFIG", "GET", "requirepass"],
+        vec!["GET", "someone-else:key"],
+        vec!["SET", "someone-else:key", "x"],
+        vec!["PUBLISH", "someone-else-channel", "x"],
+        vec!["ACL", "LIST"],
+    ] {
+        let reply = redis.cli(&command);
+        assert!(
+            reply.contains("NOPERM"),
+            "{command:?} must be refused: {reply}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_least_privileged_acl_user_also_works_in_cluster_mode() {
+    let cluster = blocking(|| RedisCluster::start(3)).await;
+    let prefix = prefix("leastprivcluster");
+    let rules = herald_bus::redis::acl_rules(&prefix);
+    for node in &cluster.nodes {
+        let mut args = vec!["ACL", "SETUSER", "herald", "on", ">least-s3cret"];
+        args.extend(rules.split(' '));
+        assert_eq!(
+            node.cli(&args).trim(),
+            "OK",
+            "ACL SETUSER on {}",
+            node.port()
+        );
+    }
+    let node_config = || RedisConfig {
+        user: Some("herald".into()),
+        password: Some("least-s3cret".into()),
+        ..cluster_config(&cluster, &prefix)
+    };
+    let ring = || keyring("k1", &[("k1", 4)]);
+    let a = signed_node(node_config(), "node-a", ring()).await;
+    let b = signed_node(node_config(), "node-b", ring()).await;
+    let channels = ["alpha", "beta", "gamma", "delta"];
+    for channel in channels {
+        b.subscribe(channel).await.unwrap();
+    }
+    for channel in channels {
+        a.publish(channel, publication(r#"{"n":1}"#), &history_options(10))
+            .await
+            .unwrap();
+        a.add_presence(channel, info("u1", "c1"), Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(b.presence_stats(channel).await.unwrap().num_clients, 1);
+        let page = b.history(channel, &query(None, None, false)).await.unwrap();
+        assert_eq!(offsets(&page.publications), [1]);
+    }
+    let events = b.events.clone();
+    wait_until(
+        "a publication on every channel",
+        5.0,
+        || channels.iter().all(|c| events.data(c).len() == 1),
+        || events.events(),
+    )
+    .await;
+    assert!(a.healthy() && b.healthy());
+    assert_eq!(refused(&b.engine), BTreeMap::new());
+}
+
+// ---------------------------------------------------------------------------
+// Sealed history (SEC-REST-1)
+
+fn history_keyring(active: &str, keys: &[(&str, u8)]) -> HistoryKeyring {
+    HistoryKeyring::new(
+        active,
+        keys.iter()
+            .map(|(id, b)| HistoryKey {
+                id: (*id).into(),
+                key: zeroize::Zeroizing::new(vec![*b; 32]),
+            })
+            .collect(),
+    )
+    .unwrap()
+}
+
+async fn sealing_node(config: RedisConfig, uid: &str, keys: HistoryKeyring) -> Node {
+    keyed_node(config, uid, BusKeyring::off(), keys).await
+}
+
+/// Every value stored under `prefix`, read by its type.
+fn every_stored_value(redis: &RedisServer, prefix: &str) -> String {
+    let mut dump = String::new();
+    for key in redis.scan(&format!("{prefix}*")) {
+        let kind = redis.cli(&["TYPE", &key]);
+        let value = match kind.trim() {
+            "string" => redis.cli(&["GET", &key]),
+            "hash" => redis.cli(&["HGETALL", &key]),
+            "stream" => redis.cli(&["XRANGE", &key, "-", "+"]),
+            "zset" => redis.cli(&["ZRANGE", &key, "0", "-1", "WITHSCORES"]),
+            "list" => redis.cli(&["LRANGE", &key, "0", "-1"]),
+            "set" => redis.cli(&["SMEMBERS", &key]),
+            other => panic!("{key}: unexpected type {other}"),
+        };
+        dump.push_str(&format!("{key} ({}): {value}\n", kind.trim()));
+    }
+    dump
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_history_stores_no_plaintext_and_survives_concurrent_publishers() {
+    let redis = blocking(RedisServer::start).await;
+    let prefix = prefix("sealed");
+    let keys = || history_keyring("h1", &[("h1", 1)]);
+    let a = sealing_node(config(vec![redis.url()], &prefix), "node-a", keys()).await;
+    let b = sealing_node(config(vec![redis.url()], &prefix), "node-b", keys()).await;
+    b.subscribe("secret").await.unwrap();
+
+    // Two nodes publish into one stream at once: each seals for the offset
+    // it expects; the script refuses a record made for a taken offset and
+    // the node seals again.
+    let mut tasks = Vec::new();
+    for (node, tag) in [(a.engine.clone(), "a"), (b.engine.clone(), "b")] {
+        tasks.push(tokio::spawn(async move {
+            for n in 0..50 {
+                let data = format!(r#"{{"text":"marker-9c1e {tag}{n}"}}"#);
+                node.publish("secret", publication(&data), &history_options(200))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let page = a
+        .history("secret", &query(None, None, false))
+        .await
+        .unwrap();
+    assert_eq!(offsets(&page.publications), (1..=100).collect::<Vec<u64>>());
+    let events = b.events.clone();
+    wait_until(
+        "100 live publications",
+        5.0,
+        || events.data("secret").len() == 100,
+        || events.data("secret").len(),
+    )
+    .await;
+
+    // Presence (user ids and connection info) is sealed the same way.
+    let visitor = ClientInfo {
+        user: "marker-9c1e-user".into(),
+        client: "c-1".into(),
+        conn_info: Some(RawJson::from_str(r#"{"name":"marker-9c1e"}"#).unwrap()),
+        chan_info: None,
+    };
+    a.add_presence("secret", visitor.clone(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let present = b.presence("secret").await.unwrap();
+    assert_eq!(
+        present.get("c-1"),
+        Some(&visitor),
+        "node B opens what node A sealed"
+    );
+    assert_eq!(b.presence_stats("secret").await.unwrap().num_users, 1);
+
+    let dump = every_stored_value(&redis, &prefix);
+    assert!(
+        dump.contains(".stream."),
+        "the stream is among the keys read: {dump}"
+    );
+    assert!(
+        !dump.contains("marker-9c1e"),
+        "plaintext stored in Redis:\n{dump}"
+    );
+
+    // A record moved to another channel's stream does not open there.
+    let stream_key = |ch: &str| {
+        redis
+            .scan(&format!("{prefix}*"))
+            .into_iter()
+            .find(|k| k.contains(".stream.") && !k.contains(".stream.meta.") && k.ends_with(ch))
+            .unwrap_or_else(|| panic!("no stream key for {ch}"))
+    };
+    a.publish("other", publication(r#"{"x":1}"#), &history_options(10))
+        .await
+        .unwrap();
+    let source = stream_key("secret");
+    let record = redis.cli(&["--no-raw", "XRANGE", &source, "1-0", "1-0"]);
+    assert!(
+        record.contains("e1:"),
+        "sealed records start with e1: {record}"
+    );
+    let raw: Vec<u8> = {
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        type Entry = (String, Vec<(String, Vec<u8>)>);
+        let entries: Vec<Entry> = redis::cmd("XRANGE")
+            .arg(&source)
+            .arg("1-0")
+            .arg("1-0")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let target = stream_key("other");
+        let _: String = redis::cmd("XADD")
+            .arg(&target)
+            .arg("2-0")
+            .arg("d")
+            .arg(&entries[0].1[0].1)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let _: i64 = redis::cmd("HSET")
+            .arg(target.replace(".stream.", ".stream.meta."))
+            .arg("s")
+            .arg(2)
+            .query_async(&mut connection)
+            .await
+            .unwrap_or(0);
+        entries[0].1[0].1.clone()
+    };
+    assert!(raw.starts_with(b"e1:"));
+    let before = a.stats().history_undecryptable;
+    assert!(matches!(
+        a.history("other", &query(None, None, false)).await,
+        Err(BusError::Undecryptable)
+    ));
+    assert_eq!(a.stats().history_undecryptable, before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_history_key_shreds_what_it_sealed() {
+    let redis = blocking(RedisServer::start).await;
+    let prefix = prefix("shred");
+    let a = sealing_node(
+        config(vec![redis.url()], &prefix),
+        "node-a",
+        history_keyring("h1", &[("h1", 1)]),
+    )
+    .await;
+    a.publish("log", publication(r#"{"n":1}"#), &history_options(10))
+        .await
+        .unwrap();
+    // Rotation: h2 active, h1 kept to open older records.
+    a.reload_history_keys(history_keyring("h2", &[("h1", 1), ("h2", 2)]));
+    a.publish("log", publication(r#"{"n":2}"#), &history_options(10))
+        .await
+        .unwrap();
+    let page = a.history("log", &query(None, None, false)).await.unwrap();
+    assert_eq!(a.events.data("log").len(), 0, "not subscribed");
+    assert_eq!(page.publications.len(), 2);
+    // h1 removed: its record is gone for good; h2's still opens.
+    a.reload_history_keys(history_keyring("h2", &[("h2", 2)]));
+    assert!(matches!(
+        a.history("log", &query(None, None, false)).await,
+        Err(BusError::Undecryptable)
+    ));
+    assert_eq!(a.stats().history_undecryptable, 1);
+    let since_one = query(
+        Some(StreamPosition {
+            offset: 1,
+            epoch: page.position.epoch.clone(),
+        }),
+        None,
+        false,
+    );
+    let newer = a.history("log", &since_one).await.unwrap();
+    assert_eq!(offsets(&newer.publications), [2]);
+    // The top is still known (recovery answers `recovered: false`).
+    let top = a
+        .history("log", &query(None, Some(0), false))
+        .await
+        .unwrap();
+    assert_eq!(top.position.offset, 2);
 }

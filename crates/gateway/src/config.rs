@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use herald_auth::{ChannelConfig, SubscriptionTokenConfig, TokenConfig};
+pub use herald_identity::IntrospectionConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,28 +55,6 @@ impl Default for TlsConfig {
             client_auth: "none".to_owned(),
             min_version: "1.3".to_owned(),
         }
-    }
-}
-
-#[derive(Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct IntrospectionConfig {
-    pub endpoint: String,
-    pub client_id: String,
-    pub client_secret: String,
-    #[serde(with = "humantime_serde")]
-    pub cache_ttl: Duration,
-}
-
-// Secrets never show in `{:?}` of the config.
-impl std::fmt::Debug for IntrospectionConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IntrospectionConfig")
-            .field("endpoint", &self.endpoint)
-            .field("client_id", &self.client_id)
-            .field("client_secret", &redacted(&self.client_secret))
-            .field("cache_ttl", &self.cache_ttl)
-            .finish()
     }
 }
 
@@ -154,10 +133,7 @@ impl Default for ClientConfig {
             insecure: false,
             token: TokenConfig::default(),
             subscription_token: SubscriptionTokenConfig::default(),
-            introspection: IntrospectionConfig {
-                cache_ttl: Duration::from_secs(60),
-                ..Default::default()
-            },
+            introspection: IntrospectionConfig::default(),
         }
     }
 }

@@ -28,6 +28,7 @@ use actix_web::dev::AppConfig;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use herald_auth::{ChannelPolicy, TokenVerifier};
 use herald_bus::{BrokerEvents, BusError, Engine};
+use herald_identity::Authenticator;
 
 use crate::hub::Hub;
 use crate::node::{Node, NodeEvents};
@@ -132,17 +133,16 @@ where
         ChannelPolicy::new(&config.channel).map_err(|e| GatewayError::Config(e.to_string()))?;
     let verifier = TokenVerifier::new(&config.client.token, &config.client.subscription_token)
         .map_err(|e| GatewayError::Config(e.to_string()))?;
+    let auth = Authenticator::new(verifier, &config.client.introspection)
+        .map_err(|e| GatewayError::Config(e.to_string()))?;
+    // JWKS sets load in the background; a token arriving before the first
+    // set gets a temporary error and is retried by the client.
+    auth.start();
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hub = Arc::new(Hub::new(cores * 8));
     let events = Arc::new(NodeEvents::new(hub.clone()));
     let engine = make_engine(events.clone()).await?;
-    let node = Arc::new(Node::new(
-        config.client.clone(),
-        policy,
-        verifier,
-        engine,
-        hub,
-    ));
+    let node = Arc::new(Node::new(config.client.clone(), policy, auth, engine, hub));
     events.link(&node);
 
     let http = &config.http_server;
@@ -295,7 +295,7 @@ fn watch_sighup(cert: Option<std::sync::Arc<tls::ReloadingCert>>) {
                         tracing::info!("SIGHUP: reloading the TLS certificate");
                         cert.reload_now();
                     }
-                    None => tracing::info!("SIGHUP: nothing to reload"),
+                    None => tracing::info!("SIGHUP: no TLS certificate to reload"),
                 }
             }
         });

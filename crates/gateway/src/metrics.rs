@@ -81,7 +81,15 @@ pub(crate) const FRAME_TYPES: &[&str] = &[
 ];
 
 /// `reason` values of `herald_bus_rejected_envelopes_total`.
-pub(crate) const REJECT_REASONS: &[&str] = &["malformed", "overflow"];
+pub(crate) const REJECT_REASONS: [&str; 7] = [
+    "malformed",
+    "overflow",
+    "unsigned",
+    "unknown_key",
+    "bad_mac",
+    "stale",
+    "replay",
+];
 
 pub(crate) struct Metrics {
     registry: Registry,
@@ -100,6 +108,7 @@ pub(crate) struct Metrics {
     pub(crate) publish_duration: Histogram,
     pub(crate) broker_messages_received: IntCounter,
     pub(crate) bus_rejected: IntCounterVec,
+    pub(crate) history_undecryptable: IntCounter,
     pub(crate) auth_failures: IntCounterVec,
     pub(crate) api_duration: HistogramVec,
     pub(crate) api_errors: IntCounterVec,
@@ -111,7 +120,9 @@ pub(crate) struct Metrics {
     pub(crate) sent_join: IntCounter,
     pub(crate) sent_leave: IntCounter,
     /// Engine counters already added to `bus_rejected`, by reason.
-    seen_rejected: [AtomicU64; 2],
+    seen_rejected: [AtomicU64; REJECT_REASONS.len()],
+    /// Engine count already added to `history_undecryptable`.
+    seen_undecryptable: AtomicU64,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -217,9 +228,13 @@ impl Metrics {
                 "herald_broker_messages_received_total",
                 "Publications, joins and leaves the engine delivered to this node.",
             ),
+            history_undecryptable: counter(
+                "herald_history_undecryptable_records_total",
+                "History records that could not be opened: sealed with a removed key (crypto-shredded) or tampered with.",
+            ),
             bus_rejected: counter_vec(
                 "herald_bus_rejected_envelopes_total",
-                "Messages from the bus dropped: undecodable, or a full queue.",
+                "Messages from the bus dropped: undecodable, a full queue, or refused by the integrity check (unsigned, unknown_key, bad_mac, stale, replay).",
                 &["reason"],
             ),
             auth_failures: counter_vec(
@@ -247,7 +262,8 @@ impl Metrics {
                 "Certificate reloads: loaded, or refused with the old pair kept.",
                 &["result"],
             ),
-            seen_rejected: [AtomicU64::new(0), AtomicU64::new(0)],
+            seen_rejected: std::array::from_fn(|_| AtomicU64::new(0)),
+            seen_undecryptable: AtomicU64::new(0),
             sent_publication: messages_sent.with_label_values(&["push_publication"]),
             sent_join: messages_sent.with_label_values(&["push_join"]),
             sent_leave: messages_sent.with_label_values(&["push_leave"]),
@@ -285,7 +301,9 @@ impl Metrics {
         for result in ["loaded", "refused"] {
             self.tls_reloads.with_label_values(&[result]);
         }
-        self.auth_failures.with_label_values(&["expired"]);
+        for label in ["expired", "unavailable", "unknown_key_pending"] {
+            self.auth_failures.with_label_values(&[label]);
+        }
         for reason in InvalidReason::ALL {
             self.auth_failures.with_label_values(&[reason.as_str()]);
         }
@@ -309,13 +327,26 @@ impl Metrics {
         self.num_nodes
             .set(gauge_value(node.engine.broker.nodes().len()));
         let counters = node.engine.broker.counters();
-        for (i, (reason, total)) in [
-            ("malformed", counters.messages_rejected),
-            ("overflow", counters.messages_dropped),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        let before = self
+            .seen_undecryptable
+            .swap(counters.history_undecryptable, Ordering::Relaxed);
+        if counters.history_undecryptable > before {
+            self.history_undecryptable
+                .inc_by(counters.history_undecryptable - before);
+        }
+        for (i, reason) in REJECT_REASONS.iter().enumerate() {
+            let integrity = counters
+                .envelopes_rejected
+                .iter()
+                .filter(|(r, _)| r == reason)
+                .map(|(_, n)| n)
+                .sum::<u64>();
+            let total = integrity
+                + match *reason {
+                    "malformed" => counters.messages_rejected,
+                    "overflow" => counters.messages_dropped,
+                    _ => 0,
+                };
             let before = self.seen_rejected[i].swap(total, Ordering::Relaxed);
             if total > before {
                 self.bus_rejected

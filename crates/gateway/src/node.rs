@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::{Message, Recipient};
-use herald_auth::{ChannelPolicy, TokenVerifier};
+use herald_auth::ChannelPolicy;
 use herald_bus::{
     BrokerEvents, BusError, ControlCommand, Engine, NodeInfo, SurveyReply, SurveyRequest,
 };
+use herald_identity::Authenticator;
 use herald_protocol::{ClientInfo, Publication};
 use parking_lot::Mutex;
 
@@ -26,7 +27,7 @@ const SUBSCRIBE_LOCKS: usize = 64;
 pub(crate) struct Node {
     pub(crate) client: ClientConfig,
     pub(crate) policy: ChannelPolicy,
-    pub(crate) verifier: TokenVerifier,
+    pub(crate) auth: Authenticator,
     pub(crate) engine: Engine,
     pub(crate) hub: Arc<Hub>,
     pub(crate) version: &'static str,
@@ -88,13 +89,13 @@ impl Node {
     pub(crate) fn new(
         client: ClientConfig,
         policy: ChannelPolicy,
-        verifier: TokenVerifier,
+        auth: Authenticator,
         engine: Engine,
         hub: Arc<Hub>,
     ) -> Self {
         Self {
             policy,
-            verifier,
+            auth,
             engine,
             hub,
             version: env!("CARGO_PKG_VERSION"),

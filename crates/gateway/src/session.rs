@@ -3,15 +3,16 @@
 //! order (so commands that follow `connect` in the same frame wait for its
 //! reply), and writes only into its own bounded Outbox.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::fut::wrap_future;
 use actix::prelude::*;
-use herald_auth::{ChannelError, TokenError};
+use herald_auth::{ChannelError, ConnectionClaims, TokenError};
 use herald_bus::{ControlCommand, HistoryQuery, PublishOptions};
+use herald_identity::Principal;
 use herald_protocol::{
     decode_frame, ClientInfo, Command, CommandResult, ConnectRequest, ConnectResult, Disconnect,
     ErrorCode, ErrorReply, HistoryRequest, HistoryResult, Method, PresenceResult,
@@ -65,6 +66,14 @@ pub(crate) struct Session {
     /// `client.command_rate_limit`: commands allowed now, and commands
     /// refused in a row.
     rate: Option<RateLimiter>,
+    /// The token of the upgrade's `Authorization: Bearer` header, used when
+    /// connect carries none.
+    upgrade_token: Option<String>,
+    /// Channels the credentials grant subscription to (introspection scopes).
+    granted: HashSet<String>,
+    /// The introspected token, re-checked while the connection lives so a
+    /// revocation at the authorization server closes it.
+    introspected_token: Option<String>,
 }
 
 /// A token bucket of `limit` commands per second (burst `limit`).
@@ -122,7 +131,12 @@ impl GapListener for GapToSession {
 }
 
 impl Session {
-    pub(crate) fn new(node: Arc<Node>, outbox: Arc<Outbox>, tls_identity: Option<String>) -> Self {
+    pub(crate) fn new(
+        node: Arc<Node>,
+        outbox: Arc<Outbox>,
+        tls_identity: Option<String>,
+        upgrade_token: Option<String>,
+    ) -> Self {
         let channel_limit = node.client.channel_limit;
         let rate = (node.client.command_rate_limit > 0)
             .then(|| RateLimiter::new(node.client.command_rate_limit));
@@ -147,6 +161,9 @@ impl Session {
             issued_at: None,
             tls_identity,
             rate,
+            upgrade_token,
+            granted: HashSet::new(),
+            introspected_token: None,
         }
     }
 
@@ -295,36 +312,98 @@ impl Session {
 
     // ---- connect ----
 
-    fn connect(&mut self, id: u32, req: ConnectRequest, ctx: &mut Context<Self>) -> Option<Work> {
-        let node = self.node.clone();
-        let now = unix_now();
-        let claims = if req.token.is_empty() {
+    fn connect(
+        &mut self,
+        id: u32,
+        mut req: ConnectRequest,
+        ctx: &mut Context<Self>,
+    ) -> Option<Work> {
+        let bearer = self.upgrade_token.take();
+        let token = match std::mem::take(&mut req.token) {
+            token if token.is_empty() => bearer.unwrap_or_default(),
+            token => token,
+        };
+        if token.is_empty() {
             if let Some(identity) = &self.tls_identity {
                 // Possession of the certificate's key proved who this is.
                 self.user = identity.clone();
-            } else if !(node.client.insecure || node.client.allow_anonymous_connect_without_token) {
+            } else if !(self.node.client.insecure
+                || self.node.client.allow_anonymous_connect_without_token)
+            {
                 debug!(client = %self.client, "connect without credentials");
                 self.disconnect(ctx, Disconnect::BAD_REQUEST);
                 return None;
             }
-            None
-        } else {
-            match node.verifier.verify_connection(&req.token, now) {
-                Ok(claims) => Some(claims),
-                Err(TokenError::Expired) => {
-                    metrics::auth_failure(&TokenError::Expired);
-                    self.state.connect_failed();
-                    self.error(ctx, id, ErrorCode::TokenExpired);
-                    return None;
+            return self.connect_as(id, req, None, ctx);
+        }
+        if let Some(checked) = self.node.auth.connection_now(&token, unix_now()) {
+            return self.connect_checked(id, req, token, checked, ctx);
+        }
+        // A JWKS refetch or an introspection: commands behind this connect
+        // stay queued (the session is busy) until it is answered.
+        let node = self.node.clone();
+        let lookup = {
+            let token = token.clone();
+            async move { node.auth.connection(&token, unix_now()).await }
+        };
+        Some(Box::pin(wrap_future::<_, Self>(lookup).then(
+            move |checked, act, ctx| -> Work {
+                match act.connect_checked(id, req, token, checked, ctx) {
+                    Some(work) => work,
+                    None => Box::pin(actix::fut::ready(())),
                 }
-                Err(e) => {
-                    warn!(client = %self.client, reason = %e, "connection token rejected");
-                    metrics::auth_failure(&e);
-                    self.disconnect(ctx, Disconnect::INVALID_TOKEN);
-                    return None;
+            },
+        )))
+    }
+
+    /// Continues connect once the credentials were checked.
+    fn connect_checked(
+        &mut self,
+        id: u32,
+        req: ConnectRequest,
+        token: String,
+        checked: Result<Principal, TokenError>,
+        ctx: &mut Context<Self>,
+    ) -> Option<Work> {
+        let principal = match checked {
+            Ok(principal) => principal,
+            Err(e) => {
+                metrics::auth_failure(&e);
+                match e {
+                    TokenError::Expired => {
+                        self.state.connect_failed();
+                        self.error(ctx, id, ErrorCode::TokenExpired);
+                    }
+                    TokenError::Unavailable | TokenError::UnknownKey => {
+                        info!(client = %self.client, "connection credentials cannot be checked now");
+                        self.state.connect_failed();
+                        self.error(ctx, id, ErrorCode::Internal);
+                    }
+                    e => {
+                        warn!(client = %self.client, reason = %e, "connection token rejected");
+                        self.disconnect(ctx, Disconnect::INVALID_TOKEN);
+                    }
                 }
+                return None;
             }
         };
+        if principal.introspected {
+            self.introspected_token = Some(token);
+        }
+        self.granted = principal.channels.into_iter().collect();
+        self.connect_as(id, req, Some(principal.claims), ctx)
+    }
+
+    /// Connect with checked credentials (`None`: no token).
+    fn connect_as(
+        &mut self,
+        id: u32,
+        req: ConnectRequest,
+        claims: Option<ConnectionClaims>,
+        ctx: &mut Context<Self>,
+    ) -> Option<Work> {
+        let node = self.node.clone();
+        let now = unix_now();
         let expires_at = claims.as_ref().and_then(|c| c.expires_at());
         if expires_at.is_some_and(|at| at <= now) {
             self.state.connect_failed();
@@ -648,11 +727,44 @@ impl Session {
         }));
     }
 
+    /// Asks again whether an introspected token is active (the cache answers
+    /// most of the time): revoked closes the connection; an unreachable
+    /// server leaves it to its expiry.
+    fn recheck_introspected(&mut self, ctx: &mut Context<Self>) {
+        let Some(token) = self.introspected_token.clone() else {
+            return;
+        };
+        // Past its expiry the token is inactive by definition; the expiry
+        // grace (3005, the SDK refreshes) decides, not a revocation (3500).
+        if self.expired_now() {
+            return;
+        }
+        let node = self.node.clone();
+        let asked = token.clone();
+        let check = async move { node.auth.still_active(&asked, unix_now()).await };
+        ctx.spawn(wrap_future::<_, Self>(check).map(move |active, act, ctx| {
+            // Unless a refresh replaced the token meanwhile.
+            if active == Some(false)
+                && act.introspected_token.as_ref() == Some(&token)
+                && !act.expired_now()
+            {
+                warn!(client = %act.client, "introspected token no longer active");
+                metrics::auth_failure(&TokenError::Invalid(herald_auth::InvalidReason::Inactive));
+                act.disconnect(ctx, Disconnect::INVALID_TOKEN);
+            }
+        }));
+    }
+
+    fn expired_now(&self) -> bool {
+        self.state.expires_at().is_some_and(|at| at <= unix_now())
+    }
+
     /// Presence refresh and subscription expiry, every `presence_update_interval`.
     fn periodic(&mut self, ctx: &mut Context<Self>) {
         if self.closing {
             return;
         }
+        self.recheck_introspected(ctx);
         let grace = self.node.client.expired_sub_close_delay;
         for channel in self.state.expired_subscriptions(unix_now(), grace) {
             let server_side = self
@@ -760,6 +872,21 @@ async fn leave(
     }
 }
 
+/// The reply code of a refused subscription token: 109 expired, 100 when it
+/// cannot be checked now (a JWKS refetch starts; the client retries), else
+/// 103.
+fn subscription_token_error(node: &Node, error: &TokenError) -> ErrorCode {
+    match error {
+        TokenError::Expired => ErrorCode::TokenExpired,
+        TokenError::UnknownKey => {
+            node.auth.subscription_key_missing();
+            ErrorCode::Internal
+        }
+        TokenError::Unavailable => ErrorCode::Internal,
+        _ => ErrorCode::PermissionDenied,
+    }
+}
+
 fn ttl_from(expires_at: Option<u64>) -> u32 {
     expires_at
         .map(|at| at.saturating_sub(unix_now()).min(u64::from(u32::MAX)) as u32)
@@ -797,7 +924,11 @@ impl Session {
         let mut data = None;
         let mut expires_at = None;
         if !req.token.is_empty() {
-            match node.verifier.verify_subscription(&req.token, unix_now()) {
+            match node
+                .auth
+                .verifier()
+                .verify_subscription(&req.token, unix_now())
+            {
                 Ok(claims) => {
                     let mismatch = claims.user != self.user
                         || claims.channel != req.channel
@@ -817,15 +948,13 @@ impl Session {
                     debug!(client = %self.client, reason = %e, "subscription token rejected");
                     metrics::auth_failure(&e);
                     self.state.remove(&req.channel);
-                    let code = match e {
-                        TokenError::Expired => ErrorCode::TokenExpired,
-                        _ => ErrorCode::PermissionDenied,
-                    };
+                    let code = subscription_token_error(&node, &e);
                     self.error(ctx, id, code);
                     return None;
                 }
             }
         } else if !insecure
+            && !self.granted.contains(&req.channel)
             && (resolved.private || !node.policy.can_subscribe(&resolved, &self.user))
         {
             self.state.remove(&req.channel);
@@ -1059,58 +1188,75 @@ impl Session {
             self.disconnect(ctx, Disconnect::BAD_REQUEST);
             return None;
         }
-        let claims = match self.node.verifier.verify_connection(&req.token, unix_now()) {
-            Ok(claims) => claims,
-            Err(TokenError::Expired) => {
-                metrics::auth_failure(&TokenError::Expired);
-                self.disconnect(ctx, Disconnect::EXPIRED);
-                return None;
-            }
-            Err(e) => {
-                warn!(client = %self.client, reason = %e, "refresh token rejected");
-                metrics::auth_failure(&e);
-                self.disconnect(ctx, Disconnect::INVALID_TOKEN);
-                return None;
-            }
-        };
-        if claims.user != self.user {
-            warn!(client = %self.client, "refresh token for another user");
-            self.disconnect(ctx, Disconnect::INVALID_TOKEN);
-            return None;
-        }
         let node = self.node.clone();
+        let token = req.token;
         let check = async move {
-            let revoked = node
-                .engine
-                .broker
-                .token_revoked(claims.jti.as_deref(), &claims.user, claims.iat, unix_now())
-                .await;
-            (claims, revoked)
+            let checked = node.auth.connection(&token, unix_now()).await;
+            // As at connect: `revoke_token` by `jti`, `invalidate_user_tokens`
+            // by `iat` (an introspected token has neither, so the latter
+            // applies to it whenever it was issued).
+            let revoked = match &checked {
+                Ok(p) => {
+                    let c = &p.claims;
+                    node.engine
+                        .broker
+                        .token_revoked(c.jti.as_deref(), &c.user, c.iat, unix_now())
+                        .await
+                }
+                _ => Ok(false),
+            };
+            (token, checked, revoked)
         };
         Some(Box::pin(wrap_future::<_, Self>(check).map(
-            move |(claims, revoked), act, ctx| match revoked {
-                Ok(false) => {
-                    let expires_at = claims.expires_at();
-                    if claims.info.is_some() {
-                        act.conn_info = claims.info;
+            move |(token, checked, revoked), act, ctx| {
+                let principal = match checked {
+                    Ok(principal) => principal,
+                    Err(e) => {
+                        metrics::auth_failure(&e);
+                        return match e {
+                            TokenError::Expired => act.disconnect(ctx, Disconnect::EXPIRED),
+                            // The client retries; the connection lives until
+                            // its expiry grace runs out.
+                            TokenError::Unavailable | TokenError::UnknownKey => {
+                                act.error(ctx, id, ErrorCode::Internal)
+                            }
+                            e => {
+                                warn!(client = %act.client, reason = %e, "refresh token rejected");
+                                act.disconnect(ctx, Disconnect::INVALID_TOKEN)
+                            }
+                        };
                     }
-                    act.token_id = claims.jti;
-                    act.issued_at = claims.iat;
-                    act.state.refreshed(expires_at);
-                    act.schedule_expiry(ctx);
-                    let result = RefreshResult {
-                        client: act.client.clone(),
-                        version: act.node.version.to_owned(),
-                        expires: expires_at.is_some(),
-                        ttl: ttl_from(expires_at),
-                    };
-                    act.reply(ctx, id, CommandResult::Refresh(result));
+                };
+                if principal.claims.user != act.user {
+                    warn!(client = %act.client, "refresh token for another user");
+                    return act.disconnect(ctx, Disconnect::INVALID_TOKEN);
                 }
-                Ok(true) => {
-                    warn!(client = %act.client, "refresh token revoked");
-                    act.disconnect(ctx, Disconnect::INVALID_TOKEN);
+                match revoked {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        warn!(client = %act.client, "refresh token revoked");
+                        return act.disconnect(ctx, Disconnect::INVALID_TOKEN);
+                    }
+                    Err(e) => return act.error(ctx, id, engine_error(&e)),
                 }
-                Err(e) => act.error(ctx, id, engine_error(&e)),
+                let claims = principal.claims;
+                let expires_at = claims.expires_at();
+                if claims.info.is_some() {
+                    act.conn_info = claims.info;
+                }
+                act.token_id = claims.jti;
+                act.issued_at = claims.iat;
+                act.introspected_token = principal.introspected.then_some(token);
+                act.granted = principal.channels.into_iter().collect();
+                act.state.refreshed(expires_at);
+                act.schedule_expiry(ctx);
+                let result = RefreshResult {
+                    client: act.client.clone(),
+                    version: act.node.version.to_owned(),
+                    expires: expires_at.is_some(),
+                    ttl: ttl_from(expires_at),
+                };
+                act.reply(ctx, id, CommandResult::Refresh(result));
             },
         )))
     }
@@ -1125,16 +1271,17 @@ impl Session {
         if req.token.is_empty() {
             return self.error(ctx, id, ErrorCode::BadRequest);
         }
-        let claims = match self
-            .node
-            .verifier
+        let node = self.node.clone();
+        let claims = match node
+            .auth
+            .verifier()
             .verify_subscription(&req.token, unix_now())
         {
             Ok(claims) => claims,
-            Err(TokenError::Expired) => return self.error(ctx, id, ErrorCode::TokenExpired),
             Err(e) => {
                 debug!(client = %self.client, reason = %e, "sub_refresh token rejected");
-                return self.error(ctx, id, ErrorCode::PermissionDenied);
+                metrics::auth_failure(&e);
+                return self.error(ctx, id, subscription_token_error(&node, &e));
             }
         };
         let mismatch = claims.user != self.user

@@ -208,7 +208,9 @@ async fn read_position(
             let top = page.position.clone();
             Ok((top, recovered.then_some(page.publications)))
         }
-        Err(BusError::UnrecoverablePosition) => {
+        // A shredded (or tampered) record cannot be given back: as for a
+        // lost position, the client is told `recovered: false`.
+        Err(BusError::UnrecoverablePosition | BusError::Undecryptable) => {
             let page = broker
                 .history(&plan.channel, &top_only)
                 .await
@@ -230,8 +232,13 @@ fn recovered(requested: &StreamPosition, page: &HistoryPage, max: usize) -> bool
         return false;
     }
     match (pubs.first(), pubs.last()) {
+        // Every offset in between too: a record deleted from the middle of
+        // a stream (nothing herald does; someone with Redis access) is a
+        // gap, not a recovery.
         (Some(first), Some(last)) => {
-            first.offset == requested.offset + 1 && last.offset == top.offset
+            first.offset == requested.offset + 1
+                && last.offset == top.offset
+                && pubs.windows(2).all(|w| w[1].offset == w[0].offset + 1)
         }
         _ => top.offset == requested.offset,
     }
@@ -239,7 +246,9 @@ fn recovered(requested: &StreamPosition, page: &HistoryPage, max: usize) -> bool
 
 pub(crate) fn engine_error(e: &BusError) -> ErrorCode {
     match e {
-        BusError::UnrecoverablePosition => ErrorCode::UnrecoverablePosition,
+        BusError::UnrecoverablePosition | BusError::Undecryptable => {
+            ErrorCode::UnrecoverablePosition
+        }
         other => {
             tracing::warn!(error = %other, "engine call failed");
             ErrorCode::Internal
@@ -288,6 +297,8 @@ mod tests {
             (at(3, "E"), page(&[5], 5, "E"), 300, false),
             (at(3, "E"), page(&[4], 5, "E"), 300, false),
             (at(3, "E"), page(&[4, 5], 5, "E"), 1, false),
+            (at(3, "E"), page(&[4, 6, 7], 7, "E"), 300, false),
+            (at(3, "E"), page(&[4, 5, 6, 7], 7, "E"), 300, true),
         ];
         for (i, (requested, page, max, want)) in cases.into_iter().enumerate() {
             assert_eq!(recovered(&requested, &page, max), want, "case {i}");

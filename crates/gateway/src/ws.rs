@@ -260,6 +260,9 @@ pub(crate) async fn upgrade<T>(
         &node.client.allowed_origins,
         node.is_draining(),
     );
+    // Non-browser clients may send their token on the upgrade instead of in
+    // the connect command (browsers cannot set this header).
+    let bearer = bearer_token(req.head().headers());
     let mut ip_slot = None;
     if decision.is_ok() {
         if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
@@ -318,7 +321,7 @@ pub(crate) async fn upgrade<T>(
         let session_outbox = outbox.clone();
         Session::create(move |ctx| {
             ctx.add_stream(inbound_rx);
-            Session::new(node, session_outbox, identity)
+            Session::new(node, session_outbox, identity, bearer)
         });
         (outbox, Some(inbound), limit, MAX_FRAGMENTS)
     };
@@ -327,6 +330,15 @@ pub(crate) async fn upgrade<T>(
     actix_web::rt::spawn(Socket::new(
         io, unread, outbox, inbound, limit, fragments, ip_slot,
     ));
+}
+
+/// The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1;
+/// the scheme is case-insensitive).
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
 }
 
 /// Glob match of an Origin against the allow-list: `*` matches any run of
@@ -373,6 +385,25 @@ mod tests {
             );
         }
         map
+    }
+
+    #[test]
+    fn bearer_token_from_the_upgrade() {
+        type Headers = &'static [(&'static str, &'static str)];
+        let table: &[(Headers, Option<&str>)] = &[
+            (
+                &[("authorization", "Bearer abc.def.ghi")],
+                Some("abc.def.ghi"),
+            ),
+            (&[("authorization", "bearer  opaque ")], Some("opaque")),
+            (&[("authorization", "Basic dXNlcjpwdw==")], None),
+            (&[("authorization", "Bearer")], None),
+            (&[("authorization", "Bearer ")], None),
+            (&[], None),
+        ];
+        for (pairs, want) in table {
+            assert_eq!(bearer_token(&headers(pairs)).as_deref(), *want, "{pairs:?}");
+        }
     }
 
     const GOOD: &[(&str, &str)] = &[

@@ -83,6 +83,9 @@ pub enum ConfigError {
     /// Refused by the auth crate (channel policy, token keys); names its key.
     #[error(transparent)]
     Auth(#[from] herald_auth::AuthConfigError),
+    /// Refused by the identity crate (`client.introspection`).
+    #[error(transparent)]
+    Identity(#[from] herald_identity::IdentityError),
 }
 
 impl ConfigError {
@@ -219,7 +222,7 @@ pub struct HistoryEncryptionConfig {
 #[serde(default)]
 pub struct HistoryKeyConfig {
     pub id: String,
-    /// Base64 of exactly 32 bytes (AES-256).
+    /// Base64 of exactly 32 bytes (an XChaCha20-Poly1305 key).
     pub key: String,
     pub key_file: String,
 }
@@ -800,6 +803,7 @@ fn validate(config: &Config) -> Result<Vec<String>, ConfigError> {
     ChannelPolicy::new(&config.channel)?;
     let verifier = TokenVerifier::new(&client.token, &client.subscription_token)?;
     warnings.extend(verifier.warnings());
+    warnings.extend(herald_identity::check_introspection(&client.introspection)?);
 
     if config.engine.kind == EngineKind::Redis {
         validate_redis(&config.engine.redis)?;
@@ -929,6 +933,71 @@ impl Config {
             ..Default::default()
         })
     }
+}
+
+impl Config {
+    /// The bus keyring of `[bus_integrity]` (keys already checked by
+    /// `validate`: base64 of at least 32 bytes, the active id among them).
+    pub fn bus_keyring(&self) -> Result<herald_bus::integrity::BusKeyring, ConfigError> {
+        let encoded = self.bus_integrity.keys.iter();
+        let keys = decoded_keys(
+            "bus_integrity",
+            "secret",
+            encoded.map(|k| (&k.id, &k.secret)),
+        )?
+        .into_iter()
+        .map(|(id, secret)| herald_bus::integrity::BusKey { id, secret })
+        .collect();
+        herald_bus::integrity::BusKeyring::new(&self.bus_integrity.active, keys)
+            .map_err(|e| ConfigError::invalid("bus_integrity", e))
+    }
+
+    /// The history keyring of `[history_encryption]` (keys already checked
+    /// by `validate`: base64 of exactly 32 bytes).
+    pub fn history_keyring(&self) -> Result<herald_bus::seal::HistoryKeyring, ConfigError> {
+        let encoded = self.history_encryption.keys.iter();
+        let keys = decoded_keys(
+            "history_encryption",
+            "key",
+            encoded.map(|k| (&k.id, &k.key)),
+        )?
+        .into_iter()
+        .map(|(id, key)| herald_bus::seal::HistoryKey { id, key })
+        .collect();
+        herald_bus::seal::HistoryKeyring::new(&self.history_encryption.active, keys)
+            .map_err(|e| ConfigError::invalid("history_encryption", e))
+    }
+
+    /// Files whose change means the keyrings may have changed: the
+    /// `secret_file`/`key_file` of every key.
+    pub fn keyring_files(&self) -> Vec<PathBuf> {
+        let bus = self.bus_integrity.keys.iter().map(|k| &k.secret_file);
+        let history = self.history_encryption.keys.iter().map(|k| &k.key_file);
+        bus.chain(history)
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from)
+            .collect()
+    }
+}
+
+/// A keyring key's id and bytes (wiped when dropped).
+type DecodedKey = (String, zeroize::Zeroizing<Vec<u8>>);
+
+/// The keys of a keyring section decoded (with the same decoder `validate`
+/// accepted them with), as (id, bytes) wiped when dropped.
+fn decoded_keys<'a>(
+    section: &str,
+    material: &str,
+    keys: impl Iterator<Item = (&'a String, &'a String)>,
+) -> Result<Vec<DecodedKey>, ConfigError> {
+    keys.enumerate()
+        .map(|(i, (id, encoded))| {
+            let bytes = decode_key(encoded.trim()).ok_or_else(|| {
+                ConfigError::invalid(format!("{section}.keys[{i}].{material}"), "not base64")
+            })?;
+            Ok((id.clone(), zeroize::Zeroizing::new(bytes)))
+        })
+        .collect()
 }
 
 fn validate_keyring<'a>(

@@ -5,5 +5,6 @@
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod keyring;
 pub mod profile;
 pub mod token;

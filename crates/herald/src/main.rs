@@ -10,11 +10,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use herald::keyring::Engine;
 use herald::{config, profile, token};
 use herald_auth::TokenVerifier;
 use herald_bus::memory::MemoryEngine;
 use herald_bus::redis::RedisEngine;
 use herald_gateway::GatewayError;
+use herald_identity::Authenticator;
 use tracing::{info, warn};
 
 use crate::config::{ConfigError, EngineKind, FileLayer, LogConfig, LogFormat, CONFIG_PATH_ENV};
@@ -124,7 +126,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             channel,
         } => gentoken(&config, &user, ttl, channel.as_deref()),
         Command::Checktoken { config, token } => checktoken(&config, &token),
-        // Both keyrings take 32 random bytes (HMAC-SHA256 and AES-256 keys).
+        // Both keyrings take 32 random bytes (HMAC-SHA256 and XChaCha20-Poly1305 keys).
         Command::Genkey {
             kind: KeyKind::Bus | KeyKind::History,
         } => {
@@ -169,16 +171,33 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
     };
     let gateway = config.gateway();
     let tls = gateway.http_server.tls.enabled;
+    let history_keys = config.history_keyring()?;
     let redis = match config.engine.kind {
         EngineKind::Memory => None,
-        EngineKind::Redis => Some(config.redis_engine()?),
+        EngineKind::Redis => Some((config.redis_engine()?, config.bus_keyring()?)),
     };
+    // Keyrings reload from the config file (SIGHUP, or a changed file).
+    let reload_from = path.filter(|_| dev.is_none()).map(Path::to_path_buf);
 
     actix_web::rt::System::new().block_on(async move {
         let running = herald_gateway::serve(gateway, |events| async move {
             match redis {
-                None => Ok(MemoryEngine::new(events).engine()),
-                Some(redis) => Ok(RedisEngine::connect(redis, events).await?.engine()),
+                None => {
+                    let engine = MemoryEngine::with_history_keys(events, history_keys);
+                    if let Some(path) = reload_from {
+                        herald::keyring::watch(path, &config, Engine::Memory(engine.clone()));
+                    }
+                    Ok(engine.engine())
+                }
+                Some((redis, bus_keys)) => {
+                    let engine =
+                        RedisEngine::connect_with_keys(redis, events, bus_keys, history_keys)
+                            .await?;
+                    if let Some(path) = reload_from {
+                        herald::keyring::watch(path, &config, Engine::Redis(engine.clone()));
+                    }
+                    Ok(engine.engine())
+                }
             }
         })
         .await
@@ -304,15 +323,28 @@ fn checktoken(path: &Path, token: &str) -> anyhow::Result<()> {
     let client = &loaded.config.client;
     let verifier =
         TokenVerifier::new(&client.token, &client.subscription_token).map_err(ConfigError::from)?;
-    let verified = if carries_channel_claim(token) {
-        verifier
-            .verify_subscription(token, unix_now())
-            .map(|claims| serde_json::to_string_pretty(&claims))
-    } else {
-        verifier
-            .verify_connection(token, unix_now())
-            .map(|claims| serde_json::to_string_pretty(&claims))
-    };
+    let auth = Authenticator::new(verifier, &client.introspection).map_err(ConfigError::from)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let verified = runtime.block_on(async {
+        // One fetch of each JWKS source, so tokens with a `kid` can be checked.
+        for (url, outcome) in auth.load_keys().await {
+            if let Err(error) = outcome {
+                eprintln!("JWKS {url}: {error}");
+            }
+        }
+        if carries_channel_claim(token) {
+            auth.verifier()
+                .verify_subscription(token, unix_now())
+                .map(|claims| serde_json::to_string_pretty(&claims))
+        } else {
+            // A JWT, or an opaque token asked of the introspection endpoint.
+            auth.connection(token, unix_now())
+                .await
+                .map(|principal| serde_json::to_string_pretty(&principal.claims))
+        }
+    });
     match verified {
         Ok(json) => {
             println!("{}", json?);

@@ -19,6 +19,8 @@ pub struct Secrets {
     pub api_key: String,
     /// Bus signing key: base64 of 32 random bytes.
     pub bus_key: String,
+    /// History sealing key: base64 of 32 random bytes.
+    pub history_key: String,
 }
 
 impl Secrets {
@@ -27,6 +29,7 @@ impl Secrets {
             hmac_secret: hex(&random_bytes()),
             api_key: hex(&random_bytes()),
             bus_key: random_key_base64(),
+            history_key: random_key_base64(),
         }
     }
 }
@@ -42,6 +45,7 @@ pub fn config_text(secrets: &Secrets) -> String {
         .replace("@HMAC_SECRET@", &secrets.hmac_secret)
         .replace("@API_KEY@", &secrets.api_key)
         .replace("@BUS_KEY@", &secrets.bus_key)
+        .replace("@HISTORY_KEY@", &secrets.history_key)
 }
 
 /// What the dev profile prints to stdout once the node listens.
@@ -150,8 +154,9 @@ internal_port = 0              # API, /metrics, /health, /ready; 0 = on `port`
 # HMAC key for HS256/HS384/HS512 tokens; `herald gentoken` signs with it.
 hmac_secret_key = "@HMAC_SECRET@"
 # hmac_previous_secret_key = ""  # still accepted while rotating
-# rsa_public_key = ""          # PEM text (or rsa_public_key_file)
-# ecdsa_public_key = ""        # PEM text (or ecdsa_public_key_file)
+# rsa_public_key = ""          # PEM text (or rsa_public_key_file): RS256/384/512, PS256/384/512
+# ecdsa_public_key = ""        # PEM text (or ecdsa_public_key_file): ES256/ES384, or Ed25519 for EdDSA
+# jwks_public_endpoint = ""    # https URL of a JWK set; keys by `kid` (docs/auth.md)
 # audience = ""
 # issuer = ""
 # leeway = "5s"                # at most 30s
@@ -163,7 +168,8 @@ hmac_secret_key = "@HMAC_SECRET@"
 # endpoint = ""
 # client_id = ""
 # client_secret = ""
-# cache_ttl = "60s"
+# cache_ttl = "60s"            # longest an active answer is cached (never past exp)
+# subscribe_scope_prefix = ""  # e.g. "herald:sub:": scope herald:sub:news grants channel news
 
 [channel]
 # history_meta_ttl = "720h"    # life of a stream's epoch and top offset
@@ -199,13 +205,16 @@ type = "memory"                # memory | redis
 # tls_ca_pem_file = ""         # CA for rediss:// (system roots when empty)
 
 [bus_integrity]                # HMAC-SHA256 tag on every envelope crossing Redis
-active = ""                    # key id to sign with; empty = signing off
-# Every node of a cluster needs the same keys. New key: herald genkey --kind bus
+active = "bus1"                # key id to sign with (must be among keys)
+# Every node of a cluster needs the same keys; with keys, unsigned envelopes are
+# refused. Rotate in three steps (docs/operations.md). New key: herald genkey --kind bus
 keys = [{ id = "bus1", secret = "@BUS_KEY@" }]
 
-# [history_encryption]         # AES-256-GCM for payloads stored in history
-# active = ""
-# keys = []                    # [{ id = "h1", key = "<herald genkey --kind history>" }]
+[history_encryption]           # XChaCha20-Poly1305 for history records and presence
+active = "hist1"               # key id new records are sealed with
+# Removing a key makes what it sealed unreadable (recovered: false); rotate in
+# three steps (docs/operations.md). New key: herald genkey --kind history
+keys = [{ id = "hist1", key = "@HISTORY_KEY@" }]
 
 [prometheus]
 enabled = true
@@ -232,6 +241,7 @@ mod tests {
         assert_ne!(a.hmac_secret, b.hmac_secret);
         assert_ne!(a.api_key, b.api_key);
         assert_ne!(a.bus_key, b.bus_key);
+        assert_ne!(a.history_key, b.history_key);
         assert_eq!(a.hmac_secret.len(), 64);
         assert!(a.hmac_secret.bytes().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(a.api_key.len(), 64);

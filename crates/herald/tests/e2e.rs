@@ -2,6 +2,10 @@
 //! test, real WebSocket connections, and assertions on what a client
 //! observes (reply lines, pushes, close codes) per centrifugo-compat.md §1.
 
+#[path = "e2e/identity.rs"]
+mod identity;
+#[path = "e2e/keys.rs"]
+mod keys;
 mod support;
 #[path = "e2e/tls.rs"]
 mod tls;

@@ -4,7 +4,7 @@
 // SDK clients that record their events and WebSocket frames, and dumps the server's
 // logs and the recorded frames into the error of any failing test.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
 import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -136,6 +136,49 @@ export function testConfig(extra = {}) {
 }
 
 // ---------------------------------------------------------------------------
+// Test certificates
+
+/** Runs the `openssl` CLI in `dir`; throws with its output when it fails. */
+export function openssl(dir, args) {
+  try {
+    return execFileSync('openssl', args, { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    if (err.code === 'ENOENT') throw new Error("the openssl CLI is missing: install it (e.g. 'apt-get install -y openssl')");
+    throw new Error(`openssl ${args.join(' ')} failed: ${err.message}\n${err.stdout ?? ''}${err.stderr ?? ''}`);
+  }
+}
+
+/**
+ * A test CA (`caName`) and a server certificate for localhost and 127.0.0.1 signed by
+ * it, ECDSA P-256, made with openssl in `dir`. Returns the paths { ca, cert, key }.
+ */
+export function makeTestCertificates(dir, caName) {
+  const ecKey = (out) => openssl(dir, ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', out]);
+  ecKey('ca.key');
+  openssl(dir, [
+    'req', '-x509', '-new', '-key', 'ca.key', '-sha256', '-days', '2', '-subj', `/CN=${caName}`,
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+    '-out', 'ca.pem',
+  ]);
+  ecKey('server.key');
+  openssl(dir, ['req', '-new', '-key', 'server.key', '-subj', '/CN=localhost', '-out', 'server.csr']);
+  writeFileSync(
+    path.join(dir, 'server.ext'),
+    [
+      'subjectAltName = DNS:localhost, IP:127.0.0.1',
+      'basicConstraints = critical, CA:FALSE',
+      'keyUsage = critical, digitalSignature',
+      'extendedKeyUsage = serverAuth',
+    ].join('\n') + '\n',
+  );
+  openssl(dir, [
+    'x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-set_serial', `0x${randomBytes(8).toString('hex')}`,
+    '-days', '2', '-sha256', '-extfile', 'server.ext', '-out', 'server.pem',
+  ]);
+  return { ca: path.join(dir, 'ca.pem'), cert: path.join(dir, 'server.pem'), key: path.join(dir, 'server.key') };
+}
+
+// ---------------------------------------------------------------------------
 // The server process
 
 export function heraldBin() {
@@ -184,8 +227,9 @@ process.on('exit', () => {
  * `config`: an object written as TOML to a temp file and passed with --config; `null`
  * starts herald with no config at all (zero-config profile).
  * `waitForToken`: also wait for a JWT printed on stdout (zero-config banner).
+ * `env`: extra environment variables for herald (e.g. SSL_CERT_FILE).
  */
-export async function startHerald({ config, waitForToken = false, label = 'herald' } = {}) {
+export async function startHerald({ config, waitForToken = false, label = 'herald', env = {} } = {}) {
   const bin = heraldBin();
   const dir = mkdtempSync(path.join(tmpdir(), 'herald-sdk-js-'));
   const args = ['serve'];
@@ -196,7 +240,7 @@ export async function startHerald({ config, waitForToken = false, label = 'heral
   }
   const child = spawn(bin, args, {
     cwd: dir,
-    env: childEnv(),
+    env: childEnv(env),
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });

@@ -10,7 +10,7 @@
 //   token, token signature, HMAC secret, API key (right or wrong) or publication payload.
 
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { X509Certificate, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -33,8 +33,11 @@ import {
   subscriptionToken,
   testConfig,
   uniq,
+  makeTestCertificates,
   within,
 } from './harness.mjs';
+
+const CA_NAME = 'herald security test CA';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const hex = (bytes) => randomBytes(bytes).toString('hex');
@@ -42,45 +45,6 @@ const hex = (bytes) => randomBytes(bytes).toString('hex');
 // ---------------------------------------------------------------------------
 // 1. wss:// with the JS SDK, the CA given to Node through NODE_EXTRA_CA_CERTS
 
-/** Runs the `openssl` CLI in `dir`; throws with its output when it fails. */
-function openssl(dir, args) {
-  try {
-    return execFileSync('openssl', args, { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (err) {
-    throw new Error(`openssl ${args.join(' ')} failed: ${err.message}\n${err.stdout ?? ''}${err.stderr ?? ''}`);
-  }
-}
-
-/** A test CA and a server certificate for 127.0.0.1/localhost signed by it (ECDSA P-256). */
-function makeCertificates(dir) {
-  const ecKey = (out) => openssl(dir, ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', out]);
-  ecKey('ca.key');
-  openssl(dir, [
-    'req', '-x509', '-new', '-key', 'ca.key', '-sha256', '-days', '2', '-subj', '/CN=herald security test CA',
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
-    '-out', 'ca.pem',
-  ]);
-  ecKey('server.key');
-  openssl(dir, ['req', '-new', '-key', 'server.key', '-subj', '/CN=127.0.0.1', '-out', 'server.csr']);
-  writeFileSync(
-    path.join(dir, 'server.ext'),
-    [
-      'subjectAltName = IP:127.0.0.1, DNS:localhost',
-      'basicConstraints = critical, CA:FALSE',
-      'keyUsage = critical, digitalSignature',
-      'extendedKeyUsage = serverAuth',
-    ].join('\n') + '\n',
-  );
-  openssl(dir, [
-    'x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-set_serial', `0x${hex(8)}`,
-    '-days', '2', '-sha256', '-extfile', 'server.ext', '-out', 'server.pem',
-  ]);
-  return {
-    ca: path.join(dir, 'ca.pem'),
-    cert: path.join(dir, 'server.pem'),
-    key: path.join(dir, 'server.key'),
-  };
-}
 
 // The SDK part runs in a child `node` (NODE_EXTRA_CA_CERTS is read only at start), with
 // cwd tests/sdk/js so that `centrifuge` and `ws` resolve. It first opens a bare TLS
@@ -182,7 +146,7 @@ describe('wss:// with the JS SDK and a CA trusted through NODE_EXTRA_CA_CERTS', 
 
   before(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'herald-sec-tls-'));
-    certs = makeCertificates(dir);
+    certs = makeTestCertificates(dir, CA_NAME);
     server = await startHerald({
       label: 'herald (tls)',
       config: testConfig({

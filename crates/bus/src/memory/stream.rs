@@ -13,6 +13,9 @@ use rand::distr::Alphabetic;
 use rand::Rng;
 use tokio::time::Instant;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::seal::{HistoryKeyring, OpenError};
 use crate::{BusError, HistoryOptions, HistoryPage, HistoryQuery};
 
 /// How long a publish result is remembered under its idempotency key.
@@ -25,10 +28,44 @@ const EPOCH_LEN: usize = 8;
 pub(super) struct Stream {
     meta: Option<Meta>,
     /// Ascending, contiguous offsets (trimming only drops the oldest).
-    entries: VecDeque<Publication>,
+    entries: VecDeque<Kept>,
     /// When every kept publication vanishes at once; `None`: never.
     entries_expire_at: Option<Instant>,
     idempotency: HashMap<String, Remembered>,
+}
+
+/// A kept publication: in clear, or sealed for its place (seal.rs).
+pub(super) enum Kept {
+    Clear(Publication),
+    Sealed { offset: u64, record: Vec<u8> },
+}
+
+impl Kept {
+    fn offset(&self) -> u64 {
+        match self {
+            Self::Clear(publication) => publication.offset,
+            Self::Sealed { offset, .. } => *offset,
+        }
+    }
+
+    /// The publication, opened with `keys` when sealed.
+    fn open(
+        &self,
+        channel: &str,
+        epoch: &str,
+        keys: &HistoryKeyring,
+    ) -> Result<Publication, OpenError> {
+        match self {
+            Self::Clear(publication) => Ok(publication.clone()),
+            Self::Sealed { offset, record } => {
+                let body = keys.open(channel, epoch, *offset, record)?;
+                let mut publication: Publication =
+                    serde_json::from_slice(&body).map_err(|_| OpenError::Forged)?;
+                publication.offset = *offset;
+                Ok(publication)
+            }
+        }
+    }
 }
 
 struct Meta {
@@ -57,13 +94,8 @@ impl Stream {
 
     /// Stores a publication that [`Stream::advance`] just numbered, trims the
     /// stream to its size and restarts its TTL.
-    pub(super) fn keep(
-        &mut self,
-        now: Instant,
-        options: &HistoryOptions,
-        publication: Publication,
-    ) {
-        self.entries.push_back(publication);
+    pub(super) fn keep(&mut self, now: Instant, options: &HistoryOptions, kept: Kept) {
+        self.entries.push_back(kept);
         let excess = self.entries.len().saturating_sub(options.size);
         self.entries.drain(..excess);
         self.entries_expire_at = deadline(now, options.ttl);
@@ -71,10 +103,15 @@ impl Stream {
 
     /// Reads a page of history; refreshes (or creates) the meta first, so the
     /// page always carries an epoch.
+    /// Sealed entries are opened with `keys`; one that cannot be is counted
+    /// in `undecryptable` and fails the read.
     pub(super) fn page(
         &mut self,
         now: Instant,
         query: &HistoryQuery,
+        channel: &str,
+        keys: &HistoryKeyring,
+        undecryptable: &AtomicU64,
     ) -> Result<HistoryPage, BusError> {
         let meta = self.touch(now, query.meta_ttl);
         let position = StreamPosition {
@@ -87,20 +124,28 @@ impl Stream {
             }
         }
         let limit = query.limit.unwrap_or(usize::MAX);
-        let publications = if query.reverse {
+        let selected: Vec<&Kept> = if query.reverse {
             let before = query.since.as_ref().map_or(u64::MAX, |since| since.offset);
-            let end = self.entries.partition_point(|p| p.offset < before);
-            self.entries
-                .range(..end)
-                .rev()
-                .take(limit)
-                .cloned()
-                .collect()
+            let end = self.entries.partition_point(|p| p.offset() < before);
+            self.entries.range(..end).rev().take(limit).collect()
         } else {
             let after = query.since.as_ref().map_or(0, |since| since.offset);
-            let start = self.entries.partition_point(|p| p.offset <= after);
-            self.entries.range(start..).take(limit).cloned().collect()
+            let start = self.entries.partition_point(|p| p.offset() <= after);
+            self.entries.range(start..).take(limit).collect()
         };
+        let mut publications = Vec::with_capacity(selected.len());
+        let mut unopened = 0;
+        for kept in selected {
+            match kept.open(channel, &position.epoch, keys) {
+                Ok(publication) => publications.push(publication),
+                Err(_) => unopened += 1,
+            }
+        }
+        if unopened > 0 {
+            undecryptable.fetch_add(unopened, Ordering::Relaxed);
+            tracing::warn!(channel, unopened, "history records cannot be opened");
+            return Err(BusError::Undecryptable);
+        }
         Ok(HistoryPage {
             publications,
             position,

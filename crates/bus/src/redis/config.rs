@@ -65,3 +65,63 @@ impl RedisConfig {
         !self.cluster_addresses.is_empty()
     }
 }
+
+/// The Redis commands herald sends, directly or from its Lua scripts
+/// (ACL checks both); nothing else is needed.
+pub const ACL_COMMANDS: &[&str] = &[
+    // connection set-up and health (the client library's `CLIENT SETINFO` may
+    // be refused: it ignores that, and Redis 7.0 has no such command)
+    "hello",
+    "auth",
+    "ping",
+    // Redis Cluster topology
+    "cluster|slots",
+    "cluster|shards",
+    "readonly",
+    // pub/sub
+    "publish",
+    "spublish",
+    "subscribe",
+    "unsubscribe",
+    "ssubscribe",
+    "sunsubscribe",
+    // scripts
+    "evalsha",
+    "eval",
+    "script|load",
+    // direct commands
+    "get",
+    "set",
+    "del",
+    "exists",
+    // inside the scripts: history streams and their meta
+    "xadd",
+    "xrange",
+    "xrevrange",
+    "hget",
+    "hmget",
+    "hset",
+    "hincrby",
+    "hdel",
+    "hgetall",
+    "expire",
+    "ttl",
+    // inside the scripts: presence
+    "zadd",
+    "zrem",
+    "zrangebyscore",
+    "zremrangebyscore",
+];
+
+/// The ACL rules of a least-privileged Redis user for herald with key and
+/// channel prefix `prefix`, to append after `ACL SETUSER <name> on
+/// \>PASSWORD`: only [`ACL_COMMANDS`], only keys and pub/sub channels
+/// under the prefix.
+pub fn acl_rules(prefix: &str) -> String {
+    let mut rules = format!("resetkeys ~{prefix}.* resetchannels &{prefix}.* -@all");
+    for command in ACL_COMMANDS {
+        rules.push_str(" +");
+        rules.push_str(command);
+    }
+    rules
+}

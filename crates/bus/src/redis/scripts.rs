@@ -7,6 +7,10 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// The third member of PUBLISH's reply when the record was sealed for
+/// another position.
+pub(crate) const PUBLISH_CONFLICT: u8 = 2;
+
 /// Publish, with or without history, optionally idempotent.
 ///
 /// KEYS: 1 stream, 2 stream meta, 3 idempotency result (the meta key when
@@ -14,10 +18,15 @@ use redis::Script;
 /// ARGV: 1 publication JSON, 2 history size (0 = no history), 3 history TTL
 /// seconds (0 = none), 4 meta TTL seconds (0 = none), 5 epoch to use if the
 /// stream has none, 6 `publish` or `spublish`, 7 idempotency TTL seconds
-/// (0 = not idempotent).
+/// (0 = not idempotent), 8 the signature prefix of the pub/sub message (empty
+/// when signing is off; integrity.rs), 9 the sealed record to store instead
+/// of ARGV[1] (empty when history is stored in clear; seal.rs), 10 and 11 the
+/// epoch and offset it was sealed for.
 ///
-/// Returns `{offset, epoch, repeated}`; `repeated` = 1 when an earlier publish
-/// with the same idempotency key answered and nothing was published.
+/// Returns `{offset, epoch, 0}`; `{offset, epoch, 1}` when an earlier publish
+/// with the same idempotency key answered and nothing was published;
+/// `{top, epoch, 2}` ([`PUBLISH_CONFLICT`]) when the sealed record was made
+/// for another position than the next one: seal again for `top + 1`.
 pub(crate) static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -30,10 +39,25 @@ if remember then
 end
 local offset = 0
 local epoch = ''
+local stored = ARGV[1]
 if ARGV[2] ~= '0' then
   epoch = redis.call('hget', KEYS[2], 'e')
-  if not epoch then
+  local fresh = not epoch
+  if fresh then
     epoch = ARGV[5]
+  end
+  if ARGV[9] ~= '' then
+    -- A sealed record is bound to the position it was sealed for.
+    local top = tonumber(redis.call('hget', KEYS[2], 's') or '0')
+    if fresh then
+      top = 0
+    end
+    if ARGV[10] ~= epoch or tonumber(ARGV[11]) ~= top + 1 then
+      return {top, epoch, 2}
+    end
+    stored = ARGV[9]
+  end
+  if fresh then
     redis.call('hset', KEYS[2], 'e', epoch)
   end
   offset = redis.call('hincrby', KEYS[2], 's', 1)
@@ -44,12 +68,12 @@ if ARGV[2] ~= '0' then
     -- A new stream: whatever an expired meta left behind is stale.
     redis.call('del', KEYS[1])
   end
-  redis.call('xadd', KEYS[1], 'MAXLEN', ARGV[2], offset .. '-0', 'd', ARGV[1])
+  redis.call('xadd', KEYS[1], 'MAXLEN', ARGV[2], offset .. '-0', 'd', stored)
   if ARGV[3] ~= '0' then
     redis.call('expire', KEYS[1], ARGV[3])
   end
 end
-redis.call(ARGV[6], KEYS[4], 'p1:' .. offset .. ':' .. epoch .. ':' .. ARGV[1])
+redis.call(ARGV[6], KEYS[4], ARGV[8] .. 'p1:' .. offset .. ':' .. epoch .. ':' .. ARGV[1])
 if remember then
   redis.call('hset', KEYS[3], 'e', epoch, 's', offset)
   redis.call('expire', KEYS[3], ARGV[7])

@@ -17,5 +17,5 @@ mod server;
 mod tls;
 
 pub(crate) use cluster::RedisCluster;
-pub(crate) use server::{free_port, RedisServer};
+pub(crate) use server::{free_port, Options, RedisServer};
 pub(crate) use tls::TlsMaterial;

@@ -102,6 +102,8 @@ pub(crate) struct Options {
     pub(crate) tls: Option<Arc<TlsFiles>>,
     /// An ACL user with every right; the `default` user is disabled.
     pub(crate) acl: Option<(String, String)>,
+    /// The ACL user's rules instead of every right.
+    pub(crate) acl_rules: Option<String>,
     pub(crate) cluster: bool,
 }
 
@@ -225,18 +227,20 @@ impl RedisServer {
             }
         }
         if let Some((user, password)) = &self.options.acl {
-            for arg in [
-                "--user",
-                user,
-                "on",
-                &format!(">{password}"),
-                "~*",
-                "&*",
-                "+@all",
-                "--user",
-                "default",
-                "off",
-            ] {
+            let rules = self
+                .options
+                .acl_rules
+                .clone()
+                .unwrap_or_else(|| "~* &* +@all".to_owned());
+            let mut user_args = vec![
+                "--user".to_owned(),
+                user.clone(),
+                "on".to_owned(),
+                format!(">{password}"),
+            ];
+            user_args.extend(rules.split(' ').map(str::to_owned));
+            user_args.extend(["--user", "default", "off"].map(str::to_owned));
+            for arg in user_args {
                 args.push(arg.to_string());
             }
         }

@@ -464,9 +464,14 @@ fn dev_profile_values() {
     assert!(!options.allow_subscribe_for_anonymous);
     assert!(config.channel.namespaces.is_empty());
 
-    assert_eq!(config.bus_integrity.active, "");
+    assert_eq!(
+        config.bus_integrity.active, "bus1",
+        "signs with the key it holds"
+    );
     assert_eq!(config.bus_integrity.keys.len(), 1);
     assert_eq!(config.bus_integrity.keys[0].secret, secrets.bus_key);
+    assert_eq!(config.history_encryption.active, "hist1");
+    assert_eq!(config.history_encryption.keys[0].key, secrets.history_key);
     assert!(config.prometheus.enabled);
     assert!(config.health.enabled);
     assert_eq!(config.log.level, "info");

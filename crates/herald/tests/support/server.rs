@@ -238,6 +238,12 @@ impl Server {
     }
 
     /// The last lines the server wrote to stderr.
+    /// The config file the node was started with (rewrite it, then
+    /// [`Server::signal`] `HUP`, to reload what can be reloaded).
+    pub(crate) fn config_path(&self) -> PathBuf {
+        self.dir.join("herald.toml")
+    }
+
     pub(crate) fn stderr_tail(&self) -> String {
         self.stderr
             .lock()
