@@ -98,6 +98,9 @@ pub(crate) struct Metrics {
     pub(crate) num_channels: IntGauge,
     pub(crate) num_subscriptions: IntGauge,
     pub(crate) num_nodes: IntGauge,
+    /// 1 while the engine answers (what `/ready` checks), else 0: the direct
+    /// signal for a Redis outage, even on a single idle node.
+    pub(crate) engine_healthy: IntGauge,
     pub(crate) connections_accepted: IntCounter,
     pub(crate) reply_errors: IntCounterVec,
     pub(crate) server_disconnects: IntCounterVec,
@@ -195,6 +198,10 @@ impl Metrics {
                 "Client subscriptions on this node.",
             ),
             num_nodes: gauge("herald_node_num_nodes", "Live nodes in the cluster."),
+            engine_healthy: gauge(
+                "herald_engine_healthy",
+                "1 while this node's engine (Redis) is reachable, else 0.",
+            ),
             connections_accepted: counter(
                 "herald_client_connections_accepted_total",
                 "Connections that completed connect.",
@@ -326,6 +333,8 @@ impl Metrics {
             .set(gauge_value(node.hub.num_subscriptions()));
         self.num_nodes
             .set(gauge_value(node.engine.broker.nodes().len()));
+        self.engine_healthy
+            .set(i64::from(node.engine.broker.healthy()));
         let counters = node.engine.broker.counters();
         let before = self
             .seen_undecryptable

@@ -28,6 +28,32 @@ const INTERVAL_MS = 5;
 const CHAOS_AT = 300; // the failure starts once this many publications went through
 const OUTAGE_MS = 5_000;
 
+/**
+ * What node `node` says of its engine: `/ready` (status and reason) and the
+ * `herald_engine_healthy` gauge of `/metrics`.
+ */
+async function engineHealth(node) {
+  const ready = await within(fetch(`${node.apiUrl}/ready`), 2_000, 'GET /ready');
+  const reason = ready.status === 200 ? '' : ((await ready.json().catch(() => ({}))).reason ?? '?');
+  const metrics = await within(fetch(`${node.apiUrl}/metrics`), 2_000, 'GET /metrics');
+  const gauge = /^herald_engine_healthy (\S+)$/m.exec(await metrics.text())?.[1];
+  return { ready: ready.status, reason, gauge: gauge === undefined ? null : Number(gauge) };
+}
+
+/** Polls `engineHealth(node)` until it equals `want`; throws with the last answer after `timeout`. */
+async function waitEngineHealth(node, want, { timeout = 10_000, what }) {
+  const deadline = Date.now() + timeout;
+  let last = null;
+  for (;;) {
+    last = await engineHealth(node).catch((err) => ({ error: err.message }));
+    if (JSON.stringify(last) === JSON.stringify(want)) return;
+    if (Date.now() > deadline) {
+      throw new Error(`${what}: expected ${JSON.stringify(want)} within ${timeout} ms, last ${JSON.stringify(last)}`);
+    }
+    await sleep(100);
+  }
+}
+
 // Recovery may have to bring back more than the default 300 publications: the
 // SDK's resubscribe after an outage waits for its backoff while the stream goes on.
 const config = {
@@ -222,9 +248,21 @@ for (const mode of modes) {
             note(`n=${n}: stopping every Redis server (${cluster.redis.servers.map((x) => x.port)}) with SHUTDOWN SAVE`);
             await cluster.redis.stopAll();
             const down = Date.now();
-            await sleep(OUTAGE_MS);
-            await cluster.redis.startAll();
-            note(`Redis back after ${Date.now() - down} ms`);
+            // Operators see the outage on every node: /ready answers 503 and the gauge
+            // the Redis alert uses drops to 0 (a single idle node shows it too).
+            try {
+              await waitEngineHealth(cluster.nodes[0], { ready: 503, reason: 'engine unreachable', gauge: 0 }, {
+                what: 'node 1 while Redis is down',
+              });
+              note(`node 1 unready with herald_engine_healthy 0 after ${Date.now() - down} ms`);
+            } finally {
+              await sleep(Math.max(0, OUTAGE_MS - (Date.now() - down)));
+              await cluster.redis.startAll();
+              note(`Redis back after ${Date.now() - down} ms`);
+            }
+            await waitEngineHealth(cluster.nodes[0], { ready: 200, reason: '', gauge: 1 }, {
+              what: 'node 1 once Redis is back',
+            });
           })();
           outage.catch(() => {});
         },

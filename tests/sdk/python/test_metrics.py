@@ -218,10 +218,13 @@ def test_startup_exports_every_interface_metric(herald, startup):
     nonzero = {
         k: v
         for k, v in m.samples.items()
-        if k[0].startswith("herald_") and k[0] != "herald_node_num_nodes" and v != 0
+        if k[0].startswith("herald_")
+        and k[0] not in ("herald_node_num_nodes", "herald_engine_healthy")
+        and v != 0
     }
     assert not nonzero, f"non-zero herald series right after start: {nonzero}"
     assert m.get("herald_node_num_nodes") == 1, "the memory engine is a cluster of one node"
+    assert m.get("herald_engine_healthy") == 1, "the memory engine is always reachable"
 
     # Pre-initialised closed label sets (a dashboard sees the series before the first event).
     absent = []
