@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use actix::fut::wrap_future;
 use actix::prelude::*;
-use herald_auth::{ChannelError, ConnectionClaims, TokenError};
+use herald_auth::{ChannelError, ConnectionClaims, SubscriptionClaims, TokenError};
 use herald_bus::{ControlCommand, HistoryQuery, PublishOptions};
 use herald_identity::Principal;
 use herald_protocol::{
@@ -873,8 +873,9 @@ async fn leave(
 }
 
 /// The reply code of a refused subscription token: 109 expired, 100 when it
-/// cannot be checked now (a JWKS refetch starts; the client retries), else
-/// 103.
+/// cannot be checked now (the client retries; an unknown kid reaching here
+/// comes from `sub_refresh`, which does not wait, so a background refetch
+/// starts), else 103.
 fn subscription_token_error(node: &Node, error: &TokenError) -> ErrorCode {
     match error {
         TokenError::Expired => ErrorCode::TokenExpired,
@@ -907,28 +908,68 @@ impl Session {
             return None;
         }
         let node = self.node.clone();
-        let resolved = match node.policy.resolve(&req.channel) {
-            Ok(r) => r,
-            Err(e) => {
-                self.error(ctx, id, e.code());
-                return None;
-            }
-        };
+        if let Err(e) = node.policy.resolve(&req.channel) {
+            self.error(ctx, id, e.code());
+            return None;
+        }
         if let Err(code) = self.state.begin_subscribe(&req.channel, false) {
             self.error(ctx, id, code);
             return None;
         }
+        if req.token.is_empty() {
+            return self.subscribe_checked(id, req, None, ctx);
+        }
+        let checked = node
+            .auth
+            .verifier()
+            .verify_subscription(&req.token, unix_now());
+        let needs_keys = matches!(
+            checked,
+            Err(TokenError::UnknownKey | TokenError::Unavailable)
+        ) && node.auth.verifier().subscription_jwks().is_some();
+        if !needs_keys {
+            return self.subscribe_checked(id, req, Some(checked), ctx);
+        }
+        // A JWKS refetch, as at connect: commands behind this subscribe stay
+        // queued (the session is busy) until it is answered.
+        let lookup = {
+            let token = req.token.clone();
+            async move { node.auth.subscription(&token, unix_now()).await }
+        };
+        Some(Box::pin(wrap_future::<_, Self>(lookup).then(
+            move |checked, act, ctx| -> Work {
+                match act.subscribe_checked(id, req, Some(checked), ctx) {
+                    Some(work) => work,
+                    None => Box::pin(actix::fut::ready(())),
+                }
+            },
+        )))
+    }
+
+    /// Continues subscribe once the subscription token, if any, was checked.
+    fn subscribe_checked(
+        &mut self,
+        id: u32,
+        req: SubscribeRequest,
+        checked: Option<Result<SubscriptionClaims, TokenError>>,
+        ctx: &mut Context<Self>,
+    ) -> Option<Work> {
+        let node = self.node.clone();
+        let resolved = match node.policy.resolve(&req.channel) {
+            Ok(r) => r,
+            Err(e) => {
+                self.state.remove(&req.channel);
+                self.error(ctx, id, e.code());
+                return None;
+            }
+        };
         let insecure = node.client.insecure;
         let mut options = resolved.options.clone();
         let mut chan_info = None;
         let mut data = None;
         let mut expires_at = None;
-        if !req.token.is_empty() {
-            match node
-                .auth
-                .verifier()
-                .verify_subscription(&req.token, unix_now())
-            {
+        if let Some(checked) = checked {
+            match checked {
                 Ok(claims) => {
                     let mismatch = claims.user != self.user
                         || claims.channel != req.channel

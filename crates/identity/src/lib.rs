@@ -18,7 +18,8 @@ use std::sync::Arc;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use herald_auth::{
-    check_endpoint, ConnectionClaims, InvalidReason, JwksSlot, TokenError, TokenVerifier,
+    check_endpoint, ConnectionClaims, InvalidReason, JwksSlot, SubscriptionClaims, TokenError,
+    TokenVerifier,
 };
 
 pub use http::ClientError;
@@ -205,9 +206,32 @@ impl Authenticator {
         }
     }
 
-    /// A subscription token named a key the subscription JWKS set lacks:
-    /// refetch in the background (rate limited); the client retries on the
-    /// temporary error it gets meanwhile.
+    /// Checks a subscription token like [`Authenticator::connection`] checks
+    /// a connection token: an unknown kid, or no set loaded yet, costs one
+    /// rate-limited JWKS fetch, then the token is verified again. A kid still
+    /// absent from a fresh set is `Invalid(UnknownKey)`; a fetch that failed or
+    /// was rate limited is `Unavailable` (the client retries).
+    pub async fn subscription(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<SubscriptionClaims, TokenError> {
+        let slot = self.verifier.subscription_jwks();
+        match self.verifier.verify_subscription(token, now) {
+            Err(TokenError::UnknownKey | TokenError::Unavailable) if slot.is_some() => {
+                self.after_refetch(slot, || {
+                    self.verifier.verify_subscription(token, unix_now())
+                })
+                .await
+            }
+            other => other,
+        }
+    }
+
+    /// A subscription token being refreshed (`sub_refresh`, answered without
+    /// waiting) named a key the subscription JWKS set lacks: refetch in the
+    /// background (rate limited); the client retries on the temporary error
+    /// it gets meanwhile.
     pub fn subscription_key_missing(&self) {
         if let Some(source) = self.source_of(self.verifier.subscription_jwks()) {
             tokio::spawn(async move {

@@ -666,3 +666,62 @@ async fn concurrent_lookups_of_one_token_share_one_request() {
         Some(Introspected::Active { ref user, .. }) if user == "svc"
     ));
 }
+
+/// Subscription tokens from their own JWKS source wait for one refetch like
+/// connection tokens: a kid published since the last fetch verifies, one the
+/// fresh set lacks is invalid, and inside the rate-limit window the answer is
+/// temporary.
+#[tokio::test]
+async fn subscription_tokens_wait_for_one_refetch() {
+    let server = TestServer::start("/sub-jwks", |_| {
+        Answer::json(key_set(|kid| (kid == "ec").then(|| kid.to_owned())))
+    })
+    .await;
+    herald_auth::install_crypto_provider();
+    let token = TokenConfig {
+        hmac_secret_key: "identity-test-secret-0123456789abcdef".into(),
+        ..Default::default()
+    };
+    let subscription = SubscriptionTokenConfig {
+        enabled: true,
+        token: TokenConfig {
+            jwks_public_endpoint: server.url.clone(),
+            ..Default::default()
+        },
+    };
+    let verifier = TokenVerifier::new(&token, &subscription).unwrap();
+    let auth = Authenticator::new(verifier, &IntrospectionConfig::default()).unwrap();
+    let claims = json!({"sub": "alice", "channel": "$news", "exp": now() + 60});
+    let channel = |r: Result<herald_auth::SubscriptionClaims, TokenError>| r.map(|c| c.channel);
+
+    // No set loaded yet: the first token fetches it.
+    assert_eq!(
+        channel(auth.subscription(&es256("ec", claims.clone()), now()).await),
+        Ok("$news".into())
+    );
+    assert_eq!(server.hits(), 1);
+
+    // The provider publishes "ed"; inside the window the answer is temporary.
+    server.respond(|_| Answer::json(key_set(|kid| Some(kid.to_owned()))));
+    assert_eq!(
+        auth.subscription(&eddsa("ed", claims.clone()), now()).await,
+        Err(TokenError::Unavailable)
+    );
+    assert_eq!(server.hits(), 1, "no fetch inside the interval");
+    tokio::time::sleep(UNKNOWN_KID_REFETCH_INTERVAL).await;
+    assert_eq!(
+        channel(auth.subscription(&eddsa("ed", claims.clone()), now()).await),
+        Ok("$news".into()),
+        "a kid published since the last fetch verifies after one refetch"
+    );
+    assert_eq!(server.hits(), 2);
+
+    // A kid the fresh set lacks is refused for good, not retried forever.
+    tokio::time::sleep(UNKNOWN_KID_REFETCH_INTERVAL).await;
+    assert_eq!(
+        auth.subscription(&es256("never-published", claims), now())
+            .await,
+        Err(TokenError::Invalid(InvalidReason::UnknownKey))
+    );
+    assert_eq!(server.hits(), 3);
+}

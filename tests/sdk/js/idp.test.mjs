@@ -195,11 +195,14 @@ class JwksServer {
   }
 }
 
-/** A `start` for serverSuite: serves `jwks` first and points herald at it; checks the initial fetch. */
-function startWithJwks(jwks) {
+/**
+ * A `start` for serverSuite: serves `jwks` first and points herald's `client.<section>`
+ * at it; checks the initial fetch.
+ */
+function startWithJwks(jwks, section = 'token') {
   return async ({ config, label }) => {
     await jwks.start();
-    config.client.token.jwks_public_endpoint = jwks.url;
+    config.client[section].jwks_public_endpoint = jwks.url;
     const server = await startHerald({ config, label });
     try {
       await jwks.waitCount(1, 5_000, 'herald fetches the JWK set at start');
@@ -649,6 +652,58 @@ describe('JWKS rotation: k1 → {k1, k2} → {k2} with clients connected', () =>
     const k1Again = suite.client({ label: 'k1 client while JWKS is down', token: tokenOf(k1) });
     assert.notEqual(await connectOutcome(k1Again, { timeout: 2_000 }), 'connected', 'k1 stays removed while JWKS is down');
     jwks.status = 200;
+  }, { timeout: 60_000 });
+});
+
+describe('JWKS for subscription tokens: a kid published after herald fetched the set', () => {
+  const k1 = newKey(uniq('sub-k1'), 'P-256', { alg: 'ES256' });
+  const k2 = newKey(uniq('sub-k2'), 'Ed25519', { alg: 'EdDSA' });
+  const jwks = new JwksServer();
+  jwks.setKeys([k1]);
+  after(() => jwks.stop());
+
+  // Connection tokens are HMAC (the harness default); subscription tokens come from JWKS.
+  const suite = serverSuite(testConfig({ client: { subscription_token: { enabled: true, jwks_public_endpoint: 'set at start' } } }), {
+    label: 'herald (subscription jwks)',
+    start: startWithJwks(jwks, 'subscription_token'),
+  });
+
+  suite.test('subscribe waits for one refetch: a new kid subscribes, an absent kid gets 103', async () => {
+    const user = uniq('subscriber');
+    const h = suite.client({ label: 'subscriber', token: connectionToken({ sub: user }) });
+    await connect(h);
+    const subToken = (key, channel, kid = key.kid) =>
+      jwt({ alg: key.jwk.alg, key, kid, claims: { sub: user, channel, exp: nowSec() + 600 } });
+    const resubscribe = { minResubscribeDelay: 200, maxResubscribeDelay: 1_000 };
+
+    const first = `$${uniq('k1-channel')}`;
+    await subscribe(suite.subscription(h, first, { token: subToken(k1, first), ...resubscribe }));
+
+    // The provider publishes k2 and a token signed with it arrives before herald refetched.
+    jwks.setKeys([k1, k2]);
+    await jwks.openWindow();
+    let before = jwks.count;
+    const second = `$${uniq('k2-channel')}`;
+    const s2 = suite.subscription(h, second, { token: subToken(k2, second), ...resubscribe });
+    const since2 = s2.log.mark();
+    s2.sub.subscribe();
+    await s2.log.waitFor('subscribed', { since: since2, timeout: 5_000, what: `subscribed with a k2 token (${jwks.describe()})` });
+    assert.deepEqual(s2.log.all('error', since2), [], 'the subscribe waited for the refetch: no error, not even a temporary one');
+    assert.equal(jwks.count, before + 1, `one refetch taught herald k2; ${jwks.describe()}`);
+
+    // A kid the provider never published: one more refetch, then a terminal 103.
+    await jwks.openWindow();
+    before = jwks.count;
+    const third = `$${uniq('never-channel')}`;
+    const s3 = suite.subscription(h, third, { token: subToken(k2, third, `never-seen-${hex(6)}`), ...resubscribe });
+    const since3 = s3.log.mark();
+    s3.sub.subscribe();
+    const gone = await s3.log.waitFor('unsubscribed', { since: since3, timeout: 5_000, what: 'unsubscribed after a fresh set lacks the kid' });
+    assert.equal(gone.code, 103, `the SDK reports permission denied: ${JSON.stringify(gone)}`);
+    assert.equal(jwks.count, before + 1, `one refetch for the unknown kid; ${jwks.describe()}`);
+
+    assert.equal(h.client.state, 'connected', 'the connection stays up through all of it');
+    assert.deepEqual(h.log.all('disconnected'), [], 'never disconnected');
   }, { timeout: 60_000 });
 });
 
