@@ -24,7 +24,8 @@ use herald_auth::{
 
 pub use http::ClientError;
 pub use introspection::{
-    parse_answer, Introspected, IntrospectionConfig, IntrospectionError, Introspector, NEGATIVE_TTL,
+    parse_answer, Introspected, IntrospectionConfig, IntrospectionError, Introspector,
+    BREAKER_PAUSE, BREAKER_THRESHOLD, NEGATIVE_TTL,
 };
 pub use jwks::{
     refresh_interval, JwksSource, Refetch, REFRESH_BOUNDS, UNKNOWN_KID_REFETCH_INTERVAL,

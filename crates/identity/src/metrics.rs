@@ -41,9 +41,9 @@ pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         jwks_stale,
         introspection_requests: counter(
             "herald_auth_introspection_requests_total",
-            "Token introspection requests sent to the authorization server, by result.",
+            "Token introspection requests by result; skipped = not sent, paused after repeated failures.",
             "result",
-            &["active", "inactive", "error"],
+            &["active", "inactive", "error", "skipped"],
         ),
         introspection_cache: counter(
             "herald_auth_introspection_cache_total",

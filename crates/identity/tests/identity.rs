@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use herald_auth::{InvalidReason, SubscriptionTokenConfig, TokenConfig, TokenError, TokenVerifier};
 use herald_identity::{
-    Authenticator, Introspected, IntrospectionConfig, UNKNOWN_KID_REFETCH_INTERVAL,
+    Authenticator, Introspected, IntrospectionConfig, BREAKER_PAUSE, BREAKER_THRESHOLD,
+    UNKNOWN_KID_REFETCH_INTERVAL,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use parking_lot::Mutex;
@@ -562,7 +563,6 @@ async fn introspection_cache_never_outlives_exp_or_cache_ttl() {
 #[tokio::test]
 async fn introspection_failures_are_temporary_and_never_cached() {
     let server = TestServer::start("/i", |_| Answer::status(503)).await;
-    let auth = introspection_auth(&server.url, |_| {});
     let errors_before = metric(
         "herald_auth_introspection_requests_total",
         Some(("result", "error")),
@@ -591,6 +591,9 @@ async fn introspection_failures_are_temporary_and_never_cached() {
     let count = table.len();
     for (name, answer) in table {
         server.respond(move |_| answer.clone());
+        // A new client per row: two failures each stay under the breaker's
+        // threshold, so every lookup is a request.
+        let auth = introspection_auth(&server.url, |_| {});
         assert_eq!(
             auth.connection("some-opaque-token", now())
                 .await
@@ -617,6 +620,7 @@ async fn introspection_failures_are_temporary_and_never_cached() {
         delay: Duration::from_secs(5),
         ..active("svc", now() + 60, "")
     });
+    let auth = introspection_auth(&server.url, |_| {});
     let started = Instant::now();
     assert_eq!(
         auth.connection("slow-token", now()).await.unwrap_err(),
@@ -638,6 +642,54 @@ async fn introspection_failures_are_temporary_and_never_cached() {
         auth.connection("x", now()).await.unwrap_err(),
         TokenError::Unavailable
     );
+}
+
+/// A failing authorization server is not asked by every new connection: after
+/// BREAKER_THRESHOLD failures in a row lookups fail at once for a pause, then
+/// one request probes it, and an answer closes the breaker.
+#[tokio::test]
+async fn a_failing_authorization_server_is_paused_then_probed() {
+    let server = TestServer::start("/i", |_| Answer::status(503)).await;
+    let auth = introspection_auth(&server.url, |_| {});
+    let skipped = || {
+        metric(
+            "herald_auth_introspection_requests_total",
+            Some(("result", "skipped")),
+        )
+    };
+    let threshold = BREAKER_THRESHOLD as usize;
+    for i in 0..threshold {
+        assert_eq!(
+            auth.connection(&format!("token-{i}"), now()).await,
+            Err(TokenError::Unavailable)
+        );
+    }
+    assert_eq!(server.hits(), threshold);
+
+    // Paused: 20 new connections, no request, still temporary refusals.
+    let skipped_before = skipped();
+    for i in 0..20 {
+        assert_eq!(
+            auth.connection(&format!("storm-{i}"), now()).await,
+            Err(TokenError::Unavailable)
+        );
+    }
+    assert_eq!(server.hits(), threshold, "nothing sent during the pause");
+    assert!(skipped() >= skipped_before + 20.0);
+
+    // The server recovers; after the pause one probe gets through and closes
+    // the breaker, and the next lookups are requests again.
+    server.respond(|_| active("svc", now() + 60, ""));
+    tokio::time::sleep(BREAKER_PAUSE + Duration::from_millis(100)).await;
+    assert_eq!(
+        auth.connection("probe", now()).await.map(|p| p.claims.user),
+        Ok("svc".into())
+    );
+    assert_eq!(
+        auth.connection("after", now()).await.map(|p| p.claims.user),
+        Ok("svc".into())
+    );
+    assert_eq!(server.hits(), threshold + 2);
 }
 
 #[tokio::test]
