@@ -5,7 +5,7 @@
 // chaos test re-points when it kills a node.
 
 import { execFile, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -67,30 +67,38 @@ function portFree(port) {
   });
 }
 
-/** A port the OS says is free right now. */
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen({ port: 0, host: '127.0.0.1' }, () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
+/**
+ * Ports for the Redis servers, which tests stop and start again on the same port: below
+ * the kernel's ephemeral range (ip_local_port_range), so no outgoing connection takes
+ * one while its server is down. A client retrying a stopped server on a port inside
+ * that range can even connect to itself and hold the port.
+ */
+const SERVICE_PORTS = (() => {
+  let low = 32_768;
+  try {
+    low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || low;
+  } catch {
+    // Not Linux: keep the usual lower bound.
+  }
+  return { min: 10_000, end: Math.max(Math.min(low, 32_768), 25_000) };
+})();
 
-/** A free port below 55535 whose cluster bus port (port + 10000) is free too. */
-async function freeClusterPort(taken) {
+/**
+ * A free service port (see SERVICE_PORTS) not in `taken`; with `span`, port + span must
+ * be free and in the range too (a Cluster node's bus port is port + 10000).
+ */
+async function freeServicePort(taken, span = 0) {
+  const { min, end } = SERVICE_PORTS;
   for (let i = 0; i < 500; i++) {
-    const port = 20_000 + Math.floor(Math.random() * 35_000);
-    if (taken.has(port) || taken.has(port + 10_000)) continue;
-    if ((await portFree(port)) && (await portFree(port + 10_000))) {
+    const port = min + Math.floor(Math.random() * (end - span - min));
+    if (taken.has(port) || (span && taken.has(port + span))) continue;
+    if ((await portFree(port)) && (!span || (await portFree(port + span)))) {
       taken.add(port);
-      taken.add(port + 10_000);
+      if (span) taken.add(port + span);
       return port;
     }
   }
-  throw new Error('no free port pair (port, port+10000) found below 55535');
+  throw new Error(`no free loopback port in ${min}..${end}${span ? ` with port + ${span} free` : ''}`);
 }
 
 // ---------------------------------------------------------------------------
@@ -378,8 +386,9 @@ export async function startRedis(mode) {
   try {
     if (mode === 'standalone' || mode === 'sharded') {
       const count = mode === 'standalone' ? 1 : 2;
+      const taken = new Set();
       for (let i = 0; i < count; i++) {
-        const port = await freePort();
+        const port = await freeServicePort(taken);
         const sdir = mkdtempSync(path.join(dir, `r${port}-`));
         servers.push(new RedisServer({ port, dir: sdir }));
       }
@@ -387,7 +396,7 @@ export async function startRedis(mode) {
     } else if (mode === 'cluster') {
       const taken = new Set();
       for (let i = 0; i < 3; i++) {
-        const port = await freeClusterPort(taken);
+        const port = await freeServicePort(taken, 10_000);
         const sdir = mkdtempSync(path.join(dir, `c${port}-`));
         servers.push(new RedisServer({ port, dir: sdir, cluster: true }));
       }
