@@ -15,7 +15,13 @@
 //! covers its kind and its last field (the JSON); a publication's offset and
 //! epoch are written by the Lua publish script after signing and are not
 //! covered — a forged copy still fails: the body's tag binds the sequence
-//! number, which the replay window accepts once.
+//! number, which the replay window accepts once per node.
+//!
+//! With sealed history the publishing node knows the offset and epoch before
+//! the script runs (the script refuses any other position), so it signs them
+//! too: such envelopes start with `s2:` (same layout, another MAC domain) and
+//! their tag covers everything after the kind, `offset:epoch:body`. Changing
+//! the marker changes the domain, so neither form passes for the other.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,11 +36,17 @@ use zeroize::Zeroizing;
 /// Marks a signed envelope.
 const MARKER: &[u8] = b"s1:";
 
+/// Marks a signed envelope whose tag also covers a publication's position.
+const MARKER_POSITIONED: &[u8] = b"s2:";
+
 /// Bytes of the MAC.
 const TAG_LEN: usize = 32;
 
 /// Domain separation of the MAC input.
 const DOMAIN: &[u8] = b"herald-bus-envelope-v1\0";
+
+/// Domain of `s2:` envelopes.
+const DOMAIN_POSITIONED: &[u8] = b"herald-bus-envelope-v2\0";
 
 /// Envelopes older or newer than this (sender clock against ours) are stale.
 pub const MAX_CLOCK_SKEW_MS: u64 = 30_000;
@@ -275,14 +287,50 @@ impl Integrity {
     /// except for a publication whose header the Lua script writes: then
     /// pass `p1:` followed by the body.
     pub fn sign(&self, channel: &[u8], kind: &[u8], body: &[u8], now_ms: u64) -> Vec<u8> {
+        self.sign_parts(MARKER, DOMAIN, channel, kind, &[body], now_ms)
+    }
+
+    /// The `s2:` prefix of a publication the script will write as
+    /// `p1:<offset>:<epoch>:<body>`: the tag covers the position too. Only for
+    /// a position the script enforces (sealed history); empty when signing
+    /// is off.
+    pub fn sign_positioned(
+        &self,
+        channel: &[u8],
+        offset: u64,
+        epoch: &str,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Vec<u8> {
+        let offset = offset.to_string();
+        let parts: [&[u8]; 5] = [offset.as_bytes(), b":", epoch.as_bytes(), b":", body];
+        self.sign_parts(
+            MARKER_POSITIONED,
+            DOMAIN_POSITIONED,
+            channel,
+            b"p1",
+            &parts,
+            now_ms,
+        )
+    }
+
+    fn sign_parts(
+        &self,
+        marker: &[u8],
+        domain: &[u8],
+        channel: &[u8],
+        kind: &[u8],
+        body: &[&[u8]],
+        now_ms: u64,
+    ) -> Vec<u8> {
         let keyring = self.keyring.load();
         let Some((kid, key)) = &keyring.active else {
             return Vec::new();
         };
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let mut out =
-            Vec::with_capacity(MARKER.len() + 2 + kid.len() + self.node.len() + 32 + TAG_LEN);
-        out.extend_from_slice(MARKER);
+            Vec::with_capacity(marker.len() + 2 + kid.len() + self.node.len() + 32 + TAG_LEN);
+        out.extend_from_slice(marker);
         out.push(kid.len() as u8);
         out.extend_from_slice(kid.as_bytes());
         out.push(self.node.len() as u8);
@@ -291,7 +339,14 @@ impl Integrity {
         out.extend_from_slice(&seq.to_be_bytes());
         out.extend_from_slice(&now_ms.to_be_bytes());
         let header_end = out.len();
-        let tag = mac(key, &out[MARKER.len()..header_end], channel, kind, body);
+        let tag = mac(
+            key,
+            domain,
+            &out[marker.len()..header_end],
+            channel,
+            kind,
+            body,
+        );
         out.extend_from_slice(tag.as_ref());
         out
     }
@@ -300,7 +355,9 @@ impl Integrity {
     /// or this node requires signatures. Without keys an unsigned message
     /// passes as it is (no channel name needs computing for it).
     pub fn needs_check(&self, payload: &[u8]) -> bool {
-        payload.starts_with(MARKER) || self.keyring.load().requires_signatures()
+        payload.starts_with(MARKER)
+            || payload.starts_with(MARKER_POSITIONED)
+            || self.keyring.load().requires_signatures()
     }
 
     /// Checks an envelope that arrived on `channel` and returns the unsigned
@@ -312,7 +369,11 @@ impl Integrity {
         now_ms: u64,
     ) -> Result<&'a [u8], Rejection> {
         let keyring = self.keyring.load();
-        let Some(signed) = payload.strip_prefix(MARKER) else {
+        let (signed, positioned) = if let Some(signed) = payload.strip_prefix(MARKER) {
+            (signed, false)
+        } else if let Some(signed) = payload.strip_prefix(MARKER_POSITIONED) {
+            (signed, true)
+        } else {
             return if keyring.requires_signatures() {
                 Err(Rejection::Unsigned)
             } else {
@@ -324,9 +385,16 @@ impl Integrity {
             .verify
             .get(std::str::from_utf8(header.kid).map_err(|_| Rejection::UnknownKey)?)
             .ok_or(Rejection::UnknownKey)?;
-        let (kind, body) = split_inner(header.inner).ok_or(Rejection::Malformed)?;
+        let (kind, body, domain) = if positioned {
+            let (kind, rest) = split_kind(header.inner).ok_or(Rejection::Malformed)?;
+            (kind, rest, DOMAIN_POSITIONED)
+        } else {
+            let (kind, body) = split_inner(header.inner).ok_or(Rejection::Malformed)?;
+            (kind, body, DOMAIN)
+        };
         let mut message = Vec::with_capacity(header.signed.len() + channel.len() + body.len() + 64);
-        mac_input(&mut message, header.signed, channel, kind, body);
+        mac_prefix(&mut message, domain, header.signed, channel, kind);
+        message.extend_from_slice(body);
         hmac::verify(key, &message, header.tag).map_err(|_| Rejection::BadMac)?;
         if now_ms.abs_diff(header.ts_ms) > MAX_CLOCK_SKEW_MS {
             return Err(Rejection::Stale);
@@ -398,8 +466,7 @@ impl<'a> Header<'a> {
 /// The kind (`p1`, `j1`, …) and the body the tag covers: the last field,
 /// after the offset and epoch of a publication.
 pub(crate) fn split_inner(inner: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (kind, rest) = inner.split_at_checked(2)?;
-    let rest = rest.strip_prefix(b":")?;
+    let (kind, rest) = split_kind(inner)?;
     if kind == b"p1" {
         let mut fields = rest.splitn(3, |b| *b == b':');
         let (_offset, _epoch, body) = (fields.next()?, fields.next()?, fields.next()?);
@@ -409,23 +476,35 @@ pub(crate) fn split_inner(inner: &[u8]) -> Option<(&[u8], &[u8])> {
     }
 }
 
-fn mac(key: &hmac::Key, signed: &[u8], channel: &[u8], kind: &[u8], body: &[u8]) -> hmac::Tag {
+/// The kind (`p1`, `j1`, …) and everything after its `:`.
+fn split_kind(inner: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (kind, rest) = inner.split_at_checked(2)?;
+    Some((kind, rest.strip_prefix(b":")?))
+}
+
+/// The tag over the prefix and `body`, the concatenation of its parts.
+fn mac(
+    key: &hmac::Key,
+    domain: &[u8],
+    signed: &[u8],
+    channel: &[u8],
+    kind: &[u8],
+    body: &[&[u8]],
+) -> hmac::Tag {
     let mut context = hmac::Context::with_key(key);
-    let mut prefix = Vec::with_capacity(DOMAIN.len() + signed.len() + channel.len() + 8);
-    mac_prefix(&mut prefix, signed, channel, kind);
+    let mut prefix = Vec::with_capacity(domain.len() + signed.len() + channel.len() + 8);
+    mac_prefix(&mut prefix, domain, signed, channel, kind);
     context.update(&prefix);
-    context.update(body);
+    for part in body {
+        context.update(part);
+    }
     context.sign()
 }
 
-fn mac_input(out: &mut Vec<u8>, signed: &[u8], channel: &[u8], kind: &[u8], body: &[u8]) {
-    mac_prefix(out, signed, channel, kind);
-    out.extend_from_slice(body);
-}
-
-/// Everything is length-prefixed, so no two inputs share an encoding.
-fn mac_prefix(out: &mut Vec<u8>, signed: &[u8], channel: &[u8], kind: &[u8]) {
-    out.extend_from_slice(DOMAIN);
+/// Everything before the body is length-prefixed (the body is last), so no
+/// two inputs share an encoding.
+fn mac_prefix(out: &mut Vec<u8>, domain: &[u8], signed: &[u8], channel: &[u8], kind: &[u8]) {
+    out.extend_from_slice(domain);
     out.extend_from_slice(signed);
     out.extend_from_slice(&(channel.len() as u32).to_be_bytes());
     out.extend_from_slice(channel);
@@ -524,6 +603,57 @@ mod tests {
             assert_eq!(b.open(CHANNEL, &sealed, NOW), Ok(inner), "{inner:?}");
             assert_eq!(b.open(CHANNEL, &sealed, NOW), Err(Rejection::Replay));
         }
+    }
+
+    /// A positioned envelope as the Lua script completes it: the node signs
+    /// the position, the script writes it.
+    fn positioned(node: &Integrity, offset: u64, epoch: &str, body: &str, now: u64) -> Vec<u8> {
+        let mut out = node.sign_positioned(CHANNEL, offset, epoch, body.as_bytes(), now);
+        out.extend_from_slice(format!("p1:{offset}:{epoch}:{body}").as_bytes());
+        out
+    }
+
+    #[test]
+    fn a_positioned_envelope_binds_offset_and_epoch() {
+        let a = Integrity::new(ring("k1", &[("k1", 1)]), "node-a");
+        let body = "{\"data\":1}";
+        let inner = format!("p1:7:ep:{body}");
+        let sealed = positioned(&a, 7, "ep", body, NOW);
+        assert!(sealed.starts_with(b"s2:"));
+        let b = Integrity::new(ring("k1", &[("k1", 1)]), "node-b");
+        assert_eq!(b.open(CHANNEL, &sealed, NOW), Ok(inner.as_bytes()));
+
+        // Each copy goes to a node that never saw the original (no replay).
+        // The inner message is the envelope's tail: rewrite it there.
+        let replace = |from: &str, to: &str| {
+            let head = sealed.len() - inner.len();
+            let mut bytes = sealed[..head].to_vec();
+            bytes.extend_from_slice(inner.replacen(from, to, 1).as_bytes());
+            bytes
+        };
+        let fresh = |name: &str| Integrity::new(ring("k1", &[("k1", 1)]), name);
+        for (what, copy) in [
+            ("another offset", replace("p1:7:", "p1:8:")),
+            ("another epoch", replace(":ep:", ":eq:")),
+            ("marked s1 (the position unsigned)", {
+                let mut c = sealed.clone();
+                c[1] = b'1';
+                c
+            }),
+        ] {
+            assert_eq!(
+                fresh("node-c").open(CHANNEL, &copy, NOW),
+                Err(Rejection::BadMac),
+                "{what}"
+            );
+        }
+        // And an s1 envelope does not pass as s2.
+        let mut plain = envelope(&a, inner.as_bytes(), NOW);
+        plain[1] = b'2';
+        assert_eq!(
+            fresh("node-d").open(CHANNEL, &plain, NOW),
+            Err(Rejection::BadMac)
+        );
     }
 
     #[test]
@@ -685,6 +815,20 @@ mod tests {
             let b = Integrity::new(ring("k1", &[("k1", 1)]), "node-b");
             let inner = format!("j1:{{\"user\":\"{body}\"}}");
             let mut sealed = envelope(&a, inner.as_bytes(), NOW);
+            let bit = bit % (sealed.len() * 8);
+            sealed[bit / 8] ^= 1 << (bit % 8);
+            prop_assert!(b.open(CHANNEL, &sealed, NOW).is_err(), "bit {} accepted", bit);
+        }
+
+        #[test]
+        fn any_single_bit_flip_of_a_positioned_envelope_is_rejected(
+            bit in 0usize..4096,
+            offset in 1u64..1_000_000,
+            body in "[a-z0-9]{1,64}",
+        ) {
+            let a = Integrity::new(ring("k1", &[("k1", 1)]), "node-a");
+            let b = Integrity::new(ring("k1", &[("k1", 1)]), "node-b");
+            let mut sealed = positioned(&a, offset, "epoch", &format!("{{\"b\":\"{body}\"}}"), NOW);
             let bit = bit % (sealed.len() * 8);
             sealed[bit / 8] ^= 1 << (bit % 8);
             prop_assert!(b.open(CHANNEL, &sealed, NOW).is_err(), "bit {} accepted", bit);

@@ -813,12 +813,17 @@ impl Broker for RedisEngine {
         } else {
             "publish"
         };
-        // The script writes `p1:<offset>:<epoch>:` itself; the signature
-        // covers the kind and the body (integrity.rs).
-        let signature = inner
-            .integrity
-            .sign(client.as_bytes(), b"p1", &body, unix_millis());
         let sealing = options.history.is_some() && inner.history_keys.load().seals();
+        // The script writes `p1:<offset>:<epoch>:` itself; the signature
+        // covers the kind and the body (integrity.rs), and the position too
+        // when sealing makes the script enforce it (signed per attempt below).
+        let unpositioned = if sealing {
+            Vec::new()
+        } else {
+            inner
+                .integrity
+                .sign(client.as_bytes(), b"p1", &body, unix_millis())
+        };
         // A sealed record is bound to its offset and epoch, which only the
         // script assigns: seal for the position this node expects next, and
         // let the script refuse (answering the real one) when another
@@ -826,7 +831,7 @@ impl Broker for RedisEngine {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (record, expected_epoch, expected_offset) = if sealing {
+            let (record, expected_epoch, expected_offset, positioned) = if sealing {
                 let (epoch, top) = inner
                     .positions
                     .lock()
@@ -839,10 +844,18 @@ impl Broker for RedisEngine {
                     .load()
                     .seal(channel, &epoch, offset, &body)
                     .unwrap_or_default();
-                (record, epoch, offset.to_string())
+                let signature = inner.integrity.sign_positioned(
+                    client.as_bytes(),
+                    offset,
+                    &epoch,
+                    &body,
+                    unix_millis(),
+                );
+                (record, epoch, offset.to_string(), Some(signature))
             } else {
-                (Vec::new(), String::new(), String::new())
+                (Vec::new(), String::new(), String::new(), None)
             };
+            let signature = positioned.as_deref().unwrap_or(&unpositioned);
             let (offset, epoch, outcome) = inner
                 .bounded(
                     "publish",
@@ -857,7 +870,7 @@ impl Broker for RedisEngine {
                             fresh_epoch.as_bytes(),
                             command.as_bytes(),
                             idempotency_ttl.as_bytes(),
-                            &signature,
+                            signature,
                             &record,
                             expected_epoch.as_bytes(),
                             expected_offset.as_bytes(),

@@ -2726,6 +2726,102 @@ async fn forged_replayed_and_tampered_envelopes_reach_no_subscriber() {
     assert_eq!(b.stats().messages_rejected, 0, "refused before decoding");
 }
 
+/// With sealed history the position is signed too (`s2:`): an outsider who
+/// captured a publication cannot hand it, at another offset or epoch, to a
+/// node that never saw the original (whose replay window knows nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sealed_history_a_captured_publication_cannot_be_moved() {
+    use futures_util::StreamExt as _;
+
+    let redis = blocking(RedisServer::start).await;
+    let prefix = prefix("moved");
+    let bus = || keyring("k1", &[("k1", 7)]);
+    let history = || history_keyring("h1", &[("h1", 1)]);
+    let a = keyed_node(
+        config(vec![redis.url()], &prefix),
+        "node-a",
+        bus(),
+        history(),
+    )
+    .await;
+    let c = keyed_node(
+        config(vec![redis.url()], &prefix),
+        "node-c",
+        bus(),
+        history(),
+    )
+    .await;
+
+    let client_channel = format!("{prefix}.client.news");
+    let outsider = redis::Client::open(redis.url()).unwrap();
+    let mut listener = outsider.get_async_pubsub().await.unwrap();
+    listener.subscribe(&client_channel).await.unwrap();
+    let position = a
+        .publish("news", publication(r#"{"n":1}"#), &history_options(10))
+        .await
+        .unwrap();
+    let captured: Vec<u8> =
+        tokio::time::timeout(Duration::from_secs(5), listener.on_message().next())
+            .await
+            .expect("the outsider sees the real envelope")
+            .unwrap()
+            .get_payload_bytes()
+            .to_vec();
+    assert!(captured.starts_with(b"s2:"), "the position is signed");
+
+    // Node C subscribes only now: it never saw the original.
+    c.subscribe("news").await.unwrap();
+    let original = format!("p1:{}:{}:", position.offset, position.epoch);
+    let at = captured
+        .windows(original.len())
+        .position(|w| w == original.as_bytes())
+        .expect("the script wrote the position after the signature");
+    let moved = |offset: u64, epoch: &str| {
+        let mut bytes = captured[..at].to_vec();
+        bytes.extend_from_slice(format!("p1:{offset}:{epoch}:").as_bytes());
+        bytes.extend_from_slice(&captured[at + original.len()..]);
+        bytes
+    };
+    for (bytes, what) in [
+        (
+            moved(position.offset + 1, &position.epoch),
+            "another offset",
+        ),
+        (moved(position.offset, "forged-epoch"), "another epoch"),
+    ] {
+        let reply = redis.cli_stdin(&["PUBLISH", &client_channel], &bytes);
+        assert_eq!(reply.trim(), "2", "{what}: node C and the outsider got it");
+    }
+    let engine = c.engine.clone();
+    wait_until(
+        "two refusals",
+        5.0,
+        || engine.stats().envelopes_rejected.iter().sum::<u64>() >= 2,
+        || refused(&engine),
+    )
+    .await;
+    assert_eq!(refused(&c.engine), BTreeMap::from([("bad_mac", 2)]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        c.events.data("news").is_empty(),
+        "{:?}",
+        c.events.data("news")
+    );
+
+    // Publications from node A still reach node C.
+    a.publish("news", publication(r#"{"n":2}"#), &history_options(10))
+        .await
+        .unwrap();
+    let events = c.events.clone();
+    wait_until(
+        "the next real publication on node C",
+        5.0,
+        || events.data("news") == [r#"{"n":2}"#],
+        || events.data("news"),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_step_rotation_mid_stream_loses_and_refuses_nothing() {
     let redis = blocking(RedisServer::start).await;
