@@ -919,15 +919,7 @@ impl Session {
         if req.token.is_empty() {
             return self.subscribe_checked(id, req, None, ctx);
         }
-        let checked = node
-            .auth
-            .verifier()
-            .verify_subscription(&req.token, unix_now());
-        let needs_keys = matches!(
-            checked,
-            Err(TokenError::UnknownKey | TokenError::Unavailable)
-        ) && node.auth.verifier().subscription_jwks().is_some();
-        if !needs_keys {
+        if let Some(checked) = node.auth.subscription_now(&req.token, unix_now()) {
             return self.subscribe_checked(id, req, Some(checked), ctx);
         }
         // A JWKS refetch, as at connect: commands behind this subscribe stay

@@ -207,6 +207,24 @@ impl Authenticator {
         }
     }
 
+    /// Checks a subscription token without waiting, when that is possible;
+    /// `None` means the answer needs [`Authenticator::subscription`] (an
+    /// unknown kid, or no JWKS set loaded yet).
+    pub fn subscription_now(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Option<Result<SubscriptionClaims, TokenError>> {
+        match self.verifier.verify_subscription(token, now) {
+            Err(TokenError::UnknownKey | TokenError::Unavailable)
+                if self.verifier.subscription_jwks().is_some() =>
+            {
+                None
+            }
+            other => Some(other),
+        }
+    }
+
     /// Checks a subscription token like [`Authenticator::connection`] checks
     /// a connection token: an unknown kid, or no set loaded yet, costs one
     /// rate-limited JWKS fetch, then the token is verified again. A kid still

@@ -746,12 +746,24 @@ async fn subscription_tokens_wait_for_one_refetch() {
     let claims = json!({"sub": "alice", "channel": "$news", "exp": now() + 60});
     let channel = |r: Result<herald_auth::SubscriptionClaims, TokenError>| r.map(|c| c.channel);
 
-    // No set loaded yet: the first token fetches it.
+    // No set loaded yet: the fast path cannot decide, the first token
+    // fetches it.
+    assert_eq!(
+        auth.subscription_now(&es256("ec", claims.clone()), now()),
+        None
+    );
     assert_eq!(
         channel(auth.subscription(&es256("ec", claims.clone()), now()).await),
         Ok("$news".into())
     );
     assert_eq!(server.hits(), 1);
+    assert_eq!(
+        channel(
+            auth.subscription_now(&es256("ec", claims.clone()), now())
+                .expect("a known kid is decided without waiting")
+        ),
+        Ok("$news".into())
+    );
 
     // The provider publishes "ed"; inside the window the answer is temporary.
     server.respond(|_| Answer::json(key_set(|kid| Some(kid.to_owned()))));
