@@ -68,7 +68,9 @@ pub struct HistoryQuery {
     /// `Some(0)`: only the stream top; `None`: no limit.
     pub limit: Option<usize>,
     pub reverse: bool,
-    /// Creates or refreshes the stream meta with this TTL.
+    /// Refreshes the stream meta with this TTL. A read never creates a
+    /// stream: one nobody published to answers offset 0 and the epoch its
+    /// first publish will take.
     pub meta_ttl: Duration,
 }
 
@@ -166,6 +168,11 @@ pub struct BrokerCounters {
     pub envelopes_rejected: Vec<(&'static str, u64)>,
     /// History records read back that could not be opened.
     pub history_undecryptable: u64,
+    /// History streams the engine keeps now, where it counts them (the
+    /// memory engine; Redis keeps its own).
+    pub streams: Option<u64>,
+    /// Streams evicted by the engine's stream limit.
+    pub streams_evicted: u64,
 }
 
 /// One node as the registry knows it (heartbeat content, `/api/info`).

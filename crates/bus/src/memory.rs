@@ -14,18 +14,27 @@
 //! Expired entries are dropped lazily on access and by a periodic cleanup
 //! task, which also forgets channels with nothing left in them.
 //!
+//! Only a publish creates a history stream: a read of a stream that does not
+//! exist keeps nothing and answers offset 0 of the epoch its first publish
+//! will take (`epoch.rs`). The streams that exist are capped at
+//! [`MemoryOptions::stream_limit`]: past it, the ones touched least recently
+//! are evicted, their local subscribers told (a gap), and a stream evicted
+//! comes back with another epoch, so recovery into it answers
+//! `recovered: false` instead of skipping what was lost.
+//!
 //! **Invariant:** a channel's `Arc<ChannelState>` is only ever cloned out of
 //! its shard under the shard lock, and clones live for one operation. So the
 //! cleanup, holding the shard's write lock, may drop a channel whose `Arc` it
 //! holds alone: nobody is using it and nobody can start to.
 
+mod epoch;
 mod presence;
 mod stream;
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -35,6 +44,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use self::epoch::FreshEpochs;
 use self::presence::Presence;
 use self::stream::{Kept, Stream};
 use crate::seal::HistoryKeyring;
@@ -50,6 +60,25 @@ const SHARDS: usize = 64;
 /// How often expired entries and empty channels are swept.
 const CLEANUP_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The default of [`MemoryOptions::stream_limit`] (`engine.memory.stream_limit`).
+pub const DEFAULT_STREAM_LIMIT: usize = 100_000;
+
+/// What the memory engine is built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryOptions {
+    /// Most history streams kept at once; 0 = no limit. One eviction pass
+    /// drops the least recently touched 1/64 of this (at least one).
+    pub stream_limit: usize,
+}
+
+impl Default for MemoryOptions {
+    fn default() -> Self {
+        Self {
+            stream_limit: DEFAULT_STREAM_LIMIT,
+        }
+    }
+}
+
 /// The single-node engine: broker, history and presence in process memory.
 pub struct MemoryEngine {
     events: Arc<dyn BrokerEvents>,
@@ -64,6 +93,15 @@ pub struct MemoryEngine {
     /// keys and the same crypto-shredding behaviour on one node).
     history_keys: ArcSwap<HistoryKeyring>,
     undecryptable: AtomicU64,
+    /// Epochs of streams that do not exist yet (epoch.rs).
+    fresh: FreshEpochs,
+    options: MemoryOptions,
+    /// History streams that exist now.
+    streams: AtomicUsize,
+    /// Streams evicted by the limit since start.
+    evicted: AtomicU64,
+    /// Held by the one eviction pass that runs at a time.
+    evicting: Mutex<()>,
 }
 
 impl MemoryEngine {
@@ -84,9 +122,23 @@ impl MemoryEngine {
 
     /// Like [`MemoryEngine::new`], sealing kept publications with `keys`.
     pub fn with_history_keys(events: Arc<dyn BrokerEvents>, keys: HistoryKeyring) -> Arc<Self> {
+        Self::with_options(events, keys, MemoryOptions::default())
+    }
+
+    /// Like [`MemoryEngine::with_history_keys`], with `options`.
+    pub fn with_options(
+        events: Arc<dyn BrokerEvents>,
+        keys: HistoryKeyring,
+        options: MemoryOptions,
+    ) -> Arc<Self> {
         let engine = Arc::new(Self {
             history_keys: ArcSwap::from_pointee(keys),
             undecryptable: AtomicU64::new(0),
+            fresh: FreshEpochs::new(Instant::now()),
+            options,
+            streams: AtomicUsize::new(0),
+            evicted: AtomicU64::new(0),
+            evicting: Mutex::new(()),
             events,
             revoked_tokens: Mutex::new(HashMap::new()),
             invalidated_users: Mutex::new(HashMap::new()),
@@ -135,7 +187,9 @@ impl MemoryEngine {
             // Prune outside the shard lock so lookups are not held up.
             let channels: Vec<Arc<ChannelState>> = shard.read().values().cloned().collect();
             for state in &channels {
-                state.feed.lock().stream.prune(now);
+                let mut feed = state.feed.lock();
+                self.on_stream(&mut feed, |stream| stream.prune(now));
+                drop(feed);
                 state.presence.lock().prune(now);
             }
             drop(channels);
@@ -151,9 +205,109 @@ impl MemoryEngine {
         }
     }
 
+    /// Drops a channel that holds nothing any more at once, rather than at
+    /// the next sweep: a client subscribing to and leaving many names must
+    /// not make the node hold them for a sweep interval.
+    fn forget_if_empty(&self, channel: &str) {
+        let mut map = self.shard(channel).write();
+        // `get_mut` succeeds only when the map holds the sole reference
+        // (module invariant): nobody is using the channel.
+        let empty = map
+            .get_mut(channel)
+            .and_then(Arc::get_mut)
+            .is_some_and(ChannelState::is_empty);
+        if empty {
+            map.remove(channel);
+        }
+    }
+
+    /// Runs `op` on a channel's stream, keeping the count of existing
+    /// streams true (a publish creates one; expiry and eviction end one).
+    fn on_stream<R>(&self, feed: &mut Feed, op: impl FnOnce(&mut Stream) -> R) -> R {
+        let existed = feed.stream.exists();
+        let result = op(&mut feed.stream);
+        match (existed, feed.stream.exists()) {
+            (false, true) => {
+                self.streams.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                self.streams.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        result
+    }
+
+    /// The epoch a stream of `channel` created now gets.
+    fn fresh_epoch(&self, channel: &str, now: Instant, meta_ttl: Duration) -> String {
+        self.fresh.epoch(channel, now, meta_ttl)
+    }
+
+    /// Makes room for one more stream when the limit is reached: evicts the
+    /// least recently touched streams (1/64 of the limit, at least one).
+    /// Called with no feed lock held. Only one pass runs at a time; a
+    /// publish that finds one running goes ahead (the limit may be passed
+    /// by the publishes in flight, never more).
+    fn make_room(&self, creating: &str) {
+        let limit = self.options.stream_limit;
+        if limit == 0 || self.streams.load(Ordering::Relaxed) < limit {
+            return;
+        }
+        let Some(_pass) = self.evicting.try_lock() else {
+            return;
+        };
+        let mut candidates: Vec<(Instant, Box<str>, Arc<ChannelState>)> = Vec::new();
+        for shard in self.shards.iter() {
+            let map = shard.read();
+            for (name, state) in map.iter() {
+                if &**name == creating {
+                    continue;
+                }
+                // A feed busy right now is not idle: skip it.
+                if let Some(touched) = state.feed.try_lock().and_then(|f| f.stream.touched_at()) {
+                    candidates.push((touched, name.clone(), state.clone()));
+                }
+            }
+        }
+        let batch = (limit / 64).max(1).min(candidates.len());
+        if batch == 0 {
+            return;
+        }
+        if batch < candidates.len() {
+            candidates.select_nth_unstable_by_key(batch - 1, |(touched, _, _)| *touched);
+            candidates.truncate(batch);
+        }
+        // Streams created from here on cannot take an evicted stream's epoch.
+        self.fresh.bump();
+        let mut evicted = 0u64;
+        for (touched, name, state) in candidates {
+            let mut feed = state.feed.lock();
+            if feed.stream.touched_at() != Some(touched) {
+                continue; // touched meanwhile: no longer the idlest
+            }
+            self.on_stream(&mut feed, Stream::evict);
+            evicted += 1;
+            if feed.subscribed {
+                // Local subscribers are positioned in the stream just lost.
+                self.events.on_gap(&name);
+            }
+        }
+        self.evicted.fetch_add(evicted, Ordering::Relaxed);
+        tracing::warn!(
+            evicted,
+            limit,
+            "memory engine: history stream limit reached (engine.memory.stream_limit); the least recently used streams were evicted"
+        );
+    }
+
     #[cfg(test)]
     fn num_channels(&self) -> usize {
         self.shards.iter().map(|shard| shard.read().len()).sum()
+    }
+
+    #[cfg(test)]
+    fn num_streams(&self) -> usize {
+        self.streams.load(Ordering::Relaxed)
     }
 }
 
@@ -186,6 +340,13 @@ impl Broker for MemoryEngine {
         };
 
         let mut feed = state.feed.lock();
+        if options.history.is_some() && !feed.stream.exists() {
+            // This publish creates a stream: make room first, without
+            // holding a feed lock (eviction takes others).
+            drop(feed);
+            self.make_room(channel);
+            feed = state.feed.lock();
+        }
         if let Some(key) = &options.idempotency_key {
             if let Some(position) = feed.stream.remembered(now, key) {
                 return Ok(position);
@@ -193,7 +354,11 @@ impl Broker for MemoryEngine {
         }
         let position = match &options.history {
             Some(history) => {
-                let position = feed.stream.advance(now, history);
+                let position = self.on_stream(&mut feed, |stream| {
+                    stream.advance(now, history, || {
+                        self.fresh_epoch(channel, now, history.meta_ttl)
+                    })
+                });
                 publication.offset = position.offset;
                 let sealed = self.history_keys.load().seal(
                     channel,
@@ -258,16 +423,25 @@ impl Broker for MemoryEngine {
         if let Some(state) = self.channel(channel) {
             state.feed.lock().subscribed = false;
         }
+        self.forget_if_empty(channel);
         Ok(())
     }
 
     async fn history(&self, channel: &str, query: &HistoryQuery) -> Result<HistoryPage, BusError> {
         let now = Instant::now();
-        let state = self.channel_or_insert(channel);
+        let fresh = || self.fresh_epoch(channel, now, query.meta_ttl);
+        // A channel the engine does not know has no stream: nothing is
+        // created for the read (module docs).
+        let Some(state) = self.channel(channel) else {
+            let mut nothing = Stream::default();
+            let keys = self.history_keys.load();
+            return nothing.page(now, query, channel, &keys, &self.undecryptable, fresh);
+        };
         let mut feed = state.feed.lock();
         let keys = self.history_keys.load();
-        feed.stream
-            .page(now, query, channel, &keys, &self.undecryptable)
+        self.on_stream(&mut feed, |stream| {
+            stream.page(now, query, channel, &keys, &self.undecryptable, fresh)
+        })
     }
 
     async fn remove_history(&self, channel: &str) -> Result<(), BusError> {
@@ -337,6 +511,8 @@ impl Broker for MemoryEngine {
     fn counters(&self) -> crate::BrokerCounters {
         crate::BrokerCounters {
             history_undecryptable: self.undecryptable.load(Ordering::Relaxed),
+            streams: Some(self.streams.load(Ordering::Relaxed) as u64),
+            streams_evicted: self.evicted.load(Ordering::Relaxed),
             ..Default::default()
         }
     }
@@ -364,6 +540,7 @@ impl PresenceStore for MemoryEngine {
         if let Some(state) = self.channel(channel) {
             state.presence.lock().remove(client);
         }
+        self.forget_if_empty(channel);
         Ok(())
     }
 

@@ -46,7 +46,6 @@ use arc_swap::ArcSwap;
 const IDEMPOTENCY_TTL_SECS: u64 = 300;
 /// How often every connection is checked (and, if down, reconnected).
 const PING_INTERVAL: Duration = Duration::from_secs(1);
-const EPOCH_LEN: usize = 8;
 /// Publish attempts when other publishers keep taking the offset a sealed
 /// record was made for.
 const MAX_SEAL_ATTEMPTS: usize = 32;
@@ -807,7 +806,6 @@ impl Broker for RedisEngine {
             meta_ttl.to_string(),
             idempotency_ttl.to_string(),
         );
-        let fresh_epoch = random_id(EPOCH_LEN);
         let command = if inner.config.is_cluster() {
             "spublish"
         } else {
@@ -829,15 +827,17 @@ impl Broker for RedisEngine {
         // let the script refuse (answering the real one) when another
         // publisher got there first.
         let mut attempt = 0;
+        // Whether the node sealed for a position it had seen: a guess made
+        // without one (a stream this node has not seen, or one that does not
+        // exist yet, whose epoch only the script derives) costs one round
+        // trip that answers the real position, and no pause.
+        let mut guessed = false;
         loop {
             attempt += 1;
             let (record, expected_epoch, expected_offset, positioned) = if sealing {
-                let (epoch, top) = inner
-                    .positions
-                    .lock()
-                    .get(channel)
-                    .cloned()
-                    .unwrap_or_else(|| (fresh_epoch.clone(), 0));
+                let known = inner.positions.lock().get(channel).cloned();
+                guessed = known.is_none();
+                let (epoch, top) = known.unwrap_or_default();
                 let offset = top + 1;
                 let record = inner
                     .history_keys
@@ -867,7 +867,6 @@ impl Broker for RedisEngine {
                             size.as_bytes(),
                             ttl.as_bytes(),
                             meta_ttl.as_bytes(),
-                            fresh_epoch.as_bytes(),
                             command.as_bytes(),
                             idempotency_ttl.as_bytes(),
                             signature,
@@ -890,6 +889,9 @@ impl Broker for RedisEngine {
                 return Err(BusError::Unavailable(format!(
                     "publish to {channel}: other publishers took the next offset {MAX_SEAL_ATTEMPTS} times in a row"
                 )));
+            }
+            if guessed {
+                continue;
             }
             // A publisher that just won answers first and would win the next
             // race too: step back a random moment so the loser gets a turn.
@@ -937,7 +939,6 @@ impl Broker for RedisEngine {
             .to_string();
         let reverse = if query.reverse { "1" } else { "0" };
         let meta_ttl = ttl_secs(query.meta_ttl).to_string();
-        let epoch = random_id(EPOCH_LEN);
         let reply = inner
             .bounded(
                 "history",
@@ -950,7 +951,6 @@ impl Broker for RedisEngine {
                         limit.as_bytes(),
                         reverse.as_bytes(),
                         meta_ttl.as_bytes(),
-                        epoch.as_bytes(),
                     ],
                 ),
             )
@@ -1103,6 +1103,7 @@ impl Broker for RedisEngine {
                 .map(|(r, n)| (r.as_str(), n))
                 .collect(),
             history_undecryptable: stats.history_undecryptable,
+            ..Default::default()
         }
     }
 }

@@ -1023,12 +1023,97 @@ async fn history_expires_after_ttl_and_the_epoch_after_meta_ttl() {
         .publish("m", publication("{}"), &short_meta)
         .await
         .unwrap();
+    // The read and the publish may fall on either side of a 1 s period
+    // boundary (the read's epoch is checked against the publish's in
+    // reads_of_streams_nobody_published_to_write_nothing, with a long TTL).
+    assert_eq!(next.offset, 1);
+    assert_ne!(next.epoch, lost.epoch, "a new epoch after meta_ttl");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_streams_nobody_published_to_write_nothing() {
+    let mut redis = blocking(RedisServer::start).await;
+    let prefix = prefix("fresh");
+    let a = healthy_node(config(vec![redis.url()], &prefix), "node-a").await;
+    let b = healthy_node(config(vec![redis.url()], &prefix), "node-b").await;
+    let keys = |redis: &RedisServer| -> Vec<String> {
+        let mut keys = redis.scan(&format!("{prefix}.stream*"));
+        keys.sort();
+        keys
+    };
+    let before = keys(&redis);
+    // A client probing fresh names: history reads, recoverable subscribes
+    // (limit 0), recoveries from offset 0.
+    let mut answers = Vec::new();
+    for i in 0..500 {
+        let name = format!("probe-{i}");
+        let page = a.history(&name, &query(None, None, false)).await.unwrap();
+        assert!(page.publications.is_empty());
+        assert_eq!(page.position.offset, 0);
+        let top = a
+            .history(&name, &query(None, Some(0), false))
+            .await
+            .unwrap();
+        assert_eq!(top.position, page.position, "stable for {name}");
+        let since = a
+            .history(&name, &query(Some(page.position.clone()), None, false))
+            .await
+            .unwrap();
+        assert_eq!(since.position, page.position);
+        answers.push(page.position);
+    }
+    assert_eq!(keys(&redis), before, "reads created keys under the prefix");
+
+    // Every node answers the same, and the first publish takes that epoch:
+    // a subscriber positioned at (epoch, 0) stays positioned.
+    let other = b
+        .history("probe-7", &query(None, Some(0), false))
+        .await
+        .unwrap();
+    assert_eq!(other.position, answers[7]);
+    let first = b
+        .publish("probe-7", publication("{}"), &history_options(10))
+        .await
+        .unwrap();
     assert_eq!(
-        next,
+        first,
         StreamPosition {
             offset: 1,
-            epoch: page.position.epoch
+            epoch: answers[7].epoch.clone()
         }
+    );
+    let page = a
+        .history("probe-7", &query(Some(answers[7].clone()), None, false))
+        .await
+        .unwrap();
+    assert_eq!(offsets(&page.publications), [1]);
+
+    // Redis restarted empty: the stream is gone, and it comes back with
+    // another epoch, so a client holding (epoch, 1) is told, not misled.
+    redis.stop();
+    redis.wipe();
+    redis.restart();
+    wait_until(
+        "node a to be healthy again",
+        10.0,
+        || a.engine.healthy(),
+        || (),
+    )
+    .await;
+    let after = loop {
+        match a.history("probe-7", &query(None, Some(0), false)).await {
+            Ok(page) => break page,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(after.position.offset, 0);
+    assert_ne!(after.position.epoch, first.epoch);
+    let recovery = a
+        .history("probe-7", &query(Some(first.clone()), None, false))
+        .await;
+    assert!(
+        matches!(recovery, Err(BusError::UnrecoverablePosition)),
+        "{recovery:?}"
     );
 }
 

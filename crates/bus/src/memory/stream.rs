@@ -9,8 +9,6 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use herald_protocol::{Publication, StreamPosition};
-use rand::distr::Alphabetic;
-use rand::Rng;
 use tokio::time::Instant;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,9 +18,6 @@ use crate::{BusError, HistoryOptions, HistoryPage, HistoryQuery};
 
 /// How long a publish result is remembered under its idempotency key.
 pub(super) const IDEMPOTENCY_TTL: Duration = Duration::from_secs(5 * 60);
-
-/// Length of a stream epoch, in ASCII letters.
-const EPOCH_LEN: usize = 8;
 
 #[derive(Default)]
 pub(super) struct Stream {
@@ -73,6 +68,8 @@ struct Meta {
     top: u64,
     /// `None`: never.
     expires_at: Option<Instant>,
+    /// The last publish or read: what the stream limit evicts by.
+    touched_at: Instant,
 }
 
 struct Remembered {
@@ -81,10 +78,24 @@ struct Remembered {
 }
 
 impl Stream {
-    /// Takes the next offset for a publication, creating or refreshing the
-    /// meta. The caller stores the publication with [`Stream::keep`].
-    pub(super) fn advance(&mut self, now: Instant, options: &HistoryOptions) -> StreamPosition {
-        let meta = self.touch(now, options.meta_ttl);
+    /// Takes the next offset for a publication, creating the meta (with the
+    /// epoch `fresh` gives, epoch.rs) or refreshing it. The caller stores the
+    /// publication with [`Stream::keep`].
+    pub(super) fn advance(
+        &mut self,
+        now: Instant,
+        options: &HistoryOptions,
+        fresh: impl FnOnce() -> String,
+    ) -> StreamPosition {
+        self.expire(now);
+        let meta = self.meta.get_or_insert_with(|| Meta {
+            epoch: fresh(),
+            top: 0,
+            expires_at: None,
+            touched_at: now,
+        });
+        meta.expires_at = deadline(now, options.meta_ttl);
+        meta.touched_at = now;
         meta.top += 1;
         StreamPosition {
             offset: meta.top,
@@ -101,8 +112,9 @@ impl Stream {
         self.entries_expire_at = deadline(now, options.ttl);
     }
 
-    /// Reads a page of history; refreshes (or creates) the meta first, so the
-    /// page always carries an epoch.
+    /// Reads a page of history and refreshes the meta. A stream without a
+    /// meta stays without one: the page is empty, at offset 0 of the epoch
+    /// `fresh` gives (the one its first publish will take, epoch.rs).
     /// Sealed entries are opened with `keys`; one that cannot be is counted
     /// in `undecryptable` and fails the read.
     pub(super) fn page(
@@ -112,11 +124,22 @@ impl Stream {
         channel: &str,
         keys: &HistoryKeyring,
         undecryptable: &AtomicU64,
+        fresh: impl FnOnce() -> String,
     ) -> Result<HistoryPage, BusError> {
-        let meta = self.touch(now, query.meta_ttl);
-        let position = StreamPosition {
-            offset: meta.top,
-            epoch: meta.epoch.clone(),
+        self.expire(now);
+        let position = match self.meta.as_mut() {
+            Some(meta) => {
+                meta.expires_at = deadline(now, query.meta_ttl);
+                meta.touched_at = now;
+                StreamPosition {
+                    offset: meta.top,
+                    epoch: meta.epoch.clone(),
+                }
+            }
+            None => StreamPosition {
+                offset: 0,
+                epoch: fresh(),
+            },
         };
         if let Some(since) = &query.since {
             if !since.epoch.is_empty() && since.epoch != position.epoch {
@@ -188,6 +211,25 @@ impl Stream {
         self.meta.is_none() && self.entries.is_empty() && self.idempotency.is_empty()
     }
 
+    /// The stream exists: it has an epoch and a top offset (what the
+    /// engine's stream limit counts).
+    pub(super) fn exists(&self) -> bool {
+        self.meta.is_some()
+    }
+
+    /// When the stream was last published to or read; `None` when it does
+    /// not exist.
+    pub(super) fn touched_at(&self) -> Option<Instant> {
+        self.meta.as_ref().map(|meta| meta.touched_at)
+    }
+
+    /// Forgets the stream (epoch, top and publications), as if its meta had
+    /// expired. Idempotency results stay: they expire on their own.
+    pub(super) fn evict(&mut self) {
+        self.meta = None;
+        self.clear();
+    }
+
     fn expire(&mut self, now: Instant) {
         if self
             .meta
@@ -203,17 +245,6 @@ impl Stream {
             self.clear();
         }
     }
-
-    fn touch(&mut self, now: Instant, meta_ttl: Duration) -> &mut Meta {
-        self.expire(now);
-        let meta = self.meta.get_or_insert_with(|| Meta {
-            epoch: new_epoch(),
-            top: 0,
-            expires_at: None,
-        });
-        meta.expires_at = deadline(now, meta_ttl);
-        meta
-    }
 }
 
 /// A zero TTL means no expiry, as in the Redis engine (which only sets
@@ -227,25 +258,4 @@ fn deadline(now: Instant, ttl: Duration) -> Option<Instant> {
 
 fn expired(at: Option<Instant>, now: Instant) -> bool {
     at.is_some_and(|at| at <= now)
-}
-
-fn new_epoch() -> String {
-    rand::rng()
-        .sample_iter(Alphabetic)
-        .take(EPOCH_LEN)
-        .map(char::from)
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn epoch_is_eight_ascii_letters() {
-        let epoch = new_epoch();
-        assert_eq!(epoch.len(), EPOCH_LEN);
-        assert!(epoch.bytes().all(|b| b.is_ascii_alphabetic()), "{epoch}");
-        assert_ne!(new_epoch(), new_epoch());
-    }
 }

@@ -28,6 +28,7 @@ enum Event {
 struct Recorder {
     events: Mutex<Vec<Event>>,
     controls: Mutex<Vec<ControlCommand>>,
+    gaps: Mutex<Vec<String>>,
 }
 
 impl Recorder {
@@ -41,7 +42,9 @@ impl BrokerEvents for Recorder {
         self.controls.lock().push(command);
     }
 
-    fn on_gap(&self, _channel: &str) {}
+    fn on_gap(&self, channel: &str) {
+        self.gaps.lock().push(channel.to_owned());
+    }
 
     fn node_info(&self) -> NodeInfo {
         NodeInfo {
@@ -504,18 +507,28 @@ async fn limit_zero_returns_only_the_top() {
 }
 
 #[tokio::test]
-async fn history_on_a_fresh_channel_creates_the_epoch() {
+async fn history_of_a_stream_nobody_published_to_keeps_nothing() {
     let (engine, _recorder) = setup();
     let first = engine.history("fresh", &all()).await.unwrap();
     assert!(first.publications.is_empty());
     assert_eq!(first.position.offset, 0);
     assert_eq!(first.position.epoch.len(), 8);
+    // The read left nothing behind, in any map.
+    assert_eq!(engine.num_channels(), 0);
+    assert_eq!(engine.num_streams(), 0);
 
+    // Yet it answers the same position again, and the first publish takes
+    // that epoch: a client positioned at (epoch, 0) stays positioned.
     let again = engine
         .history("fresh", &query(None, Some(0), false))
         .await
         .unwrap();
     assert_eq!(again.position, first.position);
+    let since = engine
+        .history("fresh", &query(Some(first.position.clone()), None, false))
+        .await
+        .unwrap();
+    assert_eq!(since.position, first.position);
     let position = engine
         .publish("fresh", publication(1), &with_history(10, 60, 3600))
         .await
@@ -527,6 +540,130 @@ async fn history_on_a_fresh_channel_creates_the_epoch() {
             epoch: first.position.epoch
         }
     );
+    assert_eq!(engine.num_streams(), 1);
+
+    // A subscribed channel (state exists, no stream) reads the same way.
+    engine.subscribe("watched").await.unwrap();
+    let page = engine.history("watched", &all()).await.unwrap();
+    assert_eq!(page.position.offset, 0);
+    assert_eq!(engine.num_streams(), 1);
+}
+
+#[tokio::test]
+async fn reads_of_many_fresh_names_leave_no_state() {
+    let (engine, _recorder) = setup();
+    for i in 0..10_000 {
+        let name = format!("probe-{i}");
+        engine.history(&name, &all()).await.unwrap();
+        engine.subscribe(&name).await.unwrap();
+        engine
+            .history(&name, &query(None, Some(0), false))
+            .await
+            .unwrap();
+        engine.unsubscribe(&name).await.unwrap();
+    }
+    assert_eq!(engine.num_streams(), 0);
+    engine.sweep(Instant::now());
+    assert_eq!(engine.num_channels(), 0);
+}
+
+fn limited(stream_limit: usize) -> (Arc<MemoryEngine>, Arc<Recorder>) {
+    let recorder = Arc::new(Recorder::default());
+    let engine = MemoryEngine::with_options(
+        recorder.clone(),
+        HistoryKeyring::off(),
+        MemoryOptions { stream_limit },
+    );
+    (engine, recorder)
+}
+
+#[tokio::test(start_paused = true)]
+async fn stream_limit_evicts_the_least_recently_used_and_tells() {
+    let (engine, recorder) = limited(64);
+    let options = with_history(10, 3600, 3600);
+    let mut positions = Vec::new();
+    for i in 0..64 {
+        positions.push(
+            engine
+                .publish(&format!("s{i}"), publication(1), &options)
+                .await
+                .unwrap(),
+        );
+        tokio::time::advance(Duration::from_millis(10)).await;
+    }
+    assert_eq!(engine.num_streams(), 64);
+    // s0 is read (touched) again, so s1 is now the least recently used.
+    engine.history("s0", &all()).await.unwrap();
+    engine.subscribe("s1").await.unwrap();
+    engine
+        .publish("s64", publication(1), &options)
+        .await
+        .unwrap();
+    assert_eq!(engine.num_streams(), 64, "one evicted for the new one");
+    assert_eq!(engine.counters().streams_evicted, 1);
+    assert_eq!(engine.counters().streams, Some(64));
+    // Its local subscribers were told.
+    assert_eq!(*recorder.gaps.lock(), ["s1"]);
+    // s0 kept its publication; s1 lost its stream.
+    assert_eq!(offsets(&engine.history("s0", &all()).await.unwrap()), [1]);
+    let gone = engine.history("s1", &all()).await.unwrap();
+    assert!(gone.publications.is_empty());
+    assert_eq!(gone.position.offset, 0);
+    // Recovery from the evicted position is refused, never silently empty,
+    // and the stream comes back with another epoch.
+    let recovery = engine
+        .history("s1", &query(Some(positions[1].clone()), None, false))
+        .await;
+    assert!(
+        matches!(recovery, Err(BusError::UnrecoverablePosition)),
+        "{recovery:?}"
+    );
+    engine.unsubscribe("s1").await.unwrap();
+    let back = engine
+        .publish("s1", publication(2), &options)
+        .await
+        .unwrap();
+    assert_eq!(back.offset, 1);
+    assert_ne!(back.epoch, positions[1].epoch);
+}
+
+#[tokio::test]
+async fn stream_limit_holds_under_a_flood_of_new_names() {
+    let (engine, _recorder) = limited(1_000);
+    let options = with_history(10, 3600, 3600);
+    for i in 0..20_000 {
+        engine
+            .publish(&format!("flood-{i}"), publication(1), &options)
+            .await
+            .unwrap();
+        assert!(
+            engine.num_streams() <= 1_000,
+            "at {i}: {}",
+            engine.num_streams()
+        );
+    }
+    assert!(engine.counters().streams_evicted >= 19_000);
+    // Zero: no limit.
+    let (unlimited, _recorder) = limited(0);
+    for i in 0..2_000 {
+        unlimited
+            .publish(&format!("n-{i}"), publication(1), &options)
+            .await
+            .unwrap();
+    }
+    assert_eq!(unlimited.num_streams(), 2_000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_streams_leave_the_count() {
+    let (engine, _recorder) = setup();
+    engine
+        .publish("short", publication(1), &with_history(10, 1, 2))
+        .await
+        .unwrap();
+    assert_eq!(engine.num_streams(), 1);
+    tokio::time::sleep(CLEANUP_INTERVAL * 2).await;
+    assert_eq!(engine.num_streams(), 0);
 }
 
 #[tokio::test(start_paused = true)]

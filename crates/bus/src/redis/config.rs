@@ -106,6 +106,10 @@ pub const ACL_COMMANDS: &[&str] = &[
     "hgetall",
     "expire",
     "ttl",
+    // inside the scripts, only for a stream that does not exist yet: its
+    // epoch is derived from the server's run_id and clock (scripts.rs)
+    "info",
+    "time",
     // inside the scripts: presence
     "zadd",
     "zrem",

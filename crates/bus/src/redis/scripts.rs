@@ -11,26 +11,56 @@ use redis::Script;
 /// another position.
 pub(crate) const PUBLISH_CONFLICT: u8 = 2;
 
+/// The epoch of a stream that does not exist yet, as a Lua function both
+/// PUBLISH (which creates streams) and HISTORY (which answers for missing
+/// ones without creating them) define. A read stores nothing, so the epoch
+/// it answers must be the one the first publish will give the stream; and a
+/// stream that existed and was lost must come back with another epoch, or
+/// a client holding a position in the old one would recover into the new
+/// one and miss publications without being told. Hence a hash of:
+///
+/// - the meta key (prefix and channel);
+/// - the Redis server's `run_id`, new at every start: a server restarted
+///   empty, or a replica promoted without the last writes, gives new epochs;
+/// - the `meta_ttl` period of the server clock: a meta expires `meta_ttl`
+///   after its last touch, which followed its creation, so the stream that
+///   follows is made in a later period.
+///
+/// Twelve hex digits of SHA-1. `INFO` and `TIME` are read only on this
+/// path (a stream that does not exist), about 6 µs.
+const FRESH_EPOCH: &str = r#"
+local function fresh_epoch(meta_key, meta_ttl)
+  local run_id = string.match(redis.call('info', 'server'), 'run_id:(%x+)') or ''
+  local period = 0
+  local ttl = tonumber(meta_ttl)
+  if ttl > 0 then
+    period = math.floor(tonumber(redis.call('time')[1]) / ttl)
+  end
+  return string.sub(redis.sha1hex(run_id .. ':' .. period .. ':' .. meta_key), 1, 12)
+end
+"#;
+
 /// Publish, with or without history, optionally idempotent.
 ///
 /// KEYS: 1 stream, 2 stream meta, 3 idempotency result (the meta key when
 /// unused), 4 pub/sub channel.
 /// ARGV: 1 publication JSON, 2 history size (0 = no history), 3 history TTL
-/// seconds (0 = none), 4 meta TTL seconds (0 = none), 5 epoch to use if the
-/// stream has none, 6 `publish` or `spublish`, 7 idempotency TTL seconds
-/// (0 = not idempotent), 8 the signature prefix of the pub/sub message (empty
-/// when signing is off; integrity.rs), 9 the sealed record to store instead
-/// of ARGV[1] (empty when history is stored in clear; seal.rs), 10 and 11 the
-/// epoch and offset it was sealed for.
+/// seconds (0 = none), 4 meta TTL seconds (0 = none), 5 `publish` or
+/// `spublish`, 6 idempotency TTL seconds (0 = not idempotent), 7 the
+/// signature prefix of the pub/sub message (empty when signing is off;
+/// integrity.rs), 8 the sealed record to store instead of ARGV[1] (empty when
+/// history is stored in clear; seal.rs), 9 and 10 the epoch and offset it was
+/// sealed for. A new stream takes the epoch of [`FRESH_EPOCH`].
 ///
 /// Returns `{offset, epoch, 0}`; `{offset, epoch, 1}` when an earlier publish
 /// with the same idempotency key answered and nothing was published;
 /// `{top, epoch, 2}` ([`PUBLISH_CONFLICT`]) when the sealed record was made
 /// for another position than the next one: seal again for `top + 1`.
 pub(crate) static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{FRESH_EPOCH}{}",
         r#"
-local remember = ARGV[7] ~= '0'
+local remember = ARGV[6] ~= '0'
 if remember then
   local seen = redis.call('hmget', KEYS[3], 'e', 's')
   if seen[1] then
@@ -44,18 +74,18 @@ if ARGV[2] ~= '0' then
   epoch = redis.call('hget', KEYS[2], 'e')
   local fresh = not epoch
   if fresh then
-    epoch = ARGV[5]
+    epoch = fresh_epoch(KEYS[2], ARGV[4])
   end
-  if ARGV[9] ~= '' then
+  if ARGV[8] ~= '' then
     -- A sealed record is bound to the position it was sealed for.
     local top = tonumber(redis.call('hget', KEYS[2], 's') or '0')
     if fresh then
       top = 0
     end
-    if ARGV[10] ~= epoch or tonumber(ARGV[11]) ~= top + 1 then
+    if ARGV[9] ~= epoch or tonumber(ARGV[10]) ~= top + 1 then
       return {top, epoch, 2}
     end
-    stored = ARGV[9]
+    stored = ARGV[8]
   end
   if fresh then
     redis.call('hset', KEYS[2], 'e', epoch)
@@ -73,31 +103,32 @@ if ARGV[2] ~= '0' then
     redis.call('expire', KEYS[1], ARGV[3])
   end
 end
-redis.call(ARGV[6], KEYS[4], ARGV[8] .. 'p1:' .. offset .. ':' .. epoch .. ':' .. ARGV[1])
+redis.call(ARGV[5], KEYS[4], ARGV[7] .. 'p1:' .. offset .. ':' .. epoch .. ':' .. ARGV[1])
 if remember then
   redis.call('hset', KEYS[3], 'e', epoch, 's', offset)
-  redis.call('expire', KEYS[3], ARGV[7])
+  redis.call('expire', KEYS[3], ARGV[6])
 end
 return {offset, epoch, 0}
-"#,
-    )
+"#
+    ))
 });
 
-/// Reads history; creates the stream meta (epoch) when missing.
+/// Reads history. A stream without a meta stays without one: the read
+/// answers offset 0 of [`FRESH_EPOCH`] and writes nothing; an existing
+/// meta's TTL is refreshed.
 ///
 /// KEYS: 1 stream, 2 stream meta.
 /// ARGV: 1 `1` when a `since` offset is given, 2 that offset, 3 limit (-1 = no
-/// limit), 4 `1` = newest first, 5 meta TTL seconds (0 = none), 6 epoch to use
-/// if the stream has none.
+/// limit), 4 `1` = newest first, 5 meta TTL seconds (0 = none).
 ///
 /// Returns `{top offset, epoch, entries}` with entries as XRANGE gives them.
 pub(crate) static HISTORY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{FRESH_EPOCH}{}",
         r#"
 local epoch = redis.call('hget', KEYS[2], 'e')
 if not epoch then
-  epoch = ARGV[6]
-  redis.call('hset', KEYS[2], 'e', epoch)
+  return {0, fresh_epoch(KEYS[2], ARGV[5]), {}}
 end
 if ARGV[5] ~= '0' then
   redis.call('expire', KEYS[2], ARGV[5])
@@ -126,8 +157,8 @@ else
   end
 end
 return {top, epoch, entries}
-"#,
-    )
+"#
+    ))
 });
 
 /// Adds or refreshes a client's presence.
