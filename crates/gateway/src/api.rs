@@ -2,11 +2,14 @@
 //! (centrifugo-compat §4). HTTP in and out here; what each method does lives
 //! in [`call`], which batch reuses.
 
+use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::{header, Method as HttpMethod, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use futures_util::future::join_all;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt as _;
 use herald_bus::{
     BusError, ControlCommand, HistoryQuery, PublishOptions, SurveyReply, SurveyRequest,
 };
@@ -18,9 +21,10 @@ use herald_protocol::api::{
     ApiRevokeTokenRequest, ApiSubscribeRequest, ApiUnsubscribeRequest,
 };
 use herald_protocol::{Disconnect, ErrorCode, Publication, StreamPosition};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::de::{DeserializeOwned, DeserializeSeed, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::API_METHODS;
 use crate::node::Node;
@@ -29,58 +33,129 @@ use crate::ws::glob_match;
 /// Largest request body; more is answered 413.
 pub(crate) const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
-/// The configured API key, shared with the handler.
-pub(crate) struct ApiKey(pub(crate) String);
+/// How long a request waits for a place when `http_api.max_concurrent_requests`
+/// are running, before it gets 503.
+const QUEUE_WAIT: Duration = Duration::from_secs(1);
 
-/// `POST /api/<method>`.
+/// Commands of a parallel batch (and channels of a broadcast) run at once.
+const PARALLELISM: usize = 32;
+
+/// What the API handler shares: the key and the limits (`http_api`).
+pub(crate) struct ApiSettings {
+    key: String,
+    places: Arc<Semaphore>,
+    max_batch_size: usize,
+}
+
+impl ApiSettings {
+    pub(crate) fn new(config: &crate::config::HttpApiConfig) -> Self {
+        Self {
+            key: config.key.clone(),
+            places: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
+            max_batch_size: config.max_batch_size.max(1),
+        }
+    }
+}
+
+/// `POST /api/<method>`. Method, key and path are checked from the request
+/// head; the body is read only after that and once the request has one of
+/// the `http_api.max_concurrent_requests` places, within
+/// `http_server.request_body_timeout` (body.rs) and [`MAX_BODY_BYTES`].
+/// A request refused before its body is read closes its connection
+/// (body.rs), so an unauthenticated peer cannot make the node buffer bodies.
 pub(crate) async fn handle(
     req: HttpRequest,
     method: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
     node: web::Data<Arc<Node>>,
-    key: web::Data<ApiKey>,
+    api: web::Data<ApiSettings>,
 ) -> HttpResponse {
     if req.method() != HttpMethod::POST {
+        crate::metrics::api_refused("method");
         return HttpResponse::MethodNotAllowed()
             .insert_header((header::ALLOW, "POST"))
             .finish();
     }
-    if !authorized(&req, &key.0) {
+    if !authorized(&req, &api.key) {
+        crate::metrics::api_refused("unauthorized");
         return HttpResponse::Unauthorized().finish();
     }
     let method = method.into_inner();
     if !API_METHODS.contains(&method.as_str()) {
+        crate::metrics::api_refused("not_found");
         return HttpResponse::NotFound().body(format!("unknown API method {method:?}\n"));
     }
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        &body
+    let place = match tokio::time::timeout(QUEUE_WAIT, api.places.clone().acquire_owned()).await {
+        Ok(Ok(place)) => place,
+        // Timed out, or (never: it is not closed) a closed semaphore.
+        _ => {
+            crate::metrics::api_refused("concurrency");
+            return HttpResponse::ServiceUnavailable()
+                .insert_header((header::RETRY_AFTER, "1"))
+                .body("too many concurrent API requests (http_api.max_concurrent_requests)\n");
+        }
     };
-    if let Err(e) = serde_json::from_slice::<&RawValue>(body) {
+    let body = match read_body(&req, payload).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
+    };
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        Bytes::from_static(b"{}")
+    } else {
+        body
+    };
+    if let Err(e) = serde_json::from_slice::<&RawValue>(&body) {
         return HttpResponse::BadRequest()
             .content_type("text/plain; charset=utf-8")
             .body(format!("request body is not JSON: {e}\n"));
     }
+    let node: Arc<Node> = Arc::clone(&node);
+    if method == "batch" {
+        return batch(node, api.into_inner(), body, place);
+    }
     let started = std::time::Instant::now();
-    let outcome = if method == "batch" {
-        batch(&node, body).await.map(Some)
-    } else {
-        call(&node, &method, body).await.map(|r| {
-            // The result goes under "result".
-            let wrapped = ApiReply::<&RawValue>::Result(&r);
-            Some(to_raw(&wrapped))
-        })
-    };
+    let outcome = call(&node, &api, &method, &body).await;
     crate::metrics::api_command(&method, started.elapsed(), outcome.as_ref().err());
     let json = match outcome {
-        Ok(Some(json)) => json,
-        Ok(None) => to_raw(&ApiReply::Result(ApiEmpty {})),
+        // The result goes under "result".
+        Ok(result) => to_raw(&ApiReply::<&RawValue>::Result(&result)),
         Err(error) => to_raw(&ApiReply::<ApiEmpty>::Error(error)),
     };
     HttpResponse::Ok()
         .content_type("application/json")
         .body(json.get().to_owned())
+}
+
+/// Reads a request body: 413 past [`MAX_BODY_BYTES`] (at once when
+/// `Content-Length` says so), 408 when it is not complete within
+/// `http_server.request_body_timeout`, 400 when the client breaks it off.
+async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<Bytes, HttpResponse> {
+    let too_large = || {
+        crate::metrics::body_cut("too_large");
+        HttpResponse::PayloadTooLarge()
+            .body(format!("request body larger than {MAX_BODY_BYTES} bytes\n"))
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(too_large());
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = payload.next().await {
+        match chunk {
+            Ok(chunk) if body.len() + chunk.len() > MAX_BODY_BYTES => return Err(too_large()),
+            Ok(chunk) => body.extend_from_slice(&chunk),
+            Err(e) if crate::body::is_timeout(&e) => {
+                return Err(HttpResponse::RequestTimeout()
+                    .body("request body not complete within http_server.request_body_timeout\n"))
+            }
+            Err(e) => return Err(HttpResponse::BadRequest().body(format!("request body: {e}\n"))),
+        }
+    }
+    Ok(body.freeze())
 }
 
 /// `POST /api` (the legacy newline-separated endpoint) is not served.
@@ -152,6 +227,7 @@ fn required(value: &str, what: &str) -> Result<(), ApiError> {
 /// Runs one API method; the result is its JSON (what goes under `result`).
 pub(crate) async fn call(
     node: &Node,
+    api: &ApiSettings,
     method: &str,
     body: &[u8],
 ) -> Result<Box<RawValue>, ApiError> {
@@ -178,6 +254,16 @@ pub(crate) async fn call(
                     "channels required",
                 ));
             }
+            if req.channels.len() > api.max_batch_size {
+                return Err(ApiError::with_message(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "broadcast to {} channels; at most {} (http_api.max_batch_size)",
+                        req.channels.len(),
+                        api.max_batch_size
+                    ),
+                ));
+            }
             let publishes = req.channels.iter().map(|channel| {
                 publish(
                     node,
@@ -189,14 +275,14 @@ pub(crate) async fn call(
                     &req.idempotency_key,
                 )
             });
-            let responses = join_all(publishes)
-                .await
-                .into_iter()
+            let responses = futures_util::stream::iter(publishes)
+                .buffered(PARALLELISM)
                 .map(|outcome| match outcome {
                     Ok(position) => ApiReply::Result(position),
                     Err(error) => ApiReply::Error(error),
                 })
-                .collect();
+                .collect()
+                .await;
             Ok(to_raw(&ApiBroadcastResult { responses }))
         }
         "subscribe" => {
@@ -489,54 +575,156 @@ async fn publish(
 }
 
 #[derive(Deserialize)]
-struct BatchRequest {
-    #[serde(default)]
-    commands: Vec<std::collections::BTreeMap<String, Box<RawValue>>>,
+struct BatchRequest<'a> {
+    #[serde(borrow, default)]
+    commands: Option<&'a RawValue>,
     #[serde(default)]
     parallel: bool,
 }
 
-#[derive(Serialize)]
-struct BatchResult {
-    replies: Vec<Box<RawValue>>,
-}
-
 /// `{"commands":[{"publish":{...}}, ...], "parallel": bool}` →
 /// `{"replies":[{"publish":{...}}, {"error":{...}}, ...]}` at the top level.
-async fn batch(node: &Node, body: &[u8]) -> Result<Box<RawValue>, ApiError> {
-    let req: BatchRequest = params(body)?;
-    let one = |command: std::collections::BTreeMap<String, Box<RawValue>>| async move {
-        let mut entries = command.into_iter();
-        let (Some((method, params)), None) = (entries.next(), entries.next()) else {
-            return to_raw(&ApiReply::<ApiEmpty>::Error(ApiError::with_message(
-                ErrorCode::BadRequest,
-                "each command holds exactly one method",
-            )));
-        };
-        if method == "batch" || !API_METHODS.contains(&method.as_str()) {
-            return to_raw(&ApiReply::<ApiEmpty>::Error(
-                ErrorCode::MethodNotFound.into(),
-            ));
-        }
-        let started = std::time::Instant::now();
-        let outcome = call(node, &method, params.get().as_bytes()).await;
-        crate::metrics::api_command(&method, started.elapsed(), outcome.as_ref().err());
-        match outcome {
-            // Raw values pass through untouched: payloads stay byte-exact.
-            Ok(result) => to_raw(&std::collections::BTreeMap::from([(method, result)])),
-            Err(error) => to_raw(&ApiReply::<ApiEmpty>::Error(error)),
+///
+/// At most `http_api.max_batch_size` commands (more: error 107, nothing
+/// run). The reply is streamed: each command's reply is written out as it
+/// is ready and then dropped, so a batch holds at most one reply (32 with
+/// `parallel`) at a time, and a caller that stops reading stops the batch.
+/// The request's API place is held until the last reply is out.
+fn batch(
+    node: Arc<Node>,
+    api: Arc<ApiSettings>,
+    body: Bytes,
+    place: OwnedSemaphorePermit,
+) -> HttpResponse {
+    let started = std::time::Instant::now();
+    let (commands, parallel) = match batch_commands(&body, api.max_batch_size) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            crate::metrics::api_command("batch", started.elapsed(), Some(&error));
+            return HttpResponse::Ok()
+                .content_type("application/json")
+                .body(to_raw(&ApiReply::<ApiEmpty>::Error(error)).get().to_owned());
         }
     };
-    let replies = if req.parallel {
-        join_all(req.commands.into_iter().map(one)).await
-    } else {
-        let mut replies = Vec::with_capacity(req.commands.len());
-        for command in req.commands {
-            replies.push(one(command).await);
-        }
-        replies
+    let width = if parallel { PARALLELISM } else { 1 };
+    let replies = futures_util::stream::iter(commands.into_iter().enumerate())
+        .map(move |(i, span)| {
+            let (node, api, body) = (node.clone(), api.clone(), body.clone());
+            async move { (i, batch_command(&node, &api, &body[span]).await) }
+        })
+        .buffered(width)
+        .map(|(i, reply)| {
+            let mut chunk = Vec::with_capacity(reply.get().len() + 1);
+            if i > 0 {
+                chunk.push(b',');
+            }
+            chunk.extend_from_slice(reply.get().as_bytes());
+            Ok::<_, std::convert::Infallible>(Bytes::from(chunk))
+        });
+    let open = futures_util::stream::once(async { Ok(Bytes::from_static(b"{\"replies\":[")) });
+    let close = futures_util::stream::once(async move {
+        crate::metrics::api_command("batch", started.elapsed(), None);
+        drop(place);
+        Ok(Bytes::from_static(b"]}"))
+    });
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .streaming(open.chain(replies).chain(close))
+}
+
+/// The byte spans of a batch's commands within `body`, and `parallel`.
+/// Stops at `limit` + 1 commands: error 107.
+fn batch_commands(body: &[u8], limit: usize) -> Result<(Vec<Range<usize>>, bool), ApiError> {
+    let req: BatchRequest<'_> = serde_json::from_slice(body)
+        .map_err(|e| ApiError::with_message(ErrorCode::BadRequest, format!("bad request: {e}")))?;
+    let Some(raw) = req.commands else {
+        return Ok((Vec::new(), req.parallel));
     };
-    Ok(to_raw(&BatchResult { replies }))
+    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+    let commands = BoundedSeq { limit }
+        .deserialize(&mut deserializer)
+        .map_err(|e| ApiError::with_message(ErrorCode::BadRequest, format!("bad request: {e}")))?;
+    let spans = commands
+        .into_iter()
+        .map(|command| span_within(body, command.get()))
+        .collect();
+    Ok((spans, req.parallel))
+}
+
+/// Where `inner`, a slice borrowed from `outer`, sits in it.
+fn span_within(outer: &[u8], inner: &str) -> Range<usize> {
+    // Both point into the same buffer: `inner` was borrowed from `outer`
+    // by the deserializer (RawValue keeps the input's bytes).
+    let start = (inner.as_ptr() as usize).saturating_sub(outer.as_ptr() as usize);
+    start..start + inner.len()
+}
+
+/// A JSON array of at most `limit` raw values.
+struct BoundedSeq {
+    limit: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for BoundedSeq {
+    type Value = Vec<&'de RawValue>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BoundedSeq {
+    type Value = Vec<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "an array of at most {} commands", self.limit)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.limit));
+        while let Some(value) = seq.next_element::<&'de RawValue>()? {
+            if values.len() == self.limit {
+                return Err(serde::de::Error::custom(format!(
+                    "a batch holds at most {} commands (http_api.max_batch_size)",
+                    self.limit
+                )));
+            }
+            values.push(value);
+        }
+        Ok(values)
+    }
+}
+
+/// One command of a batch: `{"<method>": {params}}` → `{"<method>": result}`
+/// or `{"error": {...}}`.
+async fn batch_command(node: &Node, api: &ApiSettings, command: &[u8]) -> Box<RawValue> {
+    let parsed: Result<std::collections::BTreeMap<String, &RawValue>, _> =
+        serde_json::from_slice(command);
+    let Ok(command) = parsed else {
+        return to_raw(&ApiReply::<ApiEmpty>::Error(ApiError::with_message(
+            ErrorCode::BadRequest,
+            "each command is an object holding exactly one method",
+        )));
+    };
+    let mut entries = command.into_iter();
+    let (Some((method, params)), None) = (entries.next(), entries.next()) else {
+        return to_raw(&ApiReply::<ApiEmpty>::Error(ApiError::with_message(
+            ErrorCode::BadRequest,
+            "each command holds exactly one method",
+        )));
+    };
+    if method == "batch" || !API_METHODS.contains(&method.as_str()) {
+        return to_raw(&ApiReply::<ApiEmpty>::Error(
+            ErrorCode::MethodNotFound.into(),
+        ));
+    }
+    let started = std::time::Instant::now();
+    let outcome = call(node, api, &method, params.get().as_bytes()).await;
+    crate::metrics::api_command(&method, started.elapsed(), outcome.as_ref().err());
+    match outcome {
+        // Raw values pass through untouched: payloads stay byte-exact.
+        Ok(result) => to_raw(&std::collections::BTreeMap::from([(method, result)])),
+        Err(error) => to_raw(&ApiReply::<ApiEmpty>::Error(error)),
+    }
 }
 
 #[cfg(test)]

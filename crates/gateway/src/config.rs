@@ -20,6 +20,10 @@ pub struct HttpServerConfig {
     /// Serves the WebSocket conformance echo at `/conformance/echo` on the
     /// public port, for the Autobahn test cases. Never in production.
     pub conformance_echo: bool,
+    /// Longest an HTTP request body (either listener) may take to arrive,
+    /// counted from its request head; the connection is closed after.
+    #[serde(with = "humantime_serde")]
+    pub request_body_timeout: Duration,
 }
 
 impl Default for HttpServerConfig {
@@ -30,6 +34,7 @@ impl Default for HttpServerConfig {
             internal_port: 9000,
             tls: TlsConfig::default(),
             conformance_echo: false,
+            request_body_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -138,16 +143,33 @@ impl Default for ClientConfig {
     }
 }
 
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct HttpApiConfig {
     pub key: String,
+    /// Server API requests handled at once; more wait up to 1 s for a
+    /// place, then get 503.
+    pub max_concurrent_requests: usize,
+    /// Most commands in one `batch` and channels in one `broadcast`.
+    pub max_batch_size: usize,
+}
+
+impl Default for HttpApiConfig {
+    fn default() -> Self {
+        Self {
+            key: String::new(),
+            max_concurrent_requests: 64,
+            max_batch_size: 1000,
+        }
+    }
 }
 
 impl std::fmt::Debug for HttpApiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpApiConfig")
             .field("key", &redacted(&self.key))
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("max_batch_size", &self.max_batch_size)
             .finish()
     }
 }

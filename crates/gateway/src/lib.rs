@@ -4,11 +4,13 @@
 mod api;
 #[doc(hidden)]
 pub mod bench;
+mod body;
 pub mod config;
 mod connection;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hub;
+mod listener;
 mod metrics;
 mod node;
 mod outbox;
@@ -22,7 +24,7 @@ mod wsframe;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix_http::{HttpService, TlsAcceptorConfig};
+use actix_http::HttpService;
 use actix_service::{fn_service, map_config};
 use actix_web::dev::AppConfig;
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -161,10 +163,17 @@ where
 
     let data = web::Data::new(node.clone());
     let internal_settings = InternalRoutes {
-        api_key: web::Data::new(api::ApiKey(config.http_api.key.clone())),
+        api: web::Data::new(api::ApiSettings::new(&config.http_api)),
         metrics: config.endpoints.prometheus,
         health: config.endpoints.health,
     };
+    let body_limits = |close_on_error| {
+        web::Data::new(body::BodyLimits {
+            timeout: http.request_body_timeout,
+            close_on_error,
+        })
+    };
+    let (public_bodies, internal_bodies) = (body_limits(true), body_limits(false));
     if config.endpoints.prometheus {
         // Registers every family now, so they are exported from startup.
         std::sync::LazyLock::force(&metrics::METRICS);
@@ -195,12 +204,15 @@ where
         (None, None)
     };
     watch_sighup(reloading);
-    // The same service over TCP or TLS; a macro because the two stream
-    // types make two service types nobody wants to spell out.
+    // The same HTTP service over TCP or TLS (listener.rs puts the
+    // per-address admission in front); a macro because the two stream types
+    // make two service types nobody wants to spell out.
     macro_rules! public_service {
         () => {{
             let mut app = App::new()
+                .wrap(actix_web::middleware::from_fn(body::guard))
                 .wrap(actix_web::middleware::from_fn(access_log))
+                .app_data(public_bodies.clone())
                 .app_data(public_data.clone())
                 .configure(public_routes);
             if shared_port {
@@ -211,7 +223,6 @@ where
             HttpService::build()
                 .client_request_timeout(REQUEST_HEAD_TIMEOUT)
                 .client_disconnect_timeout(std::time::Duration::from_secs(1))
-                .tcp_nodelay(true)
                 .local_addr(public_addr)
                 .upgrade(fn_service(move |(req, framed)| {
                     let node = node.clone();
@@ -227,12 +238,17 @@ where
         .workers(cores)
         .disable_signals()
         .shutdown_timeout(1);
+    let admit_node = node.clone();
     let builder = match tls {
-        None => builder.listen("herald-public", public, move || public_service!().tcp()),
+        None => builder.listen("herald-public", public, move || {
+            listener::plain(admit_node.clone(), public_service!())
+        }),
         Some(server_config) => builder.listen("herald-public", public, move || {
-            public_service!().rustls_0_23_with_config(
+            listener::tls(
+                admit_node.clone(),
                 server_config.clone(),
-                TlsAcceptorConfig::default().handshake_timeout(tls::HANDSHAKE_TIMEOUT),
+                tls::HANDSHAKE_TIMEOUT,
+                public_service!(),
             )
         }),
     };
@@ -248,7 +264,9 @@ where
             HttpServer::new(move || {
                 let settings = internal_settings.clone();
                 App::new()
+                    .wrap(actix_web::middleware::from_fn(body::guard))
                     .wrap(actix_web::middleware::from_fn(access_log))
+                    .app_data(internal_bodies.clone())
                     .app_data(data.clone())
                     .configure(move |cfg| internal_routes(cfg, &settings))
             })
@@ -350,15 +368,14 @@ pub(crate) fn log_request(
 
 #[derive(Clone)]
 struct InternalRoutes {
-    api_key: web::Data<api::ApiKey>,
+    api: web::Data<api::ApiSettings>,
     metrics: bool,
     health: bool,
 }
 
 /// Routes of the internal listener: server API, metrics, health, readiness.
 fn internal_routes(cfg: &mut web::ServiceConfig, settings: &InternalRoutes) {
-    cfg.app_data(settings.api_key.clone())
-        .app_data(web::PayloadConfig::new(api::MAX_BODY_BYTES))
+    cfg.app_data(settings.api.clone())
         .service(web::resource("/api").to(api::legacy))
         .service(web::resource("/api/{method}").to(api::handle));
     if settings.health {

@@ -80,6 +80,17 @@ pub(crate) const FRAME_TYPES: &[&str] = &[
     "sub_refresh",
 ];
 
+/// `reason` of `herald_client_handshake_refusals_total` for a connection
+/// closed at accept over `client.connection_limit_per_ip` (listener.rs).
+pub(crate) const ADDRESS_LIMIT: &str = "address_limit";
+
+/// `reason` values of `herald_http_request_bodies_cut_total`.
+pub(crate) const BODY_CUT_REASONS: [&str; 3] = ["timeout", "too_large", "unread"];
+
+/// `reason` values of `herald_api_requests_refused_total`.
+pub(crate) const API_REFUSAL_REASONS: [&str; 4] =
+    ["unauthorized", "method", "not_found", "concurrency"];
+
 /// `reason` values of `herald_bus_rejected_envelopes_total`.
 pub(crate) const REJECT_REASONS: [&str; 7] = [
     "malformed",
@@ -116,6 +127,11 @@ pub(crate) struct Metrics {
     pub(crate) api_duration: HistogramVec,
     pub(crate) api_errors: IntCounterVec,
     pub(crate) handshake_refusals: IntCounterVec,
+    pub(crate) bodies_cut: IntCounterVec,
+    pub(crate) api_refused: IntCounterVec,
+    /// History streams the engine keeps (memory engine).
+    pub(crate) engine_streams: IntGauge,
+    pub(crate) engine_streams_evicted: IntCounter,
     pub(crate) tls_reloads: IntCounterVec,
     /// Pre-resolved series of `messages_sent` for the fan-out path, so a
     /// publication costs an atomic add, not a label lookup under a lock.
@@ -126,6 +142,8 @@ pub(crate) struct Metrics {
     seen_rejected: [AtomicU64; REJECT_REASONS.len()],
     /// Engine count already added to `history_undecryptable`.
     seen_undecryptable: AtomicU64,
+    /// Engine count already added to `engine_streams_evicted`.
+    seen_evicted: AtomicU64,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -261,8 +279,26 @@ impl Metrics {
             ),
             handshake_refusals: counter_vec(
                 "herald_client_handshake_refusals_total",
-                "WebSocket upgrade requests answered with an HTTP error, by reason.",
+                "WebSocket upgrade requests answered with an HTTP error, and connections closed at accept over the per-address limit (address_limit), by reason.",
                 &["reason"],
+            ),
+            bodies_cut: counter_vec(
+                "herald_http_request_bodies_cut_total",
+                "HTTP requests whose body was cut off (the connection closed): not complete within http_server.request_body_timeout, too large, or left unread by an early response.",
+                &["reason"],
+            ),
+            api_refused: counter_vec(
+                "herald_api_requests_refused_total",
+                "Server API requests refused before their body was read: wrong key, method or path, or http_api.max_concurrent_requests reached.",
+                &["reason"],
+            ),
+            engine_streams: gauge(
+                "herald_engine_streams",
+                "History streams the memory engine keeps (0 with Redis, which keeps its own).",
+            ),
+            engine_streams_evicted: counter(
+                "herald_engine_streams_evicted_total",
+                "History streams the memory engine evicted at engine.memory.stream_limit (least recently used first).",
             ),
             tls_reloads: counter_vec(
                 "herald_tls_certificate_reloads_total",
@@ -271,6 +307,7 @@ impl Metrics {
             ),
             seen_rejected: std::array::from_fn(|_| AtomicU64::new(0)),
             seen_undecryptable: AtomicU64::new(0),
+            seen_evicted: AtomicU64::new(0),
             sent_publication: messages_sent.with_label_values(&["push_publication"]),
             sent_join: messages_sent.with_label_values(&["push_join"]),
             sent_leave: messages_sent.with_label_values(&["push_leave"]),
@@ -304,6 +341,13 @@ impl Metrics {
         for refusal in crate::ws::Refusal::ALL {
             self.handshake_refusals
                 .with_label_values(&[refusal.label()]);
+        }
+        self.handshake_refusals.with_label_values(&[ADDRESS_LIMIT]);
+        for reason in BODY_CUT_REASONS {
+            self.bodies_cut.with_label_values(&[reason]);
+        }
+        for reason in API_REFUSAL_REASONS {
+            self.api_refused.with_label_values(&[reason]);
         }
         for result in ["loaded", "refused"] {
             self.tls_reloads.with_label_values(&[result]);
@@ -342,6 +386,18 @@ impl Metrics {
         if counters.history_undecryptable > before {
             self.history_undecryptable
                 .inc_by(counters.history_undecryptable - before);
+        }
+        self.engine_streams.set(
+            counters
+                .streams
+                .map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+        );
+        let before = self
+            .seen_evicted
+            .swap(counters.streams_evicted, Ordering::Relaxed);
+        if counters.streams_evicted > before {
+            self.engine_streams_evicted
+                .inc_by(counters.streams_evicted - before);
         }
         for (i, reason) in REJECT_REASONS.iter().enumerate() {
             let integrity = counters
@@ -392,6 +448,25 @@ pub(crate) fn api_command(method: &str, took: Duration, error: Option<&ApiError>
             .with_label_values(&[method, &closed_code(error.code)])
             .inc();
     }
+}
+
+/// A connection closed at accept over the per-address limit.
+pub(crate) fn address_limit_refusal() {
+    METRICS
+        .handshake_refusals
+        .with_label_values(&[ADDRESS_LIMIT])
+        .inc();
+}
+
+/// A request body cut off; `reason` is one of [`BODY_CUT_REASONS`].
+pub(crate) fn body_cut(reason: &'static str) {
+    METRICS.bodies_cut.with_label_values(&[reason]).inc();
+}
+
+/// A server API request refused before its body was read; `reason` is one
+/// of [`API_REFUSAL_REASONS`].
+pub(crate) fn api_refused(reason: &'static str) {
+    METRICS.api_refused.with_label_values(&[reason]).inc();
 }
 
 /// One answered client command.

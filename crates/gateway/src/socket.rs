@@ -23,7 +23,6 @@ use futures_channel::mpsc;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::metrics;
-use crate::node::IpSlot;
 use crate::outbox::{Next, Outbox};
 use crate::wsframe::{self, Message, Reader, TextFrame, WsError};
 
@@ -64,9 +63,10 @@ enum ReadEnd {
     SessionGone,
 }
 
-/// A stream the socket task can run on. `poll_send` writes one buffer;
-/// plain TCP overrides it with `send(2)`, which skips the VFS layers a
-/// `write(2)` goes through (measurable at one call per delivery).
+/// A stream the socket task can run on (listener.rs implements it for the
+/// public listener's streams). `poll_send` writes one buffer; plain TCP
+/// overrides it with `send(2)`, which skips the VFS layers a `write(2)` goes
+/// through (measurable at one call per delivery).
 pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin {
     fn poll_send(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(self).poll_write(cx, buf)
@@ -76,31 +76,6 @@ pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin {
     /// the client gave it.
     fn peer_certificate(&self) -> Option<&[u8]> {
         None
-    }
-}
-
-impl Transport for actix_tls::accept::rustls_0_23::TlsStream<tokio::net::TcpStream> {
-    fn peer_certificate(&self) -> Option<&[u8]> {
-        let (_, connection) = self.get_ref();
-        connection
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .map(|cert| cert.as_ref())
-    }
-}
-
-impl Transport for tokio::net::TcpStream {
-    fn poll_send(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.poll_write_ready(cx))?;
-            let sent = self.try_io(tokio::io::Interest::WRITABLE, || {
-                socket2::SockRef::from(&*self).send(buf)
-            });
-            match sent {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return Poll::Ready(other),
-            }
-        }
     }
 }
 
@@ -133,8 +108,6 @@ pub(crate) struct Socket<T> {
     /// cannot hold the connection open past it.
     linger: Option<Pin<Box<tokio::time::Sleep>>>,
     flushed: bool,
-    /// Released when the connection ends (`client.connection_limit_per_ip`).
-    _ip_slot: Option<IpSlot>,
 }
 
 impl<T: Transport> Socket<T> {
@@ -146,7 +119,6 @@ impl<T: Transport> Socket<T> {
         inbound: Option<mpsc::Sender<Inbound>>,
         message_size_limit: usize,
         max_fragments: usize,
-        ip_slot: Option<IpSlot>,
     ) -> Self {
         Self {
             io,
@@ -160,7 +132,6 @@ impl<T: Transport> Socket<T> {
             read_end: None,
             linger: None,
             flushed: true,
-            _ip_slot: ip_slot,
         }
     }
 

@@ -13,7 +13,7 @@ use std::time::Instant;
 use actix::{Actor, AsyncContext};
 use actix_codec::Framed;
 use actix_http::header::{self, HeaderMap};
-use actix_http::{h1, Method, Request};
+use actix_http::{h1, Method, Request, Version};
 use base64::Engine as _;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -44,12 +44,16 @@ pub(crate) enum Refusal {
     OriginNotAllowed,
     ProtobufOnly,
     Draining,
-    /// `client.connection_limit_per_ip` reached for the client's address.
-    AddressLimit,
+    /// An HTTP/1.0 request (RFC 6455 §4.2.1 requires HTTP/1.1 or higher).
+    HttpVersion,
+    /// An upgrade request with a body (`Content-Length` above 0 or any
+    /// `Transfer-Encoding`): its bytes would be read as WebSocket frames,
+    /// and a proxy in front would see another byte stream than herald.
+    Body,
 }
 
 impl Refusal {
-    pub(crate) const ALL: [Refusal; 9] = [
+    pub(crate) const ALL: [Refusal; 10] = [
         Refusal::NotFound,
         Refusal::MethodNotAllowed,
         Refusal::NotWebSocket,
@@ -58,7 +62,8 @@ impl Refusal {
         Refusal::OriginNotAllowed,
         Refusal::ProtobufOnly,
         Refusal::Draining,
-        Refusal::AddressLimit,
+        Refusal::HttpVersion,
+        Refusal::Body,
     ];
 
     /// The `reason` label of `herald_client_handshake_refusals_total`.
@@ -72,7 +77,8 @@ impl Refusal {
             Refusal::OriginNotAllowed => "origin",
             Refusal::ProtobufOnly => "protobuf",
             Refusal::Draining => "draining",
-            Refusal::AddressLimit => "address_limit",
+            Refusal::HttpVersion => "http_version",
+            Refusal::Body => "body",
         }
     }
 
@@ -80,11 +86,14 @@ impl Refusal {
         match self {
             Refusal::NotFound => (404, "Not Found"),
             Refusal::MethodNotAllowed => (405, "Method Not Allowed"),
-            Refusal::NotWebSocket | Refusal::BadKey | Refusal::ProtobufOnly => (400, "Bad Request"),
+            Refusal::NotWebSocket
+            | Refusal::BadKey
+            | Refusal::ProtobufOnly
+            | Refusal::HttpVersion
+            | Refusal::Body => (400, "Bad Request"),
             Refusal::UnsupportedVersion => (426, "Upgrade Required"),
             Refusal::OriginNotAllowed => (403, "Forbidden"),
             Refusal::Draining => (503, "Service Unavailable"),
-            Refusal::AddressLimit => (429, "Too Many Requests"),
         }
     }
 
@@ -100,7 +109,8 @@ impl Refusal {
                 "herald speaks the JSON client protocol only; offer centrifuge-json or no subprotocol"
             }
             Refusal::Draining => "shutting down",
-            Refusal::AddressLimit => "too many connections from this address",
+            Refusal::HttpVersion => "a WebSocket handshake needs HTTP/1.1",
+            Refusal::Body => "a WebSocket handshake has no body",
         }
     }
 
@@ -109,7 +119,6 @@ impl Refusal {
         let body = self.body();
         let extra = match self {
             Refusal::UnsupportedVersion => "sec-websocket-version: 13\r\n",
-            Refusal::AddressLimit => "retry-after: 1\r\n",
             _ => "",
         };
         format!(
@@ -173,6 +182,7 @@ const ECHO_MAX_FRAGMENTS: usize = 1 << 20;
 /// hear about them.
 pub(crate) fn handshake(
     method: &Method,
+    version: Version,
     route: Option<Route>,
     headers: &HeaderMap,
     allowed_origins: &[String],
@@ -183,6 +193,12 @@ pub(crate) fn handshake(
     }
     if method != Method::GET {
         return Err(Refusal::MethodNotAllowed);
+    }
+    if version < Version::HTTP_11 {
+        return Err(Refusal::HttpVersion);
+    }
+    if has_body(headers) {
+        return Err(Refusal::Body);
     }
     if draining {
         return Err(Refusal::Draining);
@@ -234,6 +250,15 @@ pub(crate) fn handshake(
     })
 }
 
+/// Whether the request announces a body: any `Transfer-Encoding`, or a
+/// `Content-Length` other than 0 (an unreadable one counts as a body).
+pub(crate) fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get_all(header::CONTENT_LENGTH)
+            .any(|v| v.as_bytes().trim_ascii() != b"0")
+}
+
 /// What the public listener's upgrade service was built with.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct UpgradeSettings {
@@ -253,8 +278,9 @@ pub(crate) async fn upgrade<T>(
     let parts = framed.into_parts();
     let (mut io, read_ahead) = (parts.io, parts.read_buf);
     let route = route(req.path(), settings.echo);
-    let mut decision = handshake(
+    let decision = handshake(
         req.method(),
+        req.version(),
         route,
         req.head().headers(),
         &node.client.allowed_origins,
@@ -263,15 +289,6 @@ pub(crate) async fn upgrade<T>(
     // Non-browser clients may send their token on the upgrade instead of in
     // the connect command (browsers cannot set this header).
     let bearer = bearer_token(req.head().headers());
-    let mut ip_slot = None;
-    if decision.is_ok() {
-        if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
-            match node.take_ip_slot(ip) {
-                Ok(slot) => ip_slot = slot,
-                Err(()) => decision = Err(Refusal::AddressLimit),
-            }
-        }
-    }
     crate::log_request(
         req.method(),
         req.path(),
@@ -327,9 +344,8 @@ pub(crate) async fn upgrade<T>(
     };
     // Its own task, so the HTTP dispatcher's task (and its allocation) ends
     // here: a connection costs the socket task and the Session, nothing more.
-    actix_web::rt::spawn(Socket::new(
-        io, unread, outbox, inbound, limit, fragments, ip_slot,
-    ));
+    // The stream holds the connection's per-address place (listener.rs).
+    actix_web::rt::spawn(Socket::new(io, unread, outbox, inbound, limit, fragments));
 }
 
 /// The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1;
@@ -419,6 +435,7 @@ mod tests {
         pairs.extend_from_slice(extra);
         handshake(
             &Method::GET,
+            Version::HTTP_11,
             Some(Route::Client),
             &headers(&pairs),
             &["https://app.example.com".to_string()],
@@ -491,7 +508,9 @@ mod tests {
         );
         assert!(check(&[("origin", "https://app.example.com")], "").is_ok());
         let h = headers(GOOD);
-        let no = |m: &Method, p: &str, d: bool| handshake(m, route(p, false), &h, &[], d);
+        let no = |m: &Method, p: &str, d: bool| {
+            handshake(m, Version::HTTP_11, route(p, false), &h, &[], d)
+        };
         assert_eq!(no(&Method::GET, "/other", false), Err(Refusal::NotFound));
         assert_eq!(no(&Method::GET, ECHO_PATH, false), Err(Refusal::NotFound));
         assert_eq!(route(ECHO_PATH, true), Some(Route::Echo));
@@ -503,6 +522,19 @@ mod tests {
             no(&Method::GET, WEBSOCKET_PATH, true),
             Err(Refusal::Draining)
         );
+        // RFC 6455 §4.2.1: HTTP/1.1 or higher.
+        let old = |v: Version| handshake(&Method::GET, v, Some(Route::Client), &h, &[], false);
+        assert_eq!(old(Version::HTTP_10), Err(Refusal::HttpVersion));
+        assert_eq!(old(Version::HTTP_09), Err(Refusal::HttpVersion));
+        assert!(old(Version::HTTP_11).is_ok());
+        // A body would be read as frames.
+        assert_eq!(check(&[("content-length", "5")], ""), Err(Refusal::Body));
+        assert_eq!(check(&[("content-length", "x")], ""), Err(Refusal::Body));
+        assert_eq!(
+            check(&[("transfer-encoding", "chunked")], ""),
+            Err(Refusal::Body)
+        );
+        assert!(check(&[("content-length", "0")], "").is_ok());
         let response = String::from_utf8(Refusal::UnsupportedVersion.response()).unwrap();
         assert!(response.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
         assert!(response.contains("\r\nsec-websocket-version: 13\r\n"));

@@ -126,7 +126,25 @@ pub struct Config {
 pub struct EngineConfig {
     #[serde(rename = "type")]
     pub kind: EngineKind,
+    pub memory: MemoryConfig,
     pub redis: RedisConfig,
+}
+
+/// `[engine.memory]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MemoryConfig {
+    /// Most history streams kept; past it the least recently used are
+    /// evicted (their clients told). 0 = no limit.
+    pub stream_limit: usize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            stream_limit: herald_bus::memory::DEFAULT_STREAM_LIMIT,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -776,6 +794,24 @@ fn validate(config: &Config) -> Result<Vec<String>, ConfigError> {
             "http_server.conformance_echo is on: /conformance/echo echoes anything; never in production"
                 .to_owned(),
         );
+    }
+
+    if config.http_server.request_body_timeout.is_zero() {
+        return Err(ConfigError::invalid(
+            "http_server.request_body_timeout",
+            "must be greater than 0: a body without a deadline can hold a connection for ever",
+        ));
+    }
+    for (key, value) in [
+        (
+            "http_api.max_concurrent_requests",
+            config.http_api.max_concurrent_requests,
+        ),
+        ("http_api.max_batch_size", config.http_api.max_batch_size),
+    ] {
+        if value == 0 {
+            return Err(ConfigError::invalid(key, "must be at least 1"));
+        }
     }
 
     let client = &config.client;

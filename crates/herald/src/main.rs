@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use herald::keyring::Engine;
 use herald::{config, profile, token};
 use herald_auth::TokenVerifier;
-use herald_bus::memory::MemoryEngine;
+use herald_bus::memory::{MemoryEngine, MemoryOptions};
 use herald_bus::redis::RedisEngine;
 use herald_gateway::GatewayError;
 use herald_identity::Authenticator;
@@ -183,7 +183,10 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
         let running = herald_gateway::serve(gateway, |events| async move {
             match redis {
                 None => {
-                    let engine = MemoryEngine::with_history_keys(events, history_keys);
+                    let options = MemoryOptions {
+                        stream_limit: config.engine.memory.stream_limit,
+                    };
+                    let engine = MemoryEngine::with_options(events, history_keys, options);
                     if let Some(path) = reload_from {
                         herald::keyring::watch(path, &config, Engine::Memory(engine.clone()));
                     }

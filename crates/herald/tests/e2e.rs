@@ -6,6 +6,8 @@
 mod identity;
 #[path = "e2e/keys.rs"]
 mod keys;
+#[path = "e2e/limits.rs"]
+mod limits;
 mod support;
 #[path = "e2e/tls.rs"]
 mod tls;
@@ -1072,47 +1074,6 @@ async fn websocket_violations_close_with_rfc_codes() {
 }
 
 // ---- abuse limits -----------------------------------------------------------------
-
-#[tokio::test]
-async fn connection_limit_per_ip_429_and_the_slot_is_given_back() {
-    let server = Server::start(&format!("[client]\nconnection_limit_per_ip = 2\n{OPEN}")).await;
-    let addr = ws_addr(&server);
-    let first = Client::connected(server.ws_url(), "a").await;
-    let _second = Client::connected(server.ws_url(), "b").await;
-    let (_, head) = raw_request(
-        &addr,
-        &upgrade_request(&addr, "/connection/websocket", "13", KEY),
-    )
-    .await;
-    assert!(
-        head.starts_with("HTTP/1.1 429 "),
-        "third connection from one address: {head}"
-    );
-    assert_metric_at_least(
-        &server,
-        "herald_client_handshake_refusals_total{reason=\"address_limit\"}",
-        1.0,
-    )
-    .await;
-    drop(first);
-    // The closed connection's slot comes back.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (_, head) = raw_request(
-            &addr,
-            &upgrade_request(&addr, "/connection/websocket", "13", KEY),
-        )
-        .await;
-        if head.starts_with("HTTP/1.1 101 ") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the slot never came back: {head}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test]
 async fn command_rate_limit_111_then_3013() {

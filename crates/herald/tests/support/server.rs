@@ -31,7 +31,13 @@ impl Server {
     /// test HMAC secret) followed by `toml_extra`, which may open any other
     /// table (`[client]`, `[channel.without_namespace]`, `[[channel.namespaces]]`).
     pub(crate) async fn start(toml_extra: &str) -> Server {
-        Server::start_inner(0, toml_extra).await
+        Server::start_inner(0, "", toml_extra).await
+    }
+
+    /// Like [`Server::start`], with `http_server_extra` added to the
+    /// `[http_server]` table (which the base config opens).
+    pub(crate) async fn start_with_http(http_server_extra: &str, toml_extra: &str) -> Server {
+        Server::start_inner(0, http_server_extra, toml_extra).await
     }
 
     /// Like [`Server::start`], with the internal listener (API, metrics) on
@@ -41,14 +47,15 @@ impl Server {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        Server::start_inner(port, toml_extra).await
+        Server::start_inner(port, "", toml_extra).await
     }
 
-    async fn start_inner(internal_port: u16, toml_extra: &str) -> Server {
+    async fn start_inner(internal_port: u16, http_server_extra: &str, toml_extra: &str) -> Server {
         let dir = unique_temp_dir();
         let config_path = dir.join("herald.toml");
         let config = format!(
-            "[http_server]\naddress = \"127.0.0.1\"\nport = 0\ninternal_port = {internal_port}\n\n\
+            "[http_server]\naddress = \"127.0.0.1\"\nport = 0\ninternal_port = {internal_port}\n\
+             {http_server_extra}\n\n\
              [client.token]\nhmac_secret_key = \"{SECRET}\"\n\n{toml_extra}\n"
         );
         std::fs::write(&config_path, &config).expect("write the test config");
