@@ -5,6 +5,7 @@
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gitcheck;
 pub mod keyring;
 pub mod profile;
 pub mod token;

@@ -41,9 +41,12 @@ enum Command {
         #[arg(long, value_name = "FILE", env = CONFIG_PATH_ENV)]
         config: Option<PathBuf>,
     },
-    /// Write a commented config (the development profile) with fresh secrets,
-    /// to FILE or to stdout.
+    /// Write a commented config with fresh secrets, to FILE or to stdout.
     Genconfig {
+        /// `dev` (what `serve` runs without a config) or `production`
+        /// (internal routes on their own port, limits on, channels closed).
+        #[arg(long, value_enum, default_value = "dev")]
+        profile: ProfileArg,
         /// Refuses to overwrite an existing file.
         file: Option<PathBuf>,
     },
@@ -77,6 +80,12 @@ enum Command {
         #[arg(long, value_enum)]
         kind: KeyKind,
     },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ProfileArg {
+    Dev,
+    Production,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -117,7 +126,13 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config } => serve(config.as_deref()),
-        Command::Genconfig { file } => genconfig(file.as_deref()),
+        Command::Genconfig { profile, file } => {
+            let profile = match profile {
+                ProfileArg::Dev => profile::Profile::Dev,
+                ProfileArg::Production => profile::Profile::Production,
+            };
+            genconfig(profile, file.as_deref())
+        }
         Command::Checkconfig { config } => checkconfig(&config),
         Command::Gentoken {
             config,
@@ -272,8 +287,8 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-fn genconfig(file: Option<&Path>) -> anyhow::Result<()> {
-    let text = profile::config_text(&profile::Secrets::generate());
+fn genconfig(profile: profile::Profile, file: Option<&Path>) -> anyhow::Result<()> {
+    let text = profile::profile_text(profile, &profile::Secrets::generate());
     let Some(path) = file else {
         print!("{text}");
         std::io::stdout().flush()?;
@@ -302,6 +317,9 @@ fn genconfig(file: Option<&Path>) -> anyhow::Result<()> {
         .and_then(|()| out.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))?;
     println!("wrote {}", path.display());
+    if let Some(warning) = herald::gitcheck::unignored_secrets_warning(path) {
+        eprintln!("warning: {warning}");
+    }
     Ok(())
 }
 

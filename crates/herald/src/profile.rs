@@ -1,6 +1,10 @@
 //! The zero-config development profile and `herald genconfig`. Both come
 //! from one commented TOML template, so `herald serve` without a config and a
-//! node started from a generated file behave the same.
+//! node started from a generated file behave the same. `genconfig --profile
+//! production` fills the same template with the production choices: every
+//! listener on all interfaces with the internal routes on their own port,
+//! the abuse limits on, and no channel open to clients until a namespace
+//! says so.
 
 use std::fmt::Write as _;
 
@@ -39,9 +43,60 @@ pub fn random_key_base64() -> String {
     base64::engine::general_purpose::STANDARD.encode(random_bytes())
 }
 
+/// Which configuration `genconfig` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// One node on 127.0.0.1:8000, every route on one port, the default
+    /// namespace open to authenticated clients (what `serve` runs without a
+    /// config).
+    #[default]
+    Dev,
+    /// A node behind its own address: internal routes on 9000, the
+    /// per-address and command rate limits on, channels closed.
+    Production,
+}
+
+/// The production choice of `client.connection_limit_per_ip`: every TCP
+/// connection of the public listener from one address. High enough for a
+/// large NAT, low enough that one address cannot take a node's sockets.
+/// Behind a proxy that does not keep client addresses every client shares
+/// the proxy's address: the template says to set 0 there.
+pub const PRODUCTION_CONNECTION_LIMIT_PER_IP: usize = 1000;
+
+/// The production choice of `client.command_rate_limit`: commands per second
+/// per connection, also the burst. Above what an SDK sends at connect (its
+/// connect and up to `channel_limit` = 128 subscribes in one frame) and far
+/// above any steady use, far below what a flood needs.
+pub const PRODUCTION_COMMAND_RATE_LIMIT: u32 = 200;
+
 /// The dev profile as a commented TOML config holding `secrets`.
 pub fn config_text(secrets: &Secrets) -> String {
+    profile_text(Profile::Dev, secrets)
+}
+
+/// `profile` as a commented TOML config holding `secrets`.
+pub fn profile_text(profile: Profile, secrets: &Secrets) -> String {
+    let (about, http_server, limits, channels) = match profile {
+        Profile::Dev => (
+            DEV_ABOUT,
+            DEV_HTTP_SERVER,
+            DEV_LIMITS.to_owned(),
+            DEV_CHANNELS,
+        ),
+        Profile::Production => (
+            PRODUCTION_ABOUT,
+            PRODUCTION_HTTP_SERVER,
+            PRODUCTION_LIMITS
+                .replace("@PER_IP@", &PRODUCTION_CONNECTION_LIMIT_PER_IP.to_string())
+                .replace("@RATE@", &PRODUCTION_COMMAND_RATE_LIMIT.to_string()),
+            PRODUCTION_CHANNELS,
+        ),
+    };
     TEMPLATE
+        .replace("@ABOUT@", about)
+        .replace("@HTTP_SERVER@", http_server)
+        .replace("@LIMITS@", &limits)
+        .replace("@CHANNELS@", channels)
         .replace("@HMAC_SECRET@", &secrets.hmac_secret)
         .replace("@API_KEY@", &secrets.api_key)
         .replace("@BUS_KEY@", &secrets.bus_key)
@@ -104,12 +159,75 @@ fn hex(bytes: &[u8]) -> String {
     text
 }
 
-const TEMPLATE: &str = r#"# herald configuration, written by `herald genconfig`.
-#
+const DEV_ABOUT: &str = "\
 # The development profile: one node on 127.0.0.1:8000 with the in-memory
 # engine; the server API, /metrics and /health share the public port; channels
-# without a namespace are open to authenticated clients. The secrets below were
-# generated for this file: keep it private.
+# without a namespace are open to authenticated clients. For a deployment,
+# start from `herald genconfig --profile production` instead.";
+
+const PRODUCTION_ABOUT: &str = "\
+# The production profile: the public port 8000 on every interface, the server
+# API, /metrics and /health on the internal port 9000 (keep it inside the
+# cluster); per-address and per-connection limits on; no channel open to
+# clients until a namespace below allows it (docs/security.md, \"Running herald
+# securely\"). One node with the in-memory engine: for several, [engine.redis].";
+
+const DEV_HTTP_SERVER: &str = "\
+address = \"127.0.0.1\"          # \"0.0.0.0\" listens on every interface
+port = 8000                    # public: the WebSocket endpoint /connection/websocket
+internal_port = 0              # API, /metrics, /health, /ready; 0 = on `port`";
+
+const PRODUCTION_HTTP_SERVER: &str = "\
+address = \"0.0.0.0\"            # every interface
+port = 8000                    # public: the WebSocket endpoint /connection/websocket
+internal_port = 9000           # API, /metrics, /health, /ready: not for the Internet";
+
+const DEV_LIMITS: &str = "\
+# connection_limit_per_ip = 0  # connections of the public port per address; 0 = unlimited
+# command_rate_limit = 0       # commands per second per connection; 0 = unlimited";
+
+const PRODUCTION_LIMITS: &str = "\
+# Every connection of the public port from one address (WebSocket or not).
+# Behind a proxy or load balancer that does not keep client addresses, every
+# client shares its address: set 0 and limit at the proxy.
+connection_limit_per_ip = @PER_IP@
+# Commands per second per connection (and the burst): 111 past it, then 3013.
+command_rate_limit = @RATE@";
+
+const DEV_CHANNELS: &str = r#"[channel.without_namespace]    # channels without a "namespace:" prefix
+presence = true
+join_leave = true
+force_push_join_leave = false
+history_size = 100
+history_ttl = "300s"
+force_recovery = true
+allow_subscribe_for_client = true
+allow_publish_for_client = true
+allow_presence_for_client = true
+allow_history_for_client = true
+
+# [[channel.namespaces]]       # channels "chat:<name>"; every option above applies
+# name = "chat"
+# allow_subscribe_for_client = true"#;
+
+const PRODUCTION_CHANNELS: &str = r#"# [channel.without_namespace]  # channels without a "namespace:" prefix
+# Nothing is allowed by default: clients subscribe with a subscription token
+# (or the server API subscribes them); open what your app needs, e.g.:
+# history_size = 100
+# history_ttl = "300s"
+# force_recovery = true
+# allow_subscribe_for_client = true
+
+# [[channel.namespaces]]       # channels "chat:<name>"; every option above applies
+# name = "chat"
+# presence = true
+# allow_subscribe_for_client = true"#;
+
+const TEMPLATE: &str = r#"# herald configuration, written by `herald genconfig`.
+#
+@ABOUT@
+# The secrets below were generated for this file: keep it private, out of
+# version control.
 #
 # Every key can be overridden from the environment: HERALD_ and the key's path
 # in capitals with "__" between levels, e.g. HERALD_HTTP_SERVER__PORT=9000 or
@@ -120,9 +238,8 @@ const TEMPLATE: &str = r#"# herald configuration, written by `herald genconfig`.
 # Commented-out keys show their defaults.
 
 [http_server]
-address = "127.0.0.1"          # "0.0.0.0" listens on every interface
-port = 8000                    # public: the WebSocket endpoint /connection/websocket
-internal_port = 0              # API, /metrics, /health, /ready; 0 = on `port`
+@HTTP_SERVER@
+# request_body_timeout = "10s"  # longest an HTTP request body may take to arrive
 
 # [http_server.tls]            # rustls
 # enabled = false
@@ -140,8 +257,7 @@ internal_port = 0              # API, /metrics, /health, /ready; 0 = on `port`
 # queue_max_size = 1048576     # bytes queued to one client before disconnect (slow)
 # channel_limit = 128          # subscriptions per connection
 # user_connection_limit = 0    # 0 = unlimited
-# connection_limit_per_ip = 0  # 0 = unlimited
-# command_rate_limit = 0       # commands per second per connection; 0 = unlimited
+@LIMITS@
 # handshake_timeout = "10s"    # the connect command must arrive within this
 # expired_close_delay = "25s"
 # expired_sub_close_delay = "25s"
@@ -174,28 +290,18 @@ hmac_secret_key = "@HMAC_SECRET@"
 [channel]
 # history_meta_ttl = "720h"    # life of a stream's epoch and top offset
 
-[channel.without_namespace]    # channels without a "namespace:" prefix
-presence = true
-join_leave = true
-force_push_join_leave = false
-history_size = 100
-history_ttl = "300s"
-force_recovery = true
-allow_subscribe_for_client = true
-allow_publish_for_client = true
-allow_presence_for_client = true
-allow_history_for_client = true
-
-# [[channel.namespaces]]       # channels "chat:<name>"; every option above applies
-# name = "chat"
-# allow_subscribe_for_client = true
+@CHANNELS@
 
 [http_api]
 # Server API key: header "X-API-Key: <key>" or "Authorization: apikey <key>".
 key = "@API_KEY@"
+# max_concurrent_requests = 64 # more wait up to 1 s, then 503
+# max_batch_size = 1000        # commands in one batch, channels in one broadcast
 
 [engine]
 type = "memory"                # memory | redis
+# [engine.memory]
+# stream_limit = 100000        # history streams kept; past it the least recently used go
 # [engine.redis]
 # address = ["redis://127.0.0.1:6379"]  # several = sharding; rediss:// = TLS
 # cluster_address = []         # Redis Cluster seed nodes

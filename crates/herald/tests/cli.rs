@@ -71,6 +71,56 @@ fn genconfig(dir: &TempDir) -> PathBuf {
 }
 
 #[test]
+fn genconfig_production_profile_and_the_git_warning() {
+    let dir = TempDir::new();
+    let path = dir.file("prod.toml");
+    let output = run(&[
+        "genconfig",
+        "--profile",
+        "production",
+        path.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    // Not in a git work tree: nothing to warn about.
+    assert!(!stderr(&output).contains("warning"), "{}", stderr(&output));
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("connection_limit_per_ip = 1000"), "{text}");
+    assert!(text.contains("command_rate_limit = 200"), "{text}");
+    let check = run(&["checkconfig", "--config", path.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
+
+    // In a work tree that does not ignore the file: warned (the file is
+    // still written; it is the developer's to move or ignore).
+    let git = |args: &[&str]| {
+        let status = Command::new("git")
+            .arg("-C")
+            .arg(&dir.0)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("git is installed");
+        assert!(status.success(), "git {args:?}");
+    };
+    git(&["init", "--quiet"]);
+    let exposed = dir.file("herald.toml");
+    let output = run(&["genconfig", exposed.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("does not ignore it") && stderr(&output).contains(".gitignore"),
+        "{}",
+        stderr(&output)
+    );
+    std::fs::write(dir.file(".gitignore"), "*.toml\n").unwrap();
+    let ignored = dir.file("dev.toml");
+    let output = run(&["genconfig", ignored.to_str().unwrap()]);
+    assert!(!stderr(&output).contains("warning"), "{}", stderr(&output));
+    // The repository's own .gitignore ignores the README tour's herald.toml.
+    let ours = include_str!("../../../.gitignore");
+    assert!(ours.lines().any(|l| l.trim() == "herald.toml"), "{ours}");
+}
+
+#[test]
 fn config_and_token_commands_round_trip() {
     let dir = TempDir::new();
     let config = genconfig(&dir);

@@ -475,6 +475,46 @@ fn dev_profile_values() {
     assert!(config.prometheus.enabled);
     assert!(config.health.enabled);
     assert_eq!(config.log.level, "info");
+    // Convenient: no per-address or command limit on a laptop.
+    assert_eq!(config.client.connection_limit_per_ip, 0);
+    assert_eq!(config.client.command_rate_limit, 0);
+}
+
+#[test]
+fn production_profile_values() {
+    let secrets = Secrets::generate();
+    let text = profile::profile_text(profile::Profile::Production, &secrets);
+    assert!(!text.contains('@'), "a placeholder is left: {text}");
+    let loaded = toml(&text, &[]).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let config = loaded.config;
+    assert_eq!(config.http_server.address, "0.0.0.0");
+    assert_eq!(
+        config.http_server.internal_port, 9000,
+        "API and metrics off the public port"
+    );
+    assert_eq!(
+        config.client.connection_limit_per_ip,
+        profile::PRODUCTION_CONNECTION_LIMIT_PER_IP
+    );
+    assert_eq!(
+        config.client.command_rate_limit,
+        profile::PRODUCTION_COMMAND_RATE_LIMIT
+    );
+    // The rate limit lets an SDK send its connect and a full channel_limit
+    // of subscribes in one frame.
+    assert!(config.client.command_rate_limit as usize > config.client.channel_limit);
+    // No channel open to clients.
+    let options = &config.channel.without_namespace;
+    assert!(!options.allow_subscribe_for_client);
+    assert!(!options.allow_publish_for_client);
+    assert!(!options.allow_history_for_client);
+    assert!(!options.allow_presence_for_client);
+    assert!(config.channel.namespaces.is_empty());
+    assert_eq!(config.client.token.hmac_secret_key, secrets.hmac_secret);
+    assert_eq!(config.http_api.key, secrets.api_key);
+    assert_eq!(config.bus_integrity.active, "bus1");
+    assert_eq!(config.history_encryption.active, "hist1");
 }
 
 #[test]
