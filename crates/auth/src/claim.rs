@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::config::ChannelOptions;
-use crate::token::InvalidReason;
+use crate::error::InvalidReason;
 
 /// Claims of a verified connection token.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -11,6 +11,7 @@
 mod channel;
 mod claim;
 mod config;
+mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod jwk;
@@ -22,8 +23,9 @@ pub use config::{
     check_endpoint, AuthConfigError, ChannelConfig, ChannelOptions, NamespaceConfig,
     SubscriptionTokenConfig, TokenConfig,
 };
+pub use error::{InvalidReason, TokenError};
 pub use jwk::{JwkKeys, JwksError, JwksSlot};
-pub use token::{InvalidReason, TokenError, TokenVerifier};
+pub use token::TokenVerifier;
 
 /// Installs jsonwebtoken's aws-lc-rs `CryptoProvider` as the process default.
 ///
