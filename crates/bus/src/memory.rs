@@ -364,7 +364,7 @@ impl Broker for MemoryEngine {
                     channel,
                     &position.epoch,
                     position.offset,
-                    &crate::redis::publication_json(&publication),
+                    &crate::seal::publication_body(&publication),
                 );
                 let kept = match sealed {
                     Some(record) => Kept::Sealed {

@@ -29,7 +29,6 @@ use tokio::sync::mpsc;
 
 pub use self::config::{acl_rules, RedisConfig, ACL_COMMANDS};
 /// The stored JSON of a publication (no offset), shared with the memory engine.
-pub(crate) use self::envelope::publication_body as publication_json;
 use self::envelope::{ChannelMessage, ControlBody, ControlMessage};
 use self::keys::{fnv1a64, shard_of, Keys};
 use self::link::{Commands, Inbox, Incoming, Link, LinkSignals, PubSubConnection};
@@ -774,7 +773,7 @@ impl Broker for RedisEngine {
         options: &PublishOptions,
     ) -> Result<StreamPosition, BusError> {
         let inner = &self.inner;
-        let body = envelope::publication_body(&publication);
+        let body = crate::seal::publication_body(&publication);
         if options.history.is_none() && options.idempotency_key.is_none() {
             inner
                 .publish_raw(channel, envelope::encode_unpositioned(&body))

@@ -15,9 +15,23 @@ use std::fmt;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use herald_protocol::Publication;
 use zeroize::Zeroizing;
 
 use crate::integrity::{build_keyring, KeyringError};
+
+/// The JSON of a publication as both engines store it (sealed or in clear)
+/// and as the Redis engine sends it, without its offset: the offset is the
+/// record's place (the stream entry id; for a sealed record, its associated
+/// data), never part of the body.
+pub(crate) fn publication_body(publication: &Publication) -> Vec<u8> {
+    if publication.offset == 0 {
+        return serde_json::to_vec(publication).expect("a publication always serializes");
+    }
+    let mut without_offset = publication.clone();
+    without_offset.offset = 0;
+    serde_json::to_vec(&without_offset).expect("a publication always serializes")
+}
 
 const MARKER: &[u8] = b"e1:";
 const NONCE_LEN: usize = 24;

@@ -36,16 +36,6 @@ pub(crate) enum ChannelMessage {
     Leave(ClientInfo),
 }
 
-/// The JSON of a publication as stored and sent, without its offset.
-pub(crate) fn publication_body(publication: &Publication) -> Vec<u8> {
-    if publication.offset == 0 {
-        return serde_json::to_vec(publication).expect("a publication always serializes");
-    }
-    let mut without_offset = publication.clone();
-    without_offset.offset = 0;
-    serde_json::to_vec(&without_offset).expect("a publication always serializes")
-}
-
 /// A publication of a channel without history (offset 0, no epoch).
 pub(crate) fn encode_unpositioned(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 6);
@@ -160,6 +150,7 @@ fn decode_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Envelope
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::seal::publication_body;
     use herald_protocol::RawJson;
 
     fn publication() -> Publication {
