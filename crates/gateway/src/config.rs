@@ -39,26 +39,91 @@ impl Default for HttpServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TlsConfig {
     pub enabled: bool,
     pub cert_pem_file: String,
     pub key_pem_file: String,
     pub client_ca_pem_file: String,
-    pub client_auth: String,
-    pub min_version: String,
+    pub client_auth: ClientAuth,
+    pub min_version: MinVersion,
 }
 
-impl Default for TlsConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            cert_pem_file: String::new(),
-            key_pem_file: String::new(),
-            client_ca_pem_file: String::new(),
-            client_auth: "none".to_owned(),
-            min_version: "1.3".to_owned(),
+/// `http_server.tls.client_auth`: whether clients present a certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum ClientAuth {
+    /// No certificate is asked for.
+    #[default]
+    None,
+    /// Asked for; a client without one still connects.
+    Optional,
+    /// Required: the handshake fails without one from the configured CA.
+    Required,
+}
+
+impl TryFrom<String> for ClientAuth {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.as_str() {
+            "none" => Ok(Self::None),
+            "optional" => Ok(Self::Optional),
+            "required" => Ok(Self::Required),
+            _ => Err(format!("{value:?} is not one of none, optional, required")),
+        }
+    }
+}
+
+/// `http_server.tls.min_version`: the oldest TLS version served.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String")]
+pub enum MinVersion {
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[default]
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+impl TryFrom<String> for MinVersion {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.as_str() {
+            "1.2" => Ok(Self::Tls12),
+            "1.3" => Ok(Self::Tls13),
+            _ => Err(format!("{value:?} is not one of \"1.2\", \"1.3\"")),
+        }
+    }
+}
+
+/// Which part of a client certificate names its holder
+/// (`client.tls_identity_order`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String")]
+pub enum IdentitySource {
+    /// A URI subject alternative name.
+    #[serde(rename = "san_uri")]
+    SanUri,
+    /// A DNS subject alternative name.
+    #[serde(rename = "san_dns")]
+    SanDns,
+    /// The subject's common name.
+    #[serde(rename = "cn")]
+    CommonName,
+}
+
+impl TryFrom<String> for IdentitySource {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.as_str() {
+            "san_uri" => Ok(Self::SanUri),
+            "san_dns" => Ok(Self::SanDns),
+            "cn" => Ok(Self::CommonName),
+            _ => Err(format!("{value:?} is not one of san_uri, san_dns, cn")),
         }
     }
 }
@@ -106,7 +171,7 @@ pub struct ClientConfig {
     pub tls_identity_as_user: bool,
     /// Which part of a client certificate names the user, first found wins:
     /// `san_uri`, `san_dns`, `cn`.
-    pub tls_identity_order: Vec<String>,
+    pub tls_identity_order: Vec<IdentitySource>,
     /// Development only: no auth, every permission.
     pub insecure: bool,
     pub token: TokenConfig,
@@ -134,7 +199,11 @@ impl Default for ClientConfig {
             recovery_max_publication_limit: 300,
             allow_anonymous_connect_without_token: false,
             tls_identity_as_user: false,
-            tls_identity_order: vec!["san_uri".into(), "san_dns".into(), "cn".into()],
+            tls_identity_order: vec![
+                IdentitySource::SanUri,
+                IdentitySource::SanDns,
+                IdentitySource::CommonName,
+            ],
             insecure: false,
             token: TokenConfig::default(),
             subscription_token: SubscriptionTokenConfig::default(),

@@ -36,8 +36,8 @@ use crate::hub::Hub;
 use crate::node::{Node, NodeEvents};
 
 pub use config::{
-    ClientConfig, EndpointsConfig, GatewayConfig, HttpApiConfig, HttpServerConfig,
-    IntrospectionConfig, ShutdownConfig, TlsConfig,
+    ClientAuth, ClientConfig, EndpointsConfig, GatewayConfig, HttpApiConfig, HttpServerConfig,
+    IdentitySource, IntrospectionConfig, MinVersion, ShutdownConfig, TlsConfig,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -31,12 +31,14 @@ use crate::socket::Transport;
 /// per-address count; the place is given back when the stream is dropped.
 pub(crate) struct PublicStream {
     tcp: TcpStream,
+    /// Read once at accept (one `getpeername`), for HTTP's `peer_addr`.
+    peer: SocketAddr,
     _slot: Option<IpSlot>,
 }
 
 impl PublicStream {
     fn peer_addr(&self) -> Option<SocketAddr> {
-        self.tcp.peer_addr().ok()
+        Some(self.peer)
     }
 }
 
@@ -45,19 +47,21 @@ impl PublicStream {
 fn admit(node: &Node, tcp: TcpStream) -> Option<PublicStream> {
     // Replies are small and latency matters more than packet count.
     let _ = tcp.set_nodelay(true);
-    let slot = match tcp.peer_addr() {
-        Ok(peer) => match node.take_ip_slot(peer.ip()) {
-            Ok(slot) => slot,
-            Err(()) => {
-                tracing::debug!(peer = %peer.ip(), "connection refused: per-address limit");
-                crate::metrics::address_limit_refusal();
-                return None;
-            }
-        },
-        // A socket without a peer is already gone.
-        Err(_) => return None,
+    // A socket without a peer is already gone.
+    let peer = tcp.peer_addr().ok()?;
+    let slot = match node.take_ip_slot(peer.ip()) {
+        Ok(slot) => slot,
+        Err(()) => {
+            tracing::debug!(peer = %peer.ip(), "connection refused: per-address limit");
+            crate::metrics::address_limit_refusal();
+            return None;
+        }
     };
-    Some(PublicStream { tcp, _slot: slot })
+    Some(PublicStream {
+        tcp,
+        peer,
+        _slot: slot,
+    })
 }
 
 /// The plain-TCP pipeline of the public listener: admission, then the HTTP

@@ -19,7 +19,6 @@ use parking_lot::Mutex;
 
 use crate::config::ClientConfig;
 use crate::hub::{Hub, Subscriber};
-use crate::tls::IdentitySource;
 
 /// Number of locks that order node-level engine subscribe/unsubscribe per channel.
 const SUBSCRIBE_LOCKS: usize = 64;
@@ -45,8 +44,6 @@ pub(crate) struct Node {
     /// Open WebSocket connections per client address
     /// (`client.connection_limit_per_ip`); only kept when the limit is set.
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    /// `client.tls_identity_order`, parsed (unknown names were refused at start).
-    pub(crate) identity_order: Vec<IdentitySource>,
 }
 
 /// The presence-store name under which a user's connections are counted
@@ -110,11 +107,6 @@ impl Node {
             started: std::time::Instant::now(),
             draining: std::sync::atomic::AtomicBool::new(false),
             per_ip: Arc::new(Mutex::new(HashMap::new())),
-            identity_order: client
-                .tls_identity_order
-                .iter()
-                .filter_map(|name| IdentitySource::parse(name))
-                .collect(),
             client,
         }
     }

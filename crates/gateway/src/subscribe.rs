@@ -114,8 +114,9 @@ async fn finish(
     let mut result = SubscribeResult::default();
     let mut position = None;
     if let Some(history) = plan.history {
-        // Read even when not positioned: this creates the stream meta
-        // (epoch, top offset) on first subscribe, as history_meta_ttl promises.
+        // Read even when not positioned: a subscribe keeps an existing
+        // stream's meta (epoch, top offset) alive, as history_meta_ttl
+        // promises. A stream nobody published to is not created by it.
         let (top, recovered) = read_position(node, plan, history).await?;
         if !plan.positioned {
             return finish_common(node, plan, result).await.map(|r| (r, None));

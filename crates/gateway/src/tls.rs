@@ -21,7 +21,7 @@ use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::TlsConfig;
+use crate::config::{ClientAuth, IdentitySource, MinVersion, TlsConfig};
 use crate::GatewayError;
 
 /// How long a client may take to finish the TLS handshake (SEC-WS-2).
@@ -53,9 +53,9 @@ pub(crate) fn server_config(
     // The process-wide default too, for any TLS client herald opens later.
     let _ = aws_lc_rs::default_provider().install_default();
     let provider = Arc::new(provider());
-    let versions: &[&rustls::SupportedProtocolVersion] = match config.min_version.as_str() {
-        "1.2" => &[&rustls::version::TLS13, &rustls::version::TLS12],
-        _ => &[&rustls::version::TLS13],
+    let versions: &[&rustls::SupportedProtocolVersion] = match config.min_version {
+        MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        MinVersion::Tls13 => &[&rustls::version::TLS13],
     };
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
@@ -78,12 +78,9 @@ fn client_verifier(
     provider: &Arc<CryptoProvider>,
 ) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, GatewayError> {
     let key = "http_server.tls.client_ca_pem_file";
-    match (
-        config.client_auth.as_str(),
-        config.client_ca_pem_file.is_empty(),
-    ) {
-        ("none", true) => return Ok(None),
-        ("none", false) => {
+    match (config.client_auth, config.client_ca_pem_file.is_empty()) {
+        (ClientAuth::None, true) => return Ok(None),
+        (ClientAuth::None, false) => {
             return Err(config_error(
                 "http_server.tls.client_auth",
                 "is \"none\" while client_ca_pem_file is set: say \"optional\" or \"required\"",
@@ -103,7 +100,7 @@ fn client_verifier(
         roots.add(cert).map_err(|e| config_error(key, e))?;
     }
     let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-    let builder = if config.client_auth == "optional" {
+    let builder = if config.client_auth == ClientAuth::Optional {
         builder.allow_unauthenticated()
     } else {
         builder
@@ -306,26 +303,6 @@ fn certified_key(
             cert: cert_path.to_owned(),
             key: key_path.to_owned(),
         }),
-    }
-}
-
-/// Which part of a client certificate names its holder, in order of
-/// preference (`client.tls_identity_order`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum IdentitySource {
-    SanUri,
-    SanDns,
-    CommonName,
-}
-
-impl IdentitySource {
-    pub(crate) fn parse(name: &str) -> Option<Self> {
-        match name {
-            "san_uri" => Some(Self::SanUri),
-            "san_dns" => Some(Self::SanDns),
-            "cn" => Some(Self::CommonName),
-            _ => None,
-        }
     }
 }
 

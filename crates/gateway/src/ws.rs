@@ -329,7 +329,7 @@ pub(crate) async fn upgrade<T>(
         let (inbound, inbound_rx) = futures_channel::mpsc::channel(INBOUND_QUEUE);
         let identity = if node.client.tls_identity_as_user {
             io.peer_certificate()
-                .and_then(|der| tls::certificate_identity(der, &node.identity_order))
+                .and_then(|der| tls::certificate_identity(der, &node.client.tls_identity_order))
         } else {
             None
         };

@@ -372,7 +372,7 @@ fn bad_values_name_their_key() {
         (
             "[client]\ntls_identity_order = [\"san_uri\", \"email\"]\n",
             &[],
-            "client.tls_identity_order: \"email\" is not one of",
+            "client.tls_identity_order[1]: \"email\" is not one of",
         ),
         (
             "[[channel.namespaces]]\nname = \"bad name\"\n",
