@@ -13,6 +13,7 @@ use std::sync::Arc;
 use herald_protocol::{ClientInfo, Disconnect, Publication, Push};
 use parking_lot::{Mutex, RwLock};
 
+use crate::conn::plan::Position;
 use crate::outbox::{Outbox, Pushed};
 use crate::wsframe::TextFrame;
 
@@ -62,14 +63,6 @@ struct Buffered {
     /// `None` for join/leave.
     position: Option<(u64, String)>,
     frame: TextFrame,
-}
-
-/// Where a positioned subscription stands when its subscribe reply is queued.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Position {
-    /// Last offset the client has (delivered live or in the reply).
-    pub(crate) offset: u64,
-    pub(crate) epoch: String,
 }
 
 impl Subscriber {

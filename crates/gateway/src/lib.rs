@@ -5,8 +5,9 @@ mod api;
 #[doc(hidden)]
 pub mod bench;
 mod body;
+mod codes;
 pub mod config;
-mod connection;
+mod conn;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hub;
@@ -391,7 +392,7 @@ fn internal_routes(cfg: &mut web::ServiceConfig, settings: &InternalRoutes) {
             |node: web::Data<Arc<Node>>| async move {
                 HttpResponse::Ok()
                     .content_type("text/plain; version=0.0.4; charset=utf-8")
-                    .body(metrics::METRICS.render(&node))
+                    .body(metrics::METRICS.render(&node.figures()))
             },
         )));
     }

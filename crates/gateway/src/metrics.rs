@@ -17,7 +17,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::node::Node;
+use herald_bus::BrokerCounters;
 
 /// Client protocol methods, the `method` label of client metrics.
 pub(crate) const CLIENT_METHODS: &[&str] = &[
@@ -80,6 +80,23 @@ pub(crate) const FRAME_TYPES: &[&str] = &[
     "sub_refresh",
 ];
 
+/// `reason` values of `herald_client_handshake_refusals_total`: the
+/// handshake's refusals (`ws::Refusal::label`), and `address_limit` for a
+/// connection closed at accept over `client.connection_limit_per_ip`.
+pub(crate) const HANDSHAKE_REFUSAL_REASONS: [&str; 11] = [
+    "not_found",
+    "method",
+    "not_websocket",
+    "version",
+    "key",
+    "origin",
+    "protobuf",
+    "draining",
+    "http_version",
+    "body",
+    ADDRESS_LIMIT,
+];
+
 /// `reason` of `herald_client_handshake_refusals_total` for a connection
 /// closed at accept over `client.connection_limit_per_ip` (listener.rs).
 pub(crate) const ADDRESS_LIMIT: &str = "address_limit";
@@ -101,6 +118,19 @@ pub(crate) const REJECT_REASONS: [&str; 7] = [
     "stale",
     "replay",
 ];
+
+/// What the node reports at a scrape: a plain snapshot, so this module
+/// needs nothing of the node.
+#[derive(Debug, Default)]
+pub(crate) struct NodeFigures {
+    pub(crate) clients: usize,
+    pub(crate) users: usize,
+    pub(crate) channels: usize,
+    pub(crate) subscriptions: usize,
+    pub(crate) nodes: usize,
+    pub(crate) engine_healthy: bool,
+    pub(crate) counters: BrokerCounters,
+}
 
 pub(crate) struct Metrics {
     registry: Registry,
@@ -132,6 +162,8 @@ pub(crate) struct Metrics {
     /// History streams the engine keeps (memory engine).
     pub(crate) engine_streams: IntGauge,
     pub(crate) engine_streams_evicted: IntCounter,
+    /// Connections closed because their bounded mailbox was full.
+    pub(crate) mailbox_overflows: IntCounter,
     pub(crate) tls_reloads: IntCounterVec,
     /// Pre-resolved series of `messages_sent` for the fan-out path, so a
     /// publication costs an atomic add, not a label lookup under a lock.
@@ -296,6 +328,10 @@ impl Metrics {
                 "herald_engine_streams",
                 "History streams the memory engine keeps (0 with Redis, which keeps its own).",
             ),
+            mailbox_overflows: counter(
+                "herald_client_mailbox_overflows_total",
+                "Connections closed with 3010 because control commands and gap signals for them piled up past their bounded mailbox.",
+            ),
             engine_streams_evicted: counter(
                 "herald_engine_streams_evicted_total",
                 "History streams the memory engine evicted at engine.memory.stream_limit (least recently used first).",
@@ -338,11 +374,9 @@ impl Metrics {
         for reason in REJECT_REASONS {
             self.bus_rejected.with_label_values(&[reason]);
         }
-        for refusal in crate::ws::Refusal::ALL {
-            self.handshake_refusals
-                .with_label_values(&[refusal.label()]);
+        for reason in HANDSHAKE_REFUSAL_REASONS {
+            self.handshake_refusals.with_label_values(&[reason]);
         }
-        self.handshake_refusals.with_label_values(&[ADDRESS_LIMIT]);
         for reason in BODY_CUT_REASONS {
             self.bodies_cut.with_label_values(&[reason]);
         }
@@ -368,18 +402,15 @@ impl Metrics {
         }
     }
 
-    /// The text exposition, with the node gauges read now.
-    pub(crate) fn render(&self, node: &Node) -> String {
-        self.num_clients.set(gauge_value(node.num_clients()));
-        self.num_users.set(gauge_value(node.num_users()));
-        self.num_channels.set(gauge_value(node.hub.num_channels()));
-        self.num_subscriptions
-            .set(gauge_value(node.hub.num_subscriptions()));
-        self.num_nodes
-            .set(gauge_value(node.engine.broker.nodes().len()));
-        self.engine_healthy
-            .set(i64::from(node.engine.broker.healthy()));
-        let counters = node.engine.broker.counters();
+    /// The text exposition, with the node's figures read now.
+    pub(crate) fn render(&self, node: &NodeFigures) -> String {
+        self.num_clients.set(gauge_value(node.clients));
+        self.num_users.set(gauge_value(node.users));
+        self.num_channels.set(gauge_value(node.channels));
+        self.num_subscriptions.set(gauge_value(node.subscriptions));
+        self.num_nodes.set(gauge_value(node.nodes));
+        self.engine_healthy.set(i64::from(node.engine_healthy));
+        let counters = &node.counters;
         let before = self
             .seen_undecryptable
             .swap(counters.history_undecryptable, Ordering::Relaxed);

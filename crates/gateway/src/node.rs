@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use actix::{Message, Recipient};
 use herald_auth::ChannelPolicy;
 use herald_bus::{
     BrokerEvents, BusError, ControlCommand, Engine, NodeInfo, SurveyReply, SurveyRequest,
@@ -19,13 +18,14 @@ use parking_lot::Mutex;
 
 use crate::config::ClientConfig;
 use crate::hub::{Hub, Subscriber};
+use crate::outbox::Outbox;
 
 /// Number of locks that order node-level engine subscribe/unsubscribe per channel.
 const SUBSCRIBE_LOCKS: usize = 64;
 
 pub(crate) struct Node {
-    pub(crate) client: ClientConfig,
-    pub(crate) policy: ChannelPolicy,
+    pub(crate) client: Arc<ClientConfig>,
+    pub(crate) policy: Arc<ChannelPolicy>,
     pub(crate) auth: Authenticator,
     pub(crate) engine: Engine,
     pub(crate) hub: Arc<Hub>,
@@ -46,13 +46,6 @@ pub(crate) struct Node {
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
-/// The presence-store name under which a user's connections are counted
-/// cluster-wide (`client.user_connection_limit`). It starts with a control
-/// character, which no client channel name may contain.
-pub(crate) fn user_connections_key(user: &str) -> String {
-    format!("\u{1}user_connections:{user}")
-}
-
 /// One connection's place in its address's count; given back on drop.
 pub(crate) struct IpSlot {
     ip: IpAddr,
@@ -71,15 +64,63 @@ impl Drop for IpSlot {
     }
 }
 
-/// A control command for one session.
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
-pub(crate) struct Control(pub(crate) ControlCommand);
+/// What reaches a connection from outside its own socket: a cluster-wide
+/// command, or a gap on one of its positioned subscriptions.
+#[derive(Debug)]
+pub(crate) enum SessionEvent {
+    Control(ControlCommand),
+    Gap(String),
+}
+
+/// A connection's bounded inbox for [`SessionEvent`]s. A connection that
+/// lets [`Mailbox::CAPACITY`] of them pile up (its actor starved, or a flood
+/// of control commands) is closed with 3010 (reconnect and recover: it may
+/// have missed an unsubscribe or a gap) rather than holding more memory.
+#[derive(Clone)]
+pub(crate) struct Mailbox {
+    sender: tokio::sync::mpsc::Sender<SessionEvent>,
+    outbox: Arc<Outbox>,
+}
+
+impl Mailbox {
+    /// Events waiting for one connection.
+    pub(crate) const CAPACITY: usize = 64;
+
+    /// A mailbox for the connection whose queue to clients is `outbox`, and
+    /// the stream its actor reads.
+    pub(crate) fn new(
+        outbox: Arc<Outbox>,
+    ) -> (
+        Self,
+        impl futures_util::Stream<Item = SessionEvent> + 'static,
+    ) {
+        let (sender, receiver) = tokio::sync::mpsc::channel(Self::CAPACITY);
+        let events = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|event| (event, receiver))
+        });
+        (Self { sender, outbox }, events)
+    }
+
+    /// Hands `event` to the connection; never waits.
+    pub(crate) fn deliver(&self, event: SessionEvent) {
+        use tokio::sync::mpsc::error::TrySendError;
+        match self.sender.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                crate::metrics::METRICS.mailbox_overflows.inc();
+                self.outbox
+                    .close(herald_protocol::Disconnect::INSUFFICIENT_STATE);
+            }
+            // The connection is gone.
+            Err(TrySendError::Closed(_)) => {}
+        }
+    }
+}
 
 struct Registered {
     session: u64,
     client: String,
-    control: Recipient<Control>,
+    mailbox: Mailbox,
 }
 
 impl Node {
@@ -91,7 +132,7 @@ impl Node {
         hub: Arc<Hub>,
     ) -> Self {
         Self {
-            policy,
+            policy: Arc::new(policy),
             auth,
             engine,
             hub,
@@ -107,7 +148,7 @@ impl Node {
             started: std::time::Instant::now(),
             draining: std::sync::atomic::AtomicBool::new(false),
             per_ip: Arc::new(Mutex::new(HashMap::new())),
-            client,
+            client: Arc::new(client),
         }
     }
 
@@ -144,12 +185,12 @@ impl Node {
     /// Closes every connected session with 3001 (shutdown), spread evenly
     /// over `spread` so that clients do not all reconnect at once.
     pub(crate) async fn disconnect_all(&self, spread: Duration) {
-        let targets: Vec<Recipient<Control>> = self
+        let targets: Vec<Mailbox> = self
             .users
             .lock()
             .values()
             .flatten()
-            .map(|r| r.control.clone())
+            .map(|r| r.mailbox.clone())
             .collect();
         if targets.is_empty() {
             return;
@@ -167,36 +208,21 @@ impl Node {
             // Sleeping per client would cost more than the step itself when
             // there are many: wait until this client's slot instead.
             tokio::time::sleep_until(start + step * u32::try_from(i).unwrap_or(u32::MAX)).await;
-            target.do_send(Control(command.clone()));
+            target.deliver(SessionEvent::Control(command.clone()));
         }
     }
 
-    /// What a publication to `channel` keeps in history, if anything. One
-    /// place for clients, the API and subscribe plans.
+    /// What a publication to `channel` keeps in history (conn/plan.rs).
     pub(crate) fn history_options(
         &self,
         channel: &herald_auth::ResolvedChannel<'_>,
     ) -> Option<herald_bus::HistoryOptions> {
-        channel
-            .options
-            .history_enabled()
-            .then(|| herald_bus::HistoryOptions {
-                size: channel.options.history_size,
-                ttl: channel.options.history_ttl,
-                meta_ttl: self.policy.history_meta_ttl(channel),
-            })
+        crate::conn::plan::history_options(&self.policy, channel)
     }
 
-    /// A history request's `limit` as the engine takes it: 0 = only the
-    /// position, negative = as many as allowed, never more than
-    /// `client.history_max_publication_limit`.
+    /// A history request's `limit` as the engine takes it (conn/plan.rs).
     pub(crate) fn history_limit(&self, requested: i64) -> usize {
-        let max = self.client.history_max_publication_limit;
-        match requested {
-            0 => 0,
-            n if n < 0 => max,
-            n => usize::try_from(n).unwrap_or(max).min(max),
-        }
+        crate::conn::plan::history_limit(&self.client, requested)
     }
 
     /// Hands a publication to the engine, timing it.
@@ -262,7 +288,7 @@ impl Node {
         user: &str,
         session: u64,
         client: &str,
-        control: Recipient<Control>,
+        mailbox: Mailbox,
     ) -> bool {
         let mut users = self.users.lock();
         let sessions = users.entry(user.to_owned()).or_default();
@@ -276,7 +302,7 @@ impl Node {
         sessions.push(Registered {
             session,
             client: client.to_owned(),
-            control,
+            mailbox,
         });
         self.num_clients.fetch_add(1, Ordering::Relaxed);
         true
@@ -308,7 +334,7 @@ impl Node {
             ControlCommand::RevokeToken { .. } => {
                 // Only the session knows its token id: ask every one.
                 for r in self.users.lock().values().flatten() {
-                    r.control.do_send(Control(command.clone()));
+                    r.mailbox.deliver(SessionEvent::Control(command.clone()));
                 }
                 return;
             }
@@ -322,7 +348,7 @@ impl Node {
             .iter()
             .filter(|r| client.is_empty() || r.client == client)
         {
-            r.control.do_send(Control(command.clone()));
+            r.mailbox.deliver(SessionEvent::Control(command.clone()));
         }
     }
 
@@ -340,6 +366,19 @@ impl Node {
     }
 
     /// Distinct users connected here (anonymous counts as one).
+    /// The figures a metrics scrape reports.
+    pub(crate) fn figures(&self) -> crate::metrics::NodeFigures {
+        crate::metrics::NodeFigures {
+            clients: self.num_clients(),
+            users: self.num_users(),
+            channels: self.hub.num_channels(),
+            subscriptions: self.hub.num_subscriptions(),
+            nodes: self.engine.broker.nodes().len(),
+            engine_healthy: self.engine.broker.healthy(),
+            counters: self.engine.broker.counters(),
+        }
+    }
+
     pub(crate) fn num_users(&self) -> usize {
         self.users.lock().len()
     }
@@ -350,7 +389,7 @@ impl Node {
 
     /// A presence entry lives this long unless its node refreshes it.
     pub(crate) fn presence_ttl(&self) -> Duration {
-        (self.client.presence_update_interval * 3).max(Duration::from_secs(3))
+        crate::conn::plan::presence_ttl(&self.client)
     }
 }
 

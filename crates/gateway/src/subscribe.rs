@@ -5,86 +5,12 @@
 
 use std::sync::Arc;
 
-use herald_auth::ChannelOptions;
 use herald_bus::{BusError, HistoryOptions, HistoryPage, HistoryQuery};
-use herald_protocol::{ClientInfo, ErrorCode, RawJson, StreamPosition, SubscribeResult};
+use herald_protocol::{ErrorCode, StreamPosition, SubscribeResult};
 
-use crate::hub::{Position, Subscriber};
+use crate::conn::plan::{Position, SubscribePlan};
+use crate::hub::Subscriber;
 use crate::node::{unix_now, Node};
-
-/// Everything decided synchronously before the engine is touched.
-#[derive(Debug, Clone)]
-pub(crate) struct SubscribePlan {
-    pub(crate) channel: String,
-    pub(crate) options: ChannelOptions,
-    pub(crate) history: Option<HistoryOptions>,
-    pub(crate) recoverable: bool,
-    pub(crate) positioned: bool,
-    /// The client's last known position when it asked to recover.
-    pub(crate) recover: Option<StreamPosition>,
-    /// Subscribe flag bit 2: error 112 instead of `recovered: false`.
-    pub(crate) reject_unrecovered: bool,
-    /// The subscriber receives join/leave pushes.
-    pub(crate) push_join_leave: bool,
-    pub(crate) info: ClientInfo,
-    pub(crate) expires_at: Option<u64>,
-    pub(crate) data: Option<RawJson>,
-}
-
-impl SubscribePlan {
-    pub(crate) fn new(
-        node: &Node,
-        channel: String,
-        namespace_options: &ChannelOptions,
-        meta_ttl: std::time::Duration,
-        request: SubscribeFlags,
-        info: ClientInfo,
-    ) -> Self {
-        let options = namespace_options.clone();
-        let history = options.history_enabled().then_some(HistoryOptions {
-            size: options.history_size,
-            ttl: options.history_ttl,
-            meta_ttl,
-        });
-        let has_history = history.is_some();
-        let recoverable = has_history
-            && (options.force_recovery
-                || (request.recoverable && (options.allow_recovery || request.history_access)));
-        let positioned = has_history
-            && (recoverable
-                || options.force_positioning
-                || (request.positioned && (options.allow_positioning || request.history_access)));
-        let push_join_leave = options.join_leave
-            && (options.force_push_join_leave || (request.join_leave && request.presence_access));
-        let _ = node;
-        Self {
-            channel,
-            history,
-            recoverable,
-            positioned,
-            recover: (request.recover && recoverable).then_some(request.position),
-            reject_unrecovered: request.reject_unrecovered,
-            push_join_leave,
-            info,
-            expires_at: None,
-            data: None,
-            options,
-        }
-    }
-}
-
-/// What the client asked for, plus the access it has.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SubscribeFlags {
-    pub(crate) recover: bool,
-    pub(crate) position: StreamPosition,
-    pub(crate) recoverable: bool,
-    pub(crate) positioned: bool,
-    pub(crate) join_leave: bool,
-    pub(crate) reject_unrecovered: bool,
-    pub(crate) history_access: bool,
-    pub(crate) presence_access: bool,
-}
 
 /// Runs the engine side of a subscribe. On success the subscriber is in the
 /// Hub, buffering; the caller queues the reply and then calls
@@ -245,22 +171,20 @@ fn recovered(requested: &StreamPosition, page: &HistoryPage, max: usize) -> bool
     }
 }
 
+/// The wire code of an engine error (codes.rs), logging what is not a
+/// lost position.
 pub(crate) fn engine_error(e: &BusError) -> ErrorCode {
-    match e {
-        BusError::UnrecoverablePosition | BusError::Undecryptable => {
-            ErrorCode::UnrecoverablePosition
-        }
-        other => {
-            tracing::warn!(error = %other, "engine call failed");
-            ErrorCode::Internal
-        }
+    let code = crate::codes::engine(e);
+    if code == ErrorCode::Internal {
+        tracing::warn!(error = %e, "engine call failed");
     }
+    code
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_protocol::Publication;
+    use herald_protocol::{Publication, RawJson};
 
     fn page(offsets: &[u64], top: u64, epoch: &str) -> HistoryPage {
         HistoryPage {

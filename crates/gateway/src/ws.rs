@@ -18,7 +18,7 @@ use base64::Engine as _;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
-use crate::node::Node;
+use crate::node::{Mailbox, Node};
 use crate::outbox::Outbox;
 use crate::session::Session;
 use crate::socket::{Socket, Transport};
@@ -53,6 +53,8 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
+    /// Every refusal (the metric's label set is checked against it).
+    #[cfg(test)]
     pub(crate) const ALL: [Refusal; 10] = [
         Refusal::NotFound,
         Refusal::MethodNotAllowed,
@@ -336,9 +338,11 @@ pub(crate) async fn upgrade<T>(
         let outbox = Arc::new(Outbox::new(node.client.queue_max_size));
         let limit = node.client.message_size_limit;
         let session_outbox = outbox.clone();
+        let (mailbox, events) = Mailbox::new(outbox.clone());
         Session::create(move |ctx| {
             ctx.add_stream(inbound_rx);
-            Session::new(node, session_outbox, identity, bearer)
+            ctx.add_stream(events);
+            Session::new(node, session_outbox, mailbox, identity, bearer)
         });
         (outbox, Some(inbound), limit, MAX_FRAGMENTS)
     };
@@ -539,6 +543,16 @@ mod tests {
         assert!(response.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
         assert!(response.contains("\r\nsec-websocket-version: 13\r\n"));
         assert!(response.contains("content-length: 38\r\n"));
+    }
+
+    #[test]
+    fn every_refusal_label_is_pre_initialised() {
+        for refusal in Refusal::ALL {
+            assert!(
+                crate::metrics::HANDSHAKE_REFUSAL_REASONS.contains(&refusal.label()),
+                "{refusal:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,150 @@
+//! The one table from an error to what the client is told, keyed by the
+//! stage of the client protocol it happened in (docs/protocol.md, "Error
+//! codes" and "Disconnect codes"). A mapper and nothing else: side effects a
+//! refusal calls for (a JWKS refetch for an unknown `kid`) are the
+//! connection machine's to ask for.
+
+use herald_auth::TokenError;
+use herald_bus::BusError;
+use herald_protocol::{Disconnect, ErrorCode};
+
+/// Where in the protocol an error happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Checking the credentials of `connect`.
+    Connect,
+    /// Checking the token of `refresh`.
+    Refresh,
+    /// Checking the subscription token of `subscribe`.
+    Subscribe,
+    /// Checking the subscription token of `sub_refresh`.
+    SubRefresh,
+}
+
+/// What the client is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Wire {
+    /// An error reply; the connection goes on.
+    Error(ErrorCode),
+    /// The connection is closed with this code.
+    Close(Disconnect),
+}
+
+/// A refused token at `stage`.
+///
+/// | error | connect | refresh | subscribe, sub_refresh |
+/// |---|---|---|---|
+/// | expired | 109 | close 3005 | 109 |
+/// | cannot be checked now (no key set, refetch rate limited or failed, introspection failing) | 100 | 100 | 100 |
+/// | unknown `kid` (not refetched yet) | 100 | 100 | 100 |
+/// | anything else invalid | close 3500 | close 3500 | 103 |
+///
+/// 100 is temporary: the SDK retries. A refresh that cannot be checked
+/// leaves the connection to its expiry grace.
+pub(crate) fn token(stage: Stage, error: &TokenError) -> Wire {
+    let subscription = matches!(stage, Stage::Subscribe | Stage::SubRefresh);
+    match error {
+        TokenError::Expired if stage == Stage::Refresh => Wire::Close(Disconnect::EXPIRED),
+        TokenError::Expired => Wire::Error(ErrorCode::TokenExpired),
+        TokenError::Unavailable | TokenError::UnknownKey => Wire::Error(ErrorCode::Internal),
+        _ if subscription => Wire::Error(ErrorCode::PermissionDenied),
+        _ => Wire::Close(Disconnect::INVALID_TOKEN),
+    }
+}
+
+/// An engine call that failed, at any stage: a position (or a record) that
+/// cannot be given back is 112, anything else 100 (temporary).
+pub(crate) fn engine(error: &BusError) -> ErrorCode {
+    match error {
+        BusError::UnrecoverablePosition | BusError::Undecryptable => {
+            ErrorCode::UnrecoverablePosition
+        }
+        _ => ErrorCode::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_auth::InvalidReason;
+
+    use super::*;
+
+    #[test]
+    fn token_table() {
+        use Stage::*;
+        let invalid = TokenError::Invalid(InvalidReason::Signature);
+        let close = |d: Disconnect| Wire::Close(d);
+        let error = |c: ErrorCode| Wire::Error(c);
+        let table: &[(Stage, TokenError, Wire)] = &[
+            (Connect, TokenError::Expired, error(ErrorCode::TokenExpired)),
+            (Refresh, TokenError::Expired, close(Disconnect::EXPIRED)),
+            (
+                Subscribe,
+                TokenError::Expired,
+                error(ErrorCode::TokenExpired),
+            ),
+            (
+                SubRefresh,
+                TokenError::Expired,
+                error(ErrorCode::TokenExpired),
+            ),
+            (Connect, TokenError::Unavailable, error(ErrorCode::Internal)),
+            (Refresh, TokenError::Unavailable, error(ErrorCode::Internal)),
+            (
+                Subscribe,
+                TokenError::Unavailable,
+                error(ErrorCode::Internal),
+            ),
+            (
+                SubRefresh,
+                TokenError::Unavailable,
+                error(ErrorCode::Internal),
+            ),
+            (Connect, TokenError::UnknownKey, error(ErrorCode::Internal)),
+            (Refresh, TokenError::UnknownKey, error(ErrorCode::Internal)),
+            (
+                Subscribe,
+                TokenError::UnknownKey,
+                error(ErrorCode::Internal),
+            ),
+            (
+                SubRefresh,
+                TokenError::UnknownKey,
+                error(ErrorCode::Internal),
+            ),
+            (Connect, invalid.clone(), close(Disconnect::INVALID_TOKEN)),
+            (Refresh, invalid.clone(), close(Disconnect::INVALID_TOKEN)),
+            (
+                Subscribe,
+                invalid.clone(),
+                error(ErrorCode::PermissionDenied),
+            ),
+            (SubRefresh, invalid, error(ErrorCode::PermissionDenied)),
+        ];
+        for (stage, error, want) in table {
+            assert_eq!(&token(*stage, error), want, "{stage:?} {error:?}");
+        }
+        // Every invalid reason, at every stage, maps like any other.
+        for reason in InvalidReason::ALL {
+            let refused = TokenError::Invalid(reason);
+            assert_eq!(token(Connect, &refused), close(Disconnect::INVALID_TOKEN));
+            assert_eq!(
+                token(Subscribe, &refused),
+                error(ErrorCode::PermissionDenied)
+            );
+        }
+    }
+
+    #[test]
+    fn engine_table() {
+        let table = [
+            (BusError::UnrecoverablePosition, 112),
+            (BusError::Undecryptable, 112),
+            (BusError::Unavailable("down".into()), 100),
+            (BusError::Internal("bug".into()), 100),
+        ];
+        for (error, code) in table {
+            assert_eq!(engine(&error).code(), code, "{error:?}");
+        }
+    }
+}

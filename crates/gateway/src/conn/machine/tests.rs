@@ -1,0 +1,1076 @@
+//! The protocol's rules, tested on the machine alone: feed commands, answer
+//! effects with canned outcomes, advance a fake clock, read the replies (in
+//! the style of quinn-proto's test `Pair`). No process, no port, no actix.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald_auth::{
+    ChannelConfig, ChannelOptions, ChannelPolicy, ConnectionClaims, InvalidReason, NamespaceConfig,
+    SubOptions, SubscriptionClaims, TokenError,
+};
+use herald_bus::{BusError, ControlCommand, HistoryPage};
+use herald_identity::Principal;
+use herald_protocol::{
+    decode_frame, CommandResult, Disconnect, PresenceStatsResult, StreamPosition, SubscribeResult,
+};
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::config::ClientConfig;
+
+const T0_UNIX: u64 = 1_800_000_000;
+
+/// One machine and everything it asked for, not yet looked at.
+struct Harness {
+    machine: Machine,
+    now: Now,
+    /// Replies and pushes, as the client would read them (JSON).
+    sent: Vec<Value>,
+    /// Effects waiting for an outcome, oldest first.
+    waiting: VecDeque<(EffectId, Effect)>,
+    spawned: Vec<Effect>,
+    live: Vec<String>,
+    closed: Option<Disconnect>,
+}
+
+fn open_channels() -> ChannelConfig {
+    let open = ChannelOptions {
+        allow_subscribe_for_client: true,
+        allow_publish_for_client: true,
+        allow_history_for_client: true,
+        allow_presence_for_client: true,
+        presence: true,
+        history_size: 10,
+        history_ttl: Duration::from_secs(60),
+        ..Default::default()
+    };
+    ChannelConfig {
+        without_namespace: open.clone(),
+        namespaces: vec![NamespaceConfig {
+            name: "closed".into(),
+            options: ChannelOptions::default(),
+        }],
+        ..Default::default()
+    }
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    fn with(edit: impl FnOnce(&mut ClientConfig)) -> Self {
+        let mut config = ClientConfig::default();
+        edit(&mut config);
+        let policy = ChannelPolicy::new(&open_channels()).expect("a valid policy");
+        let now = Now {
+            at: Instant::now(),
+            unix: T0_UNIX,
+        };
+        let setup = Setup {
+            config: Arc::new(config),
+            policy: Arc::new(policy),
+            version: "test",
+            client: "c1".into(),
+            tls_identity: None,
+            upgrade_token: None,
+            ping_jitter: 0.0,
+        };
+        Self {
+            machine: Machine::new(setup, now),
+            now,
+            sent: Vec::new(),
+            waiting: VecDeque::new(),
+            spawned: Vec::new(),
+            live: Vec::new(),
+            closed: None,
+        }
+    }
+
+    /// Takes every action the machine has.
+    fn collect(&mut self) {
+        while let Some(action) = self.machine.poll_action() {
+            match action {
+                Action::Send(reply) => {
+                    let line = String::from_utf8(reply.encode()).expect("JSON is UTF-8");
+                    self.sent
+                        .push(serde_json::from_str(&line).expect("a JSON line"));
+                }
+                Action::Run { id, effect } => self.waiting.push_back((id, effect)),
+                Action::Spawn(effect) => self.spawned.push(effect),
+                Action::GoLive { channel, .. } => self.live.push(channel),
+                Action::Close(d) => {
+                    assert!(self.closed.is_none(), "closed twice");
+                    self.closed = Some(d);
+                }
+            }
+        }
+    }
+
+    /// Sends client lines (one message).
+    fn send(&mut self, lines: &[Value]) {
+        let text: Vec<String> = lines.iter().map(Value::to_string).collect();
+        let commands = decode_frame(text.join("\n").as_bytes()).expect("decodable commands");
+        self.machine.handle_commands(commands, self.now);
+        self.collect();
+    }
+
+    /// The oldest waiting effect.
+    fn next_effect(&mut self) -> (EffectId, Effect) {
+        self.waiting
+            .pop_front()
+            .unwrap_or_else(|| panic!("no effect waits; sent {:?}", self.sent))
+    }
+
+    fn answer(&mut self, id: EffectId, outcome: Outcome) {
+        self.machine.handle_effect(id, outcome, self.now);
+        self.collect();
+    }
+
+    /// Answers the oldest waiting effect, checking its kind.
+    fn answer_next(&mut self, check: impl FnOnce(&Effect) -> bool, outcome: Outcome) {
+        let (id, effect) = self.next_effect();
+        assert!(check(&effect), "unexpected effect {effect:?}");
+        self.answer(id, outcome);
+    }
+
+    /// Moves the clock on by `by`, running every timer due on the way at
+    /// its own time (the unix clock moves with it).
+    fn advance(&mut self, by: Duration) {
+        let (start, start_unix) = (self.now.at, self.now.unix);
+        let until = start + by;
+        let at_time = |at: Instant| Now {
+            at,
+            unix: start_unix + (at - start).as_secs(),
+        };
+        while let Some(at) = self.machine.poll_timeout() {
+            if at > until {
+                break;
+            }
+            self.now = at_time(at.max(start));
+            self.machine.handle_timeout(self.now);
+            self.collect();
+        }
+        self.now = at_time(until);
+    }
+
+    /// Connects as `user` with a token whose checks all pass.
+    fn connected(user: &str) -> Self {
+        let mut h = Self::new();
+        h.connect_as(claims(user));
+        h
+    }
+
+    fn connect_as(&mut self, claims: ConnectionClaims) {
+        self.send(&[json!({"id": 1, "connect": {"token": "t"}})]);
+        self.answer_next(
+            |e| matches!(e, Effect::VerifyConnection { .. }),
+            Outcome::Verified(Ok(principal(claims))),
+        );
+        self.answer_next(
+            |e| matches!(e, Effect::Register { .. }),
+            Outcome::Registered(true),
+        );
+        self.answer_next(
+            |e| matches!(e, Effect::Admit { .. }),
+            Outcome::Admitted(Ok(())),
+        );
+        let reply = self.take_sent();
+        assert!(reply[0]["connect"]["client"].is_string(), "{reply:?}");
+    }
+
+    fn take_sent(&mut self) -> Vec<Value> {
+        std::mem::take(&mut self.sent)
+    }
+
+    /// Subscribes to `channel` without a token, the engine answering `result`.
+    fn subscribe(&mut self, id: u64, channel: &str, result: Result<SubscribeResult, ErrorCode>) {
+        self.send(&[json!({"id": id, "subscribe": {"channel": channel}})]);
+        let (effect_id, effect) = self.next_effect();
+        assert!(matches!(effect, Effect::Subscribe { .. }), "{effect:?}");
+        self.answer(effect_id, Outcome::Subscribed(result.map(|r| (r, None))));
+    }
+
+    fn error_code(&self, i: usize) -> Option<u64> {
+        self.sent.get(i)?["error"]["code"].as_u64()
+    }
+}
+
+fn claims(user: &str) -> ConnectionClaims {
+    ConnectionClaims {
+        user: user.into(),
+        ..Default::default()
+    }
+}
+
+fn principal(claims: ConnectionClaims) -> Principal {
+    Principal {
+        claims,
+        channels: Vec::new(),
+        introspected: false,
+    }
+}
+
+fn sub_claims(user: &str, channel: &str) -> SubscriptionClaims {
+    SubscriptionClaims {
+        user: user.into(),
+        channel: channel.into(),
+        ..Default::default()
+    }
+}
+
+fn invalid() -> TokenError {
+    TokenError::Invalid(InvalidReason::Signature)
+}
+
+// ---- connect: the token table at connect ----------------------------------
+
+#[test]
+fn connect_token_errors_by_the_table() {
+    let rows: Vec<(TokenError, Option<u64>, Option<u16>)> = vec![
+        (TokenError::Expired, Some(109), None),
+        (TokenError::Unavailable, Some(100), None),
+        (TokenError::UnknownKey, Some(100), None),
+        (invalid(), None, Some(3500)),
+    ];
+    for (error, code, close) in rows {
+        let mut h = Harness::new();
+        h.send(&[json!({"id": 1, "connect": {"token": "t"}})]);
+        let (id, _) = h.next_effect();
+        h.answer(id, Outcome::Verified(Err(error.clone())));
+        assert_eq!(h.error_code(0), code, "{error:?}: {:?}", h.sent);
+        assert_eq!(h.closed.as_ref().map(|d| d.code), close, "{error:?}");
+        if code.is_some() {
+            // A failed connect leaves the connection unusable.
+            h.send(&[json!({"id": 2, "publish": {"channel": "a", "data": {}}})]);
+            assert_eq!(h.closed, Some(Disconnect::BAD_REQUEST), "{error:?}");
+        }
+    }
+}
+
+#[test]
+fn connect_without_credentials_is_refused_unless_allowed() {
+    let mut h = Harness::new();
+    h.send(&[json!({"id": 1, "connect": {}})]);
+    assert_eq!(h.closed, Some(Disconnect::BAD_REQUEST));
+
+    let mut h = Harness::with(|c| c.allow_anonymous_connect_without_token = true);
+    h.send(&[json!({"id": 1, "connect": {}})]);
+    h.answer_next(
+        |e| matches!(e, Effect::Register { user } if user.is_empty()),
+        Outcome::Registered(true),
+    );
+    h.answer_next(
+        |e| {
+            matches!(
+                e,
+                Effect::Admit {
+                    revocation: None,
+                    ..
+                }
+            )
+        },
+        Outcome::Admitted(Ok(())),
+    );
+    assert!(h.sent[0]["connect"].is_object(), "{:?}", h.sent);
+}
+
+#[test]
+fn connect_with_an_expired_expire_at_is_109() {
+    let mut h = Harness::new();
+    h.send(&[json!({"id": 1, "connect": {"token": "t"}})]);
+    let (id, _) = h.next_effect();
+    let mut c = claims("u");
+    c.exp = Some(T0_UNIX - 1);
+    h.answer(id, Outcome::Verified(Ok(principal(c))));
+    assert_eq!(h.error_code(0), Some(109));
+}
+
+#[test]
+fn node_and_cluster_refusals_at_connect() {
+    // The node's own user limit.
+    let mut h = Harness::new();
+    h.send(&[json!({"id": 1, "connect": {"token": "t"}})]);
+    h.answer_next(|_| true, Outcome::Verified(Ok(principal(claims("u")))));
+    h.answer_next(|_| true, Outcome::Registered(false));
+    assert_eq!(h.closed, Some(Disconnect::CONNECTION_LIMIT));
+    // The cluster-wide one, revocation, and an engine failure.
+    let rows = [
+        (Refused::UserLimit, Some(3504), None),
+        (Refused::Revoked, Some(3500), None),
+        (
+            Refused::Engine(BusError::Unavailable("down".into())),
+            None,
+            Some(100),
+        ),
+    ];
+    for (refused, close, code) in rows {
+        let mut h = Harness::new();
+        h.send(&[json!({"id": 1, "connect": {"token": "t"}})]);
+        h.answer_next(|_| true, Outcome::Verified(Ok(principal(claims("u")))));
+        h.answer_next(|_| true, Outcome::Registered(true));
+        h.answer_next(|_| true, Outcome::Admitted(Err(refused)));
+        assert_eq!(h.closed.as_ref().map(|d| d.code), close);
+        assert_eq!(h.error_code(0), code);
+    }
+}
+
+#[test]
+fn commands_behind_a_slow_connect_are_answered_in_order() {
+    let mut h = Harness::new();
+    h.send(&[
+        json!({"id": 1, "connect": {"token": "t"}}),
+        json!({"id": 2, "subscribe": {"channel": "a"}}),
+        json!({"id": 3, "subscribe": {"channel": "b"}}),
+    ]);
+    // Only the connect's effect runs; the subscribes wait.
+    assert_eq!(h.waiting.len(), 1);
+    h.answer_next(|_| true, Outcome::Verified(Ok(principal(claims("u")))));
+    h.answer_next(|_| true, Outcome::Registered(true));
+    h.answer_next(|_| true, Outcome::Admitted(Ok(())));
+    h.answer_next(
+        |e| matches!(e, Effect::Subscribe { plan } if plan.channel == "a"),
+        Outcome::Subscribed(Ok((SubscribeResult::default(), None))),
+    );
+    h.answer_next(
+        |e| matches!(e, Effect::Subscribe { plan } if plan.channel == "b"),
+        Outcome::Subscribed(Ok((SubscribeResult::default(), None))),
+    );
+    let ids: Vec<u64> = h.sent.iter().map(|l| l["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [1, 2, 3]);
+    assert_eq!(h.live, ["a", "b"], "each goes live after its reply");
+}
+
+#[test]
+fn server_side_subscriptions_go_live_after_the_connect_reply() {
+    let mut h = Harness::new();
+    let mut c = claims("u");
+    c.channels = vec!["news".into(), "sport".into()];
+    c.subs.insert("sport".into(), SubOptions::default());
+    h.send(&[json!({"id": 1, "connect": {"token": "t"}})]);
+    h.answer_next(|_| true, Outcome::Verified(Ok(principal(c))));
+    h.answer_next(|_| true, Outcome::Registered(true));
+    h.answer_next(|_| true, Outcome::Admitted(Ok(())));
+    // `subs` first, then `channels` not in `subs`, one after another.
+    h.answer_next(
+        |e| matches!(e, Effect::Subscribe { plan } if plan.channel == "sport"),
+        Outcome::Subscribed(Ok((SubscribeResult::default(), None))),
+    );
+    assert!(
+        h.live.is_empty() && h.sent.is_empty(),
+        "nothing before the reply"
+    );
+    h.answer_next(
+        |e| matches!(e, Effect::Subscribe { plan } if plan.channel == "news"),
+        Outcome::Subscribed(Ok((SubscribeResult::default(), None))),
+    );
+    let subs = &h.sent[0]["connect"]["subs"];
+    assert!(
+        subs["news"].is_object() && subs["sport"].is_object(),
+        "{:?}",
+        h.sent
+    );
+    assert_eq!(h.live, ["sport", "news"]);
+}
+
+#[test]
+fn a_failed_server_side_subscription_fails_the_connect() {
+    let mut h = Harness::new();
+    let mut c = claims("u");
+    c.channels = vec!["a".into(), "b".into()];
+    h.send(&[json!({"id": 1, "connect": {"token": "t"}})]);
+    h.answer_next(|_| true, Outcome::Verified(Ok(principal(c))));
+    h.answer_next(|_| true, Outcome::Registered(true));
+    h.answer_next(|_| true, Outcome::Admitted(Ok(())));
+    h.answer_next(
+        |e| matches!(e, Effect::Subscribe { plan } if plan.channel == "a"),
+        Outcome::Subscribed(Ok((SubscribeResult::default(), None))),
+    );
+    h.answer_next(
+        |e| matches!(e, Effect::Subscribe { plan } if plan.channel == "b"),
+        Outcome::Subscribed(Err(ErrorCode::Internal)),
+    );
+    assert_eq!(h.error_code(0), Some(100));
+    assert!(h.live.is_empty());
+    // The one that succeeded is undone at once.
+    let left: Vec<&str> = h
+        .spawned
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Leave { channel, .. } => Some(channel.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(left, ["a"]);
+}
+
+#[test]
+fn a_server_side_channel_the_policy_refuses_rolls_back_the_plans() {
+    let mut h = Harness::new();
+    let mut c = claims("u");
+    c.channels = vec!["ok".into(), "nope:x".into()];
+    h.send(&[json!({"id": 1, "connect": {"token": "t"}})]);
+    h.answer_next(|_| true, Outcome::Verified(Ok(principal(c))));
+    h.answer_next(|_| true, Outcome::Registered(true));
+    // `nope` is an unknown namespace: 102, and no subscribe ran.
+    assert_eq!(h.error_code(0), Some(102));
+    assert!(h.waiting.is_empty());
+    h.machine.handle_stopped();
+    h.collect();
+    assert!(!h.spawned.iter().any(|e| matches!(e, Effect::Leave { .. })));
+}
+
+// ---- the command queue and the rate limit ---------------------------------
+
+#[test]
+fn more_than_1024_queued_commands_close_3013() {
+    let mut h = Harness::new();
+    h.send(&[json!({"id": 1, "connect": {"token": "t"}})]);
+    // The connect runs (waiting for its token); 1,024 more can wait.
+    let lines: Vec<Value> = (0..MAX_QUEUED_COMMANDS)
+        .map(|i| json!({"id": i + 2, "rpc": {}}))
+        .collect();
+    h.send(&lines);
+    assert_eq!(h.closed, None);
+    h.send(&[json!({"id": 5000, "rpc": {}})]);
+    assert_eq!(h.closed, Some(Disconnect::TOO_MANY_REQUESTS));
+}
+
+#[test]
+fn rate_limit_111_then_3013() {
+    let mut h = Harness::with(|c| c.command_rate_limit = 3);
+    h.connect_as(claims("u"));
+    let burst: Vec<Value> = (10..15).map(|id| json!({"id": id, "rpc": {}})).collect();
+    h.send(&burst);
+    let refused = h.sent.iter().filter(|l| l["error"]["code"] == 111).count();
+    assert_eq!(refused, 3, "the connect took one token: {:?}", h.sent);
+    assert_eq!(h.closed, None);
+    let flood: Vec<Value> = (20..24).map(|id| json!({"id": id, "rpc": {}})).collect();
+    h.send(&flood);
+    assert_eq!(h.closed, Some(Disconnect::TOO_MANY_REQUESTS));
+}
+
+#[test]
+fn rpc_is_108_and_send_is_3508() {
+    let mut h = Harness::connected("u");
+    h.send(&[json!({"id": 2, "rpc": {"method": "x"}})]);
+    assert_eq!(h.error_code(0), Some(108));
+    h.send(&[json!({"send": {"data": {}}})]);
+    assert_eq!(h.closed, Some(Disconnect::NOT_AVAILABLE));
+}
+
+// ---- subscribe -------------------------------------------------------------
+
+#[test]
+fn subscribe_token_errors_by_the_table() {
+    let rows: Vec<(TokenError, u64, bool)> = vec![
+        (TokenError::Expired, 109, false),
+        (TokenError::Unavailable, 100, false),
+        (TokenError::UnknownKey, 100, true),
+        (invalid(), 103, false),
+    ];
+    for (error, code, refetch) in rows {
+        let mut h = Harness::connected("u");
+        h.send(&[json!({"id": 2, "subscribe": {"channel": "a", "token": "s"}})]);
+        h.answer_next(
+            |e| matches!(e, Effect::VerifySubscription { .. }),
+            Outcome::SubscriptionVerified(Err(error.clone())),
+        );
+        assert_eq!(h.error_code(0), Some(code), "{error:?}");
+        let refetched = h
+            .spawned
+            .iter()
+            .any(|e| matches!(e, Effect::RefetchSubscriptionKeys));
+        assert_eq!(refetched, refetch, "{error:?}");
+        // The slot is free again.
+        h.subscribe(3, "a", Ok(SubscribeResult::default()));
+        assert!(h.sent[1]["subscribe"].is_object(), "{:?}", h.sent);
+    }
+}
+
+#[test]
+fn a_subscription_token_for_someone_else_closes_3500() {
+    for claims in [sub_claims("other", "a"), sub_claims("u", "b")] {
+        let mut h = Harness::connected("u");
+        h.send(&[json!({"id": 2, "subscribe": {"channel": "a", "token": "s"}})]);
+        h.answer_next(|_| true, Outcome::SubscriptionVerified(Ok(claims)));
+        assert_eq!(h.closed, Some(Disconnect::INVALID_TOKEN));
+    }
+}
+
+#[test]
+fn subscribe_refusals_103_105_106_102() {
+    let mut h = Harness::with(|c| c.channel_limit = 1);
+    h.connect_as(claims("u"));
+    h.send(&[json!({"id": 2, "subscribe": {"channel": "closed:x"}})]);
+    assert_eq!(h.error_code(0), Some(103));
+    h.send(&[json!({"id": 3, "subscribe": {"channel": "unknown:x"}})]);
+    assert_eq!(h.error_code(1), Some(102));
+    h.subscribe(4, "a", Ok(SubscribeResult::default()));
+    h.send(&[json!({"id": 5, "subscribe": {"channel": "a"}})]);
+    assert_eq!(h.error_code(3), Some(105));
+    h.send(&[json!({"id": 6, "subscribe": {"channel": "b"}})]);
+    assert_eq!(h.error_code(4), Some(106));
+}
+
+#[test]
+fn the_subscribe_reply_comes_before_the_subscription_goes_live() {
+    let mut h = Harness::connected("u");
+    h.subscribe(2, "a", Ok(SubscribeResult::default()));
+    assert!(h.sent[0]["subscribe"].is_object());
+    assert_eq!(h.live, ["a"]);
+    // A failed subscribe never goes live and frees its slot.
+    h.subscribe(3, "b", Err(ErrorCode::Internal));
+    assert_eq!(h.error_code(1), Some(100));
+    assert_eq!(h.live, ["a"]);
+}
+
+#[test]
+fn a_subscription_dropped_while_subscribing_is_undone() {
+    let mut h = Harness::connected("u");
+    h.send(&[json!({"id": 2, "subscribe": {"channel": "a"}})]);
+    let (id, _) = h.next_effect();
+    // A gap arrives for it before the engine answered (the Hub dropped it).
+    h.machine.handle_gap("a");
+    h.collect();
+    h.answer(
+        id,
+        Outcome::Subscribed(Ok((SubscribeResult::default(), None))),
+    );
+    assert_eq!(h.error_code(1), Some(100), "{:?}", h.sent);
+    assert!(h
+        .spawned
+        .iter()
+        .any(|e| matches!(e, Effect::Detach { channel } if channel == "a")));
+    assert!(h.live.is_empty());
+}
+
+#[test]
+fn sub_refresh_by_the_table_and_with_a_good_token() {
+    let mut h = Harness::connected("u");
+    h.subscribe(2, "a", Ok(SubscribeResult::default()));
+    h.take_sent();
+    h.send(&[json!({"id": 3, "sub_refresh": {"channel": "a", "token": "s"}})]);
+    h.answer_next(
+        |e| matches!(e, Effect::CheckSubscription { .. }),
+        Outcome::SubscriptionVerified(Err(TokenError::UnknownKey)),
+    );
+    assert_eq!(h.error_code(0), Some(100));
+    assert!(h
+        .spawned
+        .iter()
+        .any(|e| matches!(e, Effect::RefetchSubscriptionKeys)));
+    let mut claims = sub_claims("u", "a");
+    claims.exp = Some(T0_UNIX + 600);
+    h.send(&[json!({"id": 4, "sub_refresh": {"channel": "a", "token": "s"}})]);
+    h.answer_next(|_| true, Outcome::SubscriptionVerified(Ok(claims)));
+    assert_eq!(h.sent[1]["sub_refresh"]["ttl"], 600, "{:?}", h.sent);
+    // Not subscribed: 103.
+    h.send(&[json!({"id": 5, "sub_refresh": {"channel": "zz", "token": "s"}})]);
+    assert_eq!(h.error_code(2), Some(103));
+}
+
+// ---- publish, presence, history --------------------------------------------
+
+#[test]
+fn engine_errors_of_publish_presence_history() {
+    let mut h = Harness::connected("u");
+    h.send(&[json!({"id": 2, "publish": {"channel": "a", "data": {"x": 1}}})]);
+    h.answer_next(
+        |e| matches!(e, Effect::Publish { .. }),
+        Outcome::Published(Err(BusError::Unavailable("down".into()))),
+    );
+    h.send(&[json!({"id": 3, "history": {"channel": "a"}})]);
+    h.answer_next(
+        |e| matches!(e, Effect::History { .. }),
+        Outcome::History(Err(BusError::Undecryptable)),
+    );
+    h.send(&[json!({"id": 4, "presence_stats": {"channel": "a"}})]);
+    h.answer_next(
+        |e| matches!(e, Effect::Presence { stats: true, .. }),
+        Outcome::Presence(Ok(CommandResult::PresenceStats(PresenceStatsResult {
+            num_clients: 2,
+            num_users: 1,
+        }))),
+    );
+    assert_eq!(h.error_code(0), Some(100));
+    assert_eq!(h.error_code(1), Some(112));
+    assert_eq!(h.sent[2]["presence_stats"]["num_clients"], 2);
+    h.send(&[json!({"id": 5, "history": {"channel": "a"}})]);
+    h.answer_next(
+        |_| true,
+        Outcome::History(Ok(HistoryPage {
+            publications: Vec::new(),
+            position: StreamPosition {
+                offset: 7,
+                epoch: "e".into(),
+            },
+        })),
+    );
+    assert_eq!(h.sent[3]["history"]["offset"], 7);
+}
+
+#[test]
+fn publish_presence_history_refusals() {
+    let mut h = Harness::connected("u");
+    h.send(&[
+        json!({"id": 2, "publish": {"channel": "a"}}),
+        json!({"id": 3, "publish": {"channel": "closed:x", "data": {}}}),
+        json!({"id": 4, "presence": {"channel": "closed:x"}}),
+        json!({"id": 5, "history": {"channel": "closed:x"}}),
+        json!({"id": 6, "history": {"channel": "a", "reverse": true, "since": {"offset": 0, "epoch": ""}}}),
+    ]);
+    let codes: Vec<Option<u64>> = (0..5).map(|i| h.error_code(i)).collect();
+    assert_eq!(
+        codes,
+        [Some(107), Some(103), Some(108), Some(108), Some(107)]
+    );
+    h.send(&[json!({"id": 7, "publish": {"channel": "", "data": {}}})]);
+    assert_eq!(h.closed, Some(Disconnect::BAD_REQUEST));
+}
+
+// ---- refresh and expiry ----------------------------------------------------
+
+fn refresh(
+    h: &mut Harness,
+    id: u64,
+    checked: Result<Principal, TokenError>,
+    revoked: Result<bool, BusError>,
+) {
+    h.send(&[json!({"id": id, "refresh": {"token": "r"}})]);
+    h.answer_next(
+        |e| matches!(e, Effect::Refresh { .. }),
+        Outcome::Refreshed { checked, revoked },
+    );
+}
+
+/// A refresh's token check, its revocation check, and the error code or
+/// close code the client gets.
+type RefreshRow = (
+    Result<Principal, TokenError>,
+    Result<bool, BusError>,
+    Option<u64>,
+    Option<u16>,
+);
+
+#[test]
+fn refresh_by_the_table() {
+    let rows: Vec<RefreshRow> = vec![
+        (Err(TokenError::Expired), Ok(false), None, Some(3005)),
+        (Err(TokenError::Unavailable), Ok(false), Some(100), None),
+        (Err(invalid()), Ok(false), None, Some(3500)),
+        (Ok(principal(claims("other"))), Ok(false), None, Some(3500)),
+        (Ok(principal(claims("u"))), Ok(true), None, Some(3500)),
+        (
+            Ok(principal(claims("u"))),
+            Err(BusError::Unavailable("x".into())),
+            Some(100),
+            None,
+        ),
+    ];
+    for (checked, revoked, code, close) in rows {
+        let mut h = Harness::connected("u");
+        refresh(&mut h, 2, checked, revoked);
+        assert_eq!(h.error_code(0), code, "{:?}", h.sent);
+        assert_eq!(h.closed.as_ref().map(|d| d.code), close);
+    }
+}
+
+#[test]
+fn expiry_without_refresh_closes_3005_after_the_grace() {
+    let mut h = Harness::with(|c| c.ping_interval = Duration::ZERO);
+    let mut c = claims("u");
+    c.exp = Some(T0_UNIX + 60);
+    h.connect_as(c);
+    h.advance(Duration::from_secs(60 + 24));
+    assert_eq!(h.closed, None, "within expired_close_delay (25 s)");
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.closed, Some(Disconnect::EXPIRED));
+}
+
+#[test]
+fn a_refresh_moves_the_expiry() {
+    let mut h = Harness::with(|c| c.ping_interval = Duration::ZERO);
+    let mut c = claims("u");
+    c.exp = Some(T0_UNIX + 60);
+    h.connect_as(c);
+    h.advance(Duration::from_secs(50));
+    let mut later = claims("u");
+    later.exp = Some(T0_UNIX + 3600);
+    refresh(&mut h, 2, Ok(principal(later)), Ok(false));
+    assert_eq!(h.sent[0]["refresh"]["ttl"], 3550, "{:?}", h.sent);
+    // Past the old expiry and its grace: still connected.
+    h.advance(Duration::from_secs(600));
+    assert_eq!(h.closed, None);
+    h.advance(Duration::from_secs(3000 + 26));
+    assert_eq!(h.closed, Some(Disconnect::EXPIRED));
+}
+
+#[test]
+fn expired_subscriptions_are_unsubscribed_2501_server_side_close_3006() {
+    let mut h = Harness::with(|c| c.ping_interval = Duration::ZERO);
+    h.connect_as(claims("u"));
+    h.send(&[json!({"id": 2, "subscribe": {"channel": "a", "token": "s"}})]);
+    let mut sc = sub_claims("u", "a");
+    sc.exp = Some(T0_UNIX + 10);
+    h.answer_next(|_| true, Outcome::SubscriptionVerified(Ok(sc)));
+    let (id, effect) = h.next_effect();
+    assert!(matches!(&effect, Effect::Subscribe { plan } if plan.expires_at == Some(T0_UNIX + 10)));
+    h.answer(
+        id,
+        Outcome::Subscribed(Ok((SubscribeResult::default(), None))),
+    );
+    h.take_sent();
+    // expired_sub_close_delay 25 s, checked on the presence tick (27 s).
+    h.advance(Duration::from_secs(60));
+    let unsubscribe = h.sent.iter().find(|l| l["push"]["unsubscribe"].is_object());
+    assert_eq!(
+        unsubscribe.map(|l| l["push"]["unsubscribe"]["code"].clone()),
+        Some(json!(2501)),
+        "{:?}",
+        h.sent
+    );
+    assert_eq!(h.closed, None);
+}
+
+// ---- ping and pong ---------------------------------------------------------
+
+#[test]
+fn no_pong_closes_3012_and_a_pong_keeps_the_connection() {
+    let mut h = Harness::connected("u");
+    // First ping at half the interval (jitter 0), then every interval.
+    h.advance(Duration::from_millis(12_500));
+    assert_eq!(h.take_sent(), [json!({})], "a server ping");
+    h.send(&[json!({})]);
+    h.advance(Duration::from_secs(25));
+    assert_eq!(h.take_sent(), [json!({})]);
+    assert_eq!(h.closed, None);
+    // No pong this time: closed once the pong timeout (8 s) passes.
+    h.advance(Duration::from_secs(7));
+    assert_eq!(h.closed, None);
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.closed, Some(Disconnect::NO_PONG));
+}
+
+#[test]
+fn an_unasked_pong_is_a_protocol_error() {
+    let mut h = Harness::connected("u");
+    h.send(&[json!({})]);
+    assert_eq!(h.closed, Some(Disconnect::BAD_REQUEST));
+}
+
+#[test]
+fn no_connect_in_time_closes_3502() {
+    let mut h = Harness::with(|c| c.handshake_timeout = Duration::from_secs(2));
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.closed, None);
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.closed, Some(Disconnect::STALE));
+    // A connect in time stops the deadline.
+    let mut h = Harness::with(|c| c.handshake_timeout = Duration::from_secs(2));
+    h.connect_as(claims("u"));
+    h.advance(Duration::from_secs(5));
+    assert_eq!(h.closed, None);
+}
+
+// ---- gaps and control ------------------------------------------------------
+
+#[test]
+fn a_gap_is_2500_for_a_client_subscription_and_3010_for_a_server_one() {
+    let mut h = Harness::connected("u");
+    h.subscribe(2, "a", Ok(SubscribeResult::default()));
+    h.take_sent();
+    h.machine.handle_gap("a");
+    h.collect();
+    assert_eq!(
+        h.sent[0]["push"]["unsubscribe"]["code"], 2500,
+        "{:?}",
+        h.sent
+    );
+    assert!(h
+        .spawned
+        .iter()
+        .any(|e| matches!(e, Effect::Leave { channel, .. } if channel == "a")));
+
+    let mut h = Harness::new();
+    let mut c = claims("u");
+    c.channels = vec!["s".into()];
+    h.send(&[json!({"id": 1, "connect": {"token": "t"}})]);
+    h.answer_next(|_| true, Outcome::Verified(Ok(principal(c))));
+    h.answer_next(|_| true, Outcome::Registered(true));
+    h.answer_next(|_| true, Outcome::Admitted(Ok(())));
+    h.answer_next(
+        |_| true,
+        Outcome::Subscribed(Ok((SubscribeResult::default(), None))),
+    );
+    h.machine.handle_gap("s");
+    h.collect();
+    assert_eq!(h.closed, Some(Disconnect::INSUFFICIENT_STATE));
+}
+
+#[test]
+fn control_commands_unsubscribe_disconnect_revoke_invalidate() {
+    let mut h = Harness::connected("u");
+    h.subscribe(2, "a", Ok(SubscribeResult::default()));
+    h.take_sent();
+    h.machine.handle_control(
+        ControlCommand::Unsubscribe {
+            user: "u".into(),
+            channel: "a".into(),
+            client: String::new(),
+        },
+        h.now,
+    );
+    h.collect();
+    assert_eq!(h.sent[0]["push"]["unsubscribe"]["code"], 2000);
+
+    let disconnect = |whitelist: Vec<String>| ControlCommand::Disconnect {
+        user: "u".into(),
+        client: String::new(),
+        whitelist,
+        code: 4001,
+        reason: "bye".into(),
+    };
+    h.machine
+        .handle_control(disconnect(vec!["c1".into()]), h.now);
+    h.collect();
+    assert_eq!(h.closed, None, "whitelisted");
+    h.machine.handle_control(disconnect(Vec::new()), h.now);
+    h.collect();
+    assert_eq!(h.closed, Some(Disconnect::custom(4001, "bye")));
+
+    let mut c = claims("u");
+    c.jti = Some("j1".into());
+    c.iat = Some(T0_UNIX - 100);
+    let mut h = Harness::new();
+    h.connect_as(c.clone());
+    h.machine.handle_control(
+        ControlCommand::RevokeToken {
+            token_id: "other".into(),
+        },
+        h.now,
+    );
+    h.collect();
+    assert_eq!(h.closed, None);
+    h.machine.handle_control(
+        ControlCommand::RevokeToken {
+            token_id: "j1".into(),
+        },
+        h.now,
+    );
+    h.collect();
+    assert_eq!(h.closed, Some(Disconnect::INVALID_TOKEN));
+
+    let mut h = Harness::new();
+    h.connect_as(c);
+    let invalidate = |before| ControlCommand::InvalidateUserTokens {
+        user: "u".into(),
+        issued_before: before,
+    };
+    h.machine.handle_control(invalidate(T0_UNIX - 200), h.now);
+    h.collect();
+    assert_eq!(h.closed, None, "issued after");
+    h.machine.handle_control(invalidate(T0_UNIX), h.now);
+    h.collect();
+    assert_eq!(h.closed, Some(Disconnect::INVALID_TOKEN));
+}
+
+#[test]
+fn a_server_subscribe_pushes_and_does_not_hold_up_commands() {
+    let mut h = Harness::connected("u");
+    h.machine.handle_control(
+        ControlCommand::Subscribe {
+            user: "u".into(),
+            channel: "srv".into(),
+            client: String::new(),
+            info: None,
+            data: None,
+        },
+        h.now,
+    );
+    h.collect();
+    let (server_effect, _) = h.next_effect();
+    // A client command meanwhile runs and is answered.
+    h.send(&[json!({"id": 2, "rpc": {}})]);
+    assert_eq!(h.error_code(0), Some(108));
+    h.answer(
+        server_effect,
+        Outcome::Subscribed(Ok((SubscribeResult::default(), None))),
+    );
+    assert!(h.sent[1]["push"]["subscribe"].is_object(), "{:?}", h.sent);
+    assert_eq!(h.live, ["srv"]);
+    // Expiry of a server-side subscription closes with 3006.
+}
+
+#[test]
+fn control_before_connect_is_ignored() {
+    let mut h = Harness::new();
+    h.machine.handle_control(
+        ControlCommand::RevokeToken {
+            token_id: "x".into(),
+        },
+        h.now,
+    );
+    h.collect();
+    assert_eq!(h.closed, None);
+}
+
+// ---- introspection re-check ------------------------------------------------
+
+#[test]
+fn an_introspected_token_found_inactive_closes_3500() {
+    let mut h = Harness::with(|c| c.ping_interval = Duration::ZERO);
+    h.send(&[json!({"id": 1, "connect": {"token": "opaque"}})]);
+    let mut p = principal(claims("svc"));
+    p.introspected = true;
+    h.answer_next(|_| true, Outcome::Verified(Ok(p)));
+    h.answer_next(|_| true, Outcome::Registered(true));
+    h.answer_next(|_| true, Outcome::Admitted(Ok(())));
+    h.advance(Duration::from_secs(28));
+    // Unreachable: stays.
+    h.answer_next(
+        |e| matches!(e, Effect::StillActive { token } if token == "opaque"),
+        Outcome::StillActive(None),
+    );
+    assert_eq!(h.closed, None);
+    h.advance(Duration::from_secs(27));
+    h.answer_next(|_| true, Outcome::StillActive(Some(false)));
+    assert_eq!(h.closed, Some(Disconnect::INVALID_TOKEN));
+}
+
+// ---- the end ---------------------------------------------------------------
+
+#[test]
+fn stopping_leaves_every_subscription_and_the_registry() {
+    let mut h = Harness::with(|c| c.user_connection_limit = 5);
+    h.connect_as(claims("u"));
+    h.subscribe(2, "a", Ok(SubscribeResult::default()));
+    h.subscribe(3, "b", Ok(SubscribeResult::default()));
+    h.machine.handle_stopped();
+    h.collect();
+    let mut left: Vec<&str> = h
+        .spawned
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Leave { channel, .. } => Some(channel.as_str()),
+            _ => None,
+        })
+        .collect();
+    left.sort_unstable();
+    assert_eq!(left, ["a", "b"]);
+    assert!(h
+        .spawned
+        .iter()
+        .any(|e| matches!(e, Effect::Unregister { user } if user == "u")));
+    assert!(h
+        .spawned
+        .iter()
+        .any(|e| matches!(e, Effect::RemoveUserEntry { .. })));
+}
+
+#[test]
+fn a_closed_output_stops_the_machine_talking() {
+    let mut h = Harness::connected("u");
+    h.machine.handle_output_closed();
+    h.send(&[json!({"id": 2, "rpc": {}})]);
+    assert!(h.sent.is_empty());
+    assert_eq!(h.machine.poll_timeout(), None);
+}
+
+// ---- the order of replies ----------------------------------------------------
+
+/// A command of the property test (whether its effect fails is drawn when
+/// the effect completes).
+#[derive(Debug, Clone)]
+enum Op {
+    Publish,
+    History,
+    Presence,
+    Rpc,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        Just(Op::Publish),
+        Just(Op::History),
+        Just(Op::Presence),
+        Just(Op::Rpc),
+    ]
+}
+
+proptest! {
+    /// Whatever order the effects complete in (server-side subscribes and
+    /// re-checks run beside the commands), the replies come out in command
+    /// order, one per command.
+    #[test]
+    fn replies_come_out_in_command_order(
+        ops in prop::collection::vec(op(), 1..40),
+        frames in prop::collection::vec(1usize..6, 1..40),
+        picks in prop::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let mut h = Harness::connected("u");
+        let mut sent_ids = Vec::new();
+        let mut picks = picks.into_iter();
+        let mut next_id = 10u64;
+        let mut ops = ops.into_iter().peekable();
+        let mut frames = frames.into_iter().cycle();
+        let mut extra_subscribes = 0;
+        while ops.peek().is_some() || !h.waiting.is_empty() {
+            // Send a frame of commands, sometimes a server subscribe too.
+            if ops.peek().is_some() && picks.next().is_none_or(|p| p % 2 == 0) {
+                let n = frames.next().unwrap_or(1);
+                let mut lines = Vec::new();
+                for op in ops.by_ref().take(n) {
+                    let line = match &op {
+                        Op::Publish => json!({"id": next_id, "publish": {"channel": "a", "data": {}}}),
+                        Op::History => json!({"id": next_id, "history": {"channel": "a"}}),
+                        Op::Presence => json!({"id": next_id, "presence": {"channel": "a"}}),
+                        Op::Rpc => json!({"id": next_id, "rpc": {}}),
+                    };
+                    sent_ids.push(next_id);
+                    next_id += 1;
+                    lines.push(line);
+                }
+                h.send(&lines);
+                if extra_subscribes < 3 {
+                    extra_subscribes += 1;
+                    h.machine.handle_control(ControlCommand::Subscribe {
+                        user: "u".into(),
+                        channel: format!("srv{extra_subscribes}"),
+                        client: String::new(),
+                        info: None,
+                        data: None,
+                    }, h.now);
+                    h.collect();
+                }
+                continue;
+            }
+            if h.waiting.is_empty() {
+                continue;
+            }
+            // Complete any waiting effect, not necessarily the oldest.
+            let i = usize::from(picks.next().unwrap_or(0)) % h.waiting.len();
+            let Some((id, effect)) = h.waiting.remove(i) else { continue };
+            let fail = picks.next().is_some_and(|p| p % 3 == 0);
+            let err = || BusError::Unavailable("x".into());
+            let outcome = match effect {
+                Effect::Publish { .. } => Outcome::Published(if fail { Err(err()) } else { Ok(()) }),
+                Effect::History { .. } => Outcome::History(if fail { Err(err()) } else {
+                    Ok(HistoryPage { publications: Vec::new(), position: StreamPosition::default() })
+                }),
+                Effect::Presence { .. } => Outcome::Presence(if fail { Err(err()) } else {
+                    Ok(CommandResult::Presence(Default::default()))
+                }),
+                Effect::Subscribe { .. } => Outcome::Subscribed(Ok((SubscribeResult::default(), None))),
+                other => panic!("unexpected effect {other:?}"),
+            };
+            h.answer(id, outcome);
+        }
+        let replied: Vec<u64> = h.sent.iter().filter_map(|l| l["id"].as_u64()).collect();
+        prop_assert_eq!(replied, sent_ids);
+        prop_assert!(h.closed.is_none());
+    }
+}
