@@ -466,3 +466,50 @@ impl BrokerEvents for NodeEvents {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Poll};
+
+    use herald_protocol::Disconnect;
+
+    use super::*;
+    use crate::outbox::Next;
+
+    /// A connection whose actor stopped reading its mailbox: once
+    /// `Mailbox::CAPACITY` events wait, the next one closes the connection
+    /// with 3010 and is counted, instead of queueing without bound.
+    #[tokio::test]
+    async fn a_flooded_mailbox_closes_its_connection_with_3010() {
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let (mailbox, events) = Mailbox::new(outbox.clone());
+        let before = crate::metrics::METRICS.mailbox_overflows.get();
+        let command = || {
+            SessionEvent::Control(ControlCommand::RevokeToken {
+                token_id: "t".into(),
+            })
+        };
+        for _ in 0..Mailbox::CAPACITY {
+            mailbox.deliver(command());
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(
+            matches!(outbox.poll_next(&mut cx), Poll::Pending),
+            "still open at capacity"
+        );
+        // 10,000 more: one close, nothing queued past the capacity.
+        for _ in 0..10_000 {
+            mailbox.deliver(command());
+        }
+        match outbox.poll_next(&mut cx) {
+            Poll::Ready(Next::Close(d)) => assert_eq!(d, Disconnect::INSUFFICIENT_STATE),
+            _ => panic!("the flooded connection was not closed"),
+        }
+        assert!(crate::metrics::METRICS.mailbox_overflows.get() >= before + 1);
+        // What the actor would read: exactly the capacity.
+        use futures_util::StreamExt as _;
+        drop(mailbox);
+        let waiting = events.count().await;
+        assert_eq!(waiting, Mailbox::CAPACITY);
+    }
+}
