@@ -1,0 +1,440 @@
+//! The commands after connect: subscribe, unsubscribe, publish, presence,
+//! history, refresh, sub_refresh, and the subscriptions the server adds.
+
+use herald_auth::{SubOptions, SubscriptionClaims, TokenError};
+use herald_bus::{BusError, HistoryQuery, PublishOptions};
+use herald_identity::Principal;
+use herald_protocol::{
+    CommandResult, Disconnect, ErrorCode, HistoryRequest, Publication, PublishRequest, Push,
+    PushBody, RawJson, RefreshRequest, RefreshResult, Reply, StreamPosition, SubRefreshRequest,
+    SubRefreshResult, SubscribePush, SubscribeRequest, SubscribeResult, UnsubscribeRequest,
+    SUBSCRIBE_FLAG_REJECT_UNRECOVERED,
+};
+use tracing::{debug, warn};
+
+use super::{engine_code, ttl_from, Action, Effect, Machine, Now, Step};
+use crate::codes::{self, Stage, Wire};
+use crate::conn::plan::{self, Position, SubscribeFlags, SubscribePlan};
+use crate::metrics;
+
+impl Machine {
+    pub(super) fn subscribe(&mut self, id: u32, req: SubscribeRequest, now: Now) {
+        if req.channel.is_empty() {
+            return self.close(Disconnect::BAD_REQUEST);
+        }
+        if let Err(e) = self.policy.resolve(&req.channel) {
+            return self.error(id, e.code());
+        }
+        if let Err(code) = self.state.begin_subscribe(&req.channel, false) {
+            return self.error(id, code);
+        }
+        if req.token.is_empty() {
+            return self.subscribe_checked(id, req, None, now);
+        }
+        let token = req.token.clone();
+        self.wait(
+            Effect::VerifySubscription { token },
+            Step::Subscribe {
+                id,
+                req: Box::new(req),
+                plan: None,
+            },
+        );
+    }
+
+    /// Continues subscribe once the subscription token, if any, was checked.
+    pub(super) fn subscribe_checked(
+        &mut self,
+        id: u32,
+        req: SubscribeRequest,
+        checked: Option<Result<SubscriptionClaims, TokenError>>,
+        now: Now,
+    ) {
+        let policy = self.policy.clone();
+        let resolved = match policy.resolve(&req.channel) {
+            Ok(r) => r,
+            Err(e) => {
+                self.state.remove(&req.channel);
+                return self.error(id, e.code());
+            }
+        };
+        let insecure = self.config.insecure;
+        let mut options = resolved.options.clone();
+        let mut chan_info = None;
+        let mut data = None;
+        let mut expires_at = None;
+        match checked {
+            Some(Ok(claims)) => {
+                if !self.claims_match(&claims, &req.channel) {
+                    warn!(client = %self.client, "subscription token for another user, channel or client");
+                    self.state.remove(&req.channel);
+                    return self.close(Disconnect::INVALID_TOKEN);
+                }
+                options = claims.override_.apply(&options);
+                chan_info = claims.info.clone();
+                data = claims.data.clone();
+                expires_at = claims.expires_at();
+            }
+            Some(Err(e)) => {
+                debug!(client = %self.client, reason = %e, "subscription token rejected");
+                self.state.remove(&req.channel);
+                return self.subscription_token_refused(id, Stage::Subscribe, &e);
+            }
+            None => {
+                let allowed = insecure
+                    || self.granted.contains(&req.channel)
+                    || (!resolved.private && policy.can_subscribe(&resolved, &self.user));
+                if !allowed {
+                    self.state.remove(&req.channel);
+                    return self.error(id, ErrorCode::PermissionDenied);
+                }
+            }
+        }
+        if expires_at.is_some_and(|at| at <= now.unix) {
+            self.state.remove(&req.channel);
+            return self.error(id, ErrorCode::TokenExpired);
+        }
+        let flags = SubscribeFlags {
+            recover: req.recover,
+            position: StreamPosition {
+                offset: req.offset,
+                epoch: req.epoch.clone(),
+            },
+            recoverable: req.recoverable,
+            positioned: req.positioned,
+            join_leave: req.join_leave,
+            reject_unrecovered: req.flag & SUBSCRIBE_FLAG_REJECT_UNRECOVERED != 0,
+            history_access: insecure || policy.can_history(&resolved, &self.user, true),
+            presence_access: insecure || policy.can_presence(&resolved, &self.user, true),
+        };
+        let meta_ttl = policy.history_meta_ttl(&resolved);
+        let info = self.info_with(chan_info.clone());
+        let mut plan = SubscribePlan::new(req.channel.clone(), &options, meta_ttl, flags, info);
+        plan.expires_at = expires_at;
+        plan.data = data;
+        self.chan_info.insert(req.channel.clone(), chan_info);
+        self.wait(
+            Effect::Subscribe { plan: plan.clone() },
+            Step::Subscribe {
+                id,
+                req: Box::new(req),
+                plan: Some(Box::new(plan)),
+            },
+        );
+    }
+
+    pub(super) fn subscribed(
+        &mut self,
+        id: u32,
+        plan: SubscribePlan,
+        result: Result<(SubscribeResult, Option<Position>), ErrorCode>,
+    ) {
+        match result {
+            Ok((result, position)) => {
+                if self.state.subscription(&plan.channel).is_none() {
+                    // Dropped while subscribing (a server unsubscribe): undo.
+                    self.actions.push_back(Action::Spawn(Effect::Detach {
+                        channel: plan.channel,
+                    }));
+                    return self.error(id, ErrorCode::Internal);
+                }
+                self.add_subscription(&plan, false);
+                self.reply(id, CommandResult::Subscribe(result));
+                self.actions.push_back(Action::GoLive {
+                    channel: plan.channel.clone(),
+                    position,
+                });
+                debug!(client = %self.client, channel = %plan.channel, "subscribed");
+            }
+            Err(code) => {
+                self.state.remove(&plan.channel);
+                self.chan_info.remove(&plan.channel);
+                self.error(id, code);
+            }
+        }
+    }
+
+    pub(super) fn unsubscribe(&mut self, id: u32, req: UnsubscribeRequest) {
+        if req.channel.is_empty() {
+            return self.close(Disconnect::BAD_REQUEST);
+        }
+        self.drop_subscription(&req.channel);
+        self.reply(id, CommandResult::Unsubscribe);
+    }
+
+    /// A subscription the server adds after connect (control): announced
+    /// with a `subscribe` push once the node is subscribed. It does not hold
+    /// up the client's commands.
+    pub(super) fn server_subscribe(
+        &mut self,
+        channel: String,
+        info: Option<RawJson>,
+        data: Option<RawJson>,
+    ) {
+        if self.state.subscription(&channel).is_some() {
+            return;
+        }
+        let options = SubOptions {
+            info,
+            data,
+            ..Default::default()
+        };
+        let plan = match self.server_side_plan(&channel, Some(options), None) {
+            Ok(plan) => plan,
+            Err(code) => {
+                warn!(client = %self.client, code = code.code(), "server subscribe refused");
+                return;
+            }
+        };
+        let id = self.effect_id();
+        self.server_subscribes.insert(id, plan.clone());
+        self.actions.push_back(Action::Run {
+            id,
+            effect: Effect::Subscribe { plan },
+        });
+    }
+
+    pub(super) fn server_subscribed(
+        &mut self,
+        plan: SubscribePlan,
+        result: Result<(SubscribeResult, Option<Position>), ErrorCode>,
+    ) {
+        match result {
+            Ok((result, position)) => {
+                if self.state.subscription(&plan.channel).is_none() {
+                    self.actions.push_back(Action::Spawn(Effect::Detach {
+                        channel: plan.channel,
+                    }));
+                    return;
+                }
+                self.add_subscription(&plan, true);
+                self.send(Reply::Push(Push {
+                    channel: plan.channel.clone(),
+                    body: PushBody::Subscribe(SubscribePush {
+                        recoverable: result.recoverable,
+                        epoch: result.epoch,
+                        offset: result.offset,
+                        positioned: result.positioned,
+                        data: result.data,
+                    }),
+                }));
+                self.actions.push_back(Action::GoLive {
+                    channel: plan.channel,
+                    position,
+                });
+            }
+            Err(code) => {
+                warn!(client = %self.client, code = code.code(), "server subscribe failed");
+                self.state.remove(&plan.channel);
+                self.chan_info.remove(&plan.channel);
+            }
+        }
+    }
+
+    pub(super) fn publish(&mut self, id: u32, req: PublishRequest) {
+        if req.channel.is_empty() {
+            return self.close(Disconnect::BAD_REQUEST);
+        }
+        let policy = self.policy.clone();
+        let resolved = match policy.resolve(&req.channel) {
+            Ok(r) => r,
+            Err(e) => return self.error(id, e.code()),
+        };
+        let Some(data) = req.data.filter(|d| !d.is_null()) else {
+            return self.error(id, ErrorCode::BadRequest);
+        };
+        let subscribed = self.state.is_subscribed(&req.channel);
+        if !self.config.insecure && !policy.can_publish(&resolved, &self.user, subscribed) {
+            return self.error(id, ErrorCode::PermissionDenied);
+        }
+        let history = plan::history_options(&policy, &resolved);
+        let publication = Publication {
+            data,
+            info: Some(self.info_with(self.chan_info.get(&req.channel).cloned().flatten())),
+            offset: 0,
+            tags: Default::default(),
+        };
+        let options = PublishOptions {
+            history,
+            idempotency_key: None,
+        };
+        self.wait(
+            Effect::Publish {
+                channel: req.channel,
+                publication,
+                options,
+            },
+            Step::Publish { id },
+        );
+    }
+
+    pub(super) fn presence(&mut self, id: u32, channel: String, stats: bool) {
+        if channel.is_empty() {
+            return self.close(Disconnect::BAD_REQUEST);
+        }
+        let policy = self.policy.clone();
+        let resolved = match policy.resolve(&channel) {
+            Ok(r) => r,
+            Err(e) => return self.error(id, e.code()),
+        };
+        if !resolved.options.presence {
+            return self.error(id, ErrorCode::NotAvailable);
+        }
+        let subscribed = self.state.is_subscribed(&channel);
+        if !self.config.insecure && !policy.can_presence(&resolved, &self.user, subscribed) {
+            return self.error(id, ErrorCode::PermissionDenied);
+        }
+        self.wait(Effect::Presence { channel, stats }, Step::Presence { id });
+    }
+
+    pub(super) fn history(&mut self, id: u32, req: HistoryRequest) {
+        if req.channel.is_empty() {
+            return self.close(Disconnect::BAD_REQUEST);
+        }
+        let policy = self.policy.clone();
+        let resolved = match policy.resolve(&req.channel) {
+            Ok(r) => r,
+            Err(e) => return self.error(id, e.code()),
+        };
+        if !resolved.options.history_enabled() {
+            return self.error(id, ErrorCode::NotAvailable);
+        }
+        let subscribed = self.state.is_subscribed(&req.channel);
+        if !self.config.insecure && !policy.can_history(&resolved, &self.user, subscribed) {
+            return self.error(id, ErrorCode::PermissionDenied);
+        }
+        if req.reverse && req.since.as_ref().is_some_and(|s| s.offset == 0) {
+            return self.error(id, ErrorCode::BadRequest);
+        }
+        let query = HistoryQuery {
+            since: req.since,
+            limit: Some(plan::history_limit(&self.config, req.limit.into())),
+            reverse: req.reverse,
+            meta_ttl: policy.history_meta_ttl(&resolved),
+        };
+        self.wait(
+            Effect::History {
+                channel: req.channel,
+                query,
+            },
+            Step::History { id },
+        );
+    }
+
+    pub(super) fn refresh(&mut self, id: u32, req: RefreshRequest) {
+        if req.token.is_empty() {
+            return self.close(Disconnect::BAD_REQUEST);
+        }
+        let token = req.token;
+        self.wait(
+            Effect::Refresh {
+                token: token.clone(),
+            },
+            Step::Refresh { id, token },
+        );
+    }
+
+    pub(super) fn refreshed(
+        &mut self,
+        id: u32,
+        token: String,
+        checked: Result<Principal, TokenError>,
+        revoked: Result<bool, BusError>,
+        now: Now,
+    ) {
+        let principal = match checked {
+            Ok(principal) => principal,
+            Err(e) => {
+                metrics::auth_failure(&e);
+                return match codes::token(Stage::Refresh, &e) {
+                    // The client retries; the connection lives until its
+                    // expiry grace runs out.
+                    Wire::Error(code) => self.error(id, code),
+                    Wire::Close(d) => {
+                        if d != Disconnect::EXPIRED {
+                            warn!(client = %self.client, reason = %e, "refresh token rejected");
+                        }
+                        self.close(d)
+                    }
+                };
+            }
+        };
+        if principal.claims.user != self.user {
+            warn!(client = %self.client, "refresh token for another user");
+            return self.close(Disconnect::INVALID_TOKEN);
+        }
+        match revoked {
+            Ok(false) => {}
+            Ok(true) => {
+                warn!(client = %self.client, "refresh token revoked");
+                return self.close(Disconnect::INVALID_TOKEN);
+            }
+            Err(e) => return self.error(id, engine_code(&e)),
+        }
+        let claims = principal.claims;
+        let expires_at = claims.expires_at();
+        if claims.info.is_some() {
+            self.conn_info = claims.info;
+        }
+        self.token_id = claims.jti;
+        self.issued_at = claims.iat;
+        self.introspected_token = principal.introspected.then_some(token);
+        self.granted = principal.channels.into_iter().collect();
+        self.state.refreshed(expires_at);
+        self.schedule_expiry(now);
+        let result = RefreshResult {
+            client: self.client.clone(),
+            version: self.version.to_owned(),
+            expires: expires_at.is_some(),
+            ttl: ttl_from(expires_at, now.unix),
+        };
+        self.reply(id, CommandResult::Refresh(result));
+    }
+
+    /// `sub_refresh` checks its token with the keys at hand and never waits
+    /// for a refetch ([`Effect::CheckSubscription`]).
+    pub(super) fn sub_refresh(&mut self, id: u32, req: SubRefreshRequest) {
+        if req.channel.is_empty() {
+            return self.close(Disconnect::BAD_REQUEST);
+        }
+        if !self.state.is_subscribed(&req.channel) {
+            return self.error(id, ErrorCode::PermissionDenied);
+        }
+        if req.token.is_empty() {
+            return self.error(id, ErrorCode::BadRequest);
+        }
+        self.wait(
+            Effect::CheckSubscription { token: req.token },
+            Step::SubRefresh {
+                id,
+                channel: req.channel,
+            },
+        );
+    }
+
+    pub(super) fn sub_refreshed(
+        &mut self,
+        id: u32,
+        channel: &str,
+        checked: Result<SubscriptionClaims, TokenError>,
+        now: Now,
+    ) {
+        let claims = match checked {
+            Ok(claims) => claims,
+            Err(e) => {
+                debug!(client = %self.client, reason = %e, "sub_refresh token rejected");
+                return self.subscription_token_refused(id, Stage::SubRefresh, &e);
+            }
+        };
+        if !self.claims_match(&claims, channel) {
+            return self.close(Disconnect::INVALID_TOKEN);
+        }
+        let expires_at = claims.expires_at();
+        self.state.set_subscription_expiry(channel, expires_at);
+        let result = SubRefreshResult {
+            expires: expires_at.is_some(),
+            ttl: ttl_from(expires_at, now.unix),
+        };
+        self.reply(id, CommandResult::SubRefresh(result));
+    }
+}

@@ -1,0 +1,151 @@
+//! What the machine asks for and hears back, and what it tells the driver
+//! to do: the closed sets of effects, outcomes and actions.
+
+use std::time::{Duration, Instant};
+
+use herald_auth::{SubscriptionClaims, TokenError};
+use herald_bus::{BusError, HistoryPage, HistoryQuery, PublishOptions};
+use herald_identity::Principal;
+use herald_protocol::{
+    ClientInfo, CommandResult, Disconnect, ErrorCode, Publication, Reply, SubscribeResult,
+};
+
+use super::super::plan::{Position, SubscribePlan};
+use super::super::state::SubscriptionState;
+
+/// Identifies an effect the machine waits for.
+pub(crate) type EffectId = u64;
+
+/// The time of an input: the monotonic clock for timers and rates, unix
+/// seconds for token expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Now {
+    pub(crate) at: Instant,
+    pub(crate) unix: u64,
+}
+
+/// Work the machine asks the driver to do. [`Action::Run`] effects report
+/// their [`Outcome`] back; [`Action::Spawn`] ones report nothing.
+#[derive(Debug)]
+pub(crate) enum Effect {
+    /// Check a connection token (JWT or introspection); may wait for a JWKS
+    /// refetch or an introspection request. → [`Outcome::Verified`]
+    VerifyConnection { token: String },
+    /// Check a subscription token; may wait for a JWKS refetch.
+    /// → [`Outcome::SubscriptionVerified`]
+    VerifySubscription { token: String },
+    /// Check a subscription token with the keys at hand, never waiting
+    /// (`sub_refresh`). → [`Outcome::SubscriptionVerified`]
+    CheckSubscription { token: String },
+    /// Register the connection under `user` on the node (the node's own
+    /// `client.user_connection_limit`). → [`Outcome::Registered`]
+    Register { user: String },
+    /// The cluster-wide checks of a connect: the user's connection count
+    /// (adding this connection), and revocation. → [`Outcome::Admitted`]
+    Admit {
+        user_entry: Option<ClientInfo>,
+        revocation: Option<Revocation>,
+    },
+    /// Subscribe in the node and the engine: the Hub (buffering), history,
+    /// presence, join. → [`Outcome::Subscribed`]
+    Subscribe { plan: SubscribePlan },
+    /// → [`Outcome::Published`]
+    Publish {
+        channel: String,
+        publication: Publication,
+        options: PublishOptions,
+    },
+    /// → [`Outcome::Presence`]
+    Presence { channel: String, stats: bool },
+    /// → [`Outcome::History`]
+    History {
+        channel: String,
+        query: HistoryQuery,
+    },
+    /// Check a refresh token and whether it is revoked. → [`Outcome::Refreshed`]
+    Refresh { token: String },
+    /// Ask again whether an introspected token is active.
+    /// → [`Outcome::StillActive`]
+    StillActive { token: String },
+    /// Fetch the subscription JWKS again in the background (an unknown
+    /// `kid` at `sub_refresh`, which does not wait).
+    RefetchSubscriptionKeys,
+    /// Refresh these presence entries (channel, info) with `ttl`.
+    RefreshPresence {
+        entries: Vec<(String, ClientInfo)>,
+        ttl: Duration,
+    },
+    /// End a subscription in the node: close its subscriber, leave the Hub,
+    /// remove presence, publish leave (as `state` says).
+    Leave {
+        channel: String,
+        state: SubscriptionState,
+        info: ClientInfo,
+    },
+    /// Undo a subscribe whose subscription was dropped while it ran.
+    Detach { channel: String },
+    /// Remove this connection's entry from its user's cluster-wide count.
+    RemoveUserEntry { key: String, client: String },
+    /// Take the connection off the node's registry.
+    Unregister { user: String },
+}
+
+/// What a revocation check asks about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Revocation {
+    pub(crate) token_id: Option<String>,
+    pub(crate) user: String,
+    pub(crate) issued_at: Option<u64>,
+}
+
+/// Why the cluster-wide checks of a connect refused it.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The token is revoked (3500).
+    Revoked,
+    /// `client.user_connection_limit` reached across the cluster (3504).
+    UserLimit,
+    Engine(BusError),
+}
+
+/// The outcome of an [`Effect`] run with [`Action::Run`].
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Verified(Result<Principal, TokenError>),
+    SubscriptionVerified(Result<SubscriptionClaims, TokenError>),
+    Registered(bool),
+    Admitted(Result<(), Refused>),
+    /// The subscribe result and, for a positioned subscription, where it
+    /// stands; the error is already a wire code.
+    Subscribed(Result<(SubscribeResult, Option<Position>), ErrorCode>),
+    Published(Result<(), BusError>),
+    /// A `presence` or `presence_stats` result.
+    Presence(Result<CommandResult, BusError>),
+    History(Result<HistoryPage, BusError>),
+    Refreshed {
+        checked: Result<Principal, TokenError>,
+        revoked: Result<bool, BusError>,
+    },
+    /// `None`: cannot be decided now.
+    StillActive(Option<bool>),
+}
+
+/// What the driver does next.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Queue a reply, push or ping to the client.
+    Send(Reply),
+    /// The subscribe reply (or the connect reply, or the subscribe push) is
+    /// queued: the channel's subscriber may deliver, skipping what
+    /// `position` says the client has.
+    GoLive {
+        channel: String,
+        position: Option<Position>,
+    },
+    /// Run the effect and hand its outcome to [`Machine::handle_effect`].
+    Run { id: EffectId, effect: Effect },
+    /// Run the effect; nothing comes back.
+    Spawn(Effect),
+    /// Close the connection with this code; nothing else follows.
+    Close(Disconnect),
+}
