@@ -505,7 +505,7 @@ mod tests {
             Poll::Ready(Next::Close(d)) => assert_eq!(d, Disconnect::INSUFFICIENT_STATE),
             _ => panic!("the flooded connection was not closed"),
         }
-        assert!(crate::metrics::METRICS.mailbox_overflows.get() >= before + 1);
+        assert!(crate::metrics::METRICS.mailbox_overflows.get() > before);
         // What the actor would read: exactly the capacity.
         use futures_util::StreamExt as _;
         drop(mailbox);
