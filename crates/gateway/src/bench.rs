@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use herald_protocol::{Publication, RawJson};
 
-use crate::hub::{GapListener, Hub, Subscriber};
+use crate::node::hub::{GapListener, Hub, Subscriber};
 use crate::outbox::Outbox;
 
 /// The channel every subscriber of a [`FanoutRig`] is on.
@@ -87,7 +87,7 @@ fn payload() -> RawJson {
 pub fn tls_server_config(
     cert_pem_file: &str,
     key_pem_file: &str,
-) -> Result<Arc<rustls::ServerConfig>, crate::GatewayError> {
+) -> Result<Arc<rustls::ServerConfig>, crate::error::GatewayError> {
     let config = crate::TlsConfig {
         enabled: true,
         cert_pem_file: cert_pem_file.to_owned(),

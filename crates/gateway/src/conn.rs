@@ -1,23 +1,40 @@
-//! A client connection: the protocol's rules as a machine without I/O
-//! (`machine.rs`, with its state, rate limiter, timers and subscribe plans),
-//! driven by one actix actor per connection (`session.rs`).
+//! A client connection, from accept to close: the per-address admission
+//! and the stream (`accept.rs`), the WebSocket upgrade (`upgrade.rs`), the
+//! protocol's rules as a machine without I/O (`machine.rs`, with its state,
+//! rate limiter and timers), the actix actor that drives it (`session.rs`),
+//! and the socket task (`socket.rs`).
 
+pub(crate) mod accept;
 pub(crate) mod machine;
-pub(crate) mod plan;
 pub(crate) mod rate;
+pub(crate) mod session;
+pub(crate) mod socket;
 pub(crate) mod state;
 pub(crate) mod timer;
+pub(crate) mod upgrade;
 
 #[cfg(test)]
 mod tests {
     /// The protocol's rules and everything they are made of.
     const PURE: [(&str, &str); 10] = [
         ("conn/machine.rs", include_str!("conn/machine.rs")),
-        ("conn/machine/commands.rs", include_str!("conn/machine/commands.rs")),
-        ("conn/machine/connect.rs", include_str!("conn/machine/connect.rs")),
-        ("conn/machine/effect.rs", include_str!("conn/machine/effect.rs")),
-        ("conn/machine/timers.rs", include_str!("conn/machine/timers.rs")),
-        ("conn/plan.rs", include_str!("conn/plan.rs")),
+        (
+            "conn/machine/commands.rs",
+            include_str!("conn/machine/commands.rs"),
+        ),
+        (
+            "conn/machine/connect.rs",
+            include_str!("conn/machine/connect.rs"),
+        ),
+        (
+            "conn/machine/effect.rs",
+            include_str!("conn/machine/effect.rs"),
+        ),
+        (
+            "conn/machine/timers.rs",
+            include_str!("conn/machine/timers.rs"),
+        ),
+        ("node/plan.rs", include_str!("node/plan.rs")),
         ("conn/rate.rs", include_str!("conn/rate.rs")),
         ("conn/state.rs", include_str!("conn/state.rs")),
         ("conn/timer.rs", include_str!("conn/timer.rs")),
@@ -27,10 +44,10 @@ mod tests {
     /// What the pure modules may import of this crate: each other, and the
     /// leaves (configuration, metrics counters).
     const ALLOWED: [&str; 12] = [
-        "crate::conn::plan",
+        "crate::node::plan",
         "crate::conn::timer",
-        "super::super::plan",
         "super::super::state",
+        "crate::conn::state",
         "super::{",
         "crate::codes",
         "crate::config",

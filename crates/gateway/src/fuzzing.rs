@@ -9,7 +9,7 @@
 use bytes::BytesMut;
 use herald_protocol::{decode_frame, Command};
 
-use crate::wsframe::{self, Message, Reader};
+use crate::ws::frame::{self as wsframe, Message, Reader};
 
 /// What the server made of a client's bytes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -143,7 +143,7 @@ mod tests {
 
     use super::*;
 
-    use crate::wsframe::masked_client_frame as client_frame;
+    use crate::ws::frame::masked_client_frame as client_frame;
 
     /// `bytes` cut at the given points (any order, duplicates allowed), so
     /// possibly inside a UTF-8 character; always at least one piece.

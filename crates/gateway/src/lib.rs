@@ -1,26 +1,21 @@
 //! The actix-web side of herald: per-connection Session actors, the Hub that
 //! fans publications out to local sessions, and the HTTP endpoints.
 
-mod api;
+mod access_log;
 #[doc(hidden)]
 pub mod bench;
-mod body;
 mod codes;
 pub mod config;
 mod conn;
+mod error;
 #[doc(hidden)]
 pub mod fuzzing;
-mod hub;
-mod listener;
+mod http;
 mod metrics;
 mod node;
 mod outbox;
-mod session;
-mod socket;
-mod subscribe;
 mod tls;
 mod ws;
-mod wsframe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,33 +23,23 @@ use std::sync::Arc;
 use actix_http::HttpService;
 use actix_service::{fn_service, map_config};
 use actix_web::dev::AppConfig;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpServer};
 use herald_auth::{ChannelPolicy, TokenVerifier};
 use herald_bus::{BrokerEvents, BusError, Engine};
 use herald_identity::Authenticator;
 
-use crate::hub::Hub;
+use crate::access_log::access_log;
+use crate::conn::{accept as listener, upgrade};
+use crate::http::routes::{internal_routes, public_routes, InternalRoutes};
+use crate::http::{api, body};
+use crate::node::hub::Hub;
 use crate::node::{Node, NodeEvents};
 
 pub use config::{
     ClientAuth, ClientConfig, EndpointsConfig, GatewayConfig, HttpApiConfig, HttpServerConfig,
     IdentitySource, IntrospectionConfig, MinVersion, ShutdownConfig, TlsConfig,
 };
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum GatewayError {
-    /// A configuration value the gateway cannot run with; the message names the key.
-    #[error("{0}")]
-    Config(String),
-    #[error("engine: {0}")]
-    Engine(#[from] BusError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
-}
+pub use error::GatewayError;
 
 /// A running node.
 pub struct RunningServer {
@@ -188,12 +173,12 @@ where
     let public_data = data.clone();
     let public_internal = internal_settings.clone();
     let public_node = node.clone();
-    let settings = ws::UpgradeSettings {
+    let settings = upgrade::UpgradeSettings {
         echo: http.conformance_echo,
     };
     if settings.echo {
         tracing::warn!(
-            path = ws::ECHO_PATH,
+            path = crate::ws::handshake::ECHO_PATH,
             "the conformance echo route is on: not for production"
         );
     }
@@ -228,7 +213,7 @@ where
                 .upgrade(fn_service(move |(req, framed)| {
                     let node = node.clone();
                     async move {
-                        ws::upgrade(node, req, framed, settings).await;
+                        upgrade::upgrade(node, req, framed, settings).await;
                         Ok::<(), actix_http::Error>(())
                     }
                 }))
@@ -323,100 +308,9 @@ fn watch_sighup(cert: Option<std::sync::Arc<tls::ReloadingCert>>) {
     drop(cert);
 }
 
-/// Routes of the public listener's App. WebSocket handshakes never reach
-/// it (they go to `ws::upgrade`); a GET without `Connection: upgrade` does.
-fn public_routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource(ws::WEBSOCKET_PATH).to(|| async {
-        HttpResponse::BadRequest().body("expected a WebSocket handshake (Connection: upgrade)")
-    }));
-}
-
 /// How long a client may take to send its request head (the WebSocket
 /// handshake included).
 const REQUEST_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// One line per HTTP request: method, path, status, duration. Never the
-/// query string, a header or a body: those may carry tokens and payloads.
-async fn access_log(
-    req: actix_web::dev::ServiceRequest,
-    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
-) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
-    let started = std::time::Instant::now();
-    let method = req.method().clone();
-    let path = req.path().to_owned();
-    let response = next.call(req).await?;
-    log_request(&method, &path, response.status().as_u16(), started);
-    Ok(response)
-}
-
-/// The access log line (also written for WebSocket handshakes, which do not
-/// pass through the App).
-pub(crate) fn log_request(
-    method: &actix_web::http::Method,
-    path: &str,
-    status: u16,
-    started: std::time::Instant,
-) {
-    tracing::info!(
-        target: "herald::access",
-        %method,
-        path,
-        status,
-        micros = started.elapsed().as_micros() as u64,
-        "http request"
-    );
-}
-
-#[derive(Clone)]
-struct InternalRoutes {
-    api: web::Data<api::ApiSettings>,
-    metrics: bool,
-    health: bool,
-}
-
-/// Routes of the internal listener: server API, metrics, health, readiness.
-fn internal_routes(cfg: &mut web::ServiceConfig, settings: &InternalRoutes) {
-    cfg.app_data(settings.api.clone())
-        .service(web::resource("/api").to(api::legacy))
-        .service(web::resource("/api/{method}").to(api::handle));
-    if settings.health {
-        cfg.service(web::resource("/health").route(web::get().to(|| async {
-            HttpResponse::Ok()
-                .content_type("application/json")
-                .body("{}")
-        })))
-        .service(web::resource("/ready").route(web::get().to(ready)));
-    }
-    if settings.metrics {
-        cfg.service(web::resource("/metrics").route(web::get().to(
-            |node: web::Data<Arc<Node>>| async move {
-                HttpResponse::Ok()
-                    .content_type("text/plain; version=0.0.4; charset=utf-8")
-                    .body(metrics::METRICS.render(&node.figures()))
-            },
-        )));
-    }
-}
-
-/// 200 `{}` when the engine is reachable and the node is not draining, else
-/// 503 with the reason.
-async fn ready(node: web::Data<Arc<Node>>) -> HttpResponse {
-    let reason = if node.is_draining() {
-        Some("draining")
-    } else if !node.engine.broker.healthy() {
-        Some("engine unreachable")
-    } else {
-        None
-    };
-    match reason {
-        None => HttpResponse::Ok()
-            .content_type("application/json")
-            .body("{}"),
-        Some(reason) => HttpResponse::ServiceUnavailable()
-            .content_type("application/json")
-            .body(serde_json::json!({ "reason": reason }).to_string()),
-    }
-}
 
 fn bind(address: &str, port: u16) -> Result<std::net::TcpListener, GatewayError> {
     std::net::TcpListener::bind((address, port)).map_err(|source| GatewayError::Bind {

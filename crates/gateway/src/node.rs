@@ -9,16 +9,22 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herald_auth::ChannelPolicy;
-use herald_bus::{
-    BrokerEvents, BusError, ControlCommand, Engine, NodeInfo, SurveyReply, SurveyRequest,
-};
+use herald_bus::{BusError, ControlCommand, Engine, NodeInfo};
 use herald_identity::Authenticator;
-use herald_protocol::{ClientInfo, Publication};
+use herald_protocol::Publication;
 use parking_lot::Mutex;
 
 use crate::config::ClientConfig;
-use crate::hub::{Hub, Subscriber};
-use crate::outbox::Outbox;
+pub(crate) mod events;
+pub(crate) mod hub;
+pub(crate) mod mailbox;
+pub(crate) mod plan;
+pub(crate) mod subscribe;
+
+pub(crate) use self::events::NodeEvents;
+pub(crate) use self::mailbox::{Mailbox, SessionEvent};
+
+use self::hub::{Hub, Subscriber};
 
 /// Number of locks that order node-level engine subscribe/unsubscribe per channel.
 const SUBSCRIBE_LOCKS: usize = 64;
@@ -60,59 +66,6 @@ impl Drop for IpSlot {
             if *n == 0 {
                 counts.remove(&self.ip);
             }
-        }
-    }
-}
-
-/// What reaches a connection from outside its own socket: a cluster-wide
-/// command, or a gap on one of its positioned subscriptions.
-#[derive(Debug)]
-pub(crate) enum SessionEvent {
-    Control(ControlCommand),
-    Gap(String),
-}
-
-/// A connection's bounded inbox for [`SessionEvent`]s. A connection that
-/// lets [`Mailbox::CAPACITY`] of them pile up (its actor starved, or a flood
-/// of control commands) is closed with 3010 (reconnect and recover: it may
-/// have missed an unsubscribe or a gap) rather than holding more memory.
-#[derive(Clone)]
-pub(crate) struct Mailbox {
-    sender: tokio::sync::mpsc::Sender<SessionEvent>,
-    outbox: Arc<Outbox>,
-}
-
-impl Mailbox {
-    /// Events waiting for one connection.
-    pub(crate) const CAPACITY: usize = 64;
-
-    /// A mailbox for the connection whose queue to clients is `outbox`, and
-    /// the stream its actor reads.
-    pub(crate) fn new(
-        outbox: Arc<Outbox>,
-    ) -> (
-        Self,
-        impl futures_util::Stream<Item = SessionEvent> + 'static,
-    ) {
-        let (sender, receiver) = tokio::sync::mpsc::channel(Self::CAPACITY);
-        let events = futures_util::stream::unfold(receiver, |mut receiver| async move {
-            receiver.recv().await.map(|event| (event, receiver))
-        });
-        (Self { sender, outbox }, events)
-    }
-
-    /// Hands `event` to the connection; never waits.
-    pub(crate) fn deliver(&self, event: SessionEvent) {
-        use tokio::sync::mpsc::error::TrySendError;
-        match self.sender.try_send(event) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                crate::metrics::METRICS.mailbox_overflows.inc();
-                self.outbox
-                    .close(herald_protocol::Disconnect::INSUFFICIENT_STATE);
-            }
-            // The connection is gone.
-            Err(TrySendError::Closed(_)) => {}
         }
     }
 }
@@ -217,12 +170,12 @@ impl Node {
         &self,
         channel: &herald_auth::ResolvedChannel<'_>,
     ) -> Option<herald_bus::HistoryOptions> {
-        crate::conn::plan::history_options(&self.policy, channel)
+        crate::node::plan::history_options(&self.policy, channel)
     }
 
     /// A history request's `limit` as the engine takes it (conn/plan.rs).
     pub(crate) fn history_limit(&self, requested: i64) -> usize {
-        crate::conn::plan::history_limit(&self.client, requested)
+        crate::node::plan::history_limit(&self.client, requested)
     }
 
     /// Hands a publication to the engine, timing it.
@@ -389,7 +342,7 @@ impl Node {
 
     /// A presence entry lives this long unless its node refreshes it.
     pub(crate) fn presence_ttl(&self) -> Duration {
-        crate::conn::plan::presence_ttl(&self.client)
+        crate::node::plan::presence_ttl(&self.client)
     }
 }
 
@@ -398,118 +351,4 @@ pub(crate) fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// What the engine talks to: the Hub for channel events, the Node for
-/// control commands and figures. Created before the Node (the engine needs
-/// it, the Node needs the engine), so it reaches the Node through a late link.
-pub(crate) struct NodeEvents {
-    hub: Arc<Hub>,
-    node: std::sync::OnceLock<std::sync::Weak<Node>>,
-}
-
-impl NodeEvents {
-    pub(crate) fn new(hub: Arc<Hub>) -> Self {
-        Self {
-            hub,
-            node: std::sync::OnceLock::new(),
-        }
-    }
-
-    pub(crate) fn link(&self, node: &Arc<Node>) {
-        let _ = self.node.set(Arc::downgrade(node));
-    }
-
-    fn node(&self) -> Option<Arc<Node>> {
-        self.node.get().and_then(std::sync::Weak::upgrade)
-    }
-}
-
-impl BrokerEvents for NodeEvents {
-    fn on_publication(&self, channel: &str, publication: Publication, epoch: &str) {
-        crate::metrics::METRICS.broker_messages_received.inc();
-        self.hub.on_publication(channel, publication, epoch);
-    }
-
-    fn on_join(&self, channel: &str, info: ClientInfo) {
-        crate::metrics::METRICS.broker_messages_received.inc();
-        self.hub.on_join(channel, info);
-    }
-
-    fn on_leave(&self, channel: &str, info: ClientInfo) {
-        crate::metrics::METRICS.broker_messages_received.inc();
-        self.hub.on_leave(channel, info);
-    }
-
-    fn on_control(&self, command: ControlCommand) {
-        if let Some(node) = self.node() {
-            node.dispatch(command);
-        }
-    }
-
-    fn on_gap(&self, channel: &str) {
-        self.hub.on_gap(channel);
-    }
-
-    fn node_info(&self) -> NodeInfo {
-        self.node().map(|n| n.info()).unwrap_or_default()
-    }
-
-    fn on_survey(&self, request: &SurveyRequest) -> SurveyReply {
-        match request {
-            SurveyRequest::Channels => SurveyReply::Channels {
-                channels: self.hub.channel_counts(),
-            },
-            _ => SurveyReply::Channels {
-                channels: Default::default(),
-            },
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::task::{Context, Poll};
-
-    use herald_protocol::Disconnect;
-
-    use super::*;
-    use crate::outbox::Next;
-
-    /// A connection whose actor stopped reading its mailbox: once
-    /// `Mailbox::CAPACITY` events wait, the next one closes the connection
-    /// with 3010 and is counted, instead of queueing without bound.
-    #[tokio::test]
-    async fn a_flooded_mailbox_closes_its_connection_with_3010() {
-        let outbox = Arc::new(Outbox::new(1 << 20));
-        let (mailbox, events) = Mailbox::new(outbox.clone());
-        let before = crate::metrics::METRICS.mailbox_overflows.get();
-        let command = || {
-            SessionEvent::Control(ControlCommand::RevokeToken {
-                token_id: "t".into(),
-            })
-        };
-        for _ in 0..Mailbox::CAPACITY {
-            mailbox.deliver(command());
-        }
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(
-            matches!(outbox.poll_next(&mut cx), Poll::Pending),
-            "still open at capacity"
-        );
-        // 10,000 more: one close, nothing queued past the capacity.
-        for _ in 0..10_000 {
-            mailbox.deliver(command());
-        }
-        match outbox.poll_next(&mut cx) {
-            Poll::Ready(Next::Close(d)) => assert_eq!(d, Disconnect::INSUFFICIENT_STATE),
-            _ => panic!("the flooded connection was not closed"),
-        }
-        assert!(crate::metrics::METRICS.mailbox_overflows.get() > before);
-        // What the actor would read: exactly the capacity.
-        use futures_util::StreamExt as _;
-        drop(mailbox);
-        let waiting = events.count().await;
-        assert_eq!(waiting, Mailbox::CAPACITY);
-    }
 }

@@ -18,7 +18,7 @@ use std::task::{Context, Poll, Waker};
 use herald_protocol::Disconnect;
 use parking_lot::Mutex;
 
-use crate::wsframe::TextFrame;
+use crate::ws::frame::TextFrame;
 
 /// Most bytes joined into one WebSocket message by the writer.
 const MAX_BATCH_BYTES: usize = 32 * 1024;

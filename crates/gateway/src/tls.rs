@@ -22,7 +22,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{ClientAuth, IdentitySource, MinVersion, TlsConfig};
-use crate::GatewayError;
+use crate::error::GatewayError;
 
 /// How long a client may take to finish the TLS handshake (SEC-WS-2).
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);

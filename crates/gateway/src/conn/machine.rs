@@ -33,13 +33,13 @@ use herald_protocol::{
 };
 use tracing::{debug, info, warn};
 
-use super::plan::{self, SubscribePlan};
 use super::rate::RateLimiter;
 use super::state::{Admission, ConnectionState, Phase, SubscriptionState};
 use super::timer::{Timer, TimerTable};
 use crate::codes::{self, Stage, Wire};
 use crate::config::ClientConfig;
 use crate::metrics;
+use crate::node::plan::{self, SubscribePlan};
 
 mod commands;
 mod connect;

@@ -14,8 +14,8 @@ use tracing::{debug, warn};
 
 use super::{engine_code, ttl_from, Action, Effect, Machine, Now, Step};
 use crate::codes::{self, Stage, Wire};
-use crate::conn::plan::{self, Position, SubscribeFlags, SubscribePlan};
 use crate::metrics;
+use crate::node::plan::{self, Position, SubscribeFlags, SubscribePlan};
 
 impl Machine {
     pub(super) fn subscribe(&mut self, id: u32, req: SubscribeRequest, now: Now) {

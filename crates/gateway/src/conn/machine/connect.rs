@@ -15,9 +15,9 @@ use super::{
     engine_code, ttl_from, Action, Effect, Machine, Now, Outcome, Refused, Revocation, Step,
 };
 use crate::codes::{self, Stage, Wire};
-use crate::conn::plan::{Position, SubscribeFlags, SubscribePlan};
 use crate::conn::timer::Timer;
 use crate::metrics;
+use crate::node::plan::{Position, SubscribeFlags, SubscribePlan};
 
 /// A connect between its effects.
 pub(super) struct Connecting {

@@ -10,8 +10,8 @@ use herald_protocol::{
     ClientInfo, CommandResult, Disconnect, ErrorCode, Publication, Reply, SubscribeResult,
 };
 
-use super::super::plan::{Position, SubscribePlan};
 use super::super::state::SubscriptionState;
+use crate::node::plan::{Position, SubscribePlan};
 
 /// Identifies an effect the machine waits for.
 pub(crate) type EffectId = u64;

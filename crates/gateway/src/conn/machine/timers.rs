@@ -8,9 +8,9 @@ use herald_protocol::{ClientInfo, Disconnect, Reply, UnsubscribeCode};
 use tracing::warn;
 
 use super::{Action, Effect, Machine, Now, EXPIRY_SLACK};
-use crate::conn::plan;
 use crate::conn::timer::Timer;
 use crate::metrics;
+use crate::node::plan;
 
 impl Machine {
     pub(super) fn start_timers(&mut self, now: Now) {

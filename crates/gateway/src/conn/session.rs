@@ -21,15 +21,15 @@ use tracing::{info, warn};
 use crate::conn::machine::{
     Action, Effect, EffectId, Machine, Now, Outcome, Refused, Revocation, Setup,
 };
-use crate::conn::plan;
+use crate::conn::socket::Inbound;
 use crate::conn::state::SubscriptionState;
-use crate::hub::{GapListener, Subscriber};
 use crate::metrics;
+use crate::node::hub::{GapListener, Subscriber};
+use crate::node::plan;
+use crate::node::subscribe;
 use crate::node::{unix_now, Mailbox, Node, SessionEvent};
 use crate::outbox::{Outbox, Pushed};
-use crate::socket::Inbound;
-use crate::subscribe;
-use crate::wsframe::TextFrame;
+use crate::ws::frame::TextFrame;
 
 pub(crate) struct Session {
     machine: Machine,

@@ -28,7 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::API_METHODS;
 use crate::node::Node;
-use crate::ws::glob_match;
+use crate::ws::handshake::glob_match;
 
 /// Largest request body; more is answered 413.
 pub(crate) const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
@@ -148,7 +148,7 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<Bytes
         match chunk {
             Ok(chunk) if body.len() + chunk.len() > MAX_BODY_BYTES => return Err(too_large()),
             Ok(chunk) => body.extend_from_slice(&chunk),
-            Err(e) if crate::body::is_timeout(&e) => {
+            Err(e) if crate::http::body::is_timeout(&e) => {
                 return Err(HttpResponse::RequestTimeout()
                     .body("request body not complete within http_server.request_body_timeout\n"))
             }
@@ -211,7 +211,7 @@ fn params<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 fn engine_error(e: &BusError) -> ApiError {
-    crate::subscribe::engine_error(e).into()
+    crate::node::subscribe::engine_error(e).into()
 }
 
 fn required(value: &str, what: &str) -> Result<(), ApiError> {

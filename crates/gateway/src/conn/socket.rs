@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::metrics;
 use crate::outbox::{Next, Outbox};
-use crate::wsframe::{self, Message, Reader, TextFrame, WsError};
+use crate::ws::frame::{self as wsframe, Message, Reader, TextFrame, WsError};
 
 /// Per-thread read buffer: a read lands here and only an unfinished frame
 /// is copied out, so idle connections hold nothing.

@@ -59,7 +59,7 @@ pub(crate) async fn guard(
         }
         response
     };
-    if !crate::ws::has_body(req.headers()) {
+    if !crate::ws::handshake::has_body(req.headers()) {
         return next
             .call(req)
             .await

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use herald_bus::{BusError, HistoryOptions, HistoryPage, HistoryQuery};
 use herald_protocol::{ErrorCode, StreamPosition, SubscribeResult};
 
-use crate::conn::plan::{Position, SubscribePlan};
-use crate::hub::Subscriber;
+use crate::node::hub::Subscriber;
+use crate::node::plan::{Position, SubscribePlan};
 use crate::node::{unix_now, Node};
 
 /// Runs the engine side of a subscribe. On success the subscriber is in the

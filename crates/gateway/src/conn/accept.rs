@@ -24,8 +24,8 @@ use actix_tls::accept::TlsError;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::conn::socket::Transport;
 use crate::node::{IpSlot, Node};
-use crate::socket::Transport;
 
 /// A TCP connection of the public listener with its place in the
 /// per-address count; the place is given back when the stream is dropped.

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use herald_protocol::{ClientInfo, Disconnect, Publication, Push};
 use parking_lot::{Mutex, RwLock};
 
-use crate::conn::plan::Position;
+use crate::node::plan::Position;
 use crate::outbox::{Outbox, Pushed};
-use crate::wsframe::TextFrame;
+use crate::ws::frame::TextFrame;
 
 /// Told when live delivery finds a gap or epoch change on a positioned
 /// subscription: the session must drop it (the client recovers by resubscribing).

@@ -1,0 +1,77 @@
+//! What the engine talks to: the Hub for channel events, the Node for
+//! control commands and figures.
+
+use std::sync::Arc;
+
+use herald_bus::{BrokerEvents, ControlCommand, NodeInfo, SurveyReply, SurveyRequest};
+use herald_protocol::{ClientInfo, Publication};
+
+use super::hub::Hub;
+use super::Node;
+
+/// What the engine talks to: the Hub for channel events, the Node for
+/// control commands and figures. Created before the Node (the engine needs
+/// it, the Node needs the engine), so it reaches the Node through a late link.
+pub(crate) struct NodeEvents {
+    hub: Arc<Hub>,
+    node: std::sync::OnceLock<std::sync::Weak<Node>>,
+}
+
+impl NodeEvents {
+    pub(crate) fn new(hub: Arc<Hub>) -> Self {
+        Self {
+            hub,
+            node: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn link(&self, node: &Arc<Node>) {
+        let _ = self.node.set(Arc::downgrade(node));
+    }
+
+    fn node(&self) -> Option<Arc<Node>> {
+        self.node.get().and_then(std::sync::Weak::upgrade)
+    }
+}
+
+impl BrokerEvents for NodeEvents {
+    fn on_publication(&self, channel: &str, publication: Publication, epoch: &str) {
+        crate::metrics::METRICS.broker_messages_received.inc();
+        self.hub.on_publication(channel, publication, epoch);
+    }
+
+    fn on_join(&self, channel: &str, info: ClientInfo) {
+        crate::metrics::METRICS.broker_messages_received.inc();
+        self.hub.on_join(channel, info);
+    }
+
+    fn on_leave(&self, channel: &str, info: ClientInfo) {
+        crate::metrics::METRICS.broker_messages_received.inc();
+        self.hub.on_leave(channel, info);
+    }
+
+    fn on_control(&self, command: ControlCommand) {
+        if let Some(node) = self.node() {
+            node.dispatch(command);
+        }
+    }
+
+    fn on_gap(&self, channel: &str) {
+        self.hub.on_gap(channel);
+    }
+
+    fn node_info(&self) -> NodeInfo {
+        self.node().map(|n| n.info()).unwrap_or_default()
+    }
+
+    fn on_survey(&self, request: &SurveyRequest) -> SurveyReply {
+        match request {
+            SurveyRequest::Channels => SurveyReply::Channels {
+                channels: self.hub.channel_counts(),
+            },
+            _ => SurveyReply::Channels {
+                channels: Default::default(),
+            },
+        }
+    }
+}
