@@ -225,6 +225,7 @@ fn required(value: &str, what: &str) -> Result<(), ApiError> {
 }
 
 /// Runs one API method; the result is its JSON (what goes under `result`).
+/// Each method is its own function over its typed request.
 pub(crate) async fn call(
     node: &Node,
     api: &ApiSettings,
@@ -232,277 +233,315 @@ pub(crate) async fn call(
     body: &[u8],
 ) -> Result<Box<RawValue>, ApiError> {
     match method {
-        "publish" => {
-            let req: ApiPublishRequest = params(body)?;
-            let position = publish(
-                node,
-                &req.channel,
-                &req.data,
-                &req.b64data,
-                req.skip_history,
-                &req.tags,
-                &req.idempotency_key,
-            )
-            .await?;
-            Ok(to_raw(&position))
-        }
-        "broadcast" => {
-            let req: ApiBroadcastRequest = params(body)?;
-            if req.channels.is_empty() {
-                return Err(ApiError::with_message(
-                    ErrorCode::BadRequest,
-                    "channels required",
-                ));
-            }
-            if req.channels.len() > api.max_batch_size {
-                return Err(ApiError::with_message(
-                    ErrorCode::BadRequest,
-                    format!(
-                        "broadcast to {} channels; at most {} (http_api.max_batch_size)",
-                        req.channels.len(),
-                        api.max_batch_size
-                    ),
-                ));
-            }
-            let publishes = req.channels.iter().map(|channel| {
-                publish(
-                    node,
-                    channel,
-                    &req.data,
-                    &req.b64data,
-                    req.skip_history,
-                    &req.tags,
-                    &req.idempotency_key,
-                )
-            });
-            let responses = futures_util::stream::iter(publishes)
-                .buffered(PARALLELISM)
-                .map(|outcome| match outcome {
-                    Ok(position) => ApiReply::Result(position),
-                    Err(error) => ApiReply::Error(error),
-                })
-                .collect()
-                .await;
-            Ok(to_raw(&ApiBroadcastResult { responses }))
-        }
-        "subscribe" => {
-            let req: ApiSubscribeRequest = params(body)?;
-            required(&req.user, "user")?;
-            resolve(node, &req.channel)?;
-            control(
-                node,
-                ControlCommand::Subscribe {
-                    user: req.user,
-                    channel: req.channel,
-                    client: req.client,
-                    info: req.info.filter(|v| !v.is_null()),
-                    data: req.data.filter(|v| !v.is_null()),
-                },
-            )
-            .await
-        }
-        "unsubscribe" => {
-            let req: ApiUnsubscribeRequest = params(body)?;
-            required(&req.user, "user")?;
-            resolve(node, &req.channel)?;
-            control(
-                node,
-                ControlCommand::Unsubscribe {
-                    user: req.user,
-                    channel: req.channel,
-                    client: req.client,
-                },
-            )
-            .await
-        }
-        "disconnect" => {
-            let req: ApiDisconnectRequest = params(body)?;
-            required(&req.user, "user")?;
-            let (code, reason) = match req.disconnect {
-                Some(d) if d.code != 0 => (d.code, d.reason),
-                _ => (
-                    Disconnect::FORCE_DISCONNECT.code,
-                    Disconnect::FORCE_DISCONNECT.reason.into_owned(),
-                ),
-            };
-            if !(3000..=4999).contains(&code) {
-                return Err(ApiError::with_message(
-                    ErrorCode::BadRequest,
-                    "disconnect code must be within 3000..4999",
-                ));
-            }
-            control(
-                node,
-                ControlCommand::Disconnect {
-                    user: req.user,
-                    client: req.client,
-                    whitelist: req.whitelist,
-                    code,
-                    reason,
-                },
-            )
-            .await
-        }
-        "refresh" => {
-            let req: ApiRefreshRequest = params(body)?;
-            required(&req.user, "user")?;
-            control(
-                node,
-                ControlCommand::Refresh {
-                    user: req.user,
-                    client: req.client,
-                    expired: req.expired,
-                    expire_at: (req.expire_at > 0).then_some(req.expire_at),
-                },
-            )
-            .await
-        }
+        "publish" => publish_method(node, params(body)?).await,
+        "broadcast" => broadcast(node, api, params(body)?).await,
+        "subscribe" => subscribe(node, params(body)?).await,
+        "unsubscribe" => unsubscribe(node, params(body)?).await,
+        "disconnect" => disconnect(node, params(body)?).await,
+        "refresh" => refresh(node, params(body)?).await,
         "presence" | "presence_stats" => {
-            let req: ApiChannelRequest = params(body)?;
-            let resolved = resolve(node, &req.channel)?;
-            if !resolved.options.presence {
-                return Err(ErrorCode::NotAvailable.into());
-            }
-            let store = &node.engine.presence;
-            if method == "presence" {
-                let presence = store
-                    .presence(&req.channel)
-                    .await
-                    .map_err(|e| engine_error(&e))?;
-                Ok(to_raw(&ApiPresenceResult { presence }))
-            } else {
-                let stats = store
-                    .presence_stats(&req.channel)
-                    .await
-                    .map_err(|e| engine_error(&e))?;
-                Ok(to_raw(&ApiPresenceStatsResult {
-                    num_clients: stats.num_clients,
-                    num_users: stats.num_users,
-                }))
-            }
+            presence(node, method == "presence_stats", params(body)?).await
         }
-        "history" => {
-            let req: ApiHistoryRequest = params(body)?;
-            let resolved = resolve(node, &req.channel)?;
-            if !resolved.options.history_enabled() {
-                return Err(ErrorCode::NotAvailable.into());
-            }
-            let limit = node.history_limit(req.limit);
-            let query = HistoryQuery {
-                since: req.since,
-                limit: Some(limit),
-                reverse: req.reverse,
-                meta_ttl: node.policy.history_meta_ttl(&resolved),
-            };
-            let page = node
-                .engine
-                .broker
-                .history(&req.channel, &query)
-                .await
-                .map_err(|e| engine_error(&e))?;
-            Ok(to_raw(&ApiHistoryResult {
-                publications: page.publications,
-                epoch: page.position.epoch,
-                offset: page.position.offset,
-            }))
-        }
-        "history_remove" => {
-            let req: ApiChannelRequest = params(body)?;
-            let resolved = resolve(node, &req.channel)?;
-            if !resolved.options.history_enabled() {
-                return Err(ErrorCode::NotAvailable.into());
-            }
-            node.engine
-                .broker
-                .remove_history(&req.channel)
-                .await
-                .map_err(|e| engine_error(&e))?;
-            Ok(to_raw(&ApiEmpty {}))
-        }
-        "channels" => {
-            let req: ApiChannelsRequest = params(body)?;
-            let replies = node
-                .engine
-                .broker
-                .survey(&SurveyRequest::Channels)
-                .await
-                .map_err(|e| engine_error(&e))?;
-            let mut result = ApiChannelsResult::default();
-            for reply in replies {
-                let SurveyReply::Channels { channels } = reply else {
-                    continue;
-                };
-                for (channel, n) in channels {
-                    if !req.pattern.is_empty()
-                        && !glob_match(req.pattern.as_bytes(), channel.as_bytes())
-                    {
-                        continue;
-                    }
-                    result.channels.entry(channel).or_default().num_clients += n;
-                }
-            }
-            result
-                .channels
-                .retain(|_, info: &mut ApiChannelInfo| info.num_clients > 0);
-            Ok(to_raw(&result))
-        }
-        "info" => {
-            let nodes = node
-                .engine
-                .broker
-                .nodes()
-                .into_iter()
-                .map(|n| ApiNodeResult {
-                    uid: n.uid,
-                    name: n.name,
-                    version: n.version,
-                    num_clients: n.num_clients,
-                    num_users: n.num_users,
-                    num_channels: n.num_channels,
-                    num_subs: n.num_subs,
-                    uptime: n.uptime,
-                })
-                .collect();
-            Ok(to_raw(&ApiInfoResult { nodes }))
-        }
-        "revoke_token" => {
-            let req: ApiRevokeTokenRequest = params(body)?;
-            required(&req.uid, "uid")?;
-            let now = crate::node::unix_now();
-            let until = revocation_end(req.expire_at, now)?;
-            node.engine
-                .broker
-                .revoke_token(&req.uid, until)
-                .await
-                .map_err(|e| engine_error(&e))?;
-            control(node, ControlCommand::RevokeToken { token_id: req.uid }).await
-        }
-        "invalidate_user_tokens" => {
-            let req: ApiInvalidateUserTokensRequest = params(body)?;
-            required(&req.user, "user")?;
-            let now = crate::node::unix_now();
-            let issued_before = if req.issued_before == 0 {
-                now
-            } else {
-                req.issued_before
-            };
-            let until = revocation_end(req.expire_at, now)?;
-            node.engine
-                .broker
-                .invalidate_user_tokens(&req.user, issued_before, until)
-                .await
-                .map_err(|e| engine_error(&e))?;
-            control(
-                node,
-                ControlCommand::InvalidateUserTokens {
-                    user: req.user,
-                    issued_before,
-                },
-            )
-            .await
-        }
+        "history" => history(node, params(body)?).await,
+        "history_remove" => history_remove(node, params(body)?).await,
+        "channels" => channels(node, params(body)?).await,
+        "info" => info(node),
+        "revoke_token" => revoke_token(node, params(body)?).await,
+        "invalidate_user_tokens" => invalidate_user_tokens(node, params(body)?).await,
         _ => Err(ErrorCode::MethodNotFound.into()),
     }
+}
+
+/// `publish`: one publication.
+async fn publish_method(node: &Node, req: ApiPublishRequest) -> Result<Box<RawValue>, ApiError> {
+    let position = publish(
+        node,
+        &req.channel,
+        &req.data,
+        &req.b64data,
+        req.skip_history,
+        &req.tags,
+        &req.idempotency_key,
+    )
+    .await?;
+    Ok(to_raw(&position))
+}
+
+/// `broadcast`: one publication to many channels, at most `http_api.max_batch_size`, 32 at a time.
+async fn broadcast(
+    node: &Node,
+    api: &ApiSettings,
+    req: ApiBroadcastRequest,
+) -> Result<Box<RawValue>, ApiError> {
+    if req.channels.is_empty() {
+        return Err(ApiError::with_message(
+            ErrorCode::BadRequest,
+            "channels required",
+        ));
+    }
+    if req.channels.len() > api.max_batch_size {
+        return Err(ApiError::with_message(
+            ErrorCode::BadRequest,
+            format!(
+                "broadcast to {} channels; at most {} (http_api.max_batch_size)",
+                req.channels.len(),
+                api.max_batch_size
+            ),
+        ));
+    }
+    let publishes = req.channels.iter().map(|channel| {
+        publish(
+            node,
+            channel,
+            &req.data,
+            &req.b64data,
+            req.skip_history,
+            &req.tags,
+            &req.idempotency_key,
+        )
+    });
+    let responses = futures_util::stream::iter(publishes)
+        .buffered(PARALLELISM)
+        .map(|outcome| match outcome {
+            Ok(position) => ApiReply::Result(position),
+            Err(error) => ApiReply::Error(error),
+        })
+        .collect()
+        .await;
+    Ok(to_raw(&ApiBroadcastResult { responses }))
+}
+
+/// `subscribe`: a server-side subscription for a user's connections, cluster-wide.
+async fn subscribe(node: &Node, req: ApiSubscribeRequest) -> Result<Box<RawValue>, ApiError> {
+    required(&req.user, "user")?;
+    resolve(node, &req.channel)?;
+    control(
+        node,
+        ControlCommand::Subscribe {
+            user: req.user,
+            channel: req.channel,
+            client: req.client,
+            info: req.info.filter(|v| !v.is_null()),
+            data: req.data.filter(|v| !v.is_null()),
+        },
+    )
+    .await
+}
+
+/// `unsubscribe`: ends a user's subscription, cluster-wide.
+async fn unsubscribe(node: &Node, req: ApiUnsubscribeRequest) -> Result<Box<RawValue>, ApiError> {
+    required(&req.user, "user")?;
+    resolve(node, &req.channel)?;
+    control(
+        node,
+        ControlCommand::Unsubscribe {
+            user: req.user,
+            channel: req.channel,
+            client: req.client,
+        },
+    )
+    .await
+}
+
+/// `disconnect`: closes a user's connections (a code within 3000..4999).
+async fn disconnect(node: &Node, req: ApiDisconnectRequest) -> Result<Box<RawValue>, ApiError> {
+    required(&req.user, "user")?;
+    let (code, reason) = match req.disconnect {
+        Some(d) if d.code != 0 => (d.code, d.reason),
+        _ => (
+            Disconnect::FORCE_DISCONNECT.code,
+            Disconnect::FORCE_DISCONNECT.reason.into_owned(),
+        ),
+    };
+    if !(3000..=4999).contains(&code) {
+        return Err(ApiError::with_message(
+            ErrorCode::BadRequest,
+            "disconnect code must be within 3000..4999",
+        ));
+    }
+    control(
+        node,
+        ControlCommand::Disconnect {
+            user: req.user,
+            client: req.client,
+            whitelist: req.whitelist,
+            code,
+            reason,
+        },
+    )
+    .await
+}
+
+/// `refresh`: moves the expiry of a user's connections.
+async fn refresh(node: &Node, req: ApiRefreshRequest) -> Result<Box<RawValue>, ApiError> {
+    required(&req.user, "user")?;
+    control(
+        node,
+        ControlCommand::Refresh {
+            user: req.user,
+            client: req.client,
+            expired: req.expired,
+            expire_at: (req.expire_at > 0).then_some(req.expire_at),
+        },
+    )
+    .await
+}
+
+/// `presence` and `presence_stats`.
+async fn presence(
+    node: &Node,
+    stats: bool,
+    req: ApiChannelRequest,
+) -> Result<Box<RawValue>, ApiError> {
+    let resolved = resolve(node, &req.channel)?;
+    if !resolved.options.presence {
+        return Err(ErrorCode::NotAvailable.into());
+    }
+    let store = &node.engine.presence;
+    if !stats {
+        let presence = store
+            .presence(&req.channel)
+            .await
+            .map_err(|e| engine_error(&e))?;
+        Ok(to_raw(&ApiPresenceResult { presence }))
+    } else {
+        let stats = store
+            .presence_stats(&req.channel)
+            .await
+            .map_err(|e| engine_error(&e))?;
+        Ok(to_raw(&ApiPresenceStatsResult {
+            num_clients: stats.num_clients,
+            num_users: stats.num_users,
+        }))
+    }
+}
+
+/// `history`: a page of a channel's stream.
+async fn history(node: &Node, req: ApiHistoryRequest) -> Result<Box<RawValue>, ApiError> {
+    let resolved = resolve(node, &req.channel)?;
+    if !resolved.options.history_enabled() {
+        return Err(ErrorCode::NotAvailable.into());
+    }
+    let limit = node.history_limit(req.limit);
+    let query = HistoryQuery {
+        since: req.since,
+        limit: Some(limit),
+        reverse: req.reverse,
+        meta_ttl: node.policy.history_meta_ttl(&resolved),
+    };
+    let page = node
+        .engine
+        .broker
+        .history(&req.channel, &query)
+        .await
+        .map_err(|e| engine_error(&e))?;
+    Ok(to_raw(&ApiHistoryResult {
+        publications: page.publications,
+        epoch: page.position.epoch,
+        offset: page.position.offset,
+    }))
+}
+
+/// `history_remove`: drops a channel's publications (epoch and top stay).
+async fn history_remove(node: &Node, req: ApiChannelRequest) -> Result<Box<RawValue>, ApiError> {
+    let resolved = resolve(node, &req.channel)?;
+    if !resolved.options.history_enabled() {
+        return Err(ErrorCode::NotAvailable.into());
+    }
+    node.engine
+        .broker
+        .remove_history(&req.channel)
+        .await
+        .map_err(|e| engine_error(&e))?;
+    Ok(to_raw(&ApiEmpty {}))
+}
+
+/// `channels`: channels with subscribers, cluster-wide, by glob.
+async fn channels(node: &Node, req: ApiChannelsRequest) -> Result<Box<RawValue>, ApiError> {
+    let replies = node
+        .engine
+        .broker
+        .survey(&SurveyRequest::Channels)
+        .await
+        .map_err(|e| engine_error(&e))?;
+    let mut result = ApiChannelsResult::default();
+    for reply in replies {
+        let SurveyReply::Channels { channels } = reply else {
+            continue;
+        };
+        for (channel, n) in channels {
+            if !req.pattern.is_empty() && !glob_match(req.pattern.as_bytes(), channel.as_bytes()) {
+                continue;
+            }
+            result.channels.entry(channel).or_default().num_clients += n;
+        }
+    }
+    result
+        .channels
+        .retain(|_, info: &mut ApiChannelInfo| info.num_clients > 0);
+    Ok(to_raw(&result))
+}
+
+/// `info`: the nodes of the cluster.
+fn info(node: &Node) -> Result<Box<RawValue>, ApiError> {
+    let nodes = node
+        .engine
+        .broker
+        .nodes()
+        .into_iter()
+        .map(|n| ApiNodeResult {
+            uid: n.uid,
+            name: n.name,
+            version: n.version,
+            num_clients: n.num_clients,
+            num_users: n.num_users,
+            num_channels: n.num_channels,
+            num_subs: n.num_subs,
+            uptime: n.uptime,
+        })
+        .collect();
+    Ok(to_raw(&ApiInfoResult { nodes }))
+}
+
+/// `revoke_token`: refuses a token (by `jti`) until it expires.
+async fn revoke_token(node: &Node, req: ApiRevokeTokenRequest) -> Result<Box<RawValue>, ApiError> {
+    required(&req.uid, "uid")?;
+    let now = crate::node::unix_now();
+    let until = revocation_end(req.expire_at, now)?;
+    node.engine
+        .broker
+        .revoke_token(&req.uid, until)
+        .await
+        .map_err(|e| engine_error(&e))?;
+    control(node, ControlCommand::RevokeToken { token_id: req.uid }).await
+}
+
+/// `invalidate_user_tokens`: refuses a user's tokens issued before a time.
+async fn invalidate_user_tokens(
+    node: &Node,
+    req: ApiInvalidateUserTokensRequest,
+) -> Result<Box<RawValue>, ApiError> {
+    required(&req.user, "user")?;
+    let now = crate::node::unix_now();
+    let issued_before = if req.issued_before == 0 {
+        now
+    } else {
+        req.issued_before
+    };
+    let until = revocation_end(req.expire_at, now)?;
+    node.engine
+        .broker
+        .invalidate_user_tokens(&req.user, issued_before, until)
+        .await
+        .map_err(|e| engine_error(&e))?;
+    control(
+        node,
+        ControlCommand::InvalidateUserTokens {
+            user: req.user,
+            issued_before,
+        },
+    )
+    .await
 }
 
 /// Until when a revocation is kept: the token's expiry, or a long default.
