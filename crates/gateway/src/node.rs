@@ -148,13 +148,13 @@ impl Node {
         if targets.is_empty() {
             return;
         }
-        let command = ControlCommand::Disconnect {
+        let command = Arc::new(ControlCommand::Disconnect {
             user: String::new(),
             client: String::new(),
             whitelist: Vec::new(),
             code: herald_protocol::Disconnect::SHUTDOWN.code,
             reason: herald_protocol::Disconnect::SHUTDOWN.reason.to_string(),
-        };
+        });
         let step = spread / u32::try_from(targets.len()).unwrap_or(u32::MAX);
         let start = tokio::time::Instant::now();
         for (i, target) in targets.into_iter().enumerate() {
@@ -165,7 +165,7 @@ impl Node {
         }
     }
 
-    /// What a publication to `channel` keeps in history (conn/plan.rs).
+    /// What a publication to `channel` keeps in history (node/plan.rs).
     pub(crate) fn history_options(
         &self,
         channel: &herald_auth::ResolvedChannel<'_>,
@@ -173,7 +173,7 @@ impl Node {
         crate::node::plan::history_options(&self.policy, channel)
     }
 
-    /// A history request's `limit` as the engine takes it (conn/plan.rs).
+    /// A history request's `limit` as the engine takes it (node/plan.rs).
     pub(crate) fn history_limit(&self, requested: i64) -> usize {
         crate::node::plan::history_limit(&self.client, requested)
     }
@@ -278,7 +278,8 @@ impl Node {
 
     /// Hands a control command to the matching sessions of this node.
     fn dispatch(&self, command: ControlCommand) {
-        let (user, client) = match &command {
+        let command = Arc::new(command);
+        let (user, client) = match &*command {
             ControlCommand::Disconnect { user, client, .. }
             | ControlCommand::Unsubscribe { user, client, .. }
             | ControlCommand::Subscribe { user, client, .. }

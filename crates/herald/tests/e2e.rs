@@ -1,6 +1,6 @@
 //! End-to-end tests of the client protocol: a real `herald serve` process per
 //! test, real WebSocket connections, and assertions on what a client
-//! observes (reply lines, pushes, close codes) per centrifugo-compat.md §1.
+//! observes (reply lines, pushes, close codes) per docs/protocol.md.
 
 #[path = "e2e/identity.rs"]
 mod identity;
@@ -137,7 +137,7 @@ async fn garbage_frame_closes_3501() {
     let (code, reason) = client.expect_close().await;
     assert_eq!(code, 3501, "second connect; reason {reason:?}");
 
-    // The `ping` command is not part of protocol v2 (compat §8 item 2).
+    // The `ping` command is not part of protocol v2 (docs/protocol.md, "Commands").
     let mut client = Client::connected(&url, "u").await;
     client.send_line(r#"{"id":2,"ping":{}}"#).await;
     let (code, reason) = client.expect_close().await;
@@ -157,7 +157,7 @@ async fn garbage_frame_closes_3501() {
     let (code, reason) = client.expect_close().await;
     assert_eq!(code, 3501, "empty frame; reason {reason:?}");
 
-    // A pong while no ping is outstanding (compat §8 item 1).
+    // A pong while no ping is outstanding (docs/protocol.md, "Ping and pong").
     let mut client = Client::connected(&url, "u").await;
     client.pong().await;
     let (code, reason) = client.expect_close().await;
@@ -229,7 +229,7 @@ async fn no_pong_closes_3012() {
         "closed {code} {reason:?} without sending a ping first"
     );
     assert_eq!(code, 3012, "close reason {reason:?}");
-    // A server that enforces pongs must ask for them (compat §1.7): SDKs
+    // A server that enforces pongs must ask for them (docs/protocol.md, "Ping and pong"): SDKs
     // answer pings only when the connect result says `pong: true`.
     assert_eq!(
         reply["connect"]["pong"], true,
@@ -493,7 +493,7 @@ async fn unrecoverable_position_112() {
     assert!(
         result.get("publications").is_none()
             || result["publications"].as_array().is_some_and(Vec::is_empty),
-        "publications without recovered:true (compat §8 item 5): {reply}"
+        "publications without recovered:true (docs/protocol.md, "History, positioning and recovery"): {reply}"
     );
     assert!(
         result["epoch"]
@@ -545,7 +545,7 @@ async fn recovery_in_order() {
     assert_eq!(result["epoch"], epoch.as_str(), "{reply}");
     assert_eq!(
         result["offset"], 1,
-        "result offset must be the requested one (compat §8.5): {reply}"
+        "result offset must be the requested one (docs/protocol.md, "History, positioning and recovery"): {reply}"
     );
     let publications = result["publications"]
         .as_array()

@@ -1,4 +1,4 @@
-//! Wire types of the server HTTP API (`POST /api/<method>`, centrifugo-compat §4).
+//! Wire types of the server HTTP API (`POST /api/<method>`, docs/protocol.md "Server HTTP API").
 //!
 //! Requests ignore unknown fields. Results follow the reference: maps and
 //! arrays the reference lists as always present are emitted even when empty,

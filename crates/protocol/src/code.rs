@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-/// Error codes sent in `Reply.error` (centrifugo-compat §1.8).
+/// Error codes sent in `Reply.error` (docs/protocol.md, "Error codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -106,7 +106,7 @@ pub(crate) fn is_false(b: &bool) -> bool {
 }
 
 /// A server-initiated close: WebSocket close code plus a plain-text reason
-/// (centrifugo-compat §1.9).
+/// (docs/protocol.md, "Disconnect codes").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disconnect {
     pub code: u16,

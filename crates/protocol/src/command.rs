@@ -1,4 +1,4 @@
-//! Client -> server commands (centrifugo-compat §1.3, §1.4).
+//! Client -> server commands (docs/protocol.md, "Commands").
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! Server -> client replies, results and pushes (centrifugo-compat §1.5, §1.6).
+//! Server -> client replies, results and pushes (docs/protocol.md, "Results and pushes").
 
 use std::collections::BTreeMap;
 

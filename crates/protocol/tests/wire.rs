@@ -1,4 +1,4 @@
-//! Wire tests of the JSON protocol (centrifugo-compat §1, §8): round-trip
+//! Wire tests of the JSON protocol (docs/protocol.md): round-trip
 //! properties over every type, the exact encodings clients depend on, and
 //! what the decoder does with odd or hostile input.
 

@@ -185,7 +185,11 @@ impl Machine {
 
     /// The next thing to do, in order.
     pub(crate) fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        let action = self.actions.pop_front();
+        if action.is_none() {
+            release_idle(&mut self.actions);
+        }
+        action
     }
 
     /// When [`Machine::handle_timeout`] is due next.
@@ -414,6 +418,7 @@ impl Machine {
     fn drive(&mut self, now: Now) {
         while self.running.is_none() && !self.closing {
             let Some(command) = self.queue.pop_front() else {
+                release_idle(&mut self.queue);
                 return;
             };
             if let Err(d) = self.state.ready_for(&command.method) {
@@ -638,6 +643,15 @@ impl Machine {
             info,
         }));
         Some(state)
+    }
+}
+
+/// Gives back an emptied queue's memory: most connections sit idle with
+/// nothing queued, and their queues must not keep the capacity a burst of
+/// commands or actions grew them to.
+fn release_idle<T>(queue: &mut VecDeque<T>) {
+    if queue.is_empty() && queue.capacity() > 0 {
+        *queue = VecDeque::new();
     }
 }
 

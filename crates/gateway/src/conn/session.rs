@@ -50,7 +50,7 @@ struct GapToMailbox(Mailbox);
 
 impl GapListener for GapToMailbox {
     fn on_gap(&self, channel: &str) {
-        self.0.deliver(SessionEvent::Gap(channel.to_owned()));
+        self.0.deliver(SessionEvent::Gap(channel.into()));
     }
 }
 
@@ -463,7 +463,10 @@ impl StreamHandler<Inbound> for Session {
 impl StreamHandler<SessionEvent> for Session {
     fn handle(&mut self, event: SessionEvent, ctx: &mut Context<Self>) {
         match event {
-            SessionEvent::Control(command) => self.machine.handle_control(command, now()),
+            SessionEvent::Control(command) => {
+                let command = Arc::unwrap_or_clone(command);
+                self.machine.handle_control(command, now())
+            }
             SessionEvent::Gap(channel) => self.machine.handle_gap(&channel),
         }
         self.pump(ctx);

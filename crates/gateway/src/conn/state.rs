@@ -64,7 +64,7 @@ impl ConnectionState {
         self.phase
     }
 
-    /// Classifies a command on arrival (centrifugo-compat §1.3).
+    /// Classifies a command on arrival (docs/protocol.md, "Commands").
     pub(crate) fn admit(&mut self, method: &Method) -> Result<Admission, Disconnect> {
         match method {
             Method::Pong => {

@@ -1,5 +1,5 @@
 //! The server HTTP API: `POST /api/<method>` on the internal listener
-//! (centrifugo-compat §4). HTTP in and out here; what each method does lives
+//! (docs/protocol.md, "Server HTTP API"). HTTP in and out here; what each method does lives
 //! in [`call`], which batch reuses.
 
 use std::ops::Range;

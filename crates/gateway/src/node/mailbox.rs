@@ -11,17 +11,22 @@ use crate::outbox::Outbox;
 /// command, or a gap on one of its positioned subscriptions.
 #[derive(Debug)]
 pub(crate) enum SessionEvent {
-    Control(ControlCommand),
-    Gap(String),
+    /// Shared by every connection the command goes to.
+    Control(Arc<ControlCommand>),
+    Gap(Box<str>),
 }
 
 /// A connection's bounded inbox for [`SessionEvent`]s. A connection that
 /// lets [`Mailbox::CAPACITY`] of them pile up (its actor starved, or a flood
 /// of control commands) is closed with 3010 (reconnect and recover: it may
 /// have missed an unsubscribe or a gap) rather than holding more memory.
+///
+/// futures' channel, with one sender shared behind a lock: its capacity is
+/// then exactly `CAPACITY` + 1, and it allocates per event, so an idle
+/// connection's mailbox holds a few hundred bytes, not a block of slots.
 #[derive(Clone)]
 pub(crate) struct Mailbox {
-    sender: tokio::sync::mpsc::Sender<SessionEvent>,
+    sender: Arc<parking_lot::Mutex<futures_channel::mpsc::Sender<SessionEvent>>>,
     outbox: Arc<Outbox>,
 }
 
@@ -37,25 +42,23 @@ impl Mailbox {
         Self,
         impl futures_util::Stream<Item = SessionEvent> + 'static,
     ) {
-        let (sender, receiver) = tokio::sync::mpsc::channel(Self::CAPACITY);
-        let events = futures_util::stream::unfold(receiver, |mut receiver| async move {
-            receiver.recv().await.map(|event| (event, receiver))
-        });
+        let (sender, events) = futures_channel::mpsc::channel(Self::CAPACITY);
+        let sender = Arc::new(parking_lot::Mutex::new(sender));
         (Self { sender, outbox }, events)
     }
 
     /// Hands `event` to the connection; never waits.
     pub(crate) fn deliver(&self, event: SessionEvent) {
-        use tokio::sync::mpsc::error::TrySendError;
-        match self.sender.try_send(event) {
+        let sent = self.sender.lock().try_send(event);
+        match sent {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
+            Err(e) if e.is_full() => {
                 crate::metrics::METRICS.mailbox_overflows.inc();
                 self.outbox
                     .close(herald_protocol::Disconnect::INSUFFICIENT_STATE);
             }
             // The connection is gone.
-            Err(TrySendError::Closed(_)) => {}
+            Err(_) => {}
         }
     }
 }
@@ -78,11 +81,11 @@ mod tests {
         let (mailbox, events) = Mailbox::new(outbox.clone());
         let before = crate::metrics::METRICS.mailbox_overflows.get();
         let command = || {
-            SessionEvent::Control(ControlCommand::RevokeToken {
+            SessionEvent::Control(Arc::new(ControlCommand::RevokeToken {
                 token_id: "t".into(),
-            })
+            }))
         };
-        for _ in 0..Mailbox::CAPACITY {
+        for _ in 0..=Mailbox::CAPACITY {
             mailbox.deliver(command());
         }
         let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -103,6 +106,7 @@ mod tests {
         use futures_util::StreamExt as _;
         drop(mailbox);
         let waiting = events.count().await;
-        assert_eq!(waiting, Mailbox::CAPACITY);
+        // The capacity, and the one slot the channel keeps for its sender.
+        assert_eq!(waiting, Mailbox::CAPACITY + 1);
     }
 }

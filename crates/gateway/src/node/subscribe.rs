@@ -1,7 +1,7 @@
 //! Subscribing a session to a channel: engine first, then history, so no
-//! publication is lost between the two, with recovery per centrifugo-compat
-//! §1.10 and §3.4. Shared by client-side subscribe and the server-side
-//! subscriptions of a connection token.
+//! publication is lost between the two, with recovery per docs/protocol.md
+//! ("History, positioning and recovery"). Shared by client-side subscribe
+//! and the server-side subscriptions of a connection token.
 
 use std::sync::Arc;
 
@@ -148,7 +148,7 @@ async fn read_position(
     }
 }
 
-/// The recovery rule of centrifugo-compat §1.10.
+/// The recovery rule (docs/protocol.md, "History, positioning and recovery").
 fn recovered(requested: &StreamPosition, page: &HistoryPage, max: usize) -> bool {
     let top = &page.position;
     if !requested.epoch.is_empty() && requested.epoch != top.epoch {
