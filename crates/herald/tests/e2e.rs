@@ -493,7 +493,7 @@ async fn unrecoverable_position_112() {
     assert!(
         result.get("publications").is_none()
             || result["publications"].as_array().is_some_and(Vec::is_empty),
-        "publications without recovered:true (docs/protocol.md, "History, positioning and recovery"): {reply}"
+        "publications without recovered:true (docs/protocol.md, History, positioning and recovery): {reply}"
     );
     assert!(
         result["epoch"]
@@ -545,7 +545,7 @@ async fn recovery_in_order() {
     assert_eq!(result["epoch"], epoch.as_str(), "{reply}");
     assert_eq!(
         result["offset"], 1,
-        "result offset must be the requested one (docs/protocol.md, "History, positioning and recovery"): {reply}"
+        "result offset must be the requested one (docs/protocol.md, History, positioning and recovery): {reply}"
     );
     let publications = result["publications"]
         .as_array()
