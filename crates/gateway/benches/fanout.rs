@@ -39,6 +39,27 @@ fn fanout(c: &mut Criterion) {
             });
         });
     }
+    // Half the subscribers speak protobuf: one more encoding per
+    // publication, not one per subscriber.
+    let n = 10_000;
+    let rig = FanoutRig::mixed(n / 2, n / 2);
+    rig.publish(1);
+    assert!(rig.drain() >= n * 80, "every subscriber gets the payload");
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function(BenchmarkId::new("publish_80b_half_protobuf", n), |b| {
+        let mut offset = 1;
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            for _ in 0..iters {
+                offset += 1;
+                let start = Instant::now();
+                rig.publish(black_box(offset));
+                timed += start.elapsed();
+                black_box(rig.drain());
+            }
+            timed
+        });
+    });
     group.finish();
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use herald_protocol::{Publication, RawJson};
+use herald_protocol::{Format, Publication, RawJson};
 
 use crate::node::hub::{GapListener, Hub, Subscriber};
 use crate::outbox::Outbox;
@@ -20,9 +20,16 @@ pub struct FanoutRig {
 }
 
 impl FanoutRig {
-    /// Builds the Hub with `subscribers` sessions. Outboxes hold 64 MiB, so
-    /// nothing is dropped as slow between two [`FanoutRig::drain`] calls.
+    /// Builds the Hub with `subscribers` JSON sessions. Outboxes hold 64
+    /// MiB, so nothing is dropped as slow between two [`FanoutRig::drain`] calls.
     pub fn new(subscribers: usize) -> Self {
+        Self::mixed(subscribers, 0)
+    }
+
+    /// Builds the Hub with `json` JSON sessions and `protobuf` protobuf ones,
+    /// interleaved as they would join.
+    pub fn mixed(json: usize, protobuf: usize) -> Self {
+        let subscribers = json + protobuf;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         // Sharded as `serve` does it.
         let hub = Hub::new(cores * 8);
@@ -31,10 +38,18 @@ impl FanoutRig {
             .map(|_| Arc::new(Outbox::new(64 << 20)))
             .collect();
         for (session, outbox) in (1..).zip(&outboxes) {
+            // `protobuf` of them spread evenly over the sessions.
+            let k = session as usize;
+            let format = if k * protobuf / subscribers > (k - 1) * protobuf / subscribers {
+                Format::Protobuf
+            } else {
+                Format::Json
+            };
             let subscriber = Arc::new(Subscriber::new(
                 session,
                 CHANNEL.to_owned(),
                 outbox.clone(),
+                format,
                 false,
                 gaps.clone(),
             ));

@@ -8,6 +8,7 @@ mod codes;
 pub mod config;
 mod conn;
 mod error;
+mod format;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use herald_auth::{InvalidReason, TokenError};
 use herald_protocol::api::ApiError;
-use herald_protocol::{Disconnect, ErrorCode};
+use herald_protocol::{Disconnect, ErrorCode, Format};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
@@ -83,14 +83,13 @@ pub(crate) const FRAME_TYPES: &[&str] = &[
 /// `reason` values of `herald_client_handshake_refusals_total`: the
 /// handshake's refusals (`ws::Refusal::label`), and `address_limit` for a
 /// connection closed at accept over `client.connection_limit_per_ip`.
-pub(crate) const HANDSHAKE_REFUSAL_REASONS: [&str; 11] = [
+pub(crate) const HANDSHAKE_REFUSAL_REASONS: [&str; 10] = [
     "not_found",
     "method",
     "not_websocket",
     "version",
     "key",
     "origin",
-    "protobuf",
     "draining",
     "http_version",
     "body",
@@ -100,6 +99,9 @@ pub(crate) const HANDSHAKE_REFUSAL_REASONS: [&str; 11] = [
 /// `reason` of `herald_client_handshake_refusals_total` for a connection
 /// closed at accept over `client.connection_limit_per_ip` (listener.rs).
 pub(crate) const ADDRESS_LIMIT: &str = "address_limit";
+
+/// `reason` values of `herald_client_bad_messages_total` (`format::BadMessage`).
+pub(crate) const BAD_MESSAGE_REASONS: [&str; 3] = ["undecodable", "wrong_type", "payload_not_json"];
 
 /// `reason` values of `herald_http_request_bodies_cut_total`.
 pub(crate) const BODY_CUT_REASONS: [&str; 3] = ["timeout", "too_large", "unread"];
@@ -165,6 +167,10 @@ pub(crate) struct Metrics {
     /// Connections closed because their bounded mailbox was full.
     pub(crate) mailbox_overflows: IntCounter,
     pub(crate) tls_reloads: IntCounterVec,
+    /// Client messages refused, by format and reason (`format::BadMessage`).
+    pub(crate) bad_messages: IntCounterVec,
+    /// WebSocket connections upgraded, by the format they speak.
+    pub(crate) upgrades: IntCounterVec,
     /// Pre-resolved series of `messages_sent` for the fan-out path, so a
     /// publication costs an atomic add, not a label lookup under a lock.
     pub(crate) sent_publication: IntCounter,
@@ -341,6 +347,16 @@ impl Metrics {
                 "Certificate reloads: loaded, or refused with the old pair kept.",
                 &["result"],
             ),
+            bad_messages: counter_vec(
+                "herald_client_bad_messages_total",
+                "Client messages refused: undecodable (3501), of the wrong WebSocket message type for the connection's format (3501), or carrying a command payload that is not JSON (error 107), by format and reason.",
+                &["format", "reason"],
+            ),
+            upgrades: counter_vec(
+                "herald_client_upgrades_total",
+                "WebSocket connections upgraded on the client route, by the format of the client protocol they speak (json, protobuf).",
+                &["format"],
+            ),
             seen_rejected: std::array::from_fn(|_| AtomicU64::new(0)),
             seen_undecryptable: AtomicU64::new(0),
             seen_evicted: AtomicU64::new(0),
@@ -385,6 +401,13 @@ impl Metrics {
         }
         for result in ["loaded", "refused"] {
             self.tls_reloads.with_label_values(&[result]);
+        }
+        for format in [Format::Json, Format::Protobuf] {
+            self.upgrades.with_label_values(&[format.label()]);
+            for reason in BAD_MESSAGE_REASONS {
+                self.bad_messages
+                    .with_label_values(&[format.label(), reason]);
+            }
         }
         for label in ["expired", "unavailable", "unknown_key_pending"] {
             self.auth_failures.with_label_values(&[label]);
@@ -487,6 +510,19 @@ pub(crate) fn address_limit_refusal() {
         .handshake_refusals
         .with_label_values(&[ADDRESS_LIMIT])
         .inc();
+}
+
+/// A client message refused; `reason` is one of [`BAD_MESSAGE_REASONS`].
+pub(crate) fn bad_message(format: Format, reason: &'static str) {
+    METRICS
+        .bad_messages
+        .with_label_values(&[format.label(), reason])
+        .inc();
+}
+
+/// A WebSocket connection upgraded on the client route.
+pub(crate) fn upgraded(format: Format) {
+    METRICS.upgrades.with_label_values(&[format.label()]).inc();
 }
 
 /// A request body cut off; `reason` is one of [`BODY_CUT_REASONS`].

@@ -18,7 +18,7 @@ use std::task::{Context, Poll, Waker};
 use herald_protocol::Disconnect;
 use parking_lot::Mutex;
 
-use crate::ws::frame::TextFrame;
+use crate::ws::frame::DataFrame;
 
 /// Most bytes joined into one WebSocket message by the writer.
 const MAX_BATCH_BYTES: usize = 32 * 1024;
@@ -40,7 +40,7 @@ pub(crate) struct Outbox {
 }
 
 struct State {
-    frames: VecDeque<TextFrame>,
+    frames: VecDeque<DataFrame>,
     bytes: usize,
     close: Option<Closing>,
     /// The socket task, when it found nothing to write and is waiting.
@@ -54,8 +54,8 @@ struct Closing {
 /// What the writer should do next.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Next {
-    /// One WebSocket text message: queued frames joined with `\n`.
-    Write(TextFrame),
+    /// One WebSocket message: queued frames joined (`DataFrame::join`).
+    Write(DataFrame),
     /// Send a close frame and stop.
     Close(Disconnect),
 }
@@ -83,8 +83,8 @@ impl Outbox {
         }
     }
 
-    /// Queues one frame (a reply or push line). Never blocks on the socket.
-    pub(crate) fn push(&self, frame: TextFrame) -> Pushed {
+    /// Queues one frame (a reply or push). Never blocks on the socket.
+    pub(crate) fn push(&self, frame: DataFrame) -> Pushed {
         let mut state = self.state.lock();
         if state.close.is_some() {
             return Pushed::Closed;
@@ -202,14 +202,14 @@ impl Outbox {
                 .as_ref()
                 .map(|c| Next::Close(c.disconnect.clone()));
         };
-        // How many queued frames fit in one message.
+        // How many queued frames of the first one's kind fit in one message.
         let mut count = 1;
         let mut joined = first.payload().len();
         for frame in state.frames.iter().skip(1) {
-            if joined + 1 + frame.payload().len() > max_batch {
+            if frame.is_binary() != first.is_binary() || joined + frame.joined_len() > max_batch {
                 break;
             }
-            joined += 1 + frame.payload().len();
+            joined += frame.joined_len();
             count += 1;
         }
         let batch = if count == 1 {
@@ -217,9 +217,9 @@ impl Outbox {
             state.bytes -= frame.len();
             frame
         } else {
-            let frames: Vec<TextFrame> = state.frames.drain(..count).collect();
-            state.bytes -= frames.iter().map(TextFrame::len).sum::<usize>();
-            TextFrame::join(&frames)
+            let frames: Vec<DataFrame> = state.frames.drain(..count).collect();
+            state.bytes -= frames.iter().map(DataFrame::len).sum::<usize>();
+            DataFrame::join(&frames)
         };
         Some(Next::Write(batch))
     }
@@ -247,21 +247,34 @@ mod tests {
     #[tokio::test]
     async fn joins_queued_frames_into_one_message() {
         let outbox = Outbox::new(1024);
-        assert_eq!(outbox.push(TextFrame::new(b"{\"a\":1}")), Pushed::Queued);
-        assert_eq!(outbox.push(TextFrame::new(b"{\"b\":2}")), Pushed::Queued);
+        assert_eq!(outbox.push(DataFrame::text(b"{\"a\":1}")), Pushed::Queued);
+        assert_eq!(outbox.push(DataFrame::text(b"{\"b\":2}")), Pushed::Queued);
         assert_eq!(
             outbox.next().await,
-            Next::Write(TextFrame::new(b"{\"a\":1}\n{\"b\":2}"))
+            Next::Write(DataFrame::text(b"{\"a\":1}\n{\"b\":2}"))
         );
         assert_eq!(outbox.queued_bytes(), 0);
     }
 
     #[tokio::test]
+    async fn joins_binary_frames_back_to_back_and_never_mixes_kinds() {
+        let outbox = Outbox::new(1024);
+        outbox.push(DataFrame::binary(&[1, 7]));
+        outbox.push(DataFrame::binary(&[0]));
+        outbox.push(DataFrame::text(b"{}"));
+        assert_eq!(
+            outbox.next().await,
+            Next::Write(DataFrame::binary(&[1, 7, 0]))
+        );
+        assert_eq!(outbox.next().await, Next::Write(DataFrame::text(b"{}")));
+    }
+
+    #[tokio::test]
     async fn overflow_closes_slow_and_drops_queue() {
         let outbox = Outbox::new(10);
-        assert_eq!(outbox.push(TextFrame::new(b"1234")), Pushed::Queued);
-        assert_eq!(outbox.push(TextFrame::new(b"1234")), Pushed::Overflow);
-        assert_eq!(outbox.push(TextFrame::new(b"1")), Pushed::Closed);
+        assert_eq!(outbox.push(DataFrame::text(b"1234")), Pushed::Queued);
+        assert_eq!(outbox.push(DataFrame::text(b"1234")), Pushed::Overflow);
+        assert_eq!(outbox.push(DataFrame::text(b"1")), Pushed::Closed);
         assert_eq!(outbox.queued_bytes(), 0);
         assert_eq!(outbox.next().await, Next::Close(Disconnect::SLOW));
     }
@@ -269,17 +282,17 @@ mod tests {
     #[tokio::test]
     async fn close_flushes_queued_first() {
         let outbox = Outbox::new(100);
-        outbox.push(TextFrame::new(b"x"));
+        outbox.push(DataFrame::text(b"x"));
         outbox.close(Disconnect::BAD_REQUEST);
         outbox.close(Disconnect::SHUTDOWN);
-        assert_eq!(outbox.next().await, Next::Write(TextFrame::new(b"x")));
+        assert_eq!(outbox.next().await, Next::Write(DataFrame::text(b"x")));
         assert_eq!(outbox.next().await, Next::Close(Disconnect::BAD_REQUEST));
     }
 
     #[tokio::test]
     async fn close_now_drops_queued() {
         let outbox = Outbox::new(100);
-        outbox.push(TextFrame::new(b"x"));
+        outbox.push(DataFrame::text(b"x"));
         outbox.close_now(Disconnect::NO_PONG);
         assert_eq!(outbox.next().await, Next::Close(Disconnect::NO_PONG));
     }
@@ -287,7 +300,7 @@ mod tests {
     #[tokio::test]
     async fn batch_is_capped() {
         let outbox = Outbox::new(1 << 20);
-        let frame = TextFrame::new(&[b'a'; 20 * 1024]);
+        let frame = DataFrame::text(&[b'a'; 20 * 1024]);
         outbox.push(frame.clone());
         outbox.push(frame.clone());
         match outbox.next().await {
@@ -312,7 +325,7 @@ mod tests {
         let o = outbox.clone();
         let writer = tokio::spawn(async move { o.next().await });
         tokio::task::yield_now().await;
-        outbox.push(TextFrame::new(b"late"));
-        assert_eq!(writer.await.unwrap(), Next::Write(TextFrame::new(b"late")));
+        outbox.push(DataFrame::text(b"late"));
+        assert_eq!(writer.await.unwrap(), Next::Write(DataFrame::text(b"late")));
     }
 }

@@ -38,6 +38,12 @@ pub enum Method {
     Pong,
     /// A command with an id but no method the server knows.
     Unknown,
+    /// A command of a known method whose payload is not JSON (a protobuf
+    /// `bytes` field: JSON clients of the same channel must never receive
+    /// it). Answered with error 107 in its turn; `method` is the wire name.
+    PayloadNotJson {
+        method: &'static str,
+    },
 }
 
 impl Method {
@@ -58,7 +64,16 @@ impl Method {
             Self::SubRefresh(_) => "sub_refresh",
             Self::Pong => "pong",
             Self::Unknown => "unknown",
+            Self::PayloadNotJson { method } => method,
         }
+    }
+
+    /// A connect command, whether or not its payload is acceptable.
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect(_) | Self::PayloadNotJson { method: "connect" }
+        )
     }
 }
 
@@ -304,7 +319,7 @@ impl From<&Command> for WireCommand {
             Method::Rpc(r) => w.rpc = Some(r.clone()),
             Method::Refresh(r) => w.refresh = Some(r.clone()),
             Method::SubRefresh(r) => w.sub_refresh = Some(r.clone()),
-            Method::Pong | Method::Unknown => {}
+            Method::Pong | Method::Unknown | Method::PayloadNotJson { .. } => {}
         }
         w
     }

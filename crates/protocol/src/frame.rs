@@ -11,6 +11,10 @@ pub enum FrameError {
     Empty,
     #[error("command {index} is not valid JSON: {reason}")]
     Malformed { index: usize, reason: String },
+    /// A protobuf message that does not decode: a bad length prefix, a
+    /// length beyond the message, or bytes that are not a Command.
+    #[error("protobuf frame: {0}")]
+    Protobuf(&'static str),
 }
 
 /// Splits a frame on `\n` (one trailing separator tolerated) and decodes each line.

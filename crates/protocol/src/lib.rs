@@ -1,5 +1,5 @@
-//! Wire types of the Centrifugo client protocol v2 (JSON), its frame codec,
-//! and the server HTTP API (`api`).
+//! Wire types of the Centrifugo client protocol, its two frame codecs (JSON
+//! in `frame`, protobuf in `protobuf`), and the server HTTP API (`api`).
 //!
 //! Pure: no I/O, no clocks, no async. Every type here round-trips
 //! (`decode(encode(x)) == x`), raw JSON payloads are kept byte-exact (less any
@@ -10,6 +10,7 @@ pub mod api;
 mod code;
 mod command;
 mod frame;
+pub mod protobuf;
 mod raw;
 mod reply;
 
@@ -21,6 +22,26 @@ pub use command::{
 };
 pub use frame::{decode_frame, encode_frame, FrameError, FrameWriter};
 pub use raw::RawJson;
+
+/// The two formats of the client protocol (docs/protocol.md, "Protobuf").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Format {
+    /// Newline-separated JSON in WebSocket text messages.
+    #[default]
+    Json,
+    /// Varint-delimited protobuf in WebSocket binary messages.
+    Protobuf,
+}
+
+impl Format {
+    /// The metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Protobuf => "protobuf",
+        }
+    }
+}
 pub use reply::{
     ClientInfo, CommandResult, ConnectResult, HistoryResult, JoinPush, LeavePush, MessagePush,
     PresenceResult, PresenceStatsResult, Publication, Push, PushBody, RefreshResult, Reply,

@@ -17,6 +17,9 @@ use herald_protocol::{
 use proptest::prelude::*;
 use serde_json::Value;
 
+#[path = "wire/protobuf.rs"]
+mod protobuf;
+
 // ---------------------------------------------------------------------------
 // Round-trip properties
 // ---------------------------------------------------------------------------

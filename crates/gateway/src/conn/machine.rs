@@ -459,6 +459,7 @@ impl Machine {
             Method::Rpc(_) => self.error(id, ErrorCode::NotAvailable),
             Method::Refresh(req) => self.refresh(id, req),
             Method::SubRefresh(req) => self.sub_refresh(id, req),
+            Method::PayloadNotJson { method } => self.payload_not_json(id, method),
             // Refused by the state machine before they are queued.
             Method::Send(_) | Method::Ping | Method::Pong | Method::Unknown => {
                 self.close(Disconnect::BAD_REQUEST)
@@ -673,20 +674,8 @@ fn ttl_from(expires_at: Option<u64>, now_unix: u64) -> u32 {
 /// The `method` label of a client command.
 pub(crate) fn method_name(method: &Method) -> &'static str {
     match method {
-        Method::Connect(_) => "connect",
-        Method::Subscribe(_) => "subscribe",
-        Method::Unsubscribe(_) => "unsubscribe",
-        Method::Publish(_) => "publish",
-        Method::Presence(_) => "presence",
-        Method::PresenceStats(_) => "presence_stats",
-        Method::History(_) => "history",
-        Method::Ping => "ping",
         Method::Pong => "client_pong",
-        Method::Send(_) => "send",
-        Method::Rpc(_) => "rpc",
-        Method::Refresh(_) => "refresh",
-        Method::SubRefresh(_) => "sub_refresh",
-        Method::Unknown => "unknown",
+        other => other.name(),
     }
 }
 

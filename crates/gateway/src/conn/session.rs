@@ -13,7 +13,7 @@ use std::time::Instant;
 use actix::fut::wrap_future;
 use actix::prelude::*;
 use herald_protocol::{
-    decode_frame, CommandResult, Disconnect, PresenceResult, PresenceStatsResult, PushBody, Reply,
+    CommandResult, Disconnect, Format, PresenceResult, PresenceStatsResult, PushBody, Reply,
 };
 use rand::Rng;
 use tracing::{info, warn};
@@ -21,21 +21,22 @@ use tracing::{info, warn};
 use crate::conn::machine::{
     Action, Effect, EffectId, Machine, Now, Outcome, Refused, Revocation, Setup,
 };
-use crate::conn::socket::Inbound;
 use crate::conn::state::SubscriptionState;
+use crate::format::{self, ClientMessage};
 use crate::metrics;
 use crate::node::hub::{GapListener, Subscriber};
 use crate::node::plan;
 use crate::node::subscribe;
 use crate::node::{unix_now, Mailbox, Node, SessionEvent};
 use crate::outbox::{Outbox, Pushed};
-use crate::ws::frame::TextFrame;
 
 pub(crate) struct Session {
     machine: Machine,
     node: Arc<Node>,
     outbox: Arc<Outbox>,
     mailbox: Mailbox,
+    /// The format the client speaks: how messages decode and replies frame.
+    format: Format,
     /// This connection's number on the node (Hub and registry key).
     id: u64,
     /// The Hub subscriber of each channel subscribed or subscribing.
@@ -66,6 +67,7 @@ impl Session {
         node: Arc<Node>,
         outbox: Arc<Outbox>,
         mailbox: Mailbox,
+        format: Format,
         tls_identity: Option<String>,
         upgrade_token: Option<String>,
     ) -> Self {
@@ -85,6 +87,7 @@ impl Session {
             node,
             outbox,
             mailbox,
+            format,
             subscribers: HashMap::new(),
             timer: None,
         }
@@ -113,7 +116,7 @@ impl Session {
 
     fn send(&mut self, reply: &Reply, ctx: &mut Context<Self>) {
         metrics::sent(frame_type(reply), 1);
-        match self.outbox.push(TextFrame::new(&reply.encode())) {
+        match self.outbox.push(format::frame_reply(self.format, reply)) {
             Pushed::Queued => {}
             Pushed::Overflow => {
                 info!(client = %self.machine.client(), "disconnecting slow client");
@@ -215,6 +218,7 @@ impl Session {
                     self.id,
                     plan.channel.clone(),
                     self.outbox.clone(),
+                    self.format,
                     plan.push_join_leave,
                     self.gaps.clone(),
                 ));
@@ -438,18 +442,11 @@ impl Actor for Session {
 }
 
 /// Messages from the socket task; the stream ends when the socket closes.
-impl StreamHandler<Inbound> for Session {
-    fn handle(&mut self, item: Inbound, ctx: &mut Context<Self>) {
-        match item {
-            Inbound::Text(text) => match decode_frame(&text) {
-                Ok(commands) => self.machine.handle_commands(commands, now()),
-                Err(e) => {
-                    tracing::debug!(client = %self.machine.client(), error = %e, "undecodable frame");
-                    self.machine.handle_bad_input();
-                }
-            },
-            // JSON connections carry text frames only.
-            Inbound::Binary => self.machine.handle_bad_input(),
+impl StreamHandler<ClientMessage> for Session {
+    fn handle(&mut self, message: ClientMessage, ctx: &mut Context<Self>) {
+        match format::decode(self.format, &message) {
+            Ok(commands) => self.machine.handle_commands(commands, now()),
+            Err(_) => self.machine.handle_bad_input(),
         }
         self.pump(ctx);
     }

@@ -22,9 +22,10 @@ use bytes::{Bytes, BytesMut};
 use futures_channel::mpsc;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::format::ClientMessage;
 use crate::metrics;
 use crate::outbox::{Next, Outbox};
-use crate::ws::frame::{self as wsframe, Message, Reader, TextFrame, WsError};
+use crate::ws::frame::{self as wsframe, DataFrame, Message, Reader, WsError};
 
 /// Per-thread read buffer: a read lands here and only an unfinished frame
 /// is copied out, so idle connections hold nothing.
@@ -41,15 +42,6 @@ const MAX_PENDING_PONGS: usize = 16;
 
 thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice());
-}
-
-/// What the socket hands to the Session.
-#[derive(Debug)]
-pub(crate) enum Inbound {
-    /// A whole text message (one or more newline-separated commands).
-    Text(Bytes),
-    /// A binary message: not part of the JSON protocol.
-    Binary,
 }
 
 /// Why reading stopped.
@@ -94,12 +86,12 @@ pub(crate) struct Socket<T> {
     /// Where whole messages go: the Session; None on the conformance echo
     /// route, where each message goes straight back through the Outbox, in
     /// the order it was read.
-    inbound: Option<mpsc::Sender<Inbound>>,
+    inbound: Option<mpsc::Sender<ClientMessage>>,
     reader: Reader,
     /// Bytes of an unfinished frame; empty (no allocation) between frames.
     unread: BytesMut,
     /// A decoded message waiting for room in the Session's channel.
-    held: Option<Inbound>,
+    held: Option<ClientMessage>,
     /// Pongs owed to the client, oldest first, sent before the next Outbox batch.
     pongs: VecDeque<Bytes>,
     writing: Option<Outgoing>,
@@ -116,7 +108,7 @@ impl<T: Transport> Socket<T> {
         io: T,
         unread: BytesMut,
         outbox: Arc<Outbox>,
-        inbound: Option<mpsc::Sender<Inbound>>,
+        inbound: Option<mpsc::Sender<ClientMessage>>,
         message_size_limit: usize,
         max_fragments: usize,
     ) -> Self {
@@ -261,13 +253,13 @@ impl<T: Transport> Socket<T> {
     fn on_message(&mut self, message: Message) {
         match message {
             Message::Text(text) if self.inbound.is_none() => {
-                let _ = self.outbox.push(TextFrame::new(&text));
+                let _ = self.outbox.push(DataFrame::text(&text));
             }
             Message::Binary(body) if self.inbound.is_none() => {
-                let _ = self.outbox.push(TextFrame::binary(&body));
+                let _ = self.outbox.push(DataFrame::binary(&body));
             }
-            Message::Text(text) => self.held = Some(Inbound::Text(text)),
-            Message::Binary(_) => self.held = Some(Inbound::Binary),
+            Message::Text(text) => self.held = Some(ClientMessage::Text(text)),
+            Message::Binary(body) => self.held = Some(ClientMessage::Binary(body)),
             Message::Ping(payload) => {
                 if self.pongs.len() == MAX_PENDING_PONGS {
                     self.pongs.pop_front();

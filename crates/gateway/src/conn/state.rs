@@ -74,7 +74,7 @@ impl ConnectionState {
                 Ok(Admission::PongAccepted)
             }
             Method::Unknown | Method::Ping => Err(Disconnect::BAD_REQUEST),
-            Method::Connect(_) => {
+            m if m.is_connect() => {
                 if self.phase != Phase::AwaitingConnect {
                     return Err(Disconnect::BAD_REQUEST);
                 }
@@ -91,7 +91,7 @@ impl ConnectionState {
     /// Checked when a queued non-connect command's turn comes.
     pub(crate) fn ready_for(&self, method: &Method) -> Result<(), Disconnect> {
         match (self.phase, method) {
-            (_, Method::Connect(_)) => Ok(()),
+            (_, m) if m.is_connect() => Ok(()),
             (Phase::Connected, Method::Send(_)) => Err(Disconnect::NOT_AVAILABLE),
             (Phase::Connected, _) => Ok(()),
             _ => Err(Disconnect::BAD_REQUEST),

@@ -58,6 +58,7 @@ pub(crate) async fn upgrade<T>(
         req.version(),
         route,
         req.head().headers(),
+        req.uri().query().unwrap_or(""),
         &node.client.allowed_origins,
         node.is_draining(),
     );
@@ -108,6 +109,8 @@ pub(crate) async fn upgrade<T>(
         } else {
             None
         };
+        let format = accepted.format();
+        crate::metrics::upgraded(format);
         let outbox = Arc::new(Outbox::new(node.client.queue_max_size));
         let limit = node.client.message_size_limit;
         let session_outbox = outbox.clone();
@@ -115,7 +118,7 @@ pub(crate) async fn upgrade<T>(
         Session::create(move |ctx| {
             ctx.add_stream(inbound_rx);
             ctx.add_stream(events);
-            Session::new(node, session_outbox, mailbox, identity, bearer)
+            Session::new(node, session_outbox, mailbox, format, identity, bearer)
         });
         (outbox, Some(inbound), limit, MAX_FRAGMENTS)
     };

@@ -1,21 +1,23 @@
 //! The node-local index channel -> subscribed sessions, and the fan-out.
 //!
 //! Sharded by channel hash so fan-out of different channels runs on every
-//! core without a global lock. A publication is encoded once into a WebSocket frame
-//! and every recipient's Outbox gets a reference-counted copy of the same
-//! bytes.
+//! core without a global lock. A publication is encoded once per format its
+//! subscribers on this node speak (JSON, and protobuf only when one of them
+//! speaks it) into a WebSocket frame, and every recipient's Outbox gets a
+//! reference-counted copy of the same bytes.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use herald_protocol::{ClientInfo, Disconnect, Publication, Push};
+use herald_protocol::{ClientInfo, Disconnect, Format, Publication};
 use parking_lot::{Mutex, RwLock};
 
+use crate::format::{self, LazyFrames};
 use crate::node::plan::Position;
 use crate::outbox::{Outbox, Pushed};
-use crate::ws::frame::TextFrame;
+use crate::ws::frame::DataFrame;
 
 /// Told when live delivery finds a gap or epoch change on a positioned
 /// subscription: the session must drop it (the client recovers by resubscribing).
@@ -40,6 +42,7 @@ pub(crate) struct Subscriber {
     session: u64,
     channel: String,
     outbox: Arc<Outbox>,
+    format: Format,
     join_leave: bool,
     delivery: Mutex<Delivery>,
     gaps: Arc<dyn GapListener>,
@@ -62,7 +65,7 @@ enum Delivery {
 struct Buffered {
     /// `None` for join/leave.
     position: Option<(u64, String)>,
-    frame: TextFrame,
+    frame: DataFrame,
 }
 
 impl Subscriber {
@@ -70,6 +73,7 @@ impl Subscriber {
         session: u64,
         channel: String,
         outbox: Arc<Outbox>,
+        format: Format,
         join_leave: bool,
         gaps: Arc<dyn GapListener>,
     ) -> Self {
@@ -77,6 +81,7 @@ impl Subscriber {
             session,
             channel,
             outbox,
+            format,
             join_leave,
             delivery: Mutex::new(Delivery::Buffering(Vec::new(), 0)),
             gaps,
@@ -135,7 +140,7 @@ impl Subscriber {
         *self.delivery.lock() = Delivery::Gone;
     }
 
-    fn deliver_publication(&self, offset: u64, epoch: &str, frame: &TextFrame) {
+    fn deliver_publication(&self, offset: u64, epoch: &str, frame: &DataFrame) {
         let mut delivery = self.delivery.lock();
         if let Delivery::Buffering(..) = &*delivery {
             let item = Buffered {
@@ -148,7 +153,7 @@ impl Subscriber {
         self.deliver_locked(&mut delivery, offset, epoch, frame.clone());
     }
 
-    fn deliver_event(&self, frame: &TextFrame) {
+    fn deliver_event(&self, frame: &DataFrame) {
         if !self.join_leave {
             return;
         }
@@ -183,7 +188,7 @@ impl Subscriber {
         delivery: &mut Delivery,
         offset: u64,
         epoch: &str,
-        frame: TextFrame,
+        frame: DataFrame,
     ) -> bool {
         if let Delivery::Positioned {
             next,
@@ -210,7 +215,7 @@ impl Subscriber {
         self.push(delivery, frame)
     }
 
-    fn push(&self, delivery: &mut Delivery, frame: TextFrame) -> bool {
+    fn push(&self, delivery: &mut Delivery, frame: DataFrame) -> bool {
         if matches!(delivery, Delivery::Gone) {
             return false;
         }
@@ -332,9 +337,11 @@ impl Hub {
         if !self.has_subscribers(channel) {
             return;
         }
-        let frame = TextFrame::new(&Push::encode_publication(channel, &publication));
+        let mut frames = LazyFrames::new(|f| format::frame_publication(f, channel, &publication));
         let offset = publication.offset;
-        let n = self.for_each(channel, |s| s.deliver_publication(offset, epoch, &frame));
+        let n = self.for_each(channel, |s| {
+            s.deliver_publication(offset, epoch, frames.get(s.format))
+        });
         crate::metrics::METRICS.sent_publication.inc_by(n);
     }
 
@@ -342,8 +349,8 @@ impl Hub {
         if !self.has_subscribers(channel) {
             return;
         }
-        let frame = TextFrame::new(&Push::encode_join(channel, &info));
-        let n = self.for_each(channel, |s| s.deliver_event(&frame));
+        let mut frames = LazyFrames::new(|f| format::frame_join_leave(f, channel, &info, true));
+        let n = self.for_each(channel, |s| s.deliver_event(frames.get(s.format)));
         crate::metrics::METRICS.sent_join.inc_by(n);
     }
 
@@ -351,8 +358,8 @@ impl Hub {
         if !self.has_subscribers(channel) {
             return;
         }
-        let frame = TextFrame::new(&Push::encode_leave(channel, &info));
-        let n = self.for_each(channel, |s| s.deliver_event(&frame));
+        let mut frames = LazyFrames::new(|f| format::frame_join_leave(f, channel, &info, false));
+        let n = self.for_each(channel, |s| s.deliver_event(frames.get(s.format)));
         crate::metrics::METRICS.sent_leave.inc_by(n);
     }
 }
@@ -385,6 +392,7 @@ mod tests {
             id,
             "ch".into(),
             outbox.clone(),
+            Format::Json,
             true,
             gaps.clone(),
         ))
@@ -407,7 +415,7 @@ mod tests {
         hub.on_publication("ch", publication(5), "E");
         hub.on_publication("ch", publication(6), "E");
         // The reply (recovering up to offset 5) goes first, then only offset 6.
-        outbox.push(TextFrame::new(b"REPLY"));
+        outbox.push(DataFrame::text(b"REPLY"));
         sub.go_live(Some(Position {
             offset: 5,
             epoch: "E".into(),
@@ -480,6 +488,55 @@ mod tests {
         assert!(!hub.remove("ch", 2));
         assert_eq!(hub.num_channels(), 0);
         assert_eq!(hub.num_subscriptions(), 0);
+    }
+
+    #[tokio::test]
+    async fn each_format_gets_its_own_encoding_shared_by_its_recipients() {
+        let hub = Hub::new(2);
+        let gaps: Arc<Gaps> = Arc::new(Gaps::default());
+        let outboxes: Vec<Arc<Outbox>> = (0..4).map(|_| Arc::new(Outbox::new(1 << 20))).collect();
+        for (i, outbox) in outboxes.iter().enumerate() {
+            let format = if i % 2 == 0 {
+                Format::Json
+            } else {
+                Format::Protobuf
+            };
+            let sub = Arc::new(Subscriber::new(
+                i as u64,
+                "ch".into(),
+                outbox.clone(),
+                format,
+                true,
+                gaps.clone(),
+            ));
+            hub.add(sub.clone());
+            sub.go_live(None);
+        }
+        hub.on_publication("ch", publication(9), "");
+        let mut frames = Vec::new();
+        for outbox in &outboxes {
+            let Next::Write(frame) = outbox.next().await else {
+                panic!("expected a write");
+            };
+            frames.push(frame);
+        }
+        assert!(!frames[0].is_binary() && frames[1].is_binary());
+        assert_eq!(frames[0].as_bytes().as_ptr(), frames[2].as_bytes().as_ptr());
+        assert_eq!(frames[1].as_bytes().as_ptr(), frames[3].as_bytes().as_ptr());
+        assert!(String::from_utf8_lossy(frames[0].payload()).contains("\"n\":9"));
+        let replies =
+            herald_protocol::protobuf::client::decode_replies(frames[1].payload()).unwrap();
+        assert!(matches!(&replies[..], [herald_protocol::Reply::Push(p)] if p.channel == "ch"));
+        // Join pushes too: one encoding per format.
+        hub.on_join("ch", ClientInfo::default());
+        let Next::Write(a) = outboxes[1].next().await else {
+            panic!()
+        };
+        let Next::Write(b) = outboxes[3].next().await else {
+            panic!()
+        };
+        assert!(a.is_binary());
+        assert_eq!(a.as_bytes().as_ptr(), b.as_bytes().as_ptr());
     }
 
     #[tokio::test]

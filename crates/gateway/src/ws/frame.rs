@@ -304,43 +304,63 @@ pub(crate) fn server_header(opcode: u8, len: usize, out: &mut [u8; MAX_HEADER]) 
     }
 }
 
-/// A whole server text frame: header and JSON in one buffer, built once and
-/// shared by every connection it goes to, so a delivery is one contiguous
-/// write of bytes nobody copies.
+/// A whole server data frame (text for JSON, binary for protobuf): header
+/// and payload in one buffer, built once and shared by every connection it
+/// goes to, so a delivery is one contiguous write of bytes nobody copies.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct TextFrame(Bytes);
+pub(crate) struct DataFrame(Bytes);
 
-impl TextFrame {
+impl DataFrame {
     /// Frames one text message (the one copy of its bytes).
-    pub(crate) fn new(text: &[u8]) -> Self {
+    pub(crate) fn text(text: &[u8]) -> Self {
         Self::with_opcode(OP_TEXT, text)
     }
 
-    /// Frames one binary message (only the conformance echo sends them).
+    /// Frames one binary message.
     pub(crate) fn binary(body: &[u8]) -> Self {
         Self::with_opcode(OP_BINARY, body)
     }
 
-    fn with_opcode(opcode: u8, text: &[u8]) -> Self {
+    fn with_opcode(opcode: u8, payload: &[u8]) -> Self {
         let mut header = [0u8; MAX_HEADER];
-        let header_len = server_header(opcode, text.len(), &mut header);
-        let mut frame = Vec::with_capacity(header_len + text.len());
+        let header_len = server_header(opcode, payload.len(), &mut header);
+        let mut frame = Vec::with_capacity(header_len + payload.len());
         frame.extend_from_slice(&header[..header_len]);
-        frame.extend_from_slice(text);
+        frame.extend_from_slice(payload);
         Self(Bytes::from(frame))
     }
 
-    /// One frame carrying the payloads of `frames` joined with `\n` (the
-    /// client protocol's way of sending several pushes in one message).
-    pub(crate) fn join(frames: &[TextFrame]) -> Self {
-        let payload_len = frames.iter().map(|f| f.payload().len()).sum::<usize>()
-            + frames.len().saturating_sub(1);
+    /// Whether the frame is binary (a text frame otherwise).
+    pub(crate) fn is_binary(&self) -> bool {
+        self.0[0] & 0x0F == OP_BINARY
+    }
+
+    /// Bytes `next` adds to a message joined onto this frame: its payload,
+    /// and the `\n` between JSON lines (protobuf replies carry their own
+    /// length prefixes and are simply concatenated).
+    pub(crate) fn joined_len(&self) -> usize {
+        self.payload().len() + usize::from(!self.is_binary())
+    }
+
+    /// One frame of the first frame's kind carrying the payloads of
+    /// `frames`: JSON lines joined with `\n`, protobuf replies one after
+    /// the other (the client protocol's ways of sending several replies in
+    /// one message). Every frame must be of the first one's kind.
+    pub(crate) fn join(frames: &[DataFrame]) -> Self {
+        let binary = frames.first().is_some_and(DataFrame::is_binary);
+        let separators = if binary {
+            0
+        } else {
+            frames.len().saturating_sub(1)
+        };
+        let payload_len = frames.iter().map(|f| f.payload().len()).sum::<usize>() + separators;
         let mut header = [0u8; MAX_HEADER];
-        let header_len = server_header(OP_TEXT, payload_len, &mut header);
+        let opcode = if binary { OP_BINARY } else { OP_TEXT };
+        let header_len = server_header(opcode, payload_len, &mut header);
         let mut out = Vec::with_capacity(header_len + payload_len);
         out.extend_from_slice(&header[..header_len]);
         for (i, frame) in frames.iter().enumerate() {
-            if i > 0 {
+            if i > 0 && !binary {
                 out.push(b'\n');
             }
             out.extend_from_slice(frame.payload());
@@ -348,7 +368,7 @@ impl TextFrame {
         Self(Bytes::from(out))
     }
 
-    /// The text the frame carries.
+    /// The payload the frame carries.
     pub(crate) fn payload(&self) -> &[u8] {
         let header_len = match self.0[1] & 0x7F {
             126 => 4,
@@ -606,15 +626,27 @@ mod tests {
     fn text_frames_carry_their_payload_and_join() {
         for len in [0usize, 1, 125, 126, 65535, 65536] {
             let text = vec![b'x'; len];
-            let frame = TextFrame::new(&text);
+            let frame = DataFrame::text(&text);
             assert_eq!(frame.payload(), &text[..], "len {len}");
             let mut h = [0u8; MAX_HEADER];
             let hl = server_header(OP_TEXT, len, &mut h);
             assert_eq!(&frame.as_bytes()[..hl], &h[..hl]);
         }
-        let joined = TextFrame::join(&[TextFrame::new(b"{\"a\":1}"), TextFrame::new(b"{}")]);
+        let joined = DataFrame::join(&[DataFrame::text(b"{\"a\":1}"), DataFrame::text(b"{}")]);
         assert_eq!(joined.payload(), b"{\"a\":1}\n{}");
         assert_eq!(joined.as_bytes()[..2], [0x81, 10]);
-        assert_eq!(joined, TextFrame::new(b"{\"a\":1}\n{}"));
+        assert_eq!(joined, DataFrame::text(b"{\"a\":1}\n{}"));
+        assert!(!joined.is_binary());
+    }
+
+    #[test]
+    fn binary_frames_join_without_separators() {
+        let a = DataFrame::binary(&[2, 8, 1]);
+        let b = DataFrame::binary(&[0]);
+        assert!(a.is_binary());
+        assert_eq!(a.joined_len(), 3);
+        assert_eq!(DataFrame::text(b"{}").joined_len(), 3);
+        let joined = DataFrame::join(&[a, b]);
+        assert_eq!(joined.as_bytes()[..], [0x82, 4, 2, 8, 1, 0]);
     }
 }

@@ -6,6 +6,7 @@
 use actix_http::header::{self, HeaderMap};
 use actix_http::{Method, Version};
 use base64::Engine as _;
+use herald_protocol::Format;
 
 pub(crate) const WEBSOCKET_PATH: &str = "/connection/websocket";
 const JSON_SUBPROTOCOL: &str = "centrifuge-json";
@@ -20,7 +21,6 @@ pub(crate) enum Refusal {
     UnsupportedVersion,
     BadKey,
     OriginNotAllowed,
-    ProtobufOnly,
     Draining,
     /// An HTTP/1.0 request (RFC 6455 §4.2.1 requires HTTP/1.1 or higher).
     HttpVersion,
@@ -33,14 +33,13 @@ pub(crate) enum Refusal {
 impl Refusal {
     /// Every refusal (the metric's label set is checked against it).
     #[cfg(test)]
-    pub(crate) const ALL: [Refusal; 10] = [
+    pub(crate) const ALL: [Refusal; 9] = [
         Refusal::NotFound,
         Refusal::MethodNotAllowed,
         Refusal::NotWebSocket,
         Refusal::UnsupportedVersion,
         Refusal::BadKey,
         Refusal::OriginNotAllowed,
-        Refusal::ProtobufOnly,
         Refusal::Draining,
         Refusal::HttpVersion,
         Refusal::Body,
@@ -55,7 +54,6 @@ impl Refusal {
             Refusal::UnsupportedVersion => "version",
             Refusal::BadKey => "key",
             Refusal::OriginNotAllowed => "origin",
-            Refusal::ProtobufOnly => "protobuf",
             Refusal::Draining => "draining",
             Refusal::HttpVersion => "http_version",
             Refusal::Body => "body",
@@ -66,11 +64,9 @@ impl Refusal {
         match self {
             Refusal::NotFound => (404, "Not Found"),
             Refusal::MethodNotAllowed => (405, "Method Not Allowed"),
-            Refusal::NotWebSocket
-            | Refusal::BadKey
-            | Refusal::ProtobufOnly
-            | Refusal::HttpVersion
-            | Refusal::Body => (400, "Bad Request"),
+            Refusal::NotWebSocket | Refusal::BadKey | Refusal::HttpVersion | Refusal::Body => {
+                (400, "Bad Request")
+            }
             Refusal::UnsupportedVersion => (426, "Upgrade Required"),
             Refusal::OriginNotAllowed => (403, "Forbidden"),
             Refusal::Draining => (503, "Service Unavailable"),
@@ -85,9 +81,6 @@ impl Refusal {
             Refusal::UnsupportedVersion => "only WebSocket version 13 is supported",
             Refusal::BadKey => "Sec-WebSocket-Key must be 16 bytes in base64",
             Refusal::OriginNotAllowed => "origin not allowed",
-            Refusal::ProtobufOnly => {
-                "herald speaks the JSON client protocol only; offer centrifuge-json or no subprotocol"
-            }
             Refusal::Draining => "shutting down",
             Refusal::HttpVersion => "a WebSocket handshake needs HTTP/1.1",
             Refusal::Body => "a WebSocket handshake has no body",
@@ -110,14 +103,20 @@ impl Refusal {
     }
 }
 
-/// An accepted handshake: what the 101 response carries.
+/// An accepted handshake: what the 101 response carries, and the format
+/// of the client protocol the connection speaks.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Accepted {
     accept: [u8; 28],
     protocol: Option<&'static str>,
+    format: Format,
 }
 
 impl Accepted {
+    pub(crate) fn format(&self) -> Format {
+        self.format
+    }
+
     pub(crate) fn response(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(160);
         out.extend_from_slice(
@@ -155,12 +154,14 @@ pub(crate) fn route(path: &str, echo_enabled: bool) -> Option<Route> {
 pub(crate) const ECHO_PATH: &str = "/conformance/echo";
 
 /// The checks of an upgrade request, in the order a client would want to
-/// hear about them.
+/// hear about them, and the format it asks for (`query` is the request's
+/// query string, without `?`).
 pub(crate) fn handshake(
     method: &Method,
     version: Version,
     route: Option<Route>,
     headers: &HeaderMap,
+    query: &str,
     allowed_origins: &[String],
     draining: bool,
 ) -> Result<Accepted, Refusal> {
@@ -215,14 +216,33 @@ pub(crate) fn handshake(
         .flat_map(|v| v.split(',').map(str::trim))
         .filter(|p| !p.is_empty())
         .collect();
-    if !offered.is_empty() && offered.iter().all(|p| *p == PROTOBUF_SUBPROTOCOL) {
-        return Err(Refusal::ProtobufOnly);
-    }
+    // The client's first offer herald speaks (the client's order, as
+    // Centrifugo chooses), echoed back.
+    let protocol = offered.iter().find_map(|p| match *p {
+        JSON_SUBPROTOCOL => Some(JSON_SUBPROTOCOL),
+        PROTOBUF_SUBPROTOCOL => Some(PROTOBUF_SUBPROTOCOL),
+        _ => None,
+    });
+    let format = if protocol == Some(PROTOBUF_SUBPROTOCOL) || query_asks_protobuf(query) {
+        Format::Protobuf
+    } else {
+        Format::Json
+    };
     Ok(Accepted {
         accept: actix_http::ws::hash_key(key),
-        protocol: offered
-            .contains(&JSON_SUBPROTOCOL)
-            .then_some(JSON_SUBPROTOCOL),
+        protocol,
+        format,
+    })
+}
+
+/// `format=protobuf`, or the legacy `cf_protocol=protobuf` of SDKs older
+/// than subprotocol negotiation.
+fn query_asks_protobuf(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        matches!(
+            pair.split_once('='),
+            Some(("format" | "cf_protocol", "protobuf"))
+        )
     })
 }
 
@@ -325,6 +345,7 @@ mod tests {
             Version::HTTP_11,
             Some(Route::Client),
             &headers(&pairs),
+            "",
             &["https://app.example.com".to_string()],
             false,
         )
@@ -336,6 +357,7 @@ mod tests {
         // RFC 6455 §1.3.
         assert_eq!(&accepted.accept, b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(accepted.protocol, None);
+        assert_eq!(accepted.format, Format::Json);
         let response = String::from_utf8(accepted.response()).unwrap();
         assert!(response.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         assert!(response.ends_with("\r\n\r\n"));
@@ -345,25 +367,81 @@ mod tests {
     #[test]
     fn subprotocols() {
         let json = check(&[("sec-websocket-protocol", "centrifuge-json")], "").unwrap();
-        assert_eq!(json.protocol, Some(JSON_SUBPROTOCOL));
+        assert_eq!(
+            (json.protocol, json.format),
+            (Some(JSON_SUBPROTOCOL), Format::Json)
+        );
+        let protobuf = check(&[("sec-websocket-protocol", "centrifuge-protobuf")], "").unwrap();
+        assert_eq!(
+            (protobuf.protocol, protobuf.format),
+            (Some(PROTOBUF_SUBPROTOCOL), Format::Protobuf)
+        );
+        let response = String::from_utf8(protobuf.response()).unwrap();
+        assert!(response.contains("\r\nsec-websocket-protocol: centrifuge-protobuf\r\n"));
+        // The client's first offer that herald speaks wins.
         let both = check(
             &[(
                 "sec-websocket-protocol",
-                "centrifuge-protobuf, centrifuge-json",
+                "mqtt, centrifuge-protobuf, centrifuge-json",
             )],
             "",
         )
         .unwrap();
-        assert_eq!(both.protocol, Some(JSON_SUBPROTOCOL));
+        assert_eq!(both.protocol, Some(PROTOBUF_SUBPROTOCOL));
+        let both = check(
+            &[
+                ("sec-websocket-protocol", "centrifuge-json"),
+                ("sec-websocket-protocol", "centrifuge-protobuf"),
+            ],
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            (both.protocol, both.format),
+            (Some(JSON_SUBPROTOCOL), Format::Json)
+        );
         // An empty header offers nothing: nothing is echoed.
         let empty = check(&[("sec-websocket-protocol", "")], "").unwrap();
         assert_eq!(empty.protocol, None);
         let other = check(&[("sec-websocket-protocol", "mqtt")], "").unwrap();
         assert_eq!(other.protocol, None);
-        assert_eq!(
-            check(&[("sec-websocket-protocol", "centrifuge-protobuf")], ""),
-            Err(Refusal::ProtobufOnly)
-        );
+    }
+
+    #[test]
+    fn the_query_can_ask_for_protobuf() {
+        let with_query = |query: &str| {
+            handshake(
+                &Method::GET,
+                Version::HTTP_11,
+                Some(Route::Client),
+                &headers(GOOD),
+                query,
+                &[],
+                false,
+            )
+            .unwrap()
+        };
+        for query in [
+            "format=protobuf",
+            "cf_protocol=protobuf",
+            "a=1&format=protobuf&b",
+        ] {
+            let accepted = with_query(query);
+            assert_eq!(
+                (accepted.format, accepted.protocol),
+                (Format::Protobuf, None),
+                "{query}"
+            );
+        }
+        for query in [
+            "",
+            "format=json",
+            "format=protobufx",
+            "xformat=protobuf",
+            "format",
+        ] {
+            assert_eq!(with_query(query).format, Format::Json, "{query}");
+        }
     }
 
     #[test]
@@ -396,7 +474,7 @@ mod tests {
         assert!(check(&[("origin", "https://app.example.com")], "").is_ok());
         let h = headers(GOOD);
         let no = |m: &Method, p: &str, d: bool| {
-            handshake(m, Version::HTTP_11, route(p, false), &h, &[], d)
+            handshake(m, Version::HTTP_11, route(p, false), &h, "", &[], d)
         };
         assert_eq!(no(&Method::GET, "/other", false), Err(Refusal::NotFound));
         assert_eq!(no(&Method::GET, ECHO_PATH, false), Err(Refusal::NotFound));
@@ -410,7 +488,7 @@ mod tests {
             Err(Refusal::Draining)
         );
         // RFC 6455 §4.2.1: HTTP/1.1 or higher.
-        let old = |v: Version| handshake(&Method::GET, v, Some(Route::Client), &h, &[], false);
+        let old = |v: Version| handshake(&Method::GET, v, Some(Route::Client), &h, "", &[], false);
         assert_eq!(old(Version::HTTP_10), Err(Refusal::HttpVersion));
         assert_eq!(old(Version::HTTP_09), Err(Refusal::HttpVersion));
         assert!(old(Version::HTTP_11).is_ok());

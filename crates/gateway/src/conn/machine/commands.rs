@@ -231,6 +231,21 @@ impl Machine {
         }
     }
 
+    /// A command whose payload is not JSON (protobuf clients only): 107,
+    /// so no JSON client ever receives it. A failed connect leaves the
+    /// connection as any refused connect does; an id-less `send` cannot be
+    /// answered and closes as a bad request.
+    pub(super) fn payload_not_json(&mut self, id: u32, method: &'static str) {
+        debug!(client = %self.client, method, "command payload is not JSON");
+        if id == 0 {
+            return self.close(Disconnect::BAD_REQUEST);
+        }
+        if method == "connect" {
+            self.state.connect_failed();
+        }
+        self.error(id, ErrorCode::BadRequest);
+    }
+
     pub(super) fn publish(&mut self, id: u32, req: PublishRequest) {
         if req.channel.is_empty() {
             return self.close(Disconnect::BAD_REQUEST);
