@@ -171,7 +171,7 @@ fn method_from_wire(w: wire::Command) -> Result<Method, &'static str> {
         let subs = r
             .subs
             .into_iter()
-            .map(|(channel, req)| Ok((channel, subscribe_from_wire(req)?)))
+            .map(|e| Ok((e.key, subscribe_from_wire(e.value.unwrap_or_default())?)))
             .collect::<Result<_, NotJson>>();
         let (Ok(data), Ok(subs)) = (payload(&r.data), subs) else {
             return Err("connect");
@@ -380,7 +380,10 @@ fn connect_result_to_wire(r: &ConnectResult) -> wire::ConnectResult {
         subs: r
             .subs
             .iter()
-            .map(|(c, s)| (c.clone(), subscribe_result_to_wire(s)))
+            .map(|(c, s)| wire::SubscribeResultEntry {
+                key: c.clone(),
+                value: Some(subscribe_result_to_wire(s)),
+            })
             .collect(),
         ping: r.ping,
         pong: r.pong,
@@ -392,7 +395,10 @@ fn presence_to_wire(r: &PresenceResult) -> wire::PresenceResult {
         presence: r
             .presence
             .iter()
-            .map(|(c, i)| (c.clone(), info_to_wire(i)))
+            .map(|(c, i)| wire::ClientInfoEntry {
+                key: c.clone(),
+                value: Some(info_to_wire(i)),
+            })
             .collect(),
     }
 }

@@ -13,6 +13,7 @@ import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { Centrifuge } from 'centrifuge';
+import { Centrifuge as CentrifugeProtobuf } from 'centrifuge/build/protobuf';
 import WebSocket from 'ws';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -449,7 +450,7 @@ export function recordingWebSocket(frames) {
     constructor(...args) {
       super(...args);
       this.on('message', (data, isBinary) => {
-        frames.push({ dir: 'in', at: Date.now(), text: isBinary ? '<binary frame>' : data.toString('utf8') });
+        frames.push({ dir: 'in', at: Date.now(), text: isBinary ? binaryText(data) : data.toString('utf8'), binary: isBinary });
       });
       this.on('close', (code, reason) => {
         frames.push({ dir: 'close', at: Date.now(), text: `code=${code} reason=${reason.toString()}` });
@@ -457,10 +458,17 @@ export function recordingWebSocket(frames) {
     }
 
     send(data, ...rest) {
-      frames.push({ dir: 'out', at: Date.now(), text: typeof data === 'string' ? data : '<binary frame>' });
+      const binary = typeof data !== 'string';
+      frames.push({ dir: 'out', at: Date.now(), text: binary ? binaryText(data) : data, binary });
       return super.send(data, ...rest);
     }
   };
+}
+
+/** A binary (protobuf) frame as its size and first bytes in hex, for the diagnostics. */
+function binaryText(data) {
+  const bytes = Buffer.from(data);
+  return `<binary ${bytes.length} bytes: ${bytes.subarray(0, 64).toString('hex')}${bytes.length > 64 ? '…' : ''}>`;
 }
 
 /** Splits recorded incoming text frames into the JSON replies they carry. */
@@ -526,10 +534,11 @@ export function serverSuite(config, { label = 'herald', start = startHerald } = 
       return state.server;
     },
 
-    /** Creates a tracked SDK client (not yet connected). */
-    client({ label = 'client', ...options } = {}) {
+    /** Creates a tracked SDK client (not yet connected); `protobuf`: the SDK's protobuf build. */
+    client({ label = 'client', protobuf = false, ...options } = {}) {
       const frames = [];
-      const client = new Centrifuge(this.server.wsUrl, {
+      const Sdk = protobuf ? CentrifugeProtobuf : Centrifuge;
+      const client = new Sdk(this.server.wsUrl, {
         websocket: recordingWebSocket(frames),
         minReconnectDelay: 200,
         maxReconnectDelay: 1_000,

@@ -50,13 +50,15 @@ const hex = (bytes) => randomBytes(bytes).toString('hex');
 // cwd tests/sdk/js so that `centrifuge` and `ws` resolve. It first opens a bare TLS
 // connection (the SDK reports only "transport closed", the probe tells why), then runs
 // connect, subscribe, publish through the subscription and waits for its own publication.
-// It prints one JSON line.
+// It prints one JSON line. SEC_PROTOBUF=1: the SDK's protobuf build (payloads are bytes).
 const WSS_CHILD = String.raw`
 import tls from 'node:tls';
-import { Centrifuge } from 'centrifuge';
 import WebSocket from 'ws';
 
-const { SEC_URL: url, SEC_TOKEN: token, SEC_CHANNEL: channel, SEC_MARKER: marker } = process.env;
+const { SEC_URL: url, SEC_TOKEN: token, SEC_CHANNEL: channel, SEC_MARKER: marker, SEC_PROTOBUF: protobuf } = process.env;
+const { Centrifuge } = await import(protobuf === '1' ? 'centrifuge/build/protobuf' : 'centrifuge');
+const encode = (value) => (protobuf === '1' ? new TextEncoder().encode(JSON.stringify(value)) : value);
+const decode = (data) => (protobuf === '1' ? JSON.parse(new TextDecoder().decode(data)) : data);
 const result = { probe: null, connected: false, subscribed: false, published: false, received: null, errors: [], disconnects: [] };
 const timeout = (ms, what) => new Promise((_, reject) => setTimeout(() => reject(new Error('timed out: ' + what)), ms));
 
@@ -84,16 +86,17 @@ const client = new Centrifuge(url, { token, websocket: WebSocket, timeout: 3000,
 client.on('error', (ctx) => result.errors.push((ctx.type || '') + ': ' + (ctx.error?.message ?? '')));
 client.on('disconnected', (ctx) => result.disconnects.push(ctx.code));
 const sub = client.newSubscription(channel);
-const received = new Promise((resolve) => sub.on('publication', (ctx) => resolve(ctx.data)));
+const received = new Promise((resolve) => sub.on('publication', (ctx) => resolve(decode(ctx.data))));
 try {
   client.connect();
   await client.ready(4000);
   result.connected = true;
   result.transport = client._transport?.name?.();
+  result.format = client._transport?._transport?.protocol ?? null;
   sub.subscribe();
   await sub.ready(4000);
   result.subscribed = true;
-  await Promise.race([sub.publish({ marker }), timeout(4000, 'publish')]);
+  await Promise.race([sub.publish(encode({ marker })), timeout(4000, 'publish')]);
   result.published = true;
   result.received = await Promise.race([received, timeout(4000, 'own publication')]);
 } catch (err) {
@@ -105,8 +108,9 @@ process.exit(0);
 `;
 
 /** Runs WSS_CHILD; `ca`: the CA file for NODE_EXTRA_CA_CERTS, or null for Node's defaults only. */
-function runWssChild({ ca, url, token, channel, marker }) {
+function runWssChild({ ca, url, token, channel, marker, protobuf = false }) {
   const env = { ...process.env, SEC_URL: url, SEC_TOKEN: token, SEC_CHANNEL: channel, SEC_MARKER: marker };
+  env.SEC_PROTOBUF = protobuf ? '1' : '0';
   // Nothing inherited may loosen or change certificate checks, or make the child a test runner.
   const drop = ['NODE_EXTRA_CA_CERTS', 'NODE_TLS_REJECT_UNAUTHORIZED', 'NODE_OPTIONS', 'NODE_TEST_CONTEXT'];
   for (const k of [...drop, 'SSL_CERT_FILE', 'SSL_CERT_DIR']) delete env[k];
@@ -161,7 +165,7 @@ describe('wss:// with the JS SDK and a CA trusted through NODE_EXTRA_CA_CERTS', 
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  test('connect, subscribe, publish and receive over wss://; without the CA the SDK cannot connect', { timeout: 60_000 }, async () => {
+  test('connect, subscribe, publish and receive over wss:// (JSON and protobuf SDK); without the CA the SDK cannot connect', { timeout: 60_000 }, async () => {
     const outputs = [];
     try {
       assert.match(server.wsUrl, /^wss:\/\/127\.0\.0\.1:\d+\/connection\/websocket$/, 'herald announces a wss:// URL');
@@ -188,6 +192,25 @@ describe('wss:// with the JS SDK and a CA trusted through NODE_EXTRA_CA_CERTS', 
       assert.equal(trusted.published, true, 'the SDK published through the subscription');
       assert.deepEqual(trusted.received, { marker }, 'the SDK received its own publication');
       assert.deepEqual(trusted.disconnects, [0], 'no disconnect other than its own (code 0) at the end');
+
+      // The protobuf SDK (what the mobile and .NET SDKs speak) over the same wss://.
+      const protobufMarker = uniq('tls-protobuf-payload');
+      const protobuf = await runWssChild({
+        ca: certs.ca,
+        url: server.wsUrl,
+        token: connectionToken({ sub: uniq('tls-user') }),
+        channel,
+        marker: protobufMarker,
+        protobuf: true,
+      });
+      outputs.push(['protobuf, with NODE_EXTRA_CA_CERTS', protobuf]);
+      assert.equal(protobuf.probe.authorized, true, 'the server certificate verified against the test CA');
+      assert.equal(protobuf.connected, true, `the protobuf SDK connected over wss://: ${JSON.stringify(protobuf.errors)}`);
+      assert.equal(protobuf.format, 'centrifuge-protobuf', 'herald chose the protobuf subprotocol');
+      assert.equal(protobuf.subscribed, true, 'the protobuf SDK subscribed');
+      assert.equal(protobuf.published, true, 'the protobuf SDK published');
+      assert.deepEqual(protobuf.received, { marker: protobufMarker }, 'the protobuf SDK received its own publication');
+      assert.deepEqual(protobuf.disconnects, [0], 'no disconnect other than its own (code 0) at the end');
 
       // Node's default trust store only: the certificate is refused, the SDK never connects.
       const untrusted = await runWssChild({

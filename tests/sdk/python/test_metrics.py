@@ -384,6 +384,8 @@ async def test_work_moves_exactly_the_expected_series(herald, startup, sdk):
     # Each counter series and histogram count that must have moved, by exactly this much.
     expected = {
         ("herald_client_connections_accepted_total", ()): 1,
+        # alice and the client with the forged token, both speaking JSON
+        ("herald_client_upgrades_total", (("format", "json"),)): 2,
         # connect (accepted) + connect (rejected), subscribe, publish ok + publish 102
         ("herald_transport_messages_received_total", (("frame_type", "connect"),)): 2,
         ("herald_transport_messages_received_total", (("frame_type", "subscribe"),)): 1,

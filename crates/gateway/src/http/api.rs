@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use actix_web::http::{header, Method as HttpMethod, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use herald_bus::{
@@ -20,7 +21,7 @@ use herald_protocol::api::{
     ApiPresenceResult, ApiPresenceStatsResult, ApiPublishRequest, ApiRefreshRequest, ApiReply,
     ApiRevokeTokenRequest, ApiSubscribeRequest, ApiUnsubscribeRequest,
 };
-use herald_protocol::{Disconnect, ErrorCode, Publication, StreamPosition};
+use herald_protocol::{Disconnect, ErrorCode, Publication, RawJson, StreamPosition};
 use serde::de::{DeserializeOwned, DeserializeSeed, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
@@ -254,11 +255,11 @@ pub(crate) async fn call(
 
 /// `publish`: one publication.
 async fn publish_method(node: &Node, req: ApiPublishRequest) -> Result<Box<RawValue>, ApiError> {
+    let data = payload(req.data, &req.b64data)?;
     let position = publish(
         node,
         &req.channel,
-        &req.data,
-        &req.b64data,
+        &data,
         req.skip_history,
         &req.tags,
         &req.idempotency_key,
@@ -289,12 +290,12 @@ async fn broadcast(
             ),
         ));
     }
+    let data = payload(req.data, &req.b64data)?;
     let publishes = req.channels.iter().map(|channel| {
         publish(
             node,
             channel,
-            &req.data,
-            &req.b64data,
+            &data,
             req.skip_history,
             &req.tags,
             &req.idempotency_key,
@@ -575,28 +576,44 @@ async fn control(node: &Node, command: ControlCommand) -> Result<Box<RawValue>, 
     Ok(to_raw(&ApiEmpty {}))
 }
 
+/// The payload of `publish` and `broadcast`: `data`, or else `b64data`
+/// (standard base64, as a protobuf-speaking backend sends binary), which
+/// must decode to JSON: JSON clients of the channel receive it as is.
+fn payload(data: Option<RawJson>, b64data: &str) -> Result<RawJson, ApiError> {
+    if let Some(data) = data.filter(|d| !d.is_null()) {
+        return Ok(data);
+    }
+    if b64data.is_empty() {
+        return Err(ApiError::with_message(
+            ErrorCode::BadRequest,
+            "data required",
+        ));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64data)
+        .map_err(|_| ApiError::with_message(ErrorCode::BadRequest, "b64data is not base64"))?;
+    std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|text| RawJson::from_str(text).ok())
+        .filter(|d| !d.is_null())
+        .ok_or_else(|| {
+            ApiError::with_message(
+                ErrorCode::BadRequest,
+                "b64data must decode to JSON: herald's channels carry JSON to every client",
+            )
+        })
+}
+
 async fn publish(
     node: &Node,
     channel: &str,
-    data: &Option<herald_protocol::RawJson>,
-    b64data: &str,
+    data: &RawJson,
     skip_history: bool,
     tags: &std::collections::BTreeMap<String, String>,
     idempotency_key: &str,
 ) -> Result<StreamPosition, ApiError> {
     let resolved = resolve(node, channel)?;
-    if !b64data.is_empty() {
-        return Err(ApiError::with_message(
-            ErrorCode::BadRequest,
-            "b64data is not supported: herald carries JSON payloads (use data)",
-        ));
-    }
-    let Some(data) = data.clone().filter(|d| !d.is_null()) else {
-        return Err(ApiError::with_message(
-            ErrorCode::BadRequest,
-            "data required",
-        ));
-    };
+    let data = data.clone();
     let history = node.history_options(&resolved).filter(|_| !skip_history);
     let publication = Publication {
         data,

@@ -3,8 +3,6 @@
 //! conversions mirror the server's in `protobuf.rs`, so a round trip through
 //! both is the identity (the property tests check it).
 
-use std::collections::HashMap;
-
 use prost::Message as _;
 
 use super::{
@@ -46,8 +44,11 @@ fn command_to_wire(command: &Command) -> wire::Command {
                 subs: r
                     .subs
                     .iter()
-                    .map(|(c, s)| (c.clone(), subscribe_to_wire(s)))
-                    .collect::<HashMap<_, _>>(),
+                    .map(|(c, s)| wire::SubscribeRequestEntry {
+                        key: c.clone(),
+                        value: Some(subscribe_to_wire(s)),
+                    })
+                    .collect(),
                 name: r.name.clone(),
                 version: r.version.clone(),
                 headers: r.headers.clone().into_iter().collect(),
@@ -167,7 +168,12 @@ pub fn reply_from_wire(w: wire::Reply) -> Option<Reply> {
             subs: r
                 .subs
                 .into_iter()
-                .map(|(c, s)| Some((c, subscribe_result_from_wire(s)?)))
+                .map(|e| {
+                    Some((
+                        e.key,
+                        subscribe_result_from_wire(e.value.unwrap_or_default())?,
+                    ))
+                })
                 .collect::<Option<_>>()?,
             ping: r.ping,
             pong: r.pong,
@@ -183,7 +189,7 @@ pub fn reply_from_wire(w: wire::Reply) -> Option<Reply> {
             presence: r
                 .presence
                 .into_iter()
-                .map(|(c, i)| Some((c, info_from_wire(i)?)))
+                .map(|e| Some((e.key, info_from_wire(e.value.unwrap_or_default())?)))
                 .collect::<Option<_>>()?,
         })
     } else if let Some(r) = w.presence_stats {

@@ -232,3 +232,28 @@ fn payloads_that_are_not_json_are_named_not_dropped() {
     .unwrap();
     assert!(matches!(&ok[0].method, Method::Publish(p) if p.data == Some(raw("null"))));
 }
+
+/// A map entry always carries its value, even an empty message: Go and
+/// centrifuge-js write it, and centrifuge-js reads a missing one as null.
+#[test]
+fn an_empty_server_side_subscribe_result_is_still_written() {
+    let mut subs = std::collections::BTreeMap::new();
+    subs.insert("a".to_owned(), SubscribeResult::default());
+    let mut out = Vec::new();
+    encode_reply_protobuf(
+        &Reply::Result {
+            id: 1,
+            result: CommandResult::Connect(ConnectResult {
+                client: "c".into(),
+                subs,
+                ..Default::default()
+            }),
+        },
+        &mut out,
+    );
+    // Reply{id=1, connect=5 {client=1 "c", subs=6 {key=1 "a", value=2 {}}}}.
+    let connect = [0x0A, 1, b'c', 0x32, 5, 0x0A, 1, b'a', 0x12, 0];
+    let mut want = vec![0x08, 1, 0x2A, connect.len() as u8];
+    want.extend_from_slice(&connect);
+    assert_eq!(out, delimited(&want));
+}

@@ -171,8 +171,8 @@ pub struct ConnectRequest {
     pub token: String,
     #[prost(bytes = "vec", tag = "2")]
     pub data: Vec<u8>,
-    #[prost(map = "string, message", tag = "3")]
-    pub subs: HashMap<String, SubscribeRequest>,
+    #[prost(message, repeated, tag = "3")]
+    pub subs: Vec<SubscribeRequestEntry>,
     #[prost(string, tag = "4")]
     pub name: String,
     #[prost(string, tag = "5")]
@@ -195,8 +195,8 @@ pub struct ConnectResult {
     pub ttl: u32,
     #[prost(bytes = "vec", tag = "5")]
     pub data: Vec<u8>,
-    #[prost(map = "string, message", tag = "6")]
-    pub subs: HashMap<String, SubscribeResult>,
+    #[prost(message, repeated, tag = "6")]
+    pub subs: Vec<SubscribeResultEntry>,
     #[prost(uint32, tag = "7")]
     pub ping: u32,
     #[prost(bool, tag = "8")]
@@ -309,8 +309,8 @@ pub struct PresenceRequest {
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PresenceResult {
-    #[prost(map = "string, message", tag = "1")]
-    pub presence: HashMap<String, ClientInfo>,
+    #[prost(message, repeated, tag = "1")]
+    pub presence: Vec<ClientInfoEntry>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -375,4 +375,35 @@ pub struct RpcResult {
 pub struct SendRequest {
     #[prost(bytes = "vec", tag = "1")]
     pub data: Vec<u8>,
+}
+
+// Maps with message values, as the repeated entries they are on the wire
+// (`map<string, M>` is `repeated Entry { string key = 1; M value = 2; }`).
+// Written out so that an entry always carries its value, even an empty
+// one: prost's map encoding leaves a default value out, which protobuf
+// allows but centrifuge-js decodes as null (and then fails on a
+// server-side subscription whose result has no field set).
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SubscribeRequestEntry {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(message, optional, tag = "2")]
+    pub value: Option<SubscribeRequest>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SubscribeResultEntry {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(message, optional, tag = "2")]
+    pub value: Option<SubscribeResult>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ClientInfoEntry {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(message, optional, tag = "2")]
+    pub value: Option<ClientInfo>,
 }
