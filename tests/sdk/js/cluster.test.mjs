@@ -18,10 +18,22 @@ import { connectionToken, sleep, uniq } from './harness.mjs';
 
 const modes = modesFromEnv('HERALD_REDIS_MODES', 'standalone,sharded,cluster');
 
+const API_KEY = `api-key-${uniq('cluster')}`;
+
 const channels = {
   client: { presence_update_interval: '1s' },
+  http_api: { key: API_KEY },
   channel: {
     namespaces: [
+      {
+        name: 'mixed',
+        history_size: 1000,
+        history_ttl: '600s',
+        presence: true,
+        allow_subscribe_for_client: true,
+        allow_publish_for_client: true,
+        allow_presence_for_client: true,
+      },
       {
         name: 'hist',
         history_size: 1000,
@@ -102,6 +114,84 @@ for (const mode of modes) {
       const hist = await within(writer.client.history(channel, { limit: 0 }), 5_000, 'history on node 2');
       assert.equal(hist.offset, 50, 'the stream top seen from node 2 is 50');
       assert.equal(hist.epoch, epoch, 'both nodes see the same epoch');
+    });
+
+    env.test('JSON and protobuf subscribers on 3 nodes get the same 200 publications from JSON, protobuf and API publishers, in order, once', async () => {
+      const channel = `mixed:${uniq('formats')}`;
+      const bytes = (value) => new TextEncoder().encode(JSON.stringify(value));
+      const subscribers = [
+        { node: 0, protobuf: false },
+        { node: 0, protobuf: true },
+        { node: 1, protobuf: true },
+        { node: 2, protobuf: false },
+      ].map(({ node, protobuf }) => {
+        const label = `${protobuf ? 'protobuf' : 'json'}-reader@node${node + 1}`;
+        const handle = env.client(node, { label, protobuf, token: connectionToken({ sub: uniq('reader') }) });
+        return { handle, protobuf, label };
+      });
+      for (const s of subscribers) {
+        s.clientId = (await connectClient(s.handle)).client;
+        s.sub = env.subscription(s.handle, channel);
+        await subscribeSub(s.sub);
+        s.since = s.sub.log.mark();
+      }
+      const jsonWriter = env.client(1, { label: 'json-writer@node2', token: connectionToken({ sub: uniq('writer') }) });
+      const protobufWriter = env.client(2, { label: 'protobuf-writer@node3', protobuf: true, token: connectionToken({ sub: uniq('writer') }) });
+      await connectClient(jsonWriter);
+      await connectClient(protobufWriter);
+
+      const apiUrl = env.cluster.nodes[0].apiUrl;
+      for (let n = 1; n <= 200; n++) {
+        const what = `publish n=${n}`;
+        if (n % 3 === 0) {
+          await within(jsonWriter.client.publish(channel, { n }), 5_000, `${what} (JSON client, node 2)`);
+        } else if (n % 3 === 1) {
+          await within(protobufWriter.client.publish(channel, bytes({ n })), 5_000, `${what} (protobuf client, node 3)`);
+        } else {
+          const res = await within(
+            fetch(`${apiUrl}/api/publish`, {
+              method: 'POST',
+              headers: { 'X-API-Key': API_KEY, 'Content-Type': 'application/json' },
+              body: JSON.stringify({ channel, data: { n } }),
+            }),
+            5_000,
+            `${what} (server API, node 1)`,
+          );
+          const reply = await res.json();
+          assert.ok(reply.result, `${what} (server API): ${JSON.stringify(reply)}`);
+        }
+      }
+      const want = Array.from({ length: 200 }, (_, i) => ({ n: i + 1 }));
+      for (const s of subscribers) {
+        const { log } = s.sub;
+        await log.waitFor('publication', {
+          since: s.since,
+          pred: () => log.all('publication', s.since).length >= 200,
+          timeout: 15_000,
+          what: `200 publications at ${s.label}`,
+        });
+      }
+      await sleep(300); // nothing more may arrive
+      for (const s of subscribers) {
+        const pubs = s.sub.log.all('publication', s.since);
+        const data = pubs.map((p) => (s.protobuf ? JSON.parse(new TextDecoder().decode(p.data)) : p.data));
+        assert.deepEqual(data, want, `${s.label}: every publication once, in publish order`);
+        assert.deepEqual(
+          pubs.map((p) => Number(p.offset)),
+          Array.from({ length: 200 }, (_, i) => i + 1),
+          `${s.label}: offsets 1..200`,
+        );
+        const binary = s.handle.frames.some((f) => f.dir === 'in' && f.binary);
+        assert.equal(binary, s.protobuf, `${s.label}: ${s.protobuf ? 'binary' : 'text'} messages only`);
+      }
+
+      const presence = await eventually(
+        () => within(protobufWriter.client.presence(channel), 5_000, 'presence on node 3 (protobuf)'),
+        (p) => Object.keys(p.clients).length === 4,
+      );
+      const users = Object.values(presence.clients).map((c) => c.client).sort();
+      const subscriberIds = subscribers.map((s) => s.clientId).sort();
+      assert.deepEqual(users, subscriberIds, 'presence lists the JSON and the protobuf subscribers of every node');
     });
 
     env.test('a channel without history crosses nodes too (node 3 -> node 1)', async (t) => {

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 
 import { Centrifuge } from 'centrifuge';
+import { Centrifuge as CentrifugeProtobuf } from 'centrifuge/build/protobuf';
 
 import { EventLog, recordingWebSocket, sleep, startHerald, testConfig, uniq, within } from './harness.mjs';
 
@@ -584,9 +585,11 @@ export class ClientPool {
     this.handles = [];
   }
 
-  client(url, { label = 'client', ...options } = {}) {
+  /** A tracked client of `url`; `protobuf`: the SDK's protobuf build. */
+  client(url, { label = 'client', protobuf = false, ...options } = {}) {
     const frames = [];
-    const client = new Centrifuge(url, {
+    const Sdk = protobuf ? CentrifugeProtobuf : Centrifuge;
+    const client = new Sdk(url, {
       websocket: recordingWebSocket(frames),
       minReconnectDelay: 200,
       maxReconnectDelay: 1_000,
