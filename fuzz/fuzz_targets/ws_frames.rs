@@ -1,5 +1,6 @@
 //! Client bytes, cut into reads at arbitrary points, through the WebSocket
-//! frame reader, and every text message through the command decoder.
+//! frame reader, every text message through the JSON command decoder and
+//! every binary message through the protobuf one.
 //! The first byte of an input picks the fragment limit and the cuts; see
 //! `herald_gateway::fuzzing::decode_client_bytes`.
 

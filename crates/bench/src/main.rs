@@ -1,6 +1,6 @@
-//! herald-bench: a load generator speaking the client protocol (JSON over
-//! WebSocket) to herald, with HS256 tokens minted from `--secret` (or ES256
-//! ones from `--es256-key`).
+//! herald-bench: a load generator speaking the client protocol (JSON or
+//! protobuf over WebSocket, `--format`) to herald, with HS256 tokens minted
+//! from `--secret` (or ES256 ones from `--es256-key`).
 //!
 //! Scenarios:
 //! - `fanout`: S subscribers on one channel, publications at rate R;
@@ -16,6 +16,8 @@
 //! record publish→receive latency in an HDR histogram. The last stdout line
 //! is one JSON object (interface.md).
 
+mod wire;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,10 +27,14 @@ use clap::{Parser, ValueEnum};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use serde::Deserialize;
+use herald_protocol::{
+    Command, ConnectRequest, Format, Method, PublishRequest, RawJson, SubscribeRequest,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -41,6 +47,34 @@ enum Scenario {
     Connect,
     Idle,
     Cluster,
+}
+
+/// The format clients speak (`--format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FormatArg {
+    Json,
+    Protobuf,
+    /// Subscribers alternate JSON and protobuf; the publisher speaks JSON.
+    Mixed,
+}
+
+impl FormatArg {
+    /// The format of subscriber `i`.
+    fn subscriber(self, i: usize) -> Format {
+        match self {
+            FormatArg::Json => Format::Json,
+            FormatArg::Protobuf => Format::Protobuf,
+            FormatArg::Mixed if i % 2 == 1 => Format::Protobuf,
+            FormatArg::Mixed => Format::Json,
+        }
+    }
+
+    fn publisher(self) -> Format {
+        match self {
+            FormatArg::Protobuf => Format::Protobuf,
+            FormatArg::Json | FormatArg::Mixed => Format::Json,
+        }
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -91,6 +125,10 @@ struct Args {
     /// `wss://` URLs (the system roots otherwise).
     #[arg(long)]
     ca_file: Option<std::path::PathBuf>,
+    /// The client protocol's format: json, protobuf, or mixed (subscribers
+    /// alternate, the publisher speaks JSON).
+    #[arg(long, value_enum, default_value = "json")]
+    format: FormatArg,
 }
 
 /// How `wss://` connections verify the server (`--ca-file`).
@@ -169,78 +207,66 @@ struct Receiver {
     deliveries: u64,
 }
 
-#[derive(Deserialize)]
-struct Line<'a> {
-    #[serde(default)]
-    id: u32,
-    #[serde(borrow, default)]
-    push: Option<PushLine<'a>>,
-    #[serde(default)]
-    error: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct PushLine<'a> {
-    #[serde(rename = "pub", default)]
-    publication: Option<PublicationLine>,
-    #[serde(borrow, default)]
-    #[allow(dead_code)]
-    channel: Option<&'a str>,
-}
-
-#[derive(Deserialize)]
-struct PublicationLine {
-    data: Stamp,
-}
-
-#[derive(Deserialize)]
-struct Stamp {
-    t: u64,
-}
-
-/// Connects, authenticates and subscribes to `channels`.
-async fn open_client(url: &str, token: &str, channels: &[String]) -> anyhow::Result<Ws> {
+/// Connects, authenticates and subscribes to `channels`, in `format`.
+async fn open_client(
+    url: &str,
+    token: &str,
+    channels: &[String],
+    format: Format,
+) -> anyhow::Result<Ws> {
     let connector = TLS.get().cloned().flatten();
-    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector)
-        .await
-        .with_context(|| format!("connect to {url}"))?;
-    let connect = serde_json::json!({"id": 1, "connect": {"token": token}});
-    ws.send(Message::text(connect.to_string())).await?;
-    await_reply(&mut ws, 1).await?;
+    let mut request = url.into_client_request()?;
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static(wire::subprotocol(format)),
+    );
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector)
+            .await
+            .with_context(|| format!("connect to {url}"))?;
+    let connect = Command {
+        id: 1,
+        method: Method::Connect(ConnectRequest {
+            token: token.to_owned(),
+            ..Default::default()
+        }),
+    };
+    ws.send(wire::command(format, &connect)).await?;
+    await_reply(&mut ws, 1, format).await?;
     for (i, channel) in channels.iter().enumerate() {
         let id = 2 + i as u32;
-        let subscribe = serde_json::json!({"id": id, "subscribe": {"channel": channel}});
-        ws.send(Message::text(subscribe.to_string())).await?;
-        await_reply(&mut ws, id).await?;
+        let subscribe = Command {
+            id,
+            method: Method::Subscribe(SubscribeRequest {
+                channel: channel.clone(),
+                ..Default::default()
+            }),
+        };
+        ws.send(wire::command(format, &subscribe)).await?;
+        await_reply(&mut ws, id, format).await?;
     }
     Ok(ws)
 }
 
-async fn await_reply(ws: &mut Ws, id: u32) -> anyhow::Result<()> {
+async fn await_reply(ws: &mut Ws, id: u32, format: Format) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let message = tokio::time::timeout_at(deadline, ws.next())
             .await
             .map_err(|_| anyhow!("no reply to command {id} within 30s"))?
             .ok_or_else(|| anyhow!("connection closed before reply {id}"))??;
-        let Message::Text(text) = message else {
-            if let Message::Close(frame) = message {
-                bail!("closed: {frame:?}");
+        if let Message::Close(frame) = message {
+            bail!("closed: {frame:?}");
+        }
+        let received = wire::read(format, &message);
+        for _ in 0..received.pings {
+            ws.send(wire::pong(format)).await?;
+        }
+        if let Some((_, error)) = received.answers.into_iter().find(|(got, _)| *got == id) {
+            if let Some(error) = error {
+                bail!("command {id} failed: {error}");
             }
-            continue;
-        };
-        for line in text.split('\n').filter(|l| !l.is_empty()) {
-            if line == "{}" {
-                ws.send(Message::text("{}")).await?;
-                continue;
-            }
-            let parsed: Line<'_> = serde_json::from_str(line)?;
-            if parsed.id == id {
-                if let Some(error) = parsed.error {
-                    bail!("command {id} failed: {error}");
-                }
-                return Ok(());
-            }
+            return Ok(());
         }
     }
 }
@@ -250,7 +276,12 @@ async fn await_reply(ws: &mut Ws, id: u32) -> anyhow::Result<()> {
 static MEASURE_FROM: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// Reads until `stop`, recording the latency of every measured publication.
-async fn receive(mut ws: Ws, stop: Arc<AtomicBool>, counters: Arc<Counters>) -> Receiver {
+async fn receive(
+    mut ws: Ws,
+    format: Format,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+) -> Receiver {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let mut deliveries = 0;
     loop {
@@ -270,23 +301,15 @@ async fn receive(mut ws: Ws, stop: Arc<AtomicBool>, counters: Arc<Counters>) -> 
                 continue;
             }
         };
-        let Message::Text(text) = message else {
-            continue;
-        };
         let now = now_micros();
-        for line in text.split('\n').filter(|l| !l.is_empty()) {
-            if line == "{}" {
-                let _ = ws.send(Message::text("{}")).await;
-                continue;
-            }
-            let Ok(parsed) = serde_json::from_str::<Line<'_>>(line) else {
-                continue;
-            };
-            if let Some(publication) = parsed.push.and_then(|p| p.publication) {
-                if publication.data.t >= MEASURE_FROM.load(Ordering::Relaxed) {
-                    deliveries += 1;
-                    let _ = histogram.record(now.saturating_sub(publication.data.t).max(1));
-                }
+        let received = wire::read(format, &message);
+        for _ in 0..received.pings {
+            let _ = ws.send(wire::pong(format)).await;
+        }
+        for stamp in received.stamps {
+            if stamp >= MEASURE_FROM.load(Ordering::Relaxed) {
+                deliveries += 1;
+                let _ = histogram.record(now.saturating_sub(stamp).max(1));
             }
         }
     }
@@ -315,11 +338,12 @@ async fn publish(
         Some(key) => Publisher::Api(ApiClient::connect(&args.url[0], key).await?),
         None => {
             let token = Signer::from_args(args)?.token("bench-publisher")?;
-            let ws = open_client(&args.url[0], &token, channels).await?;
+            let format = args.format.publisher();
+            let ws = open_client(&args.url[0], &token, channels, format).await?;
             let (sink, stream) = ws.split();
             let errors = counters.clone();
-            tokio::spawn(read_publish_replies(stream, errors));
-            Publisher::Ws(sink, 100)
+            tokio::spawn(read_publish_replies(stream, format, errors));
+            Publisher::Ws(sink, 100, format)
         }
     };
     let start = Instant::now();
@@ -341,7 +365,8 @@ async fn publish(
 }
 
 enum Publisher {
-    Ws(SplitSink<Ws, Message>, u32),
+    /// A client: its sink, the last command id, its format.
+    Ws(SplitSink<Ws, Message>, u32, Format),
     Api(ApiClient),
 }
 
@@ -353,13 +378,16 @@ impl Publisher {
         counters: &Counters,
     ) -> anyhow::Result<()> {
         match self {
-            Publisher::Ws(sink, id) => {
+            Publisher::Ws(sink, id, format) => {
                 *id += 1;
-                let command = format!(
-                    "{{\"id\":{id},\"publish\":{{\"channel\":{},\"data\":{data}}}}}",
-                    serde_json::to_string(channel)?
-                );
-                sink.send(Message::text(command)).await?;
+                let command = Command {
+                    id: *id,
+                    method: Method::Publish(PublishRequest {
+                        channel: channel.to_owned(),
+                        data: Some(RawJson::from_str(data)?),
+                    }),
+                };
+                sink.send(wire::command(*format, &command)).await?;
             }
             Publisher::Api(api) => {
                 let body = format!(
@@ -375,15 +403,18 @@ impl Publisher {
     }
 }
 
-async fn read_publish_replies(mut stream: SplitStream<Ws>, counters: Arc<Counters>) {
+async fn read_publish_replies(
+    mut stream: SplitStream<Ws>,
+    format: Format,
+    counters: Arc<Counters>,
+) {
     while let Some(Ok(message)) = stream.next().await {
-        if let Message::Text(text) = message {
-            for line in text.split('\n') {
-                if line.contains("\"error\"") && !line.contains("\"push\"") {
-                    counters.errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
+        let failed = wire::read(format, &message)
+            .answers
+            .iter()
+            .filter(|(_, error)| error.is_some())
+            .count();
+        counters.errors.fetch_add(failed as u64, Ordering::Relaxed);
     }
 }
 
@@ -440,13 +471,16 @@ impl ApiClient {
     }
 }
 
+/// A subscribed client and the format it speaks.
+type Client = (Ws, Format);
+
 /// Opens `n` subscribed clients, `concurrency` at a time, spread over `urls`.
 async fn open_many(
     args: &Args,
     n: usize,
     channels_of: impl Fn(usize) -> Vec<String>,
     counters: &Counters,
-) -> (Vec<Ws>, Histogram<u64>) {
+) -> (Vec<Client>, Histogram<u64>) {
     let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut tasks = Vec::with_capacity(n);
     // Checked in main before any scenario runs.
@@ -456,12 +490,13 @@ async fn open_many(
         let signer = signer.clone();
         let channels = channels_of(i);
         let gate = gate.clone();
+        let format = args.format.subscriber(i);
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await;
             let started = Instant::now();
             let token = signer.token(&format!("bench-{i}"))?;
-            let ws = open_client(&url, &token, &channels).await?;
-            anyhow::Ok((ws, started.elapsed()))
+            let ws = open_client(&url, &token, &channels, format).await?;
+            anyhow::Ok(((ws, format), started.elapsed()))
         }));
     }
     let mut clients = Vec::with_capacity(n);
@@ -490,7 +525,7 @@ async fn open_many(
 }
 
 /// `--subscribers` clients, all subscribed to `--channel`.
-async fn open_on_one_channel(args: &Args, counters: &Counters) -> (Vec<Ws>, Histogram<u64>) {
+async fn open_on_one_channel(args: &Args, counters: &Counters) -> (Vec<Client>, Histogram<u64>) {
     let channel = args.channel.clone();
     open_many(args, args.subscribers, |_| vec![channel.clone()], counters).await
 }
@@ -566,7 +601,7 @@ impl Report {
 async fn run_publishing(
     args: &Args,
     scenario: &'static str,
-    clients: Vec<Ws>,
+    clients: Vec<Client>,
     channels: Vec<String>,
     counters: Arc<Counters>,
 ) -> anyhow::Result<Report> {
@@ -575,7 +610,7 @@ async fn run_publishing(
     MEASURE_FROM.store(u64::MAX, Ordering::Relaxed);
     let receivers: Vec<_> = clients
         .into_iter()
-        .map(|ws| tokio::spawn(receive(ws, stop.clone(), counters.clone())))
+        .map(|(ws, format)| tokio::spawn(receive(ws, format, stop.clone(), counters.clone())))
         .collect();
     if !args.warmup.is_zero() {
         let warm = Arc::new(Counters::default());
@@ -662,7 +697,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
             let (clients, histogram) = open_on_one_channel(&args, &counters).await;
             let took = started.elapsed();
             let connected = clients.len();
-            for mut ws in clients {
+            for (mut ws, _) in clients {
                 let _ = ws.close(None).await;
             }
             let mut extra = serde_json::Map::new();
@@ -686,7 +721,9 @@ async fn run(args: Args) -> anyhow::Result<Report> {
             let stop = Arc::new(AtomicBool::new(false));
             let holders: Vec<_> = clients
                 .into_iter()
-                .map(|ws| tokio::spawn(receive(ws, stop.clone(), counters.clone())))
+                .map(|(ws, format)| {
+                    tokio::spawn(receive(ws, format, stop.clone(), counters.clone()))
+                })
                 .collect();
             tokio::time::sleep(args.duration).await;
             let after = args.server_pid.and_then(rss_kib);
@@ -748,8 +785,13 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let format = args.format;
     match runtime.block_on(run(args)) {
-        Ok(report) => report.print(),
+        Ok(mut report) => {
+            let label = format.to_possible_value().map(|v| v.get_name().to_owned());
+            report.extra.insert("format".into(), label.into());
+            report.print()
+        }
         Err(e) => {
             eprintln!("herald-bench: {e:#}");
             std::process::exit(1);

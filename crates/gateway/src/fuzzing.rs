@@ -1,13 +1,16 @@
-//! Entry point of the `ws_frames` fuzz target (`fuzz/`), also driven by the
-//! property tests below so `cargo test` covers the same path: a client's
-//! bytes, cut into reads at arbitrary points, through the frame reader and
-//! every text message through the command decoder, as `socket.rs` and
-//! `session.rs` do, with no I/O.
+//! Entry points of the `ws_frames` and `protobuf_frames` fuzz targets
+//! (`fuzz/`), also driven by the property tests below so `cargo test`
+//! covers the same paths: a client's bytes, cut into reads at arbitrary
+//! points, through the frame reader and every message through the command
+//! decoder of its format, as `socket.rs` and `format.rs` do, with no I/O;
+//! and one binary message through the protobuf decoder.
 //!
 //! Not an API: hidden from the docs and free to change.
 
 use bytes::BytesMut;
-use herald_protocol::{decode_frame, Command};
+use herald_protocol::protobuf::client::encode_command;
+use herald_protocol::protobuf::decode_frame_protobuf;
+use herald_protocol::{decode_frame, Command, Method};
 
 use crate::ws::frame::{self as wsframe, Message, Reader};
 
@@ -23,6 +26,10 @@ pub struct Outcome {
     pub commands: usize,
     /// Text messages the command decoder refused.
     pub bad_frames: usize,
+    /// Binary messages, each through the protobuf decoder.
+    pub binaries: usize,
+    /// Commands decoded out of the binary messages.
+    pub protobuf_commands: usize,
     /// The close code sent for a protocol violation; reading stops there.
     pub violation: Option<u16>,
     /// The client sent a close frame; reading stops there.
@@ -100,7 +107,12 @@ fn on_message(message: Message, out: &mut Outcome) -> bool {
             assert_eq!(&pong[2..], &payload[..], "a pong echoes its ping");
             false
         }
-        Message::Binary(_) | Message::Pong => false,
+        Message::Binary(body) => {
+            out.binaries += 1;
+            out.protobuf_commands += decode_protobuf_message(&body);
+            false
+        }
+        Message::Pong => false,
         Message::Close(close) => {
             if let Some((code, _)) = close {
                 assert!(wsframe::close_code_allowed(code), "close code {code}");
@@ -109,6 +121,30 @@ fn on_message(message: Message, out: &mut Outcome) -> bool {
             true
         }
     }
+}
+
+/// One binary message of a protobuf client through the decoder, never
+/// panicking on any input; returns how many commands it held (0 when it was
+/// refused). What decodes encodes back to the same commands: nothing a
+/// client sends drifts on its way in.
+pub fn decode_protobuf_message(message: &[u8]) -> usize {
+    let Ok(commands) = decode_frame_protobuf(message) else {
+        return 0;
+    };
+    assert!(!commands.is_empty(), "a decoded message holds a command");
+    for command in &commands {
+        if matches!(command.method, Method::PayloadNotJson { .. }) {
+            continue;
+        }
+        let mut again = Vec::new();
+        encode_command(command, &mut again);
+        let decoded = decode_frame_protobuf(&again);
+        assert!(
+            matches!(&decoded, Ok(c) if c.as_slice() == std::slice::from_ref(command)),
+            "command does not round-trip: {command:?} -> {decoded:?}"
+        );
+    }
+    commands.len()
 }
 
 /// `wire` cut into reads: whole when `scheme` is 0, otherwise into lengths
@@ -239,6 +275,8 @@ mod tests {
                 messages: 1,
                 commands: 0,
                 bad_frames: 1,
+                binaries: 0,
+                protobuf_commands: 0,
                 violation: None,
                 closed: false,
             };
@@ -303,6 +341,30 @@ mod tests {
             prop_assert_eq!(got.violation, None);
             prop_assert_eq!(got.bad_frames, 0);
             prop_assert_eq!(got.commands, lines.len());
+        }
+
+        /// Binary messages of protobuf commands, cut any way, decode to
+        /// every command; any bytes in a binary message never panic.
+        #[test]
+        fn binary_messages_go_through_the_protobuf_decoder(
+            ids in prop::collection::vec(1u32..1000, 1..6),
+            garbage in prop::collection::vec(any::<u8>(), 0..256),
+            mask in any::<[u8; 4]>(),
+            points in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            let mut message = Vec::new();
+            for id in &ids {
+                let ping = Command { id: *id, method: Method::Ping };
+                encode_command(&ping, &mut message);
+            }
+            let mut wire = client_frame(true, wsframe::OP_BINARY, mask, &message);
+            wire.extend(client_frame(true, wsframe::OP_BINARY, mask, &garbage));
+            let reads = cut_at(&wire, &points);
+            let got = decode_client_chunks(reads.iter().map(Vec::as_slice), 1 << 16, 1);
+            prop_assert_eq!(got.violation, None);
+            prop_assert_eq!(got.binaries, 2);
+            prop_assert!(got.protobuf_commands >= ids.len());
+            prop_assert_eq!(decode_protobuf_message(&message), ids.len());
         }
 
         /// A text frame that is not UTF-8 is refused with 1007, one over

@@ -363,6 +363,64 @@ suite.test('server-side subscriptions from the token channels claim; disconnect 
   assert.equal(refused.code, 3500);
 });
 
+suite.test('API subscribe and unsubscribe reach a protobuf client as subscribe and unsubscribe pushes', async () => {
+  const user = uniq('pushed');
+  const h = suite.client({ label: 'pushed', protobuf: true, token: connectionToken({ sub: user }) });
+  const serverSubscribed = [];
+  h.client.on('subscribed', (ctx) => serverSubscribed.push(ctx));
+  const publications = [];
+  h.client.on('publication', (ctx) => publications.push(ctx));
+  await connect(h);
+
+  // subscribe push: a server-side subscription added to a live connection.
+  const serverChannel = uniq('server-added');
+  const added = await api('subscribe', { user, channel: serverChannel, data: { welcome: true } });
+  assert.ok(added.result, JSON.stringify(added));
+  const deadline = Date.now() + 5_000;
+  while (serverSubscribed.length === 0 && Date.now() < deadline) await sleep(50);
+  assert.deepEqual(serverSubscribed.map((c) => c.channel), [serverChannel], 'the subscribe push arrived');
+  assert.deepEqual(parsed(serverSubscribed[0].data), { welcome: true }, 'with its data, as JSON bytes');
+  await api('publish', { channel: serverChannel, data: { after: 'subscribe push' } });
+  while (publications.length === 0 && Date.now() < deadline + 5_000) await sleep(50);
+  assert.deepEqual(parsed(publications[0]?.data), { after: 'subscribe push' });
+
+  // unsubscribe push on a client-side subscription: code 2000, terminal.
+  const channel = uniq('client-side');
+  const s = suite.subscription(h, channel);
+  await subscribe(s);
+  const since = s.log.mark();
+  const removed = await api('unsubscribe', { user, channel });
+  assert.ok(removed.result, JSON.stringify(removed));
+  const unsubscribed = await s.log.waitFor('unsubscribed', { since, what: 'API unsubscribe' });
+  assert.equal(unsubscribed.code, 2000, `server unsubscribe code 2000, got ${unsubscribed.code} ${unsubscribed.reason}`);
+  assert.equal(h.client.state, 'connected');
+});
+
+suite.test('sub_refresh: a subscription whose token is refreshed stays across expiries', async () => {
+  const user = uniq('sub-refresher');
+  const h = suite.client({ label: 'sub-refresher', protobuf: true, token: connectionToken({ sub: user }) });
+  await connect(h);
+  const channel = `$secret:${uniq('refreshed')}`;
+  let calls = 0;
+  const s = suite.subscription(h, channel, {
+    token: subscriptionToken({ sub: user, channel, exp: nowSec() + 2 }),
+    getToken: async () => {
+      calls++;
+      return subscriptionToken({ sub: user, channel, exp: nowSec() + 2 });
+    },
+  });
+  await subscribe(s);
+  const since = s.log.mark();
+  await sleep(5_000);
+  assert.equal(s.sub.state, 'subscribed', 'still subscribed');
+  assert.deepEqual(s.log.all('unsubscribed', since), [], 'never unsubscribed');
+  assert.deepEqual(s.log.all('subscribing', since), [], 'never resubscribing');
+  assert.ok(calls >= 2, `getToken called at least twice (sub_refresh), got ${calls}`);
+  await within(s.sub.publish(bytes({ still: 'here' })), 5_000, 'publish after the refreshes');
+  const pub = await s.log.waitFor('publication', { since, what: 'publication after the refreshes' });
+  assert.deepEqual(parsed(pub.data), { still: 'here' });
+});
+
 // ---------------------------------------------------------------------------
 // Raw sockets: negotiation and bad input
 

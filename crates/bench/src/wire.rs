@@ -1,0 +1,124 @@
+//! The client protocol as the bench speaks it, in either format: commands
+//! out, and what a server message holds that the bench cares about (pings,
+//! command answers, the send stamps of publications) in.
+
+use herald_protocol::protobuf::client::{decode_replies, encode_command};
+use herald_protocol::{Command, Format, PushBody, Reply};
+use serde::Deserialize;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The subprotocol a client of `format` offers.
+pub(crate) fn subprotocol(format: Format) -> &'static str {
+    match format {
+        Format::Json => "centrifuge-json",
+        Format::Protobuf => "centrifuge-protobuf",
+    }
+}
+
+/// One command as one WebSocket message.
+pub(crate) fn command(format: Format, command: &Command) -> Message {
+    match format {
+        Format::Json => Message::text(String::from_utf8_lossy(&command.encode()).into_owned()),
+        Format::Protobuf => {
+            let mut out = Vec::new();
+            encode_command(command, &mut out);
+            Message::binary(out)
+        }
+    }
+}
+
+/// The answer to a server ping.
+pub(crate) fn pong(format: Format) -> Message {
+    match format {
+        Format::Json => Message::text("{}"),
+        Format::Protobuf => Message::binary(vec![0u8]),
+    }
+}
+
+/// What one server message held.
+#[derive(Default)]
+pub(crate) struct Received {
+    pub(crate) pings: usize,
+    /// Answers to commands: (id, error text if it failed).
+    pub(crate) answers: Vec<(u32, Option<String>)>,
+    /// Send stamps (bench microseconds) of the publications pushed.
+    pub(crate) stamps: Vec<u64>,
+}
+
+/// Reads a server message of `format`; a message of the other kind, or one
+/// that does not decode, holds nothing.
+pub(crate) fn read(format: Format, message: &Message) -> Received {
+    let mut received = Received::default();
+    match (format, message) {
+        (Format::Json, Message::Text(text)) => {
+            for line in text.split('\n').filter(|l| !l.is_empty()) {
+                if line == "{}" {
+                    received.pings += 1;
+                    continue;
+                }
+                let Ok(parsed) = serde_json::from_str::<Line<'_>>(line) else {
+                    continue;
+                };
+                if let Some(publication) = parsed.push.and_then(|p| p.publication) {
+                    received.stamps.push(publication.data.t);
+                } else if parsed.id > 0 {
+                    let error = parsed.error.map(|e| e.to_string());
+                    received.answers.push((parsed.id, error));
+                }
+            }
+        }
+        (Format::Protobuf, Message::Binary(body)) => {
+            for reply in decode_replies(body).unwrap_or_default() {
+                match reply {
+                    Reply::Ping => received.pings += 1,
+                    Reply::Push(push) => {
+                        if let PushBody::Publication(p) = push.body {
+                            if let Ok(stamp) = serde_json::from_str::<Stamp>(p.data.get()) {
+                                received.stamps.push(stamp.t);
+                            }
+                        }
+                    }
+                    Reply::Result { id, .. } => received.answers.push((id, None)),
+                    Reply::Error { id, error } => {
+                        received
+                            .answers
+                            .push((id, Some(format!("{} {}", error.code, error.message))));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    received
+}
+
+/// The parts of a JSON reply line the bench reads, borrowed (the receive
+/// loop runs once per delivery).
+#[derive(Deserialize)]
+struct Line<'a> {
+    #[serde(default)]
+    id: u32,
+    #[serde(borrow, default)]
+    push: Option<PushLine<'a>>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct PushLine<'a> {
+    #[serde(rename = "pub", default)]
+    publication: Option<PublicationLine>,
+    #[serde(borrow, default)]
+    #[allow(dead_code)]
+    channel: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct PublicationLine {
+    data: Stamp,
+}
+
+#[derive(Deserialize)]
+struct Stamp {
+    t: u64,
+}
