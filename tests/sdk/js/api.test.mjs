@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 
 import {
+  apiCall,
   connect,
   connectionToken,
   outgoingCommands,
@@ -37,21 +38,8 @@ const suite = serverSuite(
   { label: 'herald (api)' },
 );
 
-/** POST /api/<method> with the key; resolves with the parsed JSON body (HTTP 200 required). */
-async function api(method, body) {
-  const res = await within(
-    fetch(`${suite.server.apiUrl}/api/${method}`, {
-      method: 'POST',
-      headers: { 'X-API-Key': API_KEY, 'Content-Type': 'application/json' },
-      body: JSON.stringify(body),
-    }),
-    5_000,
-    `POST /api/${method}`,
-  );
-  const text = await res.text();
-  assert.equal(res.status, 200, `POST /api/${method} ${JSON.stringify(body)}: HTTP ${res.status} ${text}`);
-  return JSON.parse(text);
-}
+/** POST /api/<method> with the suite's key; the parsed reply (HTTP 200 required). */
+const api = (method, body) => apiCall(suite.server.apiUrl, API_KEY, method, body);
 
 /** An API call that must succeed: its `result`. */
 async function apiResult(method, body) {

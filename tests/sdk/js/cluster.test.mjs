@@ -14,7 +14,7 @@ import {
   subscribeSub,
   within,
 } from './cluster_support.mjs';
-import { connectionToken, sleep, uniq } from './harness.mjs';
+import { apiCall, connectionToken, sleep, uniq } from './harness.mjs';
 
 const modes = modesFromEnv('HERALD_REDIS_MODES', 'standalone,sharded,cluster');
 
@@ -148,16 +148,7 @@ for (const mode of modes) {
         } else if (n % 3 === 1) {
           await within(protobufWriter.client.publish(channel, bytes({ n })), 5_000, `${what} (protobuf client, node 3)`);
         } else {
-          const res = await within(
-            fetch(`${apiUrl}/api/publish`, {
-              method: 'POST',
-              headers: { 'X-API-Key': API_KEY, 'Content-Type': 'application/json' },
-              body: JSON.stringify({ channel, data: { n } }),
-            }),
-            5_000,
-            `${what} (server API, node 1)`,
-          );
-          const reply = await res.json();
+          const reply = await apiCall(apiUrl, API_KEY, 'publish', { channel, data: { n } });
           assert.ok(reply.result, `${what} (server API): ${JSON.stringify(reply)}`);
         }
       }

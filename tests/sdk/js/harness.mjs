@@ -4,6 +4,7 @@
 // SDK clients that record their events and WebSocket frames, and dumps the server's
 // logs and the recorded frames into the error of any failing test.
 
+import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
 import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -601,6 +602,22 @@ async function closeClients(state) {
   state.clients = [];
   // Let close frames go out before the next test or the server stop.
   await sleep(50);
+}
+
+/** POST /api/<method> on `apiUrl` with the key; resolves with the parsed reply (HTTP 200 required). */
+export async function apiCall(apiUrl, key, method, body) {
+  const res = await within(
+    fetch(`${apiUrl}/api/${method}`, {
+      method: 'POST',
+      headers: { 'X-API-Key': key, 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    }),
+    5_000,
+    `POST /api/${method}`,
+  );
+  const text = await res.text();
+  assert.equal(res.status, 200, `POST /api/${method} ${JSON.stringify(body)}: HTTP ${res.status} ${text}`);
+  return JSON.parse(text);
 }
 
 /** Connects a tracked client and waits for `connected`. Returns the connected context. */

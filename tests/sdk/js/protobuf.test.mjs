@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
 
 import {
+  apiCall,
   connect,
   connectionToken,
   nowSec,
@@ -76,21 +77,8 @@ const parsed = (data) => {
   return JSON.parse(decoder.decode(data));
 };
 
-/** POST /api/<method>; the parsed reply (HTTP 200 required). */
-async function api(method, body) {
-  const res = await within(
-    fetch(`${suite.server.apiUrl}/api/${method}`, {
-      method: 'POST',
-      headers: { 'X-API-Key': API_KEY, 'Content-Type': 'application/json' },
-      body: JSON.stringify(body),
-    }),
-    5_000,
-    `POST /api/${method}`,
-  );
-  const text = await res.text();
-  assert.equal(res.status, 200, `POST /api/${method}: HTTP ${res.status} ${text}`);
-  return JSON.parse(text);
-}
+/** POST /api/<method> with the suite's key; the parsed reply (HTTP 200 required). */
+const api = (method, body) => apiCall(suite.server.apiUrl, API_KEY, method, body);
 
 /** One series of /metrics, 0 when absent. */
 async function metric(name, labels) {

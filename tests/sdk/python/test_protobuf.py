@@ -15,40 +15,13 @@ import pytest
 from centrifuge import ClientState, SubscriptionState
 from centrifuge.exceptions import ReplyError
 
-from harness import connection_token, server_config, uniq, within
+from harness import connection_token, uniq, within
+
+# The JSON suite's server (short pings, the `stream` namespace with forced recovery)
+# and its connect/subscribe helpers: the same scenarios, in the other format.
+from test_sdk import connect, herald_config, subscribe  # noqa: F401 (herald_config is a fixture)
 
 pytestmark = pytest.mark.anyio
-
-HISTORY = {"history_size": 100, "history_ttl": "300s"}
-
-
-@pytest.fixture(scope="module")
-def herald_config():
-    return server_config(
-        {
-            # Short pings: the SDK must answer them (pong) for the connection to live.
-            "client": {"ping_interval": "2s", "pong_timeout": "1s", "presence_update_interval": "1s"},
-            "channel": {
-                "without_namespace": {
-                    "presence": True,
-                    **HISTORY,
-                    "allow_subscribe_for_client": True,
-                    "allow_publish_for_client": True,
-                    "allow_presence_for_client": True,
-                    "allow_history_for_client": True,
-                },
-                "namespaces": [
-                    {
-                        "name": "stream",
-                        **HISTORY,
-                        "force_recovery": True,
-                        "allow_subscribe_for_client": True,
-                        "allow_publish_for_client": True,
-                    }
-                ],
-            },
-        }
-    )
 
 
 def enc(value) -> bytes:
@@ -57,18 +30,6 @@ def enc(value) -> bytes:
 
 def pb_client(sdk, label: str, **options):
     return sdk.client(label, use_protobuf=True, **options)
-
-
-async def connect(handle, timeout: float = 5.0):
-    since = handle.log.mark()
-    await within(handle.client.connect(), timeout, f"{handle.label} connect()")
-    return await handle.log.wait_for("connected", since=since, timeout=timeout, what="connect")
-
-
-async def subscribe(sub_handle, timeout: float = 5.0):
-    since = sub_handle.log.mark()
-    await within(sub_handle.sub.subscribe(), timeout, "subscribe()")
-    return await sub_handle.log.wait_for("subscribed", since=since, timeout=timeout, what="subscribe")
 
 
 async def test_protobuf_connect_subscribe_publish_presence_history(sdk):
