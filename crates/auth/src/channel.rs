@@ -107,6 +107,12 @@ impl ChannelPolicy {
         })
     }
 
+    /// Whether any namespace carries binary data
+    /// (`publication_data_format = "binary"`).
+    pub fn has_binary_data(&self) -> bool {
+        self.without_namespace.binary_data() || self.namespaces.values().any(|o| o.binary_data())
+    }
+
     /// Validates `channel` and finds its namespace: the part before the first
     /// `:` once the private prefix `$` is stripped; no `:` (or nothing before
     /// it) means `channel.without_namespace`.

@@ -133,9 +133,29 @@ pub struct ChannelOptions {
     /// Overrides `channel.history_meta_ttl` for this namespace.
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub history_meta_ttl: Option<Duration>,
+    /// What publication data of the namespace is: JSON (every client), or
+    /// bytes (protobuf clients only).
+    pub publication_data_format: PublicationDataFormat,
+}
+
+/// `publication_data_format` of a namespace (docs/protocol.md, "Protobuf").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublicationDataFormat {
+    /// Publication data must be JSON; JSON and protobuf clients share the channel.
+    #[default]
+    Json,
+    /// Publication data is any bytes; only protobuf clients may subscribe,
+    /// publish and read history (JSON clients get error 107).
+    Binary,
 }
 
 impl ChannelOptions {
+    /// Whether publication data is bytes (protobuf clients only).
+    pub fn binary_data(&self) -> bool {
+        self.publication_data_format == PublicationDataFormat::Binary
+    }
+
     /// Whether publications are kept: both `history_size` and `history_ttl` set.
     pub fn history_enabled(&self) -> bool {
         self.history_size > 0 && !self.history_ttl.is_zero()

@@ -118,8 +118,9 @@ pub async fn serve<F>(
 where
     F: std::future::Future<Output = Result<Engine, BusError>>,
 {
-    let policy =
-        ChannelPolicy::new(&config.channel).map_err(|e| GatewayError::Config(e.to_string()))?;
+    let policy = Arc::new(
+        ChannelPolicy::new(&config.channel).map_err(|e| GatewayError::Config(e.to_string()))?,
+    );
     let verifier = TokenVerifier::new(&config.client.token, &config.client.subscription_token)
         .map_err(|e| GatewayError::Config(e.to_string()))?;
     let auth = Authenticator::new(verifier, &config.client.introspection)
@@ -129,7 +130,7 @@ where
     auth.start();
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hub = Arc::new(Hub::new(cores * 8));
-    let events = Arc::new(NodeEvents::new(hub.clone()));
+    let events = Arc::new(NodeEvents::new(hub.clone(), &policy));
     let engine = make_engine(events.clone()).await?;
     let node = Arc::new(Node::new(config.client.clone(), policy, auth, engine, hub));
     events.link(&node);

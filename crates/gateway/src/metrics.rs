@@ -520,6 +520,13 @@ pub(crate) fn bad_message(format: Format, reason: &'static str) {
         .inc();
 }
 
+/// A publish whose data is not JSON, on a channel that carries JSON. Only
+/// protobuf clients send data that is not JSON (a JSON client's frame would
+/// not decode), so it counts under that format.
+pub(crate) fn payload_not_json() {
+    bad_message(Format::Protobuf, "payload_not_json");
+}
+
 /// A WebSocket connection upgraded on the client route.
 pub(crate) fn upgraded(format: Format) {
     METRICS.upgrades.with_label_values(&[format.label()]).inc();

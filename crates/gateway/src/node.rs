@@ -79,13 +79,13 @@ struct Registered {
 impl Node {
     pub(crate) fn new(
         client: ClientConfig,
-        policy: ChannelPolicy,
+        policy: Arc<ChannelPolicy>,
         auth: Authenticator,
         engine: Engine,
         hub: Arc<Hub>,
     ) -> Self {
         Self {
-            policy: Arc::new(policy),
+            policy,
             auth,
             engine,
             hub,

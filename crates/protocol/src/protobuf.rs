@@ -8,8 +8,11 @@
 //! Payloads stay JSON: a `bytes` payload field carries the JSON text. A
 //! command whose payload is not JSON decodes as `Method::PayloadNotJson`,
 //! which the connection machine answers with error 107, so JSON clients of
-//! the same channel never receive bytes that are not JSON. Fields herald
-//! does not use are skipped (protobuf's rule for unknown ones).
+//! the same channel never receive bytes that are not JSON. The exception is
+//! publish data, which a binary channel takes as bytes: it decodes marked
+//! binary when it is not plain JSON (`publish_data`), and the machine
+//! decides by the channel. Data marked binary goes out as its bytes. Fields
+//! herald does not use are skipped (protobuf's rule for unknown ones).
 
 use prost::Message as _;
 
@@ -192,7 +195,7 @@ fn method_from_wire(w: wire::Command) -> Result<Method, &'static str> {
     } else if let Some(r) = w.publish {
         Method::Publish(PublishRequest {
             channel: r.channel,
-            data: payload(&r.data).map_err(|NotJson| "publish")?,
+            data: publish_data(&r.data),
         })
     } else if let Some(r) = w.presence {
         Method::Presence(PresenceRequest { channel: r.channel })
@@ -232,6 +235,21 @@ fn method_from_wire(w: wire::Command) -> Result<Method, &'static str> {
     Ok(method)
 }
 
+/// The data of a publish, which may go to a JSON channel or a binary one
+/// (only the machine knows which): JSON text with no `\n` as it is (byte
+/// for byte what was sent); anything else (bytes that are not JSON, or JSON
+/// a `\n` would be stripped from) marked binary, so a binary channel gets
+/// the exact bytes and a JSON channel parses them or answers 107.
+fn publish_data(data: &[u8]) -> Option<RawJson> {
+    if data.is_empty() {
+        return None;
+    }
+    match json(data) {
+        Some(text) if !data.contains(&b'\n') => Some(text),
+        _ => Some(RawJson::binary(data)),
+    }
+}
+
 fn subscribe_from_wire(r: wire::SubscribeRequest) -> Result<SubscribeRequest, NotJson> {
     Ok(SubscribeRequest {
         channel: r.channel,
@@ -250,8 +268,16 @@ fn subscribe_from_wire(r: wire::SubscribeRequest) -> Result<SubscribeRequest, No
 
 // ---- herald → wire ----
 
+/// The `bytes` of a payload: the data of a binary channel as its bytes,
+/// anything else as its JSON text.
+fn payload_bytes(payload: &RawJson) -> Vec<u8> {
+    payload
+        .binary_bytes()
+        .unwrap_or_else(|| payload.get().as_bytes().to_vec())
+}
+
 fn bytes(payload: Option<&RawJson>) -> Vec<u8> {
-    payload.map_or_else(Vec::new, |p| p.get().as_bytes().to_vec())
+    payload.map_or_else(Vec::new, payload_bytes)
 }
 
 fn info_to_wire(info: &ClientInfo) -> wire::ClientInfo {
@@ -265,7 +291,7 @@ fn info_to_wire(info: &ClientInfo) -> wire::ClientInfo {
 
 fn publication_to_wire(p: &Publication) -> wire::Publication {
     wire::Publication {
-        data: p.data.get().as_bytes().to_vec(),
+        data: payload_bytes(&p.data),
         info: p.info.as_ref().map(info_to_wire),
         offset: p.offset,
         tags: p.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -363,7 +389,7 @@ fn push_to_wire(push: &Push) -> wire::Push {
         }
         PushBody::Message(m) => {
             w.message = Some(wire::Message {
-                data: m.data.get().as_bytes().to_vec(),
+                data: payload_bytes(&m.data),
             })
         }
     }

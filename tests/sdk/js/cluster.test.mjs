@@ -26,6 +26,15 @@ const channels = {
   channel: {
     namespaces: [
       {
+        name: 'bin',
+        history_size: 100,
+        history_ttl: '600s',
+        publication_data_format: 'binary',
+        allow_subscribe_for_client: true,
+        allow_publish_for_client: true,
+        allow_history_for_client: true,
+      },
+      {
         name: 'mixed',
         history_size: 1000,
         history_ttl: '600s',
@@ -183,6 +192,26 @@ for (const mode of modes) {
       const users = Object.values(presence.clients).map((c) => c.client).sort();
       const subscriberIds = subscribers.map((s) => s.clientId).sort();
       assert.deepEqual(users, subscriberIds, 'presence lists the JSON and the protobuf subscribers of every node');
+    });
+
+    env.test('a binary channel carries bytes across nodes: live, and history read on a third node', async () => {
+      const channel = `bin:${uniq('blob')}`;
+      const reader = env.client(0, { label: 'protobuf-reader@node1', protobuf: true, token: connectionToken({ sub: uniq('reader') }) });
+      const writer = env.client(1, { label: 'protobuf-writer@node2', protobuf: true, token: connectionToken({ sub: uniq('writer') }) });
+      const other = env.client(2, { label: 'protobuf-other@node3', protobuf: true, token: connectionToken({ sub: uniq('other') }) });
+      await connectClient(reader);
+      await connectClient(writer);
+      await connectClient(other);
+      const s = env.subscription(reader, channel);
+      await subscribeSub(s);
+      const since = s.log.mark();
+      const blobs = [Buffer.from([0x00, 0xff, 0x10]), Buffer.from('{"a":1}'), Buffer.alloc(2048, 0xab)];
+      for (const blob of blobs) await within(writer.client.publish(channel, new Uint8Array(blob)), 5_000, 'publish bytes on node 2');
+      await s.log.waitFor('publication', { since, pred: () => s.log.all('publication', since).length >= 3, timeout: 10_000, what: '3 blobs on node 1' });
+      const hex = (list) => list.map((b) => Buffer.from(b).toString('hex'));
+      assert.deepEqual(hex(s.log.all('publication', since).map((p) => p.data)), hex(blobs), 'the bytes on node 1, in order');
+      const hist = await within(other.client.history(channel, { limit: 10 }), 5_000, 'history on node 3');
+      assert.deepEqual(hex(hist.publications.map((p) => p.data)), hex(blobs), 'history on node 3 gives the bytes back');
     });
 
     env.test('a channel without history crosses nodes too (node 3 -> node 1)', async (t) => {

@@ -53,6 +53,16 @@ const suite = serverSuite(
         { name: 'secret', allow_publish_for_client: true },
         { name: 'stream', ...history, force_recovery: true, allow_subscribe_for_client: true, allow_publish_for_client: true },
         {
+          // Binary data: protobuf clients only.
+          name: 'bin',
+          ...history,
+          force_recovery: true,
+          publication_data_format: 'binary',
+          allow_subscribe_for_client: true,
+          allow_publish_for_client: true,
+          allow_history_for_client: true,
+        },
+        {
           name: 'rooms',
           presence: true,
           join_leave: true,
@@ -407,6 +417,68 @@ suite.test('sub_refresh: a subscription whose token is refreshed stays across ex
   await within(s.sub.publish(bytes({ still: 'here' })), 5_000, 'publish after the refreshes');
   const pub = await s.log.waitFor('publication', { since, what: 'publication after the refreshes' });
   assert.deepEqual(parsed(pub.data), { still: 'here' });
+});
+
+suite.test('a binary channel carries bytes between protobuf clients; JSON clients get 108 there', async () => {
+  const channel = `bin:${uniq('blob')}`;
+  const reader = suite.client({ label: 'bin-reader', protobuf: true, token: connectionToken({ sub: uniq('reader') }) });
+  const writer = suite.client({ label: 'bin-writer', protobuf: true, token: connectionToken({ sub: uniq('writer') }) });
+  await connect(reader);
+  await connect(writer);
+  const s = suite.subscription(reader, channel);
+  const first = await subscribe(s);
+  assert.equal(first.recoverable, true, 'force_recovery in the bin namespace');
+
+  // Bytes that are not JSON, bytes that look like JSON, pretty JSON with newlines: each
+  // arrives exactly as sent.
+  const blobs = [
+    new Uint8Array([0x00, 0x01, 0xfe, 0xff]),
+    encoder.encode('{"a":1}'),
+    encoder.encode('{\n  "a": 1\n}\n'),
+    new Uint8Array(3000).map((_, i) => i % 256),
+  ];
+  let since = s.log.mark();
+  for (const blob of blobs) await within(writer.client.publish(channel, blob), 5_000, 'publish bytes');
+  const apiBytes = Buffer.from([0xde, 0xad, 0xbe, 0xef]);
+  const viaApi = await api('publish', { channel, b64data: apiBytes.toString('base64') });
+  assert.ok(viaApi.result, `API b64data on a binary channel: ${JSON.stringify(viaApi)}`);
+  const want = [...blobs.map((b) => Buffer.from(b)), apiBytes];
+  await s.log.waitFor('publication', { since, pred: () => s.log.all('publication', since).length >= want.length, what: 'the bytes' });
+  const got = s.log.all('publication', since).map((p) => Buffer.from(p.data));
+  assert.deepEqual(got.map((b) => b.toString('hex')), want.map((b) => b.toString('hex')), 'every blob byte for byte, in order');
+
+  // History and recovery give the bytes back too.
+  const hist = await within(s.sub.history({ limit: 10 }), 5_000, 'history');
+  assert.deepEqual(hist.publications.map((p) => Buffer.from(p.data).toString('hex')), want.map((b) => b.toString('hex')));
+  const down = reader.log.mark();
+  reader.client.disconnect();
+  await reader.log.waitFor('disconnected', { since: down, what: 'disconnect' });
+  const missed = new Uint8Array([0x7f, 0x00, 0x80]);
+  await within(writer.client.publish(channel, missed), 5_000, 'publish while the reader is away');
+  since = s.log.mark();
+  reader.client.connect();
+  const resubscribed = await s.log.waitFor('subscribed', { since, timeout: 10_000, what: 'resubscribe' });
+  assert.equal(resubscribed.recovered, true, 'recovered');
+  const recovered = await s.log.waitFor('publication', { since, what: 'the missed blob' });
+  assert.equal(Buffer.from(recovered.data).toString('hex'), '7f0080');
+
+  // A JSON client: subscribe, publish and history all refused with 108, the connection stays.
+  const json = suite.client({ label: 'bin-json', token: connectionToken({ sub: uniq('json') }) });
+  await connect(json);
+  const js = suite.subscription(json, channel);
+  const mark = js.log.mark();
+  js.sub.subscribe();
+  const refused = await js.log.waitFor('unsubscribed', { since: mark, what: 'JSON subscribe refused' });
+  assert.equal(refused.code, 108, `a JSON client cannot subscribe to a binary channel: ${refused.code} ${refused.reason}`);
+  let publishError = null;
+  try {
+    await within(json.client.publish(channel, { a: 1 }), 5_000, 'JSON publish');
+  } catch (err) {
+    publishError = err;
+  }
+  assert.equal(publishError?.code, 108, `a JSON client cannot publish there: ${JSON.stringify(publishError)}`);
+  assert.ok(!json.frames.some((f) => f.dir === 'in' && f.binary), 'the JSON client never got a binary message');
+  assert.equal(json.client.state, 'connected');
 });
 
 // ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herald_auth::{ChannelPolicy, SubscriptionClaims, TokenError};
+use herald_auth::{ChannelPolicy, ResolvedChannel, SubscriptionClaims, TokenError};
 use herald_bus::{BusError, ControlCommand};
 use herald_protocol::{
     ClientInfo, Command, CommandResult, Disconnect, ErrorCode, ErrorReply, HistoryResult, Method,
@@ -72,6 +72,10 @@ pub(crate) struct Setup {
     /// Where in `[interval/2, interval)` the first ping goes, as a fraction
     /// in `[0, 1)`: a reconnect wave must not ping in lockstep.
     pub(crate) ping_jitter: f64,
+    /// The client takes the data of binary channels
+    /// (`publication_data_format = "binary"`) as bytes: it speaks protobuf.
+    /// Without it those channels answer 108.
+    pub(crate) takes_binary_data: bool,
 }
 
 /// One connection's protocol state (module docs).
@@ -87,6 +91,7 @@ pub(crate) struct Machine {
     issued_at: Option<u64>,
     tls_identity: Option<String>,
     upgrade_token: Option<String>,
+    takes_binary_data: bool,
     /// Channels the credentials grant subscription to (introspection scopes).
     granted: HashSet<String>,
     /// The introspected token, re-checked while the connection lives.
@@ -134,6 +139,8 @@ enum Step {
     },
     History {
         id: u32,
+        /// A binary channel: the publications' data is bytes.
+        binary: bool,
     },
     Refresh {
         id: u32,
@@ -163,6 +170,7 @@ impl Machine {
             issued_at: None,
             tls_identity: setup.tls_identity,
             upgrade_token: setup.upgrade_token,
+            takes_binary_data: setup.takes_binary_data,
             granted: HashSet::new(),
             introspected_token: None,
             registered: None,
@@ -495,15 +503,22 @@ impl Machine {
                 Ok(result) => self.reply(id, result),
                 Err(e) => self.error(id, engine_code(&e)),
             },
-            (Step::History { id }, Outcome::History(result)) => match result {
-                Ok(page) => self.reply(
-                    id,
-                    CommandResult::History(HistoryResult {
-                        publications: page.publications,
-                        epoch: page.position.epoch,
-                        offset: page.position.offset,
-                    }),
-                ),
+            (Step::History { id, binary }, Outcome::History(result)) => match result {
+                Ok(mut page) => {
+                    if binary {
+                        for p in &mut page.publications {
+                            p.data.mark_binary();
+                        }
+                    }
+                    self.reply(
+                        id,
+                        CommandResult::History(HistoryResult {
+                            publications: page.publications,
+                            epoch: page.position.epoch,
+                            offset: page.position.offset,
+                        }),
+                    )
+                }
                 Err(e) => self.error(id, engine_code(&e)),
             },
             (Step::Refresh { id, token }, Outcome::Refreshed { checked, revoked }) => {
@@ -587,6 +602,12 @@ impl Machine {
         claims.user == self.user
             && claims.channel == channel
             && claims.client.as_ref().is_none_or(|c| *c == self.client)
+    }
+
+    /// Whether this client may use `channel`: a binary channel's data is
+    /// bytes, which only a protobuf client takes (docs/protocol.md, "Protobuf").
+    fn may_use(&self, channel: &ResolvedChannel<'_>) -> bool {
+        self.takes_binary_data || !channel.options.binary_data()
     }
 
     fn info_with(&self, chan_info: Option<RawJson>) -> ClientInfo {

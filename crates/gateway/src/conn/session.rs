@@ -79,6 +79,7 @@ impl Session {
             tls_identity,
             upgrade_token,
             ping_jitter: rand::rng().random_range(0.0..1.0),
+            takes_binary_data: format == Format::Protobuf,
         };
         Self {
             machine: Machine::new(setup, now()),

@@ -576,12 +576,16 @@ async fn control(node: &Node, command: ControlCommand) -> Result<Box<RawValue>, 
     Ok(to_raw(&ApiEmpty {}))
 }
 
-/// The payload of `publish` and `broadcast`: `data`, or else `b64data`
-/// (standard base64, as a protobuf-speaking backend sends binary), which
-/// must decode to JSON: JSON clients of the channel receive it as is.
-fn payload(data: Option<RawJson>, b64data: &str) -> Result<RawJson, ApiError> {
+/// The payload of `publish` and `broadcast` as the caller gave it: `data`
+/// (JSON), or else `b64data` (standard base64 of bytes).
+enum ApiPayload {
+    Json(RawJson),
+    Bytes(Vec<u8>),
+}
+
+fn payload(data: Option<RawJson>, b64data: &str) -> Result<ApiPayload, ApiError> {
     if let Some(data) = data.filter(|d| !d.is_null()) {
-        return Ok(data);
+        return Ok(ApiPayload::Json(data));
     }
     if b64data.is_empty() {
         return Err(ApiError::with_message(
@@ -589,31 +593,45 @@ fn payload(data: Option<RawJson>, b64data: &str) -> Result<RawJson, ApiError> {
             "data required",
         ));
     }
-    let bytes = base64::engine::general_purpose::STANDARD
+    base64::engine::general_purpose::STANDARD
         .decode(b64data)
-        .map_err(|_| ApiError::with_message(ErrorCode::BadRequest, "b64data is not base64"))?;
-    std::str::from_utf8(&bytes)
-        .ok()
-        .and_then(|text| RawJson::from_str(text).ok())
-        .filter(|d| !d.is_null())
-        .ok_or_else(|| {
-            ApiError::with_message(
-                ErrorCode::BadRequest,
-                "b64data must decode to JSON: herald's channels carry JSON to every client",
-            )
-        })
+        .map(ApiPayload::Bytes)
+        .map_err(|_| ApiError::with_message(ErrorCode::BadRequest, "b64data is not base64"))
+}
+
+impl ApiPayload {
+    /// The publication data for a channel: the bytes of a binary channel
+    /// (`data` as its JSON text), or JSON for any other, where `b64data` must
+    /// decode to JSON since its JSON clients receive it as is.
+    fn for_channel(&self, binary: bool) -> Result<RawJson, ApiError> {
+        match (self, binary) {
+            (ApiPayload::Json(data), false) => Ok(data.clone()),
+            (ApiPayload::Json(data), true) => Ok(RawJson::binary(data.get().as_bytes())),
+            (ApiPayload::Bytes(bytes), true) => Ok(RawJson::binary(bytes)),
+            (ApiPayload::Bytes(bytes), false) => std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|text| RawJson::from_str(text).ok())
+                .filter(|d| !d.is_null())
+                .ok_or_else(|| {
+                    ApiError::with_message(
+                        ErrorCode::BadRequest,
+                        "b64data must decode to JSON on a channel whose publication_data_format is json",
+                    )
+                }),
+        }
+    }
 }
 
 async fn publish(
     node: &Node,
     channel: &str,
-    data: &RawJson,
+    payload: &ApiPayload,
     skip_history: bool,
     tags: &std::collections::BTreeMap<String, String>,
     idempotency_key: &str,
 ) -> Result<StreamPosition, ApiError> {
     let resolved = resolve(node, channel)?;
-    let data = data.clone();
+    let data = payload.for_channel(resolved.options.binary_data())?;
     let history = node.history_options(&resolved).filter(|_| !skip_history);
     let publication = Publication {
         data,

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use herald_auth::ChannelPolicy;
 use herald_bus::{BrokerEvents, ControlCommand, NodeInfo, SurveyReply, SurveyRequest};
 use herald_protocol::{ClientInfo, Publication};
 
@@ -15,14 +16,26 @@ use super::Node;
 pub(crate) struct NodeEvents {
     hub: Arc<Hub>,
     node: std::sync::OnceLock<std::sync::Weak<Node>>,
+    /// Set when a namespace carries binary data: publications of its
+    /// channels are marked so before they are framed.
+    binary_channels: Option<Arc<ChannelPolicy>>,
 }
 
 impl NodeEvents {
-    pub(crate) fn new(hub: Arc<Hub>) -> Self {
+    pub(crate) fn new(hub: Arc<Hub>, policy: &Arc<ChannelPolicy>) -> Self {
         Self {
             hub,
             node: std::sync::OnceLock::new(),
+            binary_channels: policy.has_binary_data().then(|| policy.clone()),
         }
+    }
+
+    fn is_binary(&self, channel: &str) -> bool {
+        self.binary_channels.as_ref().is_some_and(|policy| {
+            policy
+                .resolve(channel)
+                .is_ok_and(|r| r.options.binary_data())
+        })
     }
 
     pub(crate) fn link(&self, node: &Arc<Node>) {
@@ -35,8 +48,11 @@ impl NodeEvents {
 }
 
 impl BrokerEvents for NodeEvents {
-    fn on_publication(&self, channel: &str, publication: Publication, epoch: &str) {
+    fn on_publication(&self, channel: &str, mut publication: Publication, epoch: &str) {
         crate::metrics::METRICS.broker_messages_received.inc();
+        if self.is_binary(channel) {
+            publication.data.mark_binary();
+        }
         self.hub.on_publication(channel, publication, epoch);
     }
 

@@ -54,9 +54,14 @@ async fn finish(
         if let Some(requested) = &plan.recover {
             result.was_recovering = true;
             match recovered {
-                Some(publications) => {
+                Some(mut publications) => {
                     result.recovered = true;
                     result.offset = requested.offset;
+                    if plan.options.binary_data() {
+                        for p in &mut publications {
+                            p.data.mark_binary();
+                        }
+                    }
                     result.publications = publications;
                 }
                 None if plan.reject_unrecovered => return Err(ErrorCode::UnrecoverablePosition),

@@ -278,7 +278,8 @@ fn info_from_wire(i: wire::ClientInfo) -> Option<ClientInfo> {
 
 fn publication_from_wire(p: wire::Publication) -> Option<Publication> {
     Some(Publication {
-        data: json(&p.data)?,
+        // Bytes that are not JSON come from a binary channel.
+        data: json(&p.data).unwrap_or_else(|| RawJson::binary(&p.data)),
         info: match p.info {
             Some(info) => Some(info_from_wire(info)?),
             None => None,

@@ -22,8 +22,10 @@ impl Machine {
         if req.channel.is_empty() {
             return self.close(Disconnect::BAD_REQUEST);
         }
-        if let Err(e) = self.policy.resolve(&req.channel) {
-            return self.error(id, e.code());
+        match self.policy.resolve(&req.channel) {
+            Err(e) => return self.error(id, e.code()),
+            Ok(r) if !self.may_use(&r) => return self.error(id, ErrorCode::NotAvailable),
+            Ok(_) => {}
         }
         if let Err(code) = self.state.begin_subscribe(&req.channel, false) {
             return self.error(id, code);
@@ -255,8 +257,23 @@ impl Machine {
             Ok(r) => r,
             Err(e) => return self.error(id, e.code()),
         };
+        if !self.may_use(&resolved) {
+            return self.error(id, ErrorCode::NotAvailable);
+        }
         let Some(data) = req.data.filter(|d| !d.is_null()) else {
             return self.error(id, ErrorCode::BadRequest);
+        };
+        let data = if resolved.options.binary_data() {
+            binary_data(data)
+        } else {
+            match json_data(data) {
+                Some(data) => data,
+                None => {
+                    debug!(client = %self.client, "publish payload is not JSON");
+                    metrics::payload_not_json();
+                    return self.error(id, ErrorCode::BadRequest);
+                }
+            }
         };
         let subscribed = self.state.is_subscribed(&req.channel);
         if !self.config.insecure && !policy.can_publish(&resolved, &self.user, subscribed) {
@@ -311,9 +328,10 @@ impl Machine {
             Ok(r) => r,
             Err(e) => return self.error(id, e.code()),
         };
-        if !resolved.options.history_enabled() {
+        if !resolved.options.history_enabled() || !self.may_use(&resolved) {
             return self.error(id, ErrorCode::NotAvailable);
         }
+        let binary = resolved.options.binary_data();
         let subscribed = self.state.is_subscribed(&req.channel);
         if !self.config.insecure && !policy.can_history(&resolved, &self.user, subscribed) {
             return self.error(id, ErrorCode::PermissionDenied);
@@ -332,7 +350,7 @@ impl Machine {
                 channel: req.channel,
                 query,
             },
-            Step::History { id },
+            Step::History { id, binary },
         );
     }
 
@@ -452,4 +470,27 @@ impl Machine {
         };
         self.reply(id, CommandResult::SubRefresh(result));
     }
+}
+
+/// The data of a binary channel: what a protobuf client sent as bytes is
+/// already marked so; JSON text (compact, exactly the bytes sent) becomes
+/// those bytes.
+fn binary_data(data: RawJson) -> RawJson {
+    if data.is_binary() {
+        data
+    } else {
+        RawJson::binary(data.get().as_bytes())
+    }
+}
+
+/// The data of a JSON channel: bytes a protobuf client sent that did not
+/// decode as plain JSON (pretty JSON, or not JSON at all) are parsed here;
+/// None when they are not JSON.
+fn json_data(data: RawJson) -> Option<RawJson> {
+    if !data.is_binary() {
+        return Some(data);
+    }
+    let bytes = data.binary_bytes()?;
+    let text = std::str::from_utf8(&bytes).ok()?;
+    RawJson::from_str(text).ok()
 }

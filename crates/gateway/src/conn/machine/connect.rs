@@ -291,6 +291,9 @@ impl Machine {
     ) -> Result<SubscribePlan, ErrorCode> {
         let policy = self.policy.clone();
         let resolved = policy.resolve(channel).map_err(ChannelError::code)?;
+        if !self.may_use(&resolved) {
+            return Err(ErrorCode::NotAvailable);
+        }
         let mut options = resolved.options.clone();
         let mut chan_info = None;
         let mut data = None;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use herald_auth::{
     ChannelConfig, ChannelOptions, ChannelPolicy, ConnectionClaims, InvalidReason, NamespaceConfig,
-    SubOptions, SubscriptionClaims, TokenError,
+    PublicationDataFormat, SubOptions, SubscriptionClaims, TokenError,
 };
 use herald_bus::{BusError, ControlCommand, HistoryPage};
 use herald_identity::Principal;
@@ -29,6 +29,9 @@ struct Harness {
     now: Now,
     /// Replies and pushes, as the client would read them (JSON).
     sent: Vec<Value>,
+    /// The same, as the machine made them (what JSON cannot show, such as
+    /// the binary mark of a payload).
+    typed: Vec<Reply>,
     /// Effects waiting for an outcome, oldest first.
     waiting: VecDeque<(EffectId, Effect)>,
     spawned: Vec<Effect>,
@@ -49,10 +52,19 @@ fn open_channels() -> ChannelConfig {
     };
     ChannelConfig {
         without_namespace: open.clone(),
-        namespaces: vec![NamespaceConfig {
-            name: "closed".into(),
-            options: ChannelOptions::default(),
-        }],
+        namespaces: vec![
+            NamespaceConfig {
+                name: "closed".into(),
+                options: ChannelOptions::default(),
+            },
+            NamespaceConfig {
+                name: "bin".into(),
+                options: ChannelOptions {
+                    publication_data_format: PublicationDataFormat::Binary,
+                    ..open.clone()
+                },
+            },
+        ],
         ..Default::default()
     }
 }
@@ -63,6 +75,11 @@ impl Harness {
     }
 
     fn with(edit: impl FnOnce(&mut ClientConfig)) -> Self {
+        Self::with_setup(edit, false)
+    }
+
+    /// `takes_binary_data`: the client speaks protobuf.
+    fn with_setup(edit: impl FnOnce(&mut ClientConfig), takes_binary_data: bool) -> Self {
         let mut config = ClientConfig::default();
         edit(&mut config);
         let policy = ChannelPolicy::new(&open_channels()).expect("a valid policy");
@@ -78,11 +95,13 @@ impl Harness {
             tls_identity: None,
             upgrade_token: None,
             ping_jitter: 0.0,
+            takes_binary_data,
         };
         Self {
             machine: Machine::new(setup, now),
             now,
             sent: Vec::new(),
+            typed: Vec::new(),
             waiting: VecDeque::new(),
             spawned: Vec::new(),
             live: Vec::new(),
@@ -98,6 +117,7 @@ impl Harness {
                     let line = String::from_utf8(reply.encode()).expect("JSON is UTF-8");
                     self.sent
                         .push(serde_json::from_str(&line).expect("a JSON line"));
+                    self.typed.push(reply);
                 }
                 Action::Run { id, effect } => self.waiting.push_back((id, effect)),
                 Action::Spawn(effect) => self.spawned.push(effect),
@@ -164,6 +184,19 @@ impl Harness {
         h
     }
 
+    /// Connects as `user`, a client that takes binary data (protobuf).
+    fn connected_protobuf(user: &str) -> Self {
+        let mut h = Self::with_setup(|_| {}, true);
+        h.connect_as(claims(user));
+        h
+    }
+
+    /// Hands the machine commands as a codec decoded them.
+    fn commands(&mut self, commands: Vec<Command>) {
+        self.machine.handle_commands(commands, self.now);
+        self.collect();
+    }
+
     fn connect_as(&mut self, claims: ConnectionClaims) {
         self.send(&[json!({"id": 1, "connect": {"token": "t"}})]);
         self.answer_next(
@@ -192,6 +225,17 @@ impl Harness {
         let (effect_id, effect) = self.next_effect();
         assert!(matches!(effect, Effect::Subscribe { .. }), "{effect:?}");
         self.answer(effect_id, Outcome::Subscribed(result.map(|r| (r, None))));
+    }
+
+    /// The command results sent so far, in order.
+    fn replies(&self) -> Vec<CommandResult> {
+        self.typed
+            .iter()
+            .filter_map(|r| match r {
+                Reply::Result { result, .. } => Some(result.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     fn error_code(&self, i: usize) -> Option<u64> {
@@ -573,4 +617,5 @@ fn sub_refresh_by_the_table_and_with_a_good_token() {
     assert_eq!(h.error_code(2), Some(103));
 }
 
+mod binary;
 mod later;
