@@ -153,10 +153,8 @@ impl Subscriber {
         self.deliver_locked(&mut delivery, offset, epoch, frame.clone());
     }
 
+    /// A join or leave push (only for subscribers with `join_leave`).
     fn deliver_event(&self, frame: &DataFrame) {
-        if !self.join_leave {
-            return;
-        }
         let mut delivery = self.delivery.lock();
         if let Delivery::Buffering(..) = &*delivery {
             let item = Buffered {
@@ -346,21 +344,33 @@ impl Hub {
     }
 
     pub(crate) fn on_join(&self, channel: &str, info: ClientInfo) {
-        if !self.has_subscribers(channel) {
-            return;
-        }
-        let mut frames = LazyFrames::new(|f| format::frame_join_leave(f, channel, &info, true));
-        let n = self.for_each(channel, |s| s.deliver_event(frames.get(s.format)));
-        crate::metrics::METRICS.sent_join.inc_by(n);
+        self.on_join_leave(channel, &info, true);
     }
 
     pub(crate) fn on_leave(&self, channel: &str, info: ClientInfo) {
+        self.on_join_leave(channel, &info, false);
+    }
+
+    /// A join or leave push to the subscribers that receive them, framed
+    /// once per format among those subscribers only.
+    fn on_join_leave(&self, channel: &str, info: &ClientInfo, join: bool) {
         if !self.has_subscribers(channel) {
             return;
         }
-        let mut frames = LazyFrames::new(|f| format::frame_join_leave(f, channel, &info, false));
-        let n = self.for_each(channel, |s| s.deliver_event(frames.get(s.format)));
-        crate::metrics::METRICS.sent_leave.inc_by(n);
+        let mut frames = LazyFrames::new(|f| format::frame_join_leave(f, channel, info, join));
+        let mut sent = 0;
+        self.for_each(channel, |s| {
+            if s.join_leave {
+                s.deliver_event(frames.get(s.format));
+                sent += 1;
+            }
+        });
+        let counter = if join {
+            &crate::metrics::METRICS.sent_join
+        } else {
+            &crate::metrics::METRICS.sent_leave
+        };
+        counter.inc_by(sent);
     }
 }
 
@@ -537,6 +547,26 @@ mod tests {
         };
         assert!(a.is_binary());
         assert_eq!(a.as_bytes().as_ptr(), b.as_bytes().as_ptr());
+    }
+
+    #[test]
+    fn join_and_leave_go_only_to_subscribers_that_asked() {
+        let hub = Hub::new(2);
+        let gaps: Arc<Gaps> = Arc::new(Gaps::default());
+        let quiet = Arc::new(Outbox::new(1 << 20));
+        let sub = Arc::new(Subscriber::new(
+            1,
+            "ch".into(),
+            quiet.clone(),
+            Format::Protobuf,
+            false,
+            gaps.clone(),
+        ));
+        hub.add(sub.clone());
+        sub.go_live(None);
+        hub.on_join("ch", ClientInfo::default());
+        hub.on_leave("ch", ClientInfo::default());
+        assert_eq!(quiet.queued_bytes(), 0);
     }
 
     #[tokio::test]
