@@ -49,6 +49,8 @@ fn frame_encode(c: &mut Criterion) {
             ttl: 3600,
             ping: 25,
             pong: true,
+            session: String::new(),
+            node: String::new(),
             ..Default::default()
         }),
     };

@@ -43,7 +43,8 @@ impl Format {
     }
 }
 pub use reply::{
-    ClientInfo, CommandResult, ConnectResult, HistoryResult, JoinPush, LeavePush, MessagePush,
-    PresenceResult, PresenceStatsResult, Publication, Push, PushBody, RefreshResult, Reply,
-    RpcResult, StreamPosition, SubRefreshResult, SubscribePush, SubscribeResult, UnsubscribePush,
+    ClientInfo, CommandResult, ConnectResult, DisconnectPush, HistoryResult, JoinPush, LeavePush,
+    MessagePush, PresenceResult, PresenceStatsResult, Publication, Push, PushBody, RefreshPush,
+    RefreshResult, Reply, RpcResult, StreamPosition, SubRefreshResult, SubscribePush,
+    SubscribeResult, UnsubscribePush,
 };

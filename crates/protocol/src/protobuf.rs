@@ -49,6 +49,44 @@ pub fn decode_frame_protobuf(message: &[u8]) -> Result<Vec<Command>, FrameError>
     Ok(commands)
 }
 
+/// The parts of a message of varint-length-prefixed parts (replies or
+/// commands), in order.
+pub fn delimited_parts(message: &[u8]) -> Result<Vec<&[u8]>, FrameError> {
+    split_delimited(message)
+}
+
+/// The `Push` message inside an encoded `Reply` that carries only a push
+/// (how pushes are encoded), or an empty one for the empty Reply (a ping).
+/// None for any other reply. The unidirectional gRPC stream sends these
+/// bytes as its `Push` messages, without encoding the push again.
+pub fn push_of_reply(reply: &[u8]) -> Option<&[u8]> {
+    const PUSH_FIELD: u8 = (4 << 3) | 2;
+    let Some((&tag, rest)) = reply.split_first() else {
+        return Some(&[]);
+    };
+    if tag != PUSH_FIELD {
+        return None;
+    }
+    let (len, used) = read_varint(rest)?;
+    let body = &rest[used..];
+    (usize::try_from(len).ok() == Some(body.len())).then_some(body)
+}
+
+/// A protobuf `ConnectRequest` (the unidirectional gRPC stream's request).
+pub fn decode_connect_request(bytes: &[u8]) -> Result<ConnectRequest, FrameError> {
+    let request = wire::ConnectRequest::decode(bytes)
+        .map_err(|_| FrameError::Protobuf("not a ConnectRequest"))?;
+    let command = wire::Command {
+        id: 1,
+        connect: Some(request),
+        ..Default::default()
+    };
+    match method_from_wire(command) {
+        Ok(Method::Connect(req)) => Ok(req),
+        _ => Err(FrameError::Protobuf("connect data is not JSON")),
+    }
+}
+
 /// The bodies of a message of varint-length-prefixed parts, in order.
 fn split_delimited(message: &[u8]) -> Result<Vec<&[u8]>, FrameError> {
     let mut rest = message;
@@ -392,6 +430,33 @@ fn push_to_wire(push: &Push) -> wire::Push {
                 data: payload_bytes(&m.data),
             })
         }
+        PushBody::Connect(r) => {
+            let r = connect_result_to_wire(r);
+            w.connect = Some(wire::Connect {
+                client: r.client,
+                version: r.version,
+                data: r.data,
+                subs: r.subs,
+                expires: r.expires,
+                ttl: r.ttl,
+                ping: r.ping,
+                pong: r.pong,
+                session: r.session,
+                node: r.node,
+            })
+        }
+        PushBody::Disconnect(d) => {
+            w.disconnect = Some(wire::Disconnect {
+                code: d.code,
+                reason: d.reason.clone(),
+            })
+        }
+        PushBody::Refresh(r) => {
+            w.refresh = Some(wire::Refresh {
+                expires: r.expires,
+                ttl: r.ttl,
+            })
+        }
     }
     w
 }
@@ -413,6 +478,8 @@ fn connect_result_to_wire(r: &ConnectResult) -> wire::ConnectResult {
             .collect(),
         ping: r.ping,
         pong: r.pong,
+        session: r.session.clone(),
+        node: r.node.clone(),
     }
 }
 

@@ -89,6 +89,14 @@ pub struct ConnectResult {
     pub ping: u32,
     #[serde(skip_serializing_if = "is_false")]
     pub pong: bool,
+    /// The connection's session id, for the transports that need one to
+    /// address it (HTTP-streaming, SSE, the unidirectional ones).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub session: String,
+    /// The node holding the connection (bidirectional emulation: where
+    /// `/emulation` requests go).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub node: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -186,6 +194,28 @@ pub enum PushBody {
     Unsubscribe(UnsubscribePush),
     Subscribe(SubscribePush),
     Message(MessagePush),
+    /// The first push of a unidirectional connection: its connect result.
+    Connect(ConnectResult),
+    /// The server closes the connection (transports without close frames).
+    Disconnect(DisconnectPush),
+    /// The connection's expiry moved (unidirectional transports).
+    Refresh(RefreshPush),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DisconnectPush {
+    pub code: u32,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RefreshPush {
+    #[serde(skip_serializing_if = "is_false")]
+    pub expires: bool,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub ttl: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,6 +272,7 @@ struct Empty {}
 #[derive(Default, Serialize, Deserialize)]
 #[serde(default)]
 struct WirePush {
+    #[serde(skip_serializing_if = "String::is_empty")]
     channel: String,
     #[serde(rename = "pub", skip_serializing_if = "Option::is_none")]
     publication: Option<Publication>,
@@ -255,6 +286,12 @@ struct WirePush {
     subscribe: Option<SubscribePush>,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<MessagePush>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect: Option<ConnectResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disconnect: Option<DisconnectPush>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh: Option<RefreshPush>,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -331,6 +368,9 @@ impl From<&Reply> for WireReply {
                     PushBody::Unsubscribe(x) => p.unsubscribe = Some(x.clone()),
                     PushBody::Subscribe(x) => p.subscribe = Some(x.clone()),
                     PushBody::Message(x) => p.message = Some(x.clone()),
+                    PushBody::Connect(x) => p.connect = Some(x.clone()),
+                    PushBody::Disconnect(x) => p.disconnect = Some(x.clone()),
+                    PushBody::Refresh(x) => p.refresh = Some(x.clone()),
                 }
                 w.push = Some(p);
             }
@@ -374,6 +414,12 @@ impl From<WireReply> for Reply {
                 PushBody::Subscribe(x)
             } else if let Some(x) = p.message {
                 PushBody::Message(x)
+            } else if let Some(x) = p.connect {
+                PushBody::Connect(x)
+            } else if let Some(x) = p.disconnect {
+                PushBody::Disconnect(x)
+            } else if let Some(x) = p.refresh {
+                PushBody::Refresh(x)
             } else {
                 return Reply::Ping;
             };
@@ -418,6 +464,7 @@ struct PushRef<'a> {
 
 #[derive(Serialize)]
 struct PushRefInner<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
     channel: &'a str,
     #[serde(rename = "pub", skip_serializing_if = "Option::is_none")]
     publication: Option<&'a Publication>,

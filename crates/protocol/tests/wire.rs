@@ -220,6 +220,8 @@ fn replies_encode_exactly() {
                     version: "0.1.0".into(),
                     ping: 25,
                     pong: true,
+                    session: String::new(),
+                    node: String::new(),
                     ..Default::default()
                 }),
             ),
@@ -1420,6 +1422,8 @@ fn command_result(p: &Payloads) -> BoxedStrategy<CommandResult> {
                 subs,
                 ping,
                 pong,
+                session: String::new(),
+                node: String::new(),
             })
         });
     prop_oneof![

@@ -11,7 +11,10 @@ use super::{
     PresenceStatsResult, Publication, Push, PushBody, RawJson, RefreshResult, Reply,
     SubRefreshResult, SubscribeRequest, SubscribeResult,
 };
-use crate::reply::{JoinPush, LeavePush, MessagePush, RpcResult, SubscribePush, UnsubscribePush};
+use crate::reply::{
+    DisconnectPush, JoinPush, LeavePush, MessagePush, RefreshPush, RpcResult, SubscribePush,
+    UnsubscribePush,
+};
 
 /// Encodes `command`, length-prefixed, onto `out`.
 pub fn encode_command(command: &Command, out: &mut Vec<u8>) {
@@ -177,6 +180,8 @@ pub fn reply_from_wire(w: wire::Reply) -> Option<Reply> {
                 .collect::<Option<_>>()?,
             ping: r.ping,
             pong: r.pong,
+            session: r.session,
+            node: r.node,
         })
     } else if let Some(r) = w.subscribe {
         CommandResult::Subscribe(subscribe_result_from_wire(r)?)
@@ -257,6 +262,16 @@ fn push_from_wire(push: wire::Push) -> Option<Push> {
     } else if let Some(m) = push.message {
         PushBody::Message(MessagePush {
             data: json(&m.data)?,
+        })
+    } else if let Some(d) = push.disconnect {
+        PushBody::Disconnect(DisconnectPush {
+            code: d.code,
+            reason: d.reason,
+        })
+    } else if let Some(r) = push.refresh {
+        PushBody::Refresh(RefreshPush {
+            expires: r.expires,
+            ttl: r.ttl,
         })
     } else {
         return None;

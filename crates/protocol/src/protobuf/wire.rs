@@ -99,6 +99,66 @@ pub struct Push {
     pub message: Option<Message>,
     #[prost(message, optional, tag = "9")]
     pub subscribe: Option<Subscribe>,
+    #[prost(message, optional, tag = "10")]
+    pub connect: Option<Connect>,
+    #[prost(message, optional, tag = "11")]
+    pub disconnect: Option<Disconnect>,
+    #[prost(message, optional, tag = "12")]
+    pub refresh: Option<Refresh>,
+}
+
+/// The connect push of unidirectional transports: a connect result under
+/// its own field numbers.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Connect {
+    #[prost(string, tag = "1")]
+    pub client: String,
+    #[prost(string, tag = "2")]
+    pub version: String,
+    #[prost(bytes = "vec", tag = "3")]
+    pub data: Vec<u8>,
+    #[prost(message, repeated, tag = "4")]
+    pub subs: Vec<SubscribeResultEntry>,
+    #[prost(bool, tag = "5")]
+    pub expires: bool,
+    #[prost(uint32, tag = "6")]
+    pub ttl: u32,
+    #[prost(uint32, tag = "7")]
+    pub ping: u32,
+    #[prost(bool, tag = "8")]
+    pub pong: bool,
+    #[prost(string, tag = "9")]
+    pub session: String,
+    #[prost(string, tag = "10")]
+    pub node: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Disconnect {
+    #[prost(uint32, tag = "1")]
+    pub code: u32,
+    #[prost(string, tag = "2")]
+    pub reason: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Refresh {
+    #[prost(bool, tag = "1")]
+    pub expires: bool,
+    #[prost(uint32, tag = "2")]
+    pub ttl: u32,
+}
+
+/// A body of `/emulation` in protobuf: commands for the connection
+/// `session` on node `node`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EmulationRequest {
+    #[prost(string, tag = "1")]
+    pub node: String,
+    #[prost(string, tag = "2")]
+    pub session: String,
+    #[prost(bytes = "vec", tag = "3")]
+    pub data: Vec<u8>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -201,6 +261,10 @@ pub struct ConnectResult {
     pub ping: u32,
     #[prost(bool, tag = "8")]
     pub pong: bool,
+    #[prost(string, tag = "9")]
+    pub session: String,
+    #[prost(string, tag = "10")]
+    pub node: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
