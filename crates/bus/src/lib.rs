@@ -139,6 +139,21 @@ pub enum ControlCommand {
     InvalidateUserTokens { user: String, issued_before: u64 },
 }
 
+/// What became of commands routed to another node's emulated connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Emulated {
+    /// The connection took them.
+    Delivered,
+    /// The node answered: it has no connection with that session.
+    NoSession,
+    /// No live node has that uid.
+    UnknownNode,
+}
+
+/// [`BrokerEvents::on_emulation`]'s answer.
+pub type EmulationFuture = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
+
 /// A question every node answers about itself (cluster-wide API calls).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -229,6 +244,20 @@ pub trait Broker: Send + Sync + 'static {
     /// came within the engine's survey timeout.
     async fn survey(&self, request: &SurveyRequest) -> Result<Vec<SurveyReply>, BusError>;
 
+    /// Hands client commands to the emulated connection `session` on the
+    /// other node `node` (the control path), and waits until it took them
+    /// or the engine's command timeout passed. An engine without other
+    /// nodes knows none.
+    async fn emulate(
+        &self,
+        node: &str,
+        session: &str,
+        data: Vec<u8>,
+    ) -> Result<Emulated, BusError> {
+        let _ = (node, session, data);
+        Ok(Emulated::UnknownNode)
+    }
+
     /// False while the backing store cannot be reached.
     fn healthy(&self) -> bool;
 
@@ -303,6 +332,16 @@ pub trait BrokerEvents: Send + Sync + 'static {
 
     /// This node's current figures, for heartbeats and the node registry.
     fn node_info(&self) -> NodeInfo;
+
+    /// Client commands for the emulated connection `session` of this node
+    /// (bidirectional emulation, routed here from the node that took the
+    /// HTTP request). Resolves once the connection has taken them: true, or
+    /// false when no connection of this node has that session. The default
+    /// has no connections.
+    fn on_emulation(&self, session: &str, data: Vec<u8>) -> EmulationFuture {
+        let _ = (session, data);
+        Box::pin(std::future::ready(false))
+    }
 
     /// This node's answer to a survey. The default knows no channels (for
     /// implementations without local subscribers, such as test recorders).

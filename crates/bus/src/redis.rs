@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use base64::Engine as _;
 use herald_protocol::{ClientInfo, Publication, StreamPosition};
 use parking_lot::Mutex;
 use rand::distr::Alphabetic;
@@ -35,7 +36,7 @@ use self::link::{Commands, Inbox, Incoming, Link, LinkSignals, PubSubConnection}
 use crate::integrity::{BusKeyring, Integrity, Rejection};
 use crate::seal::HistoryKeyring;
 use crate::{
-    Broker, BrokerCounters, BrokerEvents, BusError, ControlCommand, Engine, HistoryPage,
+    Broker, BrokerCounters, BrokerEvents, BusError, ControlCommand, Emulated, Engine, HistoryPage,
     HistoryQuery, NodeInfo, PresenceStats, PresenceStore, PublishOptions, SurveyReply,
     SurveyRequest,
 };
@@ -85,6 +86,8 @@ struct Inner {
     registry: Mutex<HashMap<String, (NodeInfo, Instant)>>,
     /// Surveys this node is collecting answers for, by id.
     surveys: Mutex<HashMap<String, mpsc::UnboundedSender<SurveyReply>>>,
+    /// Emulation requests this node routed to another, waiting for the answer.
+    emulations: Mutex<HashMap<String, tokio::sync::oneshot::Sender<bool>>>,
     rejected: AtomicU64,
     /// Signs what this node publishes and checks what arrives.
     integrity: Arc<Integrity>,
@@ -294,6 +297,7 @@ impl Inner {
             inbox,
             registry: Mutex::new(HashMap::new()),
             surveys: Mutex::new(HashMap::new()),
+            emulations: Mutex::new(HashMap::new()),
             rejected: AtomicU64::new(0),
             integrity,
             refused: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -500,6 +504,40 @@ impl Inner {
                     }
                 });
             }
+            ControlBody::Emulation {
+                id,
+                to,
+                session,
+                data,
+            } => {
+                if to != self.node_uid {
+                    return;
+                }
+                let Ok(data) = base64::engine::general_purpose::STANDARD.decode(data) else {
+                    self.rejected.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                let taken = self.events.on_emulation(&session, data);
+                let inner = self.clone();
+                tokio::spawn(async move {
+                    let found = taken.await;
+                    let body = ControlBody::EmulationReply {
+                        id,
+                        to: message.node,
+                        found,
+                    };
+                    if let Err(e) = inner.send_control(body).await {
+                        tracing::debug!(error = %e, "emulation reply not sent");
+                    }
+                });
+            }
+            ControlBody::EmulationReply { id, to, found } => {
+                if to == self.node_uid {
+                    if let Some(waiting) = self.emulations.lock().remove(&id) {
+                        let _ = waiting.send(found);
+                    }
+                }
+            }
             ControlBody::SurveyReply { id, to, reply } => {
                 if to == self.node_uid {
                     if let Some(answers) = self.surveys.lock().get(&id) {
@@ -545,6 +583,48 @@ impl Inner {
         }
         self.surveys.lock().remove(&id);
         Ok(replies)
+    }
+
+    async fn emulate(
+        &self,
+        node: &str,
+        session: &str,
+        data: Vec<u8>,
+    ) -> Result<Emulated, BusError> {
+        let known = {
+            let ttl = self.config.node_ttl;
+            self.registry
+                .lock()
+                .get(node)
+                .is_some_and(|(_, seen)| seen.elapsed() < ttl)
+        };
+        if !known {
+            return Ok(Emulated::UnknownNode);
+        }
+        let id = random_id(16);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.emulations.lock().insert(id.clone(), tx);
+        let sent = self
+            .send_control(ControlBody::Emulation {
+                id: id.clone(),
+                to: node.to_owned(),
+                session: session.to_owned(),
+                data: base64::engine::general_purpose::STANDARD.encode(data),
+            })
+            .await;
+        if let Err(e) = sent {
+            self.emulations.lock().remove(&id);
+            return Err(e);
+        }
+        let answer = tokio::time::timeout(self.config.command_timeout, rx).await;
+        self.emulations.lock().remove(&id);
+        match answer {
+            Ok(Ok(true)) => Ok(Emulated::Delivered),
+            Ok(Ok(false)) => Ok(Emulated::NoSession),
+            _ => Err(BusError::Unavailable(
+                "the node holding the session did not answer in time".into(),
+            )),
+        }
     }
 
     /// Publishes on the control channel through the first shard that works,
@@ -1011,6 +1091,15 @@ impl Broker for RedisEngine {
 
     async fn survey(&self, request: &SurveyRequest) -> Result<Vec<SurveyReply>, BusError> {
         self.inner.survey(request).await
+    }
+
+    async fn emulate(
+        &self,
+        node: &str,
+        session: &str,
+        data: Vec<u8>,
+    ) -> Result<Emulated, BusError> {
+        self.inner.emulate(node, session, data).await
     }
 
     async fn leave(&self) -> Result<(), BusError> {

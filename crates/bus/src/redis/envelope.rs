@@ -107,6 +107,17 @@ pub(crate) enum ControlBody {
     Leave,
     /// "Everyone, answer this" (cluster-wide API calls).
     SurveyRequest { id: String, request: SurveyRequest },
+    /// Client commands for the emulated connection `session` of node `to`
+    /// (base64 `data`: JSON or protobuf commands, as the client sent them).
+    Emulation {
+        id: String,
+        to: String,
+        session: String,
+        data: String,
+    },
+    /// Node `to`'s emulation request `id` was taken (`found`) or its session
+    /// is unknown.
+    EmulationReply { id: String, to: String, found: bool },
     /// An answer to the survey `id`, for the node `to`.
     SurveyReply {
         id: String,
@@ -236,6 +247,17 @@ mod tests {
             ControlBody::SurveyRequest {
                 id: "s1".into(),
                 request: SurveyRequest::Channels,
+            },
+            ControlBody::Emulation {
+                id: "e1".into(),
+                to: "n2".into(),
+                session: "s".into(),
+                data: "e30=".into(),
+            },
+            ControlBody::EmulationReply {
+                id: "e1".into(),
+                to: "n1".into(),
+                found: true,
             },
             ControlBody::SurveyReply {
                 id: "s1".into(),
