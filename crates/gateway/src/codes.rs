@@ -8,6 +8,8 @@ use herald_auth::TokenError;
 use herald_bus::BusError;
 use herald_protocol::{Disconnect, ErrorCode};
 
+use crate::config::ClientConfig;
+
 /// Where in the protocol an error happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stage {
@@ -60,6 +62,37 @@ pub(crate) fn engine(error: &BusError) -> ErrorCode {
             ErrorCode::UnrecoverablePosition
         }
         _ => ErrorCode::Internal,
+    }
+}
+
+/// The disconnect a unidirectional client gets for a connect error: the
+/// configured `client.connect_code_to_unidirectional_disconnect` transform
+/// when one matches, else
+///
+/// | connect error | disconnect |
+/// |---|---|
+/// | 109 token expired, 110 expired | 3005 connection expired |
+/// | 101 unauthorized, 103 permission denied | 3507 permission denied |
+/// | 107 bad request | 3501 bad request |
+/// | 108 not available | 3508 not available |
+/// | 111 too many requests | 3013 too many requests |
+/// | anything else (100 internal, 112 unrecoverable position…) | 3004 internal server error |
+///
+/// 3005, 3013 and 3004 reconnect; the others are terminal.
+pub(crate) fn unidirectional_disconnect(config: &ClientConfig, code: ErrorCode) -> Disconnect {
+    if let Some((to, reason)) = config
+        .connect_code_to_unidirectional_disconnect
+        .disconnect_for(code.code())
+    {
+        return Disconnect::custom(to, reason);
+    }
+    match code {
+        ErrorCode::TokenExpired | ErrorCode::Expired => Disconnect::EXPIRED,
+        ErrorCode::Unauthorized | ErrorCode::PermissionDenied => Disconnect::PERMISSION_DENIED,
+        ErrorCode::BadRequest => Disconnect::BAD_REQUEST,
+        ErrorCode::NotAvailable => Disconnect::NOT_AVAILABLE,
+        ErrorCode::TooManyRequests => Disconnect::TOO_MANY_REQUESTS,
+        _ => Disconnect::INTERNAL,
     }
 }
 

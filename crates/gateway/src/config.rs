@@ -8,6 +8,14 @@ use herald_auth::{ChannelConfig, SubscriptionTokenConfig, TokenConfig};
 pub use herald_identity::IntrospectionConfig;
 use serde::{Deserialize, Serialize};
 
+mod transports;
+
+pub use self::transports::{
+    ConnectCodeToHttpResponse, ConnectCodeToUnidirectionalDisconnect, EmulatedStreamConfig,
+    EmulationConfig, HttpResponseTo, HttpResponseTransform, TransportsConfig, UniDisconnectTo,
+    UniDisconnectTransform, UniGrpcConfig, UniGrpcTlsConfig, UniHttpConfig, UniWebSocketConfig,
+};
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct HttpServerConfig {
@@ -177,6 +185,8 @@ pub struct ClientConfig {
     pub token: TokenConfig,
     pub subscription_token: SubscriptionTokenConfig,
     pub introspection: IntrospectionConfig,
+    /// Which disconnect a unidirectional client gets for a connect error.
+    pub connect_code_to_unidirectional_disconnect: ConnectCodeToUnidirectionalDisconnect,
 }
 
 impl Default for ClientConfig {
@@ -208,6 +218,7 @@ impl Default for ClientConfig {
             token: TokenConfig::default(),
             subscription_token: SubscriptionTokenConfig::default(),
             introspection: IntrospectionConfig::default(),
+            connect_code_to_unidirectional_disconnect: Default::default(),
         }
     }
 }
@@ -267,6 +278,7 @@ pub struct GatewayConfig {
     pub http_api: HttpApiConfig,
     pub shutdown: ShutdownConfig,
     pub endpoints: EndpointsConfig,
+    pub transports: TransportsConfig,
 }
 
 /// Which optional internal endpoints are served (`prometheus.enabled`,

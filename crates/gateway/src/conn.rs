@@ -6,6 +6,7 @@
 
 pub(crate) mod accept;
 pub(crate) mod machine;
+pub(crate) mod open;
 pub(crate) mod rate;
 pub(crate) mod session;
 pub(crate) mod socket;

@@ -103,6 +103,46 @@ pub(crate) fn frame_reply(format: Format, reply: &Reply) -> DataFrame {
     }
 }
 
+/// The push object inside one JSON reply line that carries a push
+/// (`{"push":{…}}` → `{…}`), what unidirectional transports send; any other
+/// line (a ping `{}`) as it is.
+pub(crate) fn push_object(line: &[u8]) -> &[u8] {
+    const PREFIX: &[u8] = b"{\"push\":";
+    match line.strip_prefix(PREFIX).and_then(|l| l.strip_suffix(b"}")) {
+        Some(inner) => inner,
+        None => line,
+    }
+}
+
+/// A batch of JSON reply lines as a unidirectional client reads it: each
+/// push line without its `{"push":…}` wrapper (`uni_websocket`).
+pub(crate) fn push_objects(batch: &DataFrame) -> DataFrame {
+    let mut out = Vec::with_capacity(batch.payload().len());
+    for (i, line) in batch.payload().split(|b| *b == b'\n').enumerate() {
+        if i > 0 {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(push_object(line));
+    }
+    DataFrame::text(&out)
+}
+
+/// A disconnect told as a push: for transports without a close frame
+/// (HTTP-streaming, SSE, the unidirectional ones), the last thing sent.
+pub(crate) fn frame_disconnect(
+    format: Format,
+    disconnect: &herald_protocol::Disconnect,
+) -> DataFrame {
+    let push = Push {
+        channel: String::new(),
+        body: herald_protocol::PushBody::Disconnect(herald_protocol::DisconnectPush {
+            code: u32::from(disconnect.code),
+            reason: disconnect.reason.to_string(),
+        }),
+    };
+    frame_reply(format, &Reply::Push(push))
+}
+
 /// A publication push, framed once per format for every subscriber of the node.
 pub(crate) fn frame_publication(
     format: Format,
@@ -158,6 +198,26 @@ impl<F: Fn(Format) -> DataFrame> LazyFrames<F> {
     #[cfg(test)]
     pub(crate) fn encodings(&self) -> usize {
         usize::from(self.json.is_some()) + usize::from(self.protobuf.is_some())
+    }
+}
+
+#[cfg(test)]
+mod push_object_tests {
+    use super::*;
+
+    #[test]
+    fn unwraps_push_lines_only() {
+        assert_eq!(
+            push_object(br#"{"push":{"channel":"c","pub":{"data":{}}}}"#),
+            br#"{"channel":"c","pub":{"data":{}}}"#
+        );
+        assert_eq!(push_object(b"{}"), b"{}");
+        assert_eq!(push_object(b""), b"");
+        let disconnect = frame_disconnect(Format::Json, &herald_protocol::Disconnect::SHUTDOWN);
+        assert_eq!(
+            push_object(disconnect.payload()),
+            br#"{"disconnect":{"code":3001,"reason":"shutdown"}}"#
+        );
     }
 }
 

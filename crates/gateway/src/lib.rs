@@ -11,11 +11,13 @@ mod error;
 mod format;
 #[doc(hidden)]
 pub mod fuzzing;
+mod grpc;
 mod http;
 mod metrics;
 mod node;
 mod outbox;
 mod tls;
+mod transport;
 mod ws;
 
 use std::net::SocketAddr;
@@ -32,7 +34,7 @@ use herald_identity::Authenticator;
 use crate::access_log::access_log;
 use crate::conn::{accept as listener, upgrade};
 use crate::http::routes::{internal_routes, public_routes, InternalRoutes};
-use crate::http::{api, body};
+use crate::http::{api, body, transports};
 use crate::node::hub::Hub;
 use crate::node::{Node, NodeEvents};
 
@@ -48,6 +50,9 @@ pub struct RunningServer {
     pub public_addr: SocketAddr,
     /// Where API, metrics and health listen (same as public when internal_port = 0).
     pub internal_addr: SocketAddr,
+    /// Where the `uni_grpc` server listens, when enabled.
+    pub uni_grpc_addr: Option<SocketAddr>,
+    grpc_stop: Option<tokio::sync::watch::Sender<bool>>,
     servers: Vec<actix_web::dev::Server>,
     node: Arc<Node>,
     shutdown_timeout: std::time::Duration,
@@ -60,6 +65,7 @@ pub struct Stopper {
     handles: Vec<actix_web::dev::ServerHandle>,
     node: Arc<Node>,
     timeout: std::time::Duration,
+    grpc_stop: Option<tokio::sync::watch::Sender<bool>>,
 }
 
 impl RunningServer {
@@ -68,6 +74,7 @@ impl RunningServer {
             handles: self.servers.iter().map(|s| s.handle()).collect(),
             node: self.node.clone(),
             timeout: self.shutdown_timeout,
+            grpc_stop: self.grpc_stop.clone(),
         }
     }
 
@@ -103,6 +110,9 @@ impl Stopper {
         }
         // What is left of the budget lets the last close frames go out.
         let grace = (self.timeout / 4).min(std::time::Duration::from_secs(2));
+        if let Some(stop) = &self.grpc_stop {
+            let _ = stop.send(true);
+        }
         let stops = self.handles.iter().map(|h| h.stop(true));
         let _ = tokio::time::timeout(grace, futures_util::future::join_all(stops)).await;
     }
@@ -130,9 +140,19 @@ where
     auth.start();
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hub = Arc::new(Hub::new(cores * 8));
-    let events = Arc::new(NodeEvents::new(hub.clone(), &policy));
+    // One uid for the node everywhere: the engine's registry, `/api/info`,
+    // the `node` of emulated connections' connect results.
+    let uid = uuid::Uuid::new_v4().to_string();
+    let events = Arc::new(NodeEvents::new(hub.clone(), &policy, uid.clone()));
     let engine = make_engine(events.clone()).await?;
-    let node = Arc::new(Node::new(config.client.clone(), policy, auth, engine, hub));
+    let node = Arc::new(Node::new(
+        config.client.clone(),
+        policy,
+        auth,
+        engine,
+        hub,
+        uid,
+    ));
     events.link(&node);
 
     let http = &config.http_server;
@@ -175,8 +195,16 @@ where
     let public_data = data.clone();
     let public_internal = internal_settings.clone();
     let public_node = node.clone();
+    let public_transports = config.transports.clone();
+    let uni_ws = &config.transports.uni_websocket;
     let settings = upgrade::UpgradeSettings {
         echo: http.conformance_echo,
+        unidirectional: uni_ws.enabled.then(|| {
+            (
+                Arc::from(uni_ws.handler_prefix.as_str()),
+                uni_ws.message_size_limit,
+            )
+        }),
     };
     if settings.echo {
         tracing::warn!(
@@ -202,18 +230,25 @@ where
                 .wrap(actix_web::middleware::from_fn(access_log))
                 .app_data(public_bodies.clone())
                 .app_data(public_data.clone())
+                .configure(|cfg| transports::routes(cfg, &public_transports))
                 .configure(public_routes);
             if shared_port {
                 let settings = public_internal.clone();
                 app = app.configure(move |cfg| internal_routes(cfg, &settings));
             }
             let node = public_node.clone();
+            let settings = settings.clone();
             HttpService::build()
+                // A client that closes its end has gone: its streamed
+                // response (HTTP-streaming, SSE) ends at once, and with it
+                // the connection's Session.
+                .h1_allow_half_closed(false)
                 .client_request_timeout(REQUEST_HEAD_TIMEOUT)
                 .client_disconnect_timeout(std::time::Duration::from_secs(1))
                 .local_addr(public_addr)
                 .upgrade(fn_service(move |(req, framed)| {
                     let node = node.clone();
+                    let settings = settings.clone();
                     async move {
                         upgrade::upgrade(node, req, framed, settings).await;
                         Ok::<(), actix_http::Error>(())
@@ -269,10 +304,17 @@ where
             .run(),
         ),
     };
+    let grpc = if config.transports.uni_grpc.enabled {
+        Some(grpc::start(node.clone(), &config.transports.uni_grpc)?)
+    } else {
+        None
+    };
     tracing::info!(%public_addr, %internal_addr, "listening");
     Ok(RunningServer {
         public_addr,
         internal_addr,
+        uni_grpc_addr: grpc.as_ref().map(|g| g.addr),
+        grpc_stop: grpc.map(|g| g.stop),
         servers: std::iter::once(public_server)
             .chain(internal_server)
             .collect(),

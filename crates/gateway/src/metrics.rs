@@ -13,9 +13,11 @@ use herald_auth::{InvalidReason, TokenError};
 use herald_protocol::api::ApiError;
 use herald_protocol::{Disconnect, ErrorCode, Format};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use crate::transport::Transport;
 
 use herald_bus::BrokerCounters;
 
@@ -103,6 +105,23 @@ pub(crate) const ADDRESS_LIMIT: &str = "address_limit";
 /// `reason` values of `herald_client_bad_messages_total` (`format::BadMessage`).
 pub(crate) const BAD_MESSAGE_REASONS: [&str; 3] = ["undecodable", "wrong_type", "payload_not_json"];
 
+/// `reason` values of `herald_transport_refusals_total`.
+pub(crate) const TRANSPORT_REFUSAL_REASONS: [&str; 5] =
+    ["method", "origin", "too_large", "bad_request", "draining"];
+
+/// `result` values of `herald_emulation_requests_total`.
+pub(crate) const EMULATION_RESULTS: [&str; 9] = [
+    "local",
+    "forwarded",
+    "no_session",
+    "unknown_node",
+    "bad_request",
+    "too_large",
+    "method",
+    "origin",
+    "failed",
+];
+
 /// `reason` values of `herald_http_request_bodies_cut_total`.
 pub(crate) const BODY_CUT_REASONS: [&str; 3] = ["timeout", "too_large", "unread"];
 
@@ -171,6 +190,14 @@ pub(crate) struct Metrics {
     pub(crate) bad_messages: IntCounterVec,
     /// WebSocket connections upgraded, by the format they speak.
     pub(crate) upgrades: IntCounterVec,
+    /// Client connections open now, by transport.
+    pub(crate) transport_connections: IntGaugeVec,
+    /// Client connections opened, by transport.
+    pub(crate) transport_connects: IntCounterVec,
+    /// Requests of the HTTP transports refused before a connection.
+    pub(crate) transport_refusals: IntCounterVec,
+    /// `/emulation` requests, by what became of them.
+    pub(crate) emulation_requests: IntCounterVec,
     /// Pre-resolved series of `messages_sent` for the fan-out path, so a
     /// publication costs an atomic add, not a label lookup under a lock.
     pub(crate) sent_publication: IntCounter,
@@ -357,6 +384,35 @@ impl Metrics {
                 "WebSocket connections upgraded on the client route, by the format of the client protocol they speak (json, protobuf).",
                 &["format"],
             ),
+            transport_connections: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "herald_transport_connections",
+                        "Client connections open now, by transport (websocket, http_stream, sse, uni_websocket, uni_sse, uni_http_stream, uni_grpc).",
+                    ),
+                    &["transport"],
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("unique metric");
+                g
+            },
+            transport_connects: counter_vec(
+                "herald_transport_connects_total",
+                "Client connections opened, by transport.",
+                &["transport"],
+            ),
+            transport_refusals: counter_vec(
+                "herald_transport_refusals_total",
+                "Requests of the HTTP-streaming, SSE and unidirectional transports refused before a connection, by transport and reason.",
+                &["transport", "reason"],
+            ),
+            emulation_requests: counter_vec(
+                "herald_emulation_requests_total",
+                "Requests to /emulation, by result (local, forwarded, no_session, unknown_node, bad_request, too_large, method, origin, failed).",
+                &["result"],
+            ),
             seen_rejected: std::array::from_fn(|_| AtomicU64::new(0)),
             seen_undecryptable: AtomicU64::new(0),
             seen_evicted: AtomicU64::new(0),
@@ -401,6 +457,21 @@ impl Metrics {
         }
         for result in ["loaded", "refused"] {
             self.tls_reloads.with_label_values(&[result]);
+        }
+        for transport in Transport::ALL {
+            self.transport_connections
+                .with_label_values(&[transport.label()]);
+            self.transport_connects
+                .with_label_values(&[transport.label()]);
+            if transport != Transport::WebSocket {
+                for reason in TRANSPORT_REFUSAL_REASONS {
+                    self.transport_refusals
+                        .with_label_values(&[transport.label(), reason]);
+                }
+            }
+        }
+        for result in EMULATION_RESULTS {
+            self.emulation_requests.with_label_values(&[result]);
         }
         for format in [Format::Json, Format::Protobuf] {
             self.upgrades.with_label_values(&[format.label()]);
@@ -525,6 +596,39 @@ pub(crate) fn bad_message(format: Format, reason: &'static str) {
 /// not decode), so it counts under that format.
 pub(crate) fn payload_not_json() {
     bad_message(Format::Protobuf, "payload_not_json");
+}
+
+/// A request of `transport` refused before a connection; `reason` is one
+/// of [`TRANSPORT_REFUSAL_REASONS`].
+pub(crate) fn transport_refused(transport: Transport, reason: &'static str) {
+    METRICS
+        .transport_refusals
+        .with_label_values(&[transport.label(), reason])
+        .inc();
+}
+
+/// An `/emulation` request's result, one of [`EMULATION_RESULTS`].
+pub(crate) fn emulation_request(result: &'static str) {
+    METRICS
+        .emulation_requests
+        .with_label_values(&[result])
+        .inc();
+}
+
+/// A client connection of `transport` opened (`open`) or ended.
+pub(crate) fn transport_connection(transport: Transport, open: bool) {
+    let gauge = METRICS
+        .transport_connections
+        .with_label_values(&[transport.label()]);
+    if open {
+        gauge.inc();
+        METRICS
+            .transport_connects
+            .with_label_values(&[transport.label()])
+            .inc();
+    } else {
+        gauge.dec();
+    }
 }
 
 /// A WebSocket connection upgraded on the client route.

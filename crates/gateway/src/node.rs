@@ -15,6 +15,7 @@ use herald_protocol::Publication;
 use parking_lot::Mutex;
 
 use crate::config::ClientConfig;
+pub(crate) mod emulation;
 pub(crate) mod events;
 pub(crate) mod hub;
 pub(crate) mod mailbox;
@@ -50,6 +51,8 @@ pub(crate) struct Node {
     /// Open WebSocket connections per client address
     /// (`client.connection_limit_per_ip`); only kept when the limit is set.
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// Emulated connections by session id (`/emulation`).
+    pub(crate) emulation: emulation::EmulationRegistry,
 }
 
 /// One connection's place in its address's count; given back on drop.
@@ -83,6 +86,7 @@ impl Node {
         auth: Authenticator,
         engine: Engine,
         hub: Arc<Hub>,
+        uid: String,
     ) -> Self {
         Self {
             policy,
@@ -97,10 +101,11 @@ impl Node {
             users: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             num_clients: AtomicUsize::new(0),
-            uid: uuid::Uuid::new_v4().to_string(),
+            uid,
             started: std::time::Instant::now(),
             draining: std::sync::atomic::AtomicBool::new(false),
             per_ip: Arc::new(Mutex::new(HashMap::new())),
+            emulation: emulation::EmulationRegistry::default(),
             client: Arc::new(client),
         }
     }

@@ -119,6 +119,10 @@ pub struct Config {
     pub health: HealthConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
+    /// `http_stream`, `sse`, `emulation`, `uni_websocket`, `uni_sse`,
+    /// `uni_http_stream`, `uni_grpc`: top-level sections, as in Centrifugo.
+    #[serde(flatten)]
+    pub transports: herald_gateway::config::TransportsConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -374,6 +378,7 @@ impl Config {
                 prometheus: self.prometheus.enabled,
                 health: self.health.enabled,
             },
+            transports: self.transports.clone().resolved(),
         }
     }
 }

@@ -235,7 +235,13 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
         let api_url = format!("{http}://{}", running.internal_addr);
         let mut stdout = std::io::stdout().lock();
         // Test harnesses wait for this exact line.
-        writeln!(stdout, "herald listening ws={ws_url} api={api_url}")?;
+        match running.uni_grpc_addr {
+            Some(grpc) => writeln!(
+                stdout,
+                "herald listening ws={ws_url} api={api_url} uni_grpc={grpc}"
+            )?,
+            None => writeln!(stdout, "herald listening ws={ws_url} api={api_url}")?,
+        }
         if let (Some(secrets), Some(token)) = (&dev, &dev_token) {
             let banner = profile::Banner {
                 ws_url: &ws_url,

@@ -24,7 +24,7 @@ use actix_tls::accept::TlsError;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::conn::socket::Transport;
+use crate::conn::socket::ByteStream;
 use crate::node::{IpSlot, Node};
 
 /// A TCP connection of the public listener with its place in the
@@ -185,7 +185,7 @@ impl ActixStream for PublicStream {
     }
 }
 
-impl Transport for PublicStream {
+impl ByteStream for PublicStream {
     /// `send(2)` rather than `write(2)`: it skips the VFS layers, measurable
     /// at one call per delivery.
     fn poll_send(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
@@ -202,7 +202,7 @@ impl Transport for PublicStream {
     }
 }
 
-impl Transport for TlsStream<PublicStream> {
+impl ByteStream for TlsStream<PublicStream> {
     fn peer_certificate(&self) -> Option<&[u8]> {
         let (_, connection) = self.get_ref();
         connection

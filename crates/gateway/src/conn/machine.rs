@@ -29,7 +29,8 @@ use herald_auth::{ChannelPolicy, ResolvedChannel, SubscriptionClaims, TokenError
 use herald_bus::{BusError, ControlCommand};
 use herald_protocol::{
     ClientInfo, Command, CommandResult, Disconnect, ErrorCode, ErrorReply, HistoryResult, Method,
-    Push, PushBody, RawJson, Reply, SubscribeRequest, UnsubscribeCode, UnsubscribePush,
+    Push, PushBody, RawJson, RefreshPush, Reply, SubscribeRequest, UnsubscribeCode,
+    UnsubscribePush,
 };
 use tracing::{debug, info, warn};
 
@@ -76,6 +77,16 @@ pub(crate) struct Setup {
     /// (`publication_data_format = "binary"`) as bytes: it speaks protobuf.
     /// Without it those channels answer 108.
     pub(crate) takes_binary_data: bool,
+    /// The server only pushes (`uni_*` transports): the connect result goes
+    /// out as a connect push, a failed connect as a disconnect, no pong is
+    /// expected, and a moved expiry is told with a refresh push.
+    pub(crate) unidirectional: bool,
+    /// The connection's session id in the connect result (transports that
+    /// address a connection by it); empty for WebSocket.
+    pub(crate) session: String,
+    /// This node's uid in the connect result (bidirectional emulation:
+    /// where `/emulation` requests go); empty otherwise.
+    pub(crate) node: String,
 }
 
 /// One connection's protocol state (module docs).
@@ -92,6 +103,9 @@ pub(crate) struct Machine {
     tls_identity: Option<String>,
     upgrade_token: Option<String>,
     takes_binary_data: bool,
+    unidirectional: bool,
+    session: String,
+    node: String,
     /// Channels the credentials grant subscription to (introspection scopes).
     granted: HashSet<String>,
     /// The introspected token, re-checked while the connection lives.
@@ -171,6 +185,9 @@ impl Machine {
             tls_identity: setup.tls_identity,
             upgrade_token: setup.upgrade_token,
             takes_binary_data: setup.takes_binary_data,
+            unidirectional: setup.unidirectional,
+            session: setup.session,
+            node: setup.node,
             granted: HashSet::new(),
             introspected_token: None,
             registered: None,
@@ -320,6 +337,16 @@ impl Machine {
                 }
                 self.state.refreshed(expire_at);
                 self.schedule_expiry(now);
+                if self.unidirectional {
+                    // The client cannot ask: it is told.
+                    self.send(Reply::Push(Push {
+                        channel: String::new(),
+                        body: PushBody::Refresh(RefreshPush {
+                            expires: expire_at.is_some(),
+                            ttl: ttl_from(expire_at, now.unix),
+                        }),
+                    }));
+                }
             }
             ControlCommand::RevokeToken { token_id }
                 if self.token_id.as_deref() == Some(token_id.as_str()) =>
@@ -568,6 +595,13 @@ impl Machine {
     fn error(&mut self, id: u32, code: ErrorCode) {
         debug!(client = %self.client, code = code.code(), "command error");
         metrics::reply_error(self.current.0, code);
+        if self.unidirectional {
+            // Its only command is the connect, and it cannot retry one:
+            // the error becomes a disconnect.
+            self.actions
+                .push_back(Action::ConnectFailed { code: code.code() });
+            return self.close(codes::unidirectional_disconnect(&self.config, code));
+        }
         self.send(Reply::Error {
             id,
             error: ErrorReply::from(code),
@@ -577,6 +611,12 @@ impl Machine {
     fn close(&mut self, disconnect: Disconnect) {
         if self.closing {
             return;
+        }
+        let reported = matches!(self.actions.back(), Some(Action::ConnectFailed { .. }));
+        if self.unidirectional && self.state.phase() != Phase::Connected && !reported {
+            self.actions.push_back(Action::ConnectFailed {
+                code: u32::from(disconnect.code),
+            });
         }
         debug!(client = %self.client, code = disconnect.code, reason = %disconnect.reason, "disconnecting");
         self.closing = true;

@@ -12,8 +12,10 @@ use std::time::Instant;
 
 use actix::fut::wrap_future;
 use actix::prelude::*;
+use futures_channel::{mpsc, oneshot};
 use herald_protocol::{
-    CommandResult, Disconnect, Format, PresenceResult, PresenceStatsResult, PushBody, Reply,
+    Command, CommandResult, ConnectRequest, Disconnect, Format, Method, PresenceResult,
+    PresenceStatsResult, Push, PushBody, Reply,
 };
 use rand::Rng;
 use tracing::{info, warn};
@@ -24,14 +26,66 @@ use crate::conn::machine::{
 use crate::conn::state::SubscriptionState;
 use crate::format::{self, ClientMessage};
 use crate::metrics;
+use crate::node::emulation::{EmulatedCommands, Registration};
 use crate::node::hub::{GapListener, Subscriber};
 use crate::node::plan;
 use crate::node::subscribe;
 use crate::node::{unix_now, Mailbox, Node, SessionEvent};
 use crate::outbox::{Outbox, Pushed};
+use crate::transport::Transport;
+
+/// How a connect of a connection without replies ended, for the transport
+/// that answers a failed connect with an HTTP status
+/// (`connect_code_to_http_response`): `Err` holds the connect error code.
+pub(crate) type ConnectOutcome = Result<(), u32>;
+
+/// What a connection is opened with, besides the node and its queues.
+pub(crate) struct Opening {
+    pub(crate) transport: Transport,
+    pub(crate) format: Format,
+    /// The verified client certificate's identity (`tls_identity_as_user`).
+    pub(crate) tls_identity: Option<String>,
+    /// A token sent with the request that opened the connection
+    /// (`Authorization: Bearer`).
+    pub(crate) upgrade_token: Option<String>,
+    /// The session id in the connect result (empty: none).
+    pub(crate) session: String,
+    /// Commands that came with the request that opened the connection (the
+    /// connect of HTTP-streaming, SSE and the unidirectional transports),
+    /// handled as soon as the Session starts.
+    pub(crate) commands: Vec<Command>,
+    /// Told how the connect ended (unidirectional transports).
+    pub(crate) outcome: Option<oneshot::Sender<ConnectOutcome>>,
+    /// Bidirectional emulation: the registration `/emulation` finds it by,
+    /// and where its commands arrive.
+    pub(crate) emulation: Option<(Registration, mpsc::Receiver<EmulatedCommands>)>,
+}
+
+impl Opening {
+    pub(crate) fn new(transport: Transport, format: Format) -> Self {
+        Self {
+            transport,
+            format,
+            tls_identity: None,
+            upgrade_token: None,
+            session: String::new(),
+            commands: Vec::new(),
+            outcome: None,
+            emulation: None,
+        }
+    }
+}
 
 pub(crate) struct Session {
     machine: Machine,
+    transport: Transport,
+    /// Unidirectional: the connect request was given to the machine; client
+    /// messages after it are ignored.
+    connect_fed: bool,
+    /// Commands waiting for `started` (`Opening::commands`).
+    first_commands: Vec<Command>,
+    outcome: Option<oneshot::Sender<ConnectOutcome>>,
+    _emulation: Option<Registration>,
     node: Arc<Node>,
     outbox: Arc<Outbox>,
     mailbox: Mailbox,
@@ -67,10 +121,23 @@ impl Session {
         node: Arc<Node>,
         outbox: Arc<Outbox>,
         mailbox: Mailbox,
-        format: Format,
-        tls_identity: Option<String>,
-        upgrade_token: Option<String>,
+        opening: Opening,
+        ctx: &mut Context<Self>,
     ) -> Self {
+        let Opening {
+            transport,
+            format,
+            tls_identity,
+            upgrade_token,
+            session,
+            commands,
+            outcome,
+            emulation,
+        } = opening;
+        let emulation = emulation.map(|(registration, commands)| {
+            ctx.add_stream(commands);
+            registration
+        });
         let setup = Setup {
             config: node.client.clone(),
             policy: node.policy.clone(),
@@ -80,9 +147,21 @@ impl Session {
             upgrade_token,
             ping_jitter: rand::rng().random_range(0.0..1.0),
             takes_binary_data: format == Format::Protobuf,
+            unidirectional: transport.unidirectional(),
+            session,
+            node: if transport.emulated() {
+                node.uid.clone()
+            } else {
+                String::new()
+            },
         };
         Self {
             machine: Machine::new(setup, now()),
+            transport,
+            connect_fed: false,
+            first_commands: commands,
+            outcome,
+            _emulation: emulation,
             id: node.next_session_id(),
             gaps: Arc::new(GapToMailbox(mailbox.clone())),
             node,
@@ -92,6 +171,21 @@ impl Session {
             subscribers: HashMap::new(),
             timer: None,
         }
+    }
+
+    /// Decodes one client message and hands its commands to the machine.
+    fn take(&mut self, message: &ClientMessage) {
+        match format::decode(self.format, message) {
+            Ok(commands) => self.machine.handle_commands(commands, now()),
+            Err(_) => self.machine.handle_bad_input(),
+        }
+    }
+
+    /// A unidirectional connection's connect request, as command 1.
+    fn feed_connect(&mut self, req: ConnectRequest) {
+        self.connect_fed = true;
+        self.machine
+            .handle_commands(vec![connect_command(req)], now());
     }
 
     /// Carries out what the machine asks for, in order, then re-arms the timer.
@@ -106,6 +200,11 @@ impl Session {
                 }
                 Action::Run { id, effect } => self.run(id, effect, ctx),
                 Action::Spawn(effect) => self.spawn(effect),
+                Action::ConnectFailed { code } => {
+                    if let Some(outcome) = self.outcome.take() {
+                        let _ = outcome.send(Err(code));
+                    }
+                }
                 Action::Close(disconnect) => {
                     self.outbox.close(disconnect);
                     ctx.stop();
@@ -117,6 +216,15 @@ impl Session {
 
     fn send(&mut self, reply: &Reply, ctx: &mut Context<Self>) {
         metrics::sent(frame_type(reply), 1);
+        if let Reply::Push(Push {
+            body: PushBody::Connect(_),
+            ..
+        }) = reply
+        {
+            if let Some(outcome) = self.outcome.take() {
+                let _ = outcome.send(Ok(()));
+            }
+        }
         match self.outbox.push(format::frame_reply(self.format, reply)) {
             Pushed::Queued => {}
             Pushed::Overflow => {
@@ -424,11 +532,20 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        metrics::transport_connection(self.transport, true);
+        let commands = std::mem::take(&mut self.first_commands);
+        if !commands.is_empty() {
+            // The handshake deadline is armed by `Machine::new`; the pump re-arms.
+            self.connect_fed = true;
+            self.machine.handle_commands(commands, now());
+            return self.pump(ctx);
+        }
         // The handshake deadline.
         self.rearm(ctx);
     }
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {
+        metrics::transport_connection(self.transport, false);
         // If nothing chose a close code, the peer went away: nothing to flush.
         self.outbox.close_now(Disconnect::custom(1000, ""));
         self.machine.handle_stopped();
@@ -445,16 +562,51 @@ impl Actor for Session {
 /// Messages from the socket task; the stream ends when the socket closes.
 impl StreamHandler<ClientMessage> for Session {
     fn handle(&mut self, message: ClientMessage, ctx: &mut Context<Self>) {
-        match format::decode(self.format, &message) {
-            Ok(commands) => self.machine.handle_commands(commands, now()),
-            Err(_) => self.machine.handle_bad_input(),
+        if self.transport.unidirectional() {
+            // The first message is the connect request; nothing after it
+            // is read (the server only pushes).
+            if self.connect_fed {
+                return;
+            }
+            match message {
+                ClientMessage::Text(text) => match serde_json::from_slice(&text) {
+                    Ok(req) => self.feed_connect(req),
+                    Err(_) => {
+                        metrics::bad_message(Format::Json, "undecodable");
+                        self.machine.handle_bad_input();
+                    }
+                },
+                ClientMessage::Binary(_) => {
+                    metrics::bad_message(Format::Json, "wrong_type");
+                    self.machine.handle_bad_input();
+                }
+            }
+            return self.pump(ctx);
         }
+        self.take(&message);
         self.pump(ctx);
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
         ctx.stop();
     }
+}
+
+/// Bidirectional emulation: commands of `/emulation` requests, in the
+/// order the requests arrived; each is acknowledged once handled.
+impl StreamHandler<EmulatedCommands> for Session {
+    fn handle(&mut self, commands: EmulatedCommands, ctx: &mut Context<Self>) {
+        let message = match self.format {
+            Format::Json => ClientMessage::Text(commands.data),
+            Format::Protobuf => ClientMessage::Binary(commands.data),
+        };
+        self.take(&message);
+        self.pump(ctx);
+        let _ = commands.taken.send(());
+    }
+
+    /// The registration ends with the Session; the stream's end says nothing.
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
 }
 
 /// Control commands and gaps, through the bounded mailbox.
@@ -473,6 +625,14 @@ impl StreamHandler<SessionEvent> for Session {
     /// The node holds a sender while the connection is registered; the
     /// stream's end says nothing about the connection.
     fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+/// A unidirectional connection's connect request, as the command it stands for.
+pub(crate) fn connect_command(req: ConnectRequest) -> Command {
+    Command {
+        id: 1,
+        method: Method::Connect(req),
+    }
 }
 
 /// The `frame_type` label of something sent to a client.

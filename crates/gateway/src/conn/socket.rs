@@ -22,7 +22,9 @@ use bytes::{Bytes, BytesMut};
 use futures_channel::mpsc;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::format::ClientMessage;
+use herald_protocol::Format;
+
+use crate::format::{self, ClientMessage};
 use crate::metrics;
 use crate::outbox::{Next, Outbox};
 use crate::ws::frame::{self as wsframe, DataFrame, Message, Reader, WsError};
@@ -59,7 +61,7 @@ enum ReadEnd {
 /// public listener's streams). `poll_send` writes one buffer; plain TCP
 /// overrides it with `send(2)`, which skips the VFS layers a `write(2)` goes
 /// through (measurable at one call per delivery).
-pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin {
+pub(crate) trait ByteStream: AsyncRead + AsyncWrite + Unpin {
     fn poll_send(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(self).poll_write(cx, buf)
     }
@@ -100,9 +102,12 @@ pub(crate) struct Socket<T> {
     /// cannot hold the connection open past it.
     linger: Option<Pin<Box<tokio::time::Sleep>>>,
     flushed: bool,
+    /// `uni_websocket`: pushes go out without their `{"push":…}` wrapper,
+    /// and a disconnect push goes before the close frame.
+    unidirectional: bool,
 }
 
-impl<T: Transport> Socket<T> {
+impl<T: ByteStream> Socket<T> {
     /// `unread` is whatever the client sent after its handshake request.
     pub(crate) fn new(
         io: T,
@@ -124,7 +129,14 @@ impl<T: Transport> Socket<T> {
             read_end: None,
             linger: None,
             flushed: true,
+            unidirectional: false,
         }
+    }
+
+    /// A `uni_websocket` connection (the `unidirectional` field).
+    pub(crate) fn unidirectional(mut self) -> Self {
+        self.unidirectional = true;
+        self
     }
 
     /// Writes until the Outbox is empty or the socket is full. Ready(Ok) when
@@ -141,6 +153,11 @@ impl<T: Transport> Socket<T> {
                 } else {
                     match self.outbox.poll_next(cx) {
                         Poll::Ready(Next::Write(batch)) => {
+                            let batch = if self.unidirectional {
+                                format::push_objects(&batch)
+                            } else {
+                                batch
+                            };
                             metrics::METRICS
                                 .bytes_sent
                                 .inc_by(batch.payload().len() as u64);
@@ -151,7 +168,17 @@ impl<T: Transport> Socket<T> {
                             });
                         }
                         Poll::Ready(Next::Close(disconnect)) => {
-                            let frame = wsframe::close_frame(disconnect.code, &disconnect.reason);
+                            let close = wsframe::close_frame(disconnect.code, &disconnect.reason);
+                            // A peer that closed first gets no push.
+                            let frame = if self.unidirectional && self.read_end.is_none() {
+                                let push = format::frame_disconnect(Format::Json, &disconnect);
+                                let push = format::push_objects(&push);
+                                let mut both = BytesMut::from(&push.as_bytes()[..]);
+                                both.extend_from_slice(&close);
+                                both.freeze()
+                            } else {
+                                close
+                            };
                             self.linger = Some(Box::pin(tokio::time::sleep(CLOSE_LINGER)));
                             self.writing = Some(Outgoing {
                                 frame,
@@ -291,7 +318,7 @@ impl<T: Transport> Socket<T> {
     }
 }
 
-impl<T: Transport> Future for Socket<T> {
+impl<T: ByteStream> Future for Socket<T> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {

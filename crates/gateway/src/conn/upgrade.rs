@@ -10,21 +10,21 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::{Actor, AsyncContext};
 use actix_codec::Framed;
 use actix_http::{h1, Request};
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
-use super::session::Session;
-use super::socket::{Socket, Transport};
-use crate::node::{Mailbox, Node};
+use super::open::open;
+use super::session::{connect_command, Opening};
+use super::socket::{ByteStream, Socket};
+use crate::node::Node;
 use crate::outbox::Outbox;
-use crate::tls;
-use crate::ws::handshake::{bearer_token, handshake, route, Route};
+use herald_protocol::{ConnectRequest, Format};
 
-/// Messages read ahead of the Session before reading pauses.
-const INBOUND_QUEUE: usize = 8;
+use crate::tls;
+use crate::transport::Transport;
+use crate::ws::handshake::{bearer_token, handshake, route, Route};
 
 /// Most frames one fragmented message may take.
 const MAX_FRAGMENTS: usize = 1024;
@@ -35,9 +35,29 @@ const ECHO_MESSAGE_LIMIT: usize = 32 << 20;
 const ECHO_MAX_FRAGMENTS: usize = 1 << 20;
 
 /// What the public listener's upgrade service was built with.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct UpgradeSettings {
     pub(crate) echo: bool,
+    /// `uni_websocket`, when enabled: its endpoint and message size limit.
+    pub(crate) unidirectional: Option<(Arc<str>, usize)>,
+}
+
+const BAD_CF_CONNECT: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 38\r\nconnection: close\r\n\r\ncf_connect is not a JSON connect request";
+
+/// The connect request in a `cf_connect` query parameter: None without one.
+fn uni_connect(query: Option<&str>) -> Result<Option<ConnectRequest>, ()> {
+    #[derive(serde::Deserialize)]
+    struct Query {
+        cf_connect: Option<String>,
+    }
+    let Some(query) = query else {
+        return Ok(None);
+    };
+    let query = actix_web::web::Query::<Query>::from_query(query).map_err(|_| ())?;
+    match &query.cf_connect {
+        None => Ok(None),
+        Some(json) => serde_json::from_str(json).map(Some).map_err(|_| ()),
+    }
 }
 
 /// Serves one upgrade request of the public listener to its end.
@@ -47,12 +67,13 @@ pub(crate) async fn upgrade<T>(
     framed: Framed<T, h1::Codec>,
     settings: UpgradeSettings,
 ) where
-    T: Transport + 'static,
+    T: ByteStream + 'static,
 {
     let started = Instant::now();
     let parts = framed.into_parts();
     let (mut io, read_ahead) = (parts.io, parts.read_buf);
-    let route = route(req.path(), settings.echo);
+    let uni_path = settings.unidirectional.as_ref().map(|(path, _)| &**path);
+    let route = route(req.path(), settings.echo, uni_path);
     let decision = handshake(
         req.method(),
         req.version(),
@@ -71,6 +92,20 @@ pub(crate) async fn upgrade<T>(
         decision.as_ref().map_or_else(|r| r.status().0, |_| 101),
         started,
     );
+    // uni_websocket may carry its connect request in the query: one that
+    // does not parse is refused before the upgrade.
+    let uni_connect = match route {
+        Some(Route::Unidirectional) if decision.is_ok() => match uni_connect(req.uri().query()) {
+            Ok(connect) => connect,
+            Err(()) => {
+                crate::metrics::transport_refused(Transport::UniWebSocket, "bad_request");
+                let _ = io.write_all(BAD_CF_CONNECT).await;
+                let _ = io.shutdown().await;
+                return;
+            }
+        },
+        _ => None,
+    };
     let accepted = match decision {
         Ok(accepted) => accepted,
         Err(refusal) => {
@@ -101,8 +136,28 @@ pub(crate) async fn upgrade<T>(
         // The socket task echoes by itself: no Session, no channel.
         let outbox = Arc::new(Outbox::unbatched(2 * ECHO_MESSAGE_LIMIT));
         (outbox, None, ECHO_MESSAGE_LIMIT, ECHO_MAX_FRAGMENTS)
+    } else if route == Some(Route::Unidirectional) {
+        let mut opening = Opening::new(Transport::UniWebSocket, Format::Json);
+        opening.upgrade_token = bearer;
+        opening.session = uuid::Uuid::new_v4().to_string();
+        opening.commands = uni_connect.map(connect_command).into_iter().collect();
+        let limit = settings
+            .unidirectional
+            .as_ref()
+            .map_or(0, |(_, limit)| *limit);
+        let opened = open(node, opening);
+        let socket = Socket::new(
+            io,
+            unread,
+            opened.outbox,
+            Some(opened.inbound),
+            limit,
+            MAX_FRAGMENTS,
+        )
+        .unidirectional();
+        actix_web::rt::spawn(socket);
+        return;
     } else {
-        let (inbound, inbound_rx) = futures_channel::mpsc::channel(INBOUND_QUEUE);
         let identity = if node.client.tls_identity_as_user {
             io.peer_certificate()
                 .and_then(|der| tls::certificate_identity(der, &node.client.tls_identity_order))
@@ -111,16 +166,12 @@ pub(crate) async fn upgrade<T>(
         };
         let format = accepted.format();
         crate::metrics::upgraded(format);
-        let outbox = Arc::new(Outbox::new(node.client.queue_max_size));
+        let mut opening = Opening::new(Transport::WebSocket, format);
+        opening.tls_identity = identity;
+        opening.upgrade_token = bearer;
         let limit = node.client.message_size_limit;
-        let session_outbox = outbox.clone();
-        let (mailbox, events) = Mailbox::new(outbox.clone());
-        Session::create(move |ctx| {
-            ctx.add_stream(inbound_rx);
-            ctx.add_stream(events);
-            Session::new(node, session_outbox, mailbox, format, identity, bearer)
-        });
-        (outbox, Some(inbound), limit, MAX_FRAGMENTS)
+        let opened = open(node, opening);
+        (opened.outbox, Some(opened.inbound), limit, MAX_FRAGMENTS)
     };
     // Its own task, so the HTTP dispatcher's task (and its allocation) ends
     // here: a connection costs the socket task and the Session, nothing more.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix_web::http::{header, Method as HttpMethod, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt as _;
 use herald_bus::{
     BusError, ControlCommand, HistoryQuery, PublishOptions, SurveyReply, SurveyRequest,
@@ -127,36 +127,9 @@ pub(crate) async fn handle(
         .body(json.get().to_owned())
 }
 
-/// Reads a request body: 413 past [`MAX_BODY_BYTES`] (at once when
-/// `Content-Length` says so), 408 when it is not complete within
-/// `http_server.request_body_timeout`, 400 when the client breaks it off.
-async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<Bytes, HttpResponse> {
-    let too_large = || {
-        crate::metrics::body_cut("too_large");
-        HttpResponse::PayloadTooLarge()
-            .body(format!("request body larger than {MAX_BODY_BYTES} bytes\n"))
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-        return Err(too_large());
-    }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
-    while let Some(chunk) = payload.next().await {
-        match chunk {
-            Ok(chunk) if body.len() + chunk.len() > MAX_BODY_BYTES => return Err(too_large()),
-            Ok(chunk) => body.extend_from_slice(&chunk),
-            Err(e) if crate::http::body::is_timeout(&e) => {
-                return Err(HttpResponse::RequestTimeout()
-                    .body("request body not complete within http_server.request_body_timeout\n"))
-            }
-            Err(e) => return Err(HttpResponse::BadRequest().body(format!("request body: {e}\n"))),
-        }
-    }
-    Ok(body.freeze())
+/// Reads a request body: 413 past [`MAX_BODY_BYTES`] (`body::read_limited`).
+async fn read_body(req: &HttpRequest, payload: web::Payload) -> Result<Bytes, HttpResponse> {
+    crate::http::body::read_limited(req, payload, MAX_BODY_BYTES).await
 }
 
 /// `POST /api` (the legacy newline-separated endpoint) is not served.

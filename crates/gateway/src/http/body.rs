@@ -163,6 +163,43 @@ fn body_timeout() -> PayloadError {
     ))
 }
 
+/// Reads a request body: 413 past `limit` bytes (at once when
+/// `Content-Length` says so), 408 when it is not complete within
+/// `http_server.request_body_timeout`, 400 when the client breaks it off.
+pub(crate) async fn read_limited(
+    req: &actix_web::HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, actix_web::HttpResponse> {
+    use actix_web::HttpResponse;
+    use futures_util::StreamExt as _;
+    let too_large = || {
+        crate::metrics::body_cut("too_large");
+        HttpResponse::PayloadTooLarge().body(format!("request body larger than {limit} bytes\n"))
+    };
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = bytes::BytesMut::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = payload.next().await {
+        match chunk {
+            Ok(chunk) if body.len() + chunk.len() > limit => return Err(too_large()),
+            Ok(chunk) => body.extend_from_slice(&chunk),
+            Err(e) if is_timeout(&e) => {
+                return Err(HttpResponse::RequestTimeout()
+                    .body("request body not complete within http_server.request_body_timeout\n"))
+            }
+            Err(e) => return Err(HttpResponse::BadRequest().body(format!("request body: {e}\n"))),
+        }
+    }
+    Ok(body.freeze())
+}
+
 /// Whether a payload read failed at the deadline (a handler answers 408).
 pub(crate) fn is_timeout(error: &PayloadError) -> bool {
     matches!(error, PayloadError::Io(e) if e.kind() == io::ErrorKind::TimedOut)

@@ -19,12 +19,16 @@ pub(crate) struct NodeEvents {
     /// Set when a namespace carries binary data: publications of its
     /// channels are marked so before they are framed.
     binary_channels: Option<Arc<ChannelPolicy>>,
+    /// The node's uid, known before the Node: the engine registers the node
+    /// under it, and connect results name it (`/emulation` routes by it).
+    uid: String,
 }
 
 impl NodeEvents {
-    pub(crate) fn new(hub: Arc<Hub>, policy: &Arc<ChannelPolicy>) -> Self {
+    pub(crate) fn new(hub: Arc<Hub>, policy: &Arc<ChannelPolicy>, uid: String) -> Self {
         Self {
             hub,
+            uid,
             node: std::sync::OnceLock::new(),
             binary_channels: policy.has_binary_data().then(|| policy.clone()),
         }
@@ -76,8 +80,22 @@ impl BrokerEvents for NodeEvents {
         self.hub.on_gap(channel);
     }
 
+    fn on_emulation(&self, session: &str, data: Vec<u8>) -> herald_bus::EmulationFuture {
+        let node = self.node();
+        let session = session.to_owned();
+        Box::pin(async move {
+            match node {
+                Some(node) => node.emulation.deliver(&session, data.into()).await,
+                None => false,
+            }
+        })
+    }
+
     fn node_info(&self) -> NodeInfo {
-        self.node().map(|n| n.info()).unwrap_or_default()
+        self.node().map(|n| n.info()).unwrap_or_else(|| NodeInfo {
+            uid: self.uid.clone(),
+            ..NodeInfo::default()
+        })
     }
 
     fn on_survey(&self, request: &SurveyRequest) -> SurveyReply {

@@ -378,6 +378,12 @@ impl DataFrame {
         &self.0[header_len..]
     }
 
+    /// The payload, sharing the frame's buffer.
+    pub(crate) fn payload_bytes(&self) -> Bytes {
+        let header_len = self.0.len() - self.payload().len();
+        self.0.slice(header_len..)
+    }
+
     /// The whole frame, as written to the socket.
     pub(crate) fn as_bytes(&self) -> &Bytes {
         &self.0

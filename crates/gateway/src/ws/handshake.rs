@@ -140,13 +140,17 @@ pub(crate) enum Route {
     /// The conformance echo (`http_server.conformance_echo`): every message
     /// comes back as it came, for the Autobahn cases.
     Echo,
+    /// `uni_websocket`: the server only pushes.
+    Unidirectional,
 }
 
-/// The route of `path`, None for a path nothing serves.
-pub(crate) fn route(path: &str, echo_enabled: bool) -> Option<Route> {
+/// The route of `path`, None for a path nothing serves. `uni_path` is the
+/// `uni_websocket` endpoint when it is enabled.
+pub(crate) fn route(path: &str, echo_enabled: bool, uni_path: Option<&str>) -> Option<Route> {
     match path {
         WEBSOCKET_PATH => Some(Route::Client),
         ECHO_PATH if echo_enabled => Some(Route::Echo),
+        _ if uni_path == Some(path) => Some(Route::Unidirectional),
         _ => None,
     }
 }
@@ -474,11 +478,11 @@ mod tests {
         assert!(check(&[("origin", "https://app.example.com")], "").is_ok());
         let h = headers(GOOD);
         let no = |m: &Method, p: &str, d: bool| {
-            handshake(m, Version::HTTP_11, route(p, false), &h, "", &[], d)
+            handshake(m, Version::HTTP_11, route(p, false, None), &h, "", &[], d)
         };
         assert_eq!(no(&Method::GET, "/other", false), Err(Refusal::NotFound));
         assert_eq!(no(&Method::GET, ECHO_PATH, false), Err(Refusal::NotFound));
-        assert_eq!(route(ECHO_PATH, true), Some(Route::Echo));
+        assert_eq!(route(ECHO_PATH, true, None), Some(Route::Echo));
         assert_eq!(
             no(&Method::POST, WEBSOCKET_PATH, false),
             Err(Refusal::MethodNotAllowed)

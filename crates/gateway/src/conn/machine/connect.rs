@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use herald_auth::{ChannelError, ConnectionClaims, SubOptions, TokenError};
 use herald_identity::Principal;
 use herald_protocol::{
-    CommandResult, ConnectRequest, ConnectResult, Disconnect, ErrorCode, StreamPosition,
-    SubscribeRequest, SubscribeResult,
+    CommandResult, ConnectRequest, ConnectResult, Disconnect, ErrorCode, Push, PushBody, Reply,
+    StreamPosition, SubscribeRequest, SubscribeResult,
 };
 use tracing::{debug, info, warn};
 
@@ -273,9 +273,18 @@ impl Machine {
             data: None,
             subs,
             ping,
-            pong: ping > 0 && !self.config.pong_timeout.is_zero(),
+            pong: ping > 0 && !self.config.pong_timeout.is_zero() && !self.unidirectional,
+            session: self.session.clone(),
+            node: self.node.clone(),
         };
-        self.reply(id, CommandResult::Connect(result));
+        if self.unidirectional {
+            self.send(Reply::Push(Push {
+                channel: String::new(),
+                body: PushBody::Connect(result),
+            }));
+        } else {
+            self.reply(id, CommandResult::Connect(result));
+        }
         for (channel, position) in live {
             self.actions.push_back(Action::GoLive { channel, position });
         }

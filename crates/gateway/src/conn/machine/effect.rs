@@ -146,6 +146,11 @@ pub(crate) enum Action {
     Run { id: EffectId, effect: Effect },
     /// Run the effect; nothing comes back.
     Spawn(Effect),
+    /// A unidirectional connection's connect failed with `code` (an error
+    /// or a disconnect code); the [`Action::Close`] that follows carries the
+    /// disconnect the client is told. For transports that answer a failed
+    /// connect with an HTTP status instead (`connect_code_to_http_response`).
+    ConnectFailed { code: u32 },
     /// Close the connection with this code; nothing else follows.
     Close(Disconnect),
 }

@@ -37,6 +37,8 @@ struct Harness {
     spawned: Vec<Effect>,
     live: Vec<String>,
     closed: Option<Disconnect>,
+    /// `Action::ConnectFailed` codes, in order.
+    connect_failed: Vec<u32>,
 }
 
 fn open_channels() -> ChannelConfig {
@@ -80,6 +82,19 @@ impl Harness {
 
     /// `takes_binary_data`: the client speaks protobuf.
     fn with_setup(edit: impl FnOnce(&mut ClientConfig), takes_binary_data: bool) -> Self {
+        Self::with_transport(edit, takes_binary_data, false)
+    }
+
+    /// A connection of a unidirectional transport (session id `s1`).
+    fn unidirectional(edit: impl FnOnce(&mut ClientConfig)) -> Self {
+        Self::with_transport(edit, false, true)
+    }
+
+    fn with_transport(
+        edit: impl FnOnce(&mut ClientConfig),
+        takes_binary_data: bool,
+        unidirectional: bool,
+    ) -> Self {
         let mut config = ClientConfig::default();
         edit(&mut config);
         let policy = ChannelPolicy::new(&open_channels()).expect("a valid policy");
@@ -96,6 +111,13 @@ impl Harness {
             upgrade_token: None,
             ping_jitter: 0.0,
             takes_binary_data,
+            unidirectional,
+            session: if unidirectional {
+                "s1".into()
+            } else {
+                String::new()
+            },
+            node: String::new(),
         };
         Self {
             machine: Machine::new(setup, now),
@@ -106,6 +128,7 @@ impl Harness {
             spawned: Vec::new(),
             live: Vec::new(),
             closed: None,
+            connect_failed: Vec::new(),
         }
     }
 
@@ -122,6 +145,7 @@ impl Harness {
                 Action::Run { id, effect } => self.waiting.push_back((id, effect)),
                 Action::Spawn(effect) => self.spawned.push(effect),
                 Action::GoLive { channel, .. } => self.live.push(channel),
+                Action::ConnectFailed { code } => self.connect_failed.push(code),
                 Action::Close(d) => {
                     assert!(self.closed.is_none(), "closed twice");
                     self.closed = Some(d);
@@ -619,3 +643,4 @@ fn sub_refresh_by_the_table_and_with_a_good_token() {
 
 mod binary;
 mod later;
+mod unidirectional;

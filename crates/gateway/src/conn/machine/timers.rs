@@ -30,7 +30,8 @@ impl Machine {
 
     pub(super) fn ping(&mut self, now: Now) {
         let timeout = self.config.pong_timeout;
-        if !timeout.is_zero() {
+        // A unidirectional client is pinged but never answers.
+        if !timeout.is_zero() && !self.unidirectional {
             if !self.state.ping_sent(now.at) {
                 return self.close(Disconnect::NO_PONG);
             }

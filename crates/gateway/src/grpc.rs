@@ -1,0 +1,294 @@
+//! `uni_grpc`: the unidirectional stream over gRPC, on its own port —
+//! `centrifugal.centrifugo.unistream.CentrifugoUniStream/Consume(ConnectRequest)
+//! returns (stream Push)` (schema: crates/protocol/proto/unistream.proto).
+//!
+//! The service is written by hand on tonic's server parts (no code
+//! generation, so no `protoc`): a codec that decodes the request with
+//! herald-protocol and writes each Push as the bytes already encoded for
+//! the node's protobuf subscribers (one encoding per publication), and a
+//! stream that reads the connection's Outbox.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf as _, BufMut as _, Bytes};
+use futures_channel::mpsc;
+use futures_util::Stream;
+use herald_protocol::protobuf::{decode_connect_request, delimited_parts, push_of_reply};
+use herald_protocol::{ConnectRequest, Format};
+use tonic::body::Body as ResponseBody;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::{http, BoxFuture, Service, StdError};
+use tonic::server::{Grpc, NamedService, ServerStreamingService};
+use tonic::Status;
+
+use crate::config::UniGrpcConfig;
+use crate::conn::open::{open, Opened};
+use crate::conn::session::{connect_command, Opening};
+use crate::error::GatewayError;
+use crate::format::{self, ClientMessage};
+use crate::metrics;
+use crate::node::Node;
+use crate::outbox::{Next, Outbox};
+use crate::transport::Transport;
+
+const SERVICE: &str = "centrifugal.centrifugo.unistream.CentrifugoUniStream";
+const CONSUME: &str = "/centrifugal.centrifugo.unistream.CentrifugoUniStream/Consume";
+
+/// A running `uni_grpc` server: where it listens, and how to stop it.
+pub(crate) struct GrpcServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// Binds and starts the server on the current actix system. Sessions are
+/// created on this arbiter (actors live on an actix arbiter; tonic's tasks
+/// are plain tokio tasks).
+pub(crate) fn start(node: Arc<Node>, config: &UniGrpcConfig) -> Result<GrpcServer, GatewayError> {
+    let listener =
+        std::net::TcpListener::bind((config.address.as_str(), config.port)).map_err(|source| {
+            GatewayError::Bind {
+                addr: format!("{}:{}", config.address, config.port),
+                source,
+            }
+        })?;
+    let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
+        addr: "uni_grpc".into(),
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| GatewayError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let mut builder = tonic::transport::Server::builder();
+    if config.tls.enabled {
+        let cert = std::fs::read(&config.tls.cert_pem_file).map_err(|e| {
+            GatewayError::Config(format!(
+                "uni_grpc.tls.cert_pem_file {}: {e}",
+                config.tls.cert_pem_file
+            ))
+        })?;
+        let key = std::fs::read(&config.tls.key_pem_file).map_err(|e| {
+            GatewayError::Config(format!(
+                "uni_grpc.tls.key_pem_file {}: {e}",
+                config.tls.key_pem_file
+            ))
+        })?;
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert, key));
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| GatewayError::Config(format!("uni_grpc.tls: {e}")))?;
+    }
+    let service = UniStream {
+        node,
+        arbiter: actix_rt::Arbiter::current(),
+        max_message: config.max_receive_message_size,
+    };
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let router = builder.add_service(service);
+    actix_web::rt::spawn(async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(e) => return tracing::error!(error = %e, "uni_grpc cannot listen"),
+        };
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let shutdown = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "uni_grpc server failed");
+        }
+    });
+    tracing::info!(%addr, tls = config.tls.enabled, "uni_grpc listening");
+    Ok(GrpcServer { addr, stop })
+}
+
+/// The service: one route, `Consume`.
+#[derive(Clone)]
+struct UniStream {
+    node: Arc<Node>,
+    arbiter: actix_rt::ArbiterHandle,
+    max_message: usize,
+}
+
+impl NamedService for UniStream {
+    const NAME: &'static str = SERVICE;
+}
+
+impl<B> Service<http::Request<B>> for UniStream
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != CONSUME {
+            return Box::pin(
+                async move { Ok(Status::unimplemented("no such method").into_http()) },
+            );
+        }
+        let consume = Consume(self.clone());
+        let max_message = self.max_message;
+        Box::pin(async move {
+            let mut grpc =
+                Grpc::new(UniCodec).apply_max_message_size_config(Some(max_message), None);
+            Ok(grpc.server_streaming(consume, req).await)
+        })
+    }
+}
+
+struct Consume(UniStream);
+
+impl ServerStreamingService<ConnectRequest> for Consume {
+    type Response = Bytes;
+    type ResponseStream = PushStream;
+    type Future = BoxFuture<tonic::Response<PushStream>, Status>;
+
+    fn call(&mut self, request: tonic::Request<ConnectRequest>) -> Self::Future {
+        let UniStream { node, arbiter, .. } = self.0.clone();
+        Box::pin(async move {
+            if node.is_draining() {
+                metrics::transport_refused(Transport::UniGrpc, "draining");
+                return Err(Status::unavailable("shutting down"));
+            }
+            let mut opening = Opening::new(Transport::UniGrpc, Format::Protobuf);
+            opening.session = uuid::Uuid::new_v4().to_string();
+            opening.commands = vec![connect_command(request.into_inner())];
+            let (opened_tx, opened) = futures_channel::oneshot::channel::<Opened>();
+            let spawned = arbiter.spawn(async move {
+                let _ = opened_tx.send(open(node, opening));
+            });
+            if !spawned {
+                return Err(Status::unavailable("shutting down"));
+            }
+            let opened = opened
+                .await
+                .map_err(|_| Status::unavailable("shutting down"))?;
+            Ok(tonic::Response::new(PushStream {
+                outbox: opened.outbox,
+                pending: VecDeque::new(),
+                ended: false,
+                _inbound: opened.inbound,
+            }))
+        })
+    }
+}
+
+/// The pushes of one connection, read from its Outbox. Dropped when the
+/// client goes away, ending the Session (it holds the Session's inbound
+/// channel).
+struct PushStream {
+    outbox: Arc<Outbox>,
+    /// Pushes of a batch not yet handed to tonic.
+    pending: VecDeque<Bytes>,
+    ended: bool,
+    _inbound: mpsc::Sender<ClientMessage>,
+}
+
+impl PushStream {
+    /// Queues the Push messages inside a batch of varint-delimited replies.
+    fn take(&mut self, payload: &Bytes) {
+        let Ok(parts) = delimited_parts(payload) else {
+            return;
+        };
+        for part in parts {
+            if let Some(push) = push_of_reply(part) {
+                // A sub-slice of the shared frame: no copy.
+                let offset = push.as_ptr() as usize - payload.as_ptr() as usize;
+                self.pending
+                    .push_back(payload.slice(offset..offset + push.len()));
+            }
+        }
+    }
+}
+
+impl Stream for PushStream {
+    type Item = Result<Bytes, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(push) = this.pending.pop_front() {
+                metrics::METRICS.bytes_sent.inc_by(push.len() as u64);
+                return Poll::Ready(Some(Ok(push)));
+            }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match this.outbox.poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Next::Write(batch)) => {
+                    let payload = batch.payload_bytes();
+                    this.take(&payload);
+                }
+                Poll::Ready(Next::Close(disconnect)) => {
+                    this.ended = true;
+                    let push = format::frame_disconnect(Format::Protobuf, &disconnect);
+                    this.take(&push.payload_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// Decodes the request with herald-protocol; writes pushes as they are.
+struct UniCodec;
+
+impl Codec for UniCodec {
+    type Encode = Bytes;
+    type Decode = ConnectRequest;
+    type Encoder = PushEncoder;
+    type Decoder = ConnectDecoder;
+
+    fn encoder(&mut self) -> PushEncoder {
+        PushEncoder
+    }
+
+    fn decoder(&mut self) -> ConnectDecoder {
+        ConnectDecoder
+    }
+}
+
+struct PushEncoder;
+
+impl Encoder for PushEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+struct ConnectDecoder;
+
+impl Decoder for ConnectDecoder {
+    type Item = ConnectRequest;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<ConnectRequest>, Status> {
+        let bytes = src.copy_to_bytes(src.remaining());
+        decode_connect_request(&bytes).map(Some).map_err(|e| {
+            metrics::transport_refused(Transport::UniGrpc, "bad_request");
+            Status::invalid_argument(format!("not a ConnectRequest: {e}"))
+        })
+    }
+}

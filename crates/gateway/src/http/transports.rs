@@ -1,0 +1,437 @@
+//! The HTTP transports on the public listener: bidirectional emulation
+//! (`http_stream`, `sse`, and `/emulation` for the commands that follow)
+//! and the unidirectional `uni_sse` and `uni_http_stream`. Each opens a
+//! Session like a WebSocket does and streams its Outbox back
+//! (`http/stream.rs`); the rules are the connection machine's.
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
+use bytes::Bytes;
+use herald_bus::Emulated;
+use herald_protocol::{ConnectRequest, Format};
+use prost::Message as _;
+use serde::Deserialize;
+
+use super::body::read_limited;
+use super::cors::{self, Cors};
+use super::stream::{Framing, OutboxBody};
+use crate::config::{TransportsConfig, UniHttpConfig};
+use crate::conn::open::open;
+use crate::conn::session::{connect_command, Opening};
+use crate::format::{self, ClientMessage};
+use crate::metrics;
+use crate::node::Node;
+use crate::transport::Transport;
+
+/// `Content-Type` that selects protobuf on `http_stream` and `/emulation`.
+const PROTOBUF_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// Registers the enabled transports' routes.
+pub(crate) fn routes(cfg: &mut web::ServiceConfig, transports: &TransportsConfig) {
+    let data = web::Data::new(transports.clone());
+    cfg.app_data(data);
+    if transports.http_stream.enabled {
+        cfg.service(web::resource(&transports.http_stream.handler_prefix).to(http_stream));
+    }
+    if transports.sse.enabled {
+        cfg.service(web::resource(&transports.sse.handler_prefix).to(sse));
+    }
+    if transports.emulation_enabled() {
+        cfg.service(web::resource(&transports.emulation.handler_prefix).to(emulation));
+    }
+    if transports.uni_sse.enabled {
+        cfg.service(web::resource(&transports.uni_sse.handler_prefix).to(uni_sse));
+    }
+    if transports.uni_http_stream.enabled {
+        cfg.service(web::resource(&transports.uni_http_stream.handler_prefix).to(uni_http_stream));
+    }
+}
+
+/// The checks every transport request goes through before its body is
+/// read: origin, preflight, method, draining. Err is the answer.
+fn admit(
+    req: &HttpRequest,
+    node: &Node,
+    transport: Transport,
+    methods: &'static str,
+) -> Result<Cors, HttpResponse> {
+    let cors = cors::check(req, &node.client.allowed_origins).inspect_err(|_| {
+        metrics::transport_refused(transport, "origin");
+    })?;
+    if req.method() == Method::OPTIONS {
+        return Err(cors.preflight(req, methods));
+    }
+    if !methods.split(", ").any(|m| m == req.method().as_str()) {
+        metrics::transport_refused(transport, "method");
+        return Err(HttpResponse::MethodNotAllowed()
+            .insert_header((header::ALLOW, methods))
+            .finish());
+    }
+    if node.is_draining() {
+        metrics::transport_refused(transport, "draining");
+        return Err(HttpResponse::ServiceUnavailable().body("shutting down\n"));
+    }
+    Ok(cors)
+}
+
+/// Reads the body; Err is the answer (413, 408, 400), counted.
+async fn body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    transport: Transport,
+) -> Result<Bytes, HttpResponse> {
+    read_limited(req, payload, limit)
+        .await
+        .inspect_err(|response| {
+            let reason = if response.status() == 413 {
+                "too_large"
+            } else {
+                "bad_request"
+            };
+            metrics::transport_refused(transport, reason);
+        })
+}
+
+fn bad_request(transport: Transport, why: &str) -> HttpResponse {
+    metrics::transport_refused(transport, "bad_request");
+    HttpResponse::BadRequest()
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("{why}\n"))
+}
+
+fn is_protobuf(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(PROTOBUF_CONTENT_TYPE))
+}
+
+/// The `cf_connect` query parameter, decoded.
+fn cf_connect(req: &HttpRequest) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Query {
+        cf_connect: String,
+    }
+    web::Query::<Query>::from_query(req.query_string())
+        .ok()
+        .map(|q| q.into_inner().cf_connect)
+}
+
+/// The headers of every streamed response: nothing may cache or buffer it.
+fn streaming(cors: &Cors, content_type: &'static str) -> HttpResponseBuilder {
+    let mut response = HttpResponse::Ok();
+    cors.apply(&mut response);
+    response
+        .insert_header((header::CONTENT_TYPE, content_type))
+        .insert_header((
+            header::CACHE_CONTROL,
+            "private, no-cache, no-store, must-revalidate, max-age=0",
+        ))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .insert_header(("expire", "0"))
+        .insert_header(("x-accel-buffering", "no"));
+    response
+}
+
+/// Opens an emulated connection with its first commands and streams it;
+/// 400 when they do not decode.
+fn open_emulated(
+    node: Arc<Node>,
+    transport: Transport,
+    format: Format,
+    commands: Bytes,
+    cors: &Cors,
+) -> HttpResponse {
+    let message = match format {
+        Format::Json => ClientMessage::Text(commands),
+        Format::Protobuf => ClientMessage::Binary(commands),
+    };
+    let Ok(commands) = format::decode(format, &message) else {
+        return bad_request(transport, "the body is not a frame of commands");
+    };
+    let session = uuid::Uuid::new_v4().to_string();
+    let mut opening = Opening::new(transport, format);
+    opening.emulation = Some(node.emulation.register(&session));
+    opening.session = session;
+    opening.commands = commands;
+    let opened = open(node, opening);
+    let (framing, content_type) = match (transport, format) {
+        (Transport::Sse, _) => (Framing::Sse, "text/event-stream; charset=utf-8"),
+        (_, Format::Protobuf) => (Framing::HttpStream(Format::Protobuf), PROTOBUF_CONTENT_TYPE),
+        (_, Format::Json) => (Framing::HttpStream(Format::Json), "application/json"),
+    };
+    streaming(cors, content_type).body(OutboxBody::new(opened.outbox, framing, opened.inbound))
+}
+
+/// `POST /connection/http_stream`: the body holds the first commands
+/// (JSON lines, or varint-delimited protobuf with
+/// `Content-Type: application/octet-stream`).
+async fn http_stream(
+    req: HttpRequest,
+    payload: web::Payload,
+    node: web::Data<Arc<Node>>,
+    transports: web::Data<TransportsConfig>,
+) -> HttpResponse {
+    let transport = Transport::HttpStream;
+    let cors = match admit(&req, &node, transport, "POST, OPTIONS") {
+        Ok(cors) => cors,
+        Err(response) => return response,
+    };
+    let limit = transports.http_stream.max_request_body_size;
+    let commands = match body(&req, payload, limit, transport).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    if commands.is_empty() {
+        return bad_request(transport, "the body must hold the connect command");
+    }
+    let format = if is_protobuf(&req) {
+        Format::Protobuf
+    } else {
+        Format::Json
+    };
+    open_emulated(node.get_ref().clone(), transport, format, commands, &cors)
+}
+
+/// `GET /connection/sse?cf_connect=…` or `POST` with the commands as body
+/// (JSON only).
+async fn sse(
+    req: HttpRequest,
+    payload: web::Payload,
+    node: web::Data<Arc<Node>>,
+    transports: web::Data<TransportsConfig>,
+) -> HttpResponse {
+    let transport = Transport::Sse;
+    let cors = match admit(&req, &node, transport, "GET, POST, OPTIONS") {
+        Ok(cors) => cors,
+        Err(response) => return response,
+    };
+    let limit = transports.sse.max_request_body_size;
+    let commands = match sse_request(&req, payload, limit, transport).await {
+        Ok(commands) => commands,
+        Err(response) => return response,
+    };
+    open_emulated(
+        node.get_ref().clone(),
+        transport,
+        Format::Json,
+        commands,
+        &cors,
+    )
+}
+
+/// The request of an SSE connection: `cf_connect` of a GET, the body of a POST.
+async fn sse_request(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    transport: Transport,
+) -> Result<Bytes, HttpResponse> {
+    let bytes = if req.method() == Method::GET {
+        let Some(query) = cf_connect(req) else {
+            return Err(bad_request(
+                transport,
+                "cf_connect query parameter required",
+            ));
+        };
+        if query.len() > limit {
+            metrics::transport_refused(transport, "too_large");
+            return Err(HttpResponse::PayloadTooLarge().finish());
+        }
+        Bytes::from(query)
+    } else {
+        body(req, payload, limit, transport).await?
+    };
+    if bytes.is_empty() {
+        return Err(bad_request(transport, "empty connect request"));
+    }
+    Ok(bytes)
+}
+
+/// The JSON body of `/emulation`.
+#[derive(Deserialize)]
+struct EmulationJson {
+    session: String,
+    node: String,
+    /// The commands, as the client would have written them on a socket.
+    data: String,
+}
+
+/// `POST /emulation`: commands for an emulated connection, on this node or
+/// routed to the one holding it.
+async fn emulation(
+    req: HttpRequest,
+    payload: web::Payload,
+    node: web::Data<Arc<Node>>,
+    transports: web::Data<TransportsConfig>,
+) -> HttpResponse {
+    let cors = match cors::check(&req, &node.client.allowed_origins) {
+        Ok(cors) => cors,
+        Err(response) => {
+            metrics::emulation_request("origin");
+            return response;
+        }
+    };
+    if req.method() == Method::OPTIONS {
+        return cors.preflight(&req, "POST, OPTIONS");
+    }
+    if req.method() != Method::POST {
+        metrics::emulation_request("method");
+        return HttpResponse::MethodNotAllowed()
+            .insert_header((header::ALLOW, "POST, OPTIONS"))
+            .finish();
+    }
+    let limit = transports.emulation.max_request_body_size;
+    let raw = match read_limited(&req, payload, limit).await {
+        Ok(raw) => raw,
+        Err(response) => {
+            let result = if response.status() == 413 {
+                "too_large"
+            } else {
+                "bad_request"
+            };
+            metrics::emulation_request(result);
+            return response;
+        }
+    };
+    let parsed = if is_protobuf(&req) {
+        herald_protocol::protobuf::wire::EmulationRequest::decode(&raw[..])
+            .ok()
+            .map(|r| (r.session, r.node, Bytes::from(r.data)))
+    } else {
+        serde_json::from_slice::<EmulationJson>(&raw)
+            .ok()
+            .map(|r| (r.session, r.node, Bytes::from(r.data)))
+    };
+    let Some((session, target, data)) =
+        parsed.filter(|(s, n, d)| !s.is_empty() && !n.is_empty() && !d.is_empty())
+    else {
+        metrics::emulation_request("bad_request");
+        return HttpResponse::BadRequest()
+            .content_type("text/plain; charset=utf-8")
+            .body("expected {\"session\",\"node\",\"data\"}\n");
+    };
+    let mut response = if target == node.uid {
+        let taken = node.emulation.deliver(&session, data).await;
+        metrics::emulation_request(if taken { "local" } else { "no_session" });
+        HttpResponse::NoContent()
+    } else {
+        match node
+            .engine
+            .broker
+            .emulate(&target, &session, data.to_vec())
+            .await
+        {
+            Ok(Emulated::Delivered) => {
+                metrics::emulation_request("forwarded");
+                HttpResponse::NoContent()
+            }
+            // The connection ended: its stream has ended too, the client
+            // reconnects from there.
+            Ok(Emulated::NoSession) => {
+                metrics::emulation_request("no_session");
+                HttpResponse::NoContent()
+            }
+            Ok(Emulated::UnknownNode) => {
+                metrics::emulation_request("unknown_node");
+                HttpResponse::NotFound()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "an emulation request could not be routed");
+                metrics::emulation_request("failed");
+                HttpResponse::InternalServerError()
+            }
+        }
+    };
+    cors.apply(&mut response);
+    response.finish()
+}
+
+/// `GET /connection/uni_sse?cf_connect=…` or `POST` with the connect
+/// request as body.
+async fn uni_sse(
+    req: HttpRequest,
+    payload: web::Payload,
+    node: web::Data<Arc<Node>>,
+    transports: web::Data<TransportsConfig>,
+) -> HttpResponse {
+    let transport = Transport::UniSse;
+    let cors = match admit(&req, &node, transport, "GET, POST, OPTIONS") {
+        Ok(cors) => cors,
+        Err(response) => return response,
+    };
+    let settings = &transports.uni_sse;
+    let request = match sse_request(&req, payload, settings.max_request_body_size, transport).await
+    {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    open_unidirectional(node.get_ref().clone(), transport, &request, settings, &cors).await
+}
+
+/// `POST /connection/uni_http_stream` with the connect request as body.
+async fn uni_http_stream(
+    req: HttpRequest,
+    payload: web::Payload,
+    node: web::Data<Arc<Node>>,
+    transports: web::Data<TransportsConfig>,
+) -> HttpResponse {
+    let transport = Transport::UniHttpStream;
+    let cors = match admit(&req, &node, transport, "POST, OPTIONS") {
+        Ok(cors) => cors,
+        Err(response) => return response,
+    };
+    let settings = &transports.uni_http_stream;
+    let request = match body(&req, payload, settings.max_request_body_size, transport).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    open_unidirectional(node.get_ref().clone(), transport, &request, settings, &cors).await
+}
+
+/// Opens a unidirectional connection with `request` (a JSON
+/// ConnectRequest; an empty body is an empty request) and streams it, or
+/// answers a failed connect with the configured HTTP status.
+async fn open_unidirectional(
+    node: Arc<Node>,
+    transport: Transport,
+    request: &[u8],
+    settings: &UniHttpConfig,
+    cors: &Cors,
+) -> HttpResponse {
+    let connect: ConnectRequest = if request.iter().all(u8::is_ascii_whitespace) {
+        ConnectRequest::default()
+    } else {
+        match serde_json::from_slice(request) {
+            Ok(connect) => connect,
+            Err(_) => return bad_request(transport, "the body must be a JSON connect request"),
+        }
+    };
+    let (outcome_tx, outcome) = futures_channel::oneshot::channel();
+    let mut opening = Opening::new(transport, Format::Json);
+    opening.session = uuid::Uuid::new_v4().to_string();
+    opening.commands = vec![connect_command(connect)];
+    opening.outcome = Some(outcome_tx);
+    let opened = open(node, opening);
+    // The connect runs now (a JWT checks in the same turn); a failure the
+    // config maps to an HTTP status is answered with it, anything else is
+    // told in the stream.
+    if let Ok(Err(code)) = outcome.await {
+        if let Some(to) = settings.connect_code_to_http_response.response_for(code) {
+            let status = actix_web::http::StatusCode::from_u16(to.status_code)
+                .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = HttpResponse::build(status);
+            cors.apply(&mut response);
+            return response.body(to.body.clone());
+        }
+    }
+    let (framing, content_type) = match transport {
+        Transport::UniSse => (Framing::UniSse, "text/event-stream; charset=utf-8"),
+        _ => (Framing::UniHttpStream, "application/json"),
+    };
+    streaming(cors, content_type).body(OutboxBody::new(opened.outbox, framing, opened.inbound))
+}
