@@ -386,6 +386,7 @@ async def test_work_moves_exactly_the_expected_series(herald, startup, sdk):
         ("herald_client_connections_accepted_total", ()): 1,
         # alice and the client with the forged token, both speaking JSON
         ("herald_client_upgrades_total", (("format", "json"),)): 2,
+        ("herald_transport_connects_total", (("transport", "websocket"),)): 2,
         # connect (accepted) + connect (rejected), subscribe, publish ok + publish 102
         ("herald_transport_messages_received_total", (("frame_type", "connect"),)): 2,
         ("herald_transport_messages_received_total", (("frame_type", "subscribe"),)): 1,
@@ -406,7 +407,9 @@ async def test_work_moves_exactly_the_expected_series(herald, startup, sdk):
         ("herald_api_errors_total", (("code", "102"), ("method", "publish"))): 1,
     }
     # Moved, by an amount that depends on timing or sizes: checked separately.
-    free = {"herald_transport_bytes_sent_total"}
+    # (herald_transport_connections: the forged-token connection's Session
+    # may still be ending at the scrape.)
+    free = {"herald_transport_bytes_sent_total", "herald_transport_connections"}
 
     def movable(key) -> bool:
         name = key[0]
@@ -431,6 +434,17 @@ async def test_work_moves_exactly_the_expected_series(herald, startup, sdk):
         if key not in after.samples:
             problems.append(f"{key[0]}{dict(key[1])}: not exported")
     assert not problems, "metric deltas after the work:\n  " + "\n  ".join(problems)
+
+    ws_open = ("herald_transport_connections", (("transport", "websocket"),))
+    for _ in range(100):
+        now = scrape(herald)
+        if now.samples.get(ws_open) == before.samples.get(ws_open, 0) + 1:
+            break
+        await asyncio.sleep(0.05)
+    assert now.samples.get(ws_open) == before.samples.get(ws_open, 0) + 1, (
+        f"open websocket connections: before {before.samples.get(ws_open)}, "
+        f"now {now.samples.get(ws_open)} (alice is connected)"
+    )
 
     sent = after.get("herald_transport_bytes_sent_total") - before.get(
         "herald_transport_bytes_sent_total"
