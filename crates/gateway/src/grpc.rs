@@ -32,7 +32,7 @@ use crate::conn::session::{connect_command, Opening};
 use crate::error::GatewayError;
 use crate::format::{self, ClientMessage};
 use crate::metrics;
-use crate::node::Node;
+use crate::node::{IpSlot, Node};
 use crate::outbox::{Next, Outbox};
 use crate::transport::Transport;
 
@@ -86,6 +86,7 @@ pub(crate) fn start(node: Arc<Node>, config: &UniGrpcConfig) -> Result<GrpcServe
             .tls_config(tls)
             .map_err(|e| GatewayError::Config(format!("uni_grpc.tls: {e}")))?;
     }
+    let admit_node = node.clone();
     let service = UniStream {
         node,
         arbiter: actix_rt::Arbiter::current(),
@@ -98,7 +99,7 @@ pub(crate) fn start(node: Arc<Node>, config: &UniGrpcConfig) -> Result<GrpcServe
             Ok(listener) => listener,
             Err(e) => return tracing::error!(error = %e, "uni_grpc cannot listen"),
         };
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = admitted(listener, admit_node);
         let shutdown = async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
@@ -111,6 +112,90 @@ pub(crate) fn start(node: Arc<Node>, config: &UniGrpcConfig) -> Result<GrpcServe
     });
     tracing::info!(%addr, tls = config.tls.enabled, "uni_grpc listening");
     Ok(GrpcServer { addr, stop })
+}
+
+/// The accepted connections, each holding its place in its address's
+/// count (`client.connection_limit_per_ip`, as on the public listener); one
+/// over the limit is closed at once.
+fn admitted(
+    listener: tokio::net::TcpListener,
+    node: Arc<Node>,
+) -> impl Stream<Item = std::io::Result<GrpcConnection>> {
+    use futures_util::StreamExt as _;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).filter_map(move |accepted| {
+        let admitted = match accepted {
+            Err(e) => Some(Err(e)),
+            Ok(stream) => {
+                let peer = stream.peer_addr().map(|a| a.ip());
+                match peer.map(|ip| node.take_ip_slot(ip)) {
+                    Ok(Ok(slot)) => Some(Ok(GrpcConnection {
+                        stream,
+                        _slot: slot,
+                    })),
+                    Ok(Err(())) => {
+                        metrics::address_limit_refusal();
+                        None
+                    }
+                    Err(e) => Some(Err(e)),
+                }
+            }
+        };
+        std::future::ready(admitted)
+    })
+}
+
+/// One gRPC connection and its place in the per-address count.
+struct GrpcConnection {
+    stream: tokio::net::TcpStream,
+    _slot: Option<IpSlot>,
+}
+
+impl tonic::transport::server::Connected for GrpcConnection {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for GrpcConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for GrpcConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }
 
 /// The service: one route, `Consume`.

@@ -17,6 +17,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use config::{FileFormat, Value, ValueKind};
 use herald_auth::{ChannelConfig, ChannelOptions, ChannelPolicy, TokenConfig, TokenVerifier};
+use herald_gateway::config::{
+    EmulatedStreamConfig, EmulationConfig, TransportsConfig, UniGrpcConfig, UniHttpConfig,
+    UniWebSocketConfig,
+};
 use herald_gateway::{
     ClientAuth, ClientConfig, GatewayConfig, HttpApiConfig, HttpServerConfig, ShutdownConfig,
 };
@@ -119,10 +123,16 @@ pub struct Config {
     pub health: HealthConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
-    /// `http_stream`, `sse`, `emulation`, `uni_websocket`, `uni_sse`,
-    /// `uni_http_stream`, `uni_grpc`: top-level sections, as in Centrifugo.
-    #[serde(flatten)]
-    pub transports: herald_gateway::config::TransportsConfig,
+    /// The transports besides WebSocket: top-level sections, as in
+    /// Centrifugo (not flattened from one struct: the environment layer's
+    /// strings only convert to numbers and booleans in plain fields).
+    pub http_stream: EmulatedStreamConfig,
+    pub sse: EmulatedStreamConfig,
+    pub emulation: EmulationConfig,
+    pub uni_websocket: UniWebSocketConfig,
+    pub uni_sse: UniHttpConfig,
+    pub uni_http_stream: UniHttpConfig,
+    pub uni_grpc: UniGrpcConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -378,7 +388,16 @@ impl Config {
                 prometheus: self.prometheus.enabled,
                 health: self.health.enabled,
             },
-            transports: self.transports.clone().resolved(),
+            transports: TransportsConfig {
+                http_stream: self.http_stream.clone(),
+                sse: self.sse.clone(),
+                emulation: self.emulation.clone(),
+                uni_websocket: self.uni_websocket.clone(),
+                uni_sse: self.uni_sse.clone(),
+                uni_http_stream: self.uni_http_stream.clone(),
+                uni_grpc: self.uni_grpc.clone(),
+            }
+            .resolved(),
         }
     }
 }
