@@ -51,20 +51,8 @@ pub(crate) fn read(format: Format, message: &Message) -> Received {
     let mut received = Received::default();
     match (format, message) {
         (Format::Json, Message::Text(text)) => {
-            for line in text.split('\n').filter(|l| !l.is_empty()) {
-                if line == "{}" {
-                    received.pings += 1;
-                    continue;
-                }
-                let Ok(parsed) = serde_json::from_str::<Line<'_>>(line) else {
-                    continue;
-                };
-                if let Some(publication) = parsed.push.and_then(|p| p.publication) {
-                    received.stamps.push(publication.data.t);
-                } else if parsed.id > 0 {
-                    let error = parsed.error.map(|e| e.to_string());
-                    received.answers.push((parsed.id, error));
-                }
+            for line in text.split('\n') {
+                read_json_line(line, &mut received);
             }
         }
         (Format::Protobuf, Message::Binary(body)) => {
@@ -92,14 +80,43 @@ pub(crate) fn read(format: Format, message: &Message) -> Received {
     received
 }
 
-/// The parts of a JSON reply line the bench reads, borrowed (the receive
-/// loop runs once per delivery).
+/// Adds what one JSON line holds to `received`: a reply or a push
+/// (`{"push":{"channel":…,"pub":…}}`), or a push unwrapped as the
+/// unidirectional transports send it (`{"channel":…,"pub":…}`); `{}` is a
+/// ping. An empty line or one that does not decode holds nothing.
+pub(crate) fn read_json_line(line: &str, received: &mut Received) {
+    if line.is_empty() {
+        return;
+    }
+    if line == "{}" {
+        received.pings += 1;
+        return;
+    }
+    let Ok(parsed) = serde_json::from_str::<Line<'_>>(line) else {
+        return;
+    };
+    let publication = parsed
+        .push
+        .and_then(|p| p.publication)
+        .or(parsed.publication);
+    if let Some(publication) = publication {
+        received.stamps.push(publication.data.t);
+    } else if parsed.id > 0 {
+        let error = parsed.error.map(|e| e.to_string());
+        received.answers.push((parsed.id, error));
+    }
+}
+
+/// The parts of a JSON line the bench reads, borrowed (the receive loop
+/// runs once per delivery). `pub` at the top level is an unwrapped push.
 #[derive(Deserialize)]
 struct Line<'a> {
     #[serde(default)]
     id: u32,
     #[serde(borrow, default)]
     push: Option<PushLine<'a>>,
+    #[serde(rename = "pub", default)]
+    publication: Option<PublicationLine>,
     #[serde(default)]
     error: Option<serde_json::Value>,
 }

@@ -67,6 +67,8 @@ pub(crate) const FRAME_TYPES: &[&str] = &[
     "push_unsubscribe",
     "push_subscribe",
     "push_message",
+    "push_connect",
+    "push_refresh",
     "client_pong",
     "connect",
     "subscribe",

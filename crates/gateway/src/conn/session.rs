@@ -645,7 +645,9 @@ fn frame_type(reply: &Reply) -> &'static str {
             PushBody::Leave(_) => "push_leave",
             PushBody::Unsubscribe(_) => "push_unsubscribe",
             PushBody::Subscribe(_) => "push_subscribe",
-            _ => "push_message",
+            PushBody::Connect(_) => "push_connect",
+            PushBody::Refresh(_) => "push_refresh",
+            PushBody::Message(_) | PushBody::Disconnect(_) => "push_message",
         },
         _ => "reply",
     }

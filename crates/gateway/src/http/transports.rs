@@ -98,6 +98,7 @@ async fn body(
 
 fn bad_request(transport: Transport, why: &str) -> HttpResponse {
     metrics::transport_refused(transport, "bad_request");
+    tracing::debug!(transport = transport.label(), why, "transport request refused");
     HttpResponse::BadRequest()
         .content_type("text/plain; charset=utf-8")
         .body(format!("{why}\n"))
@@ -311,6 +312,7 @@ async fn emulation(
         parsed.filter(|(s, n, d)| !s.is_empty() && !n.is_empty() && !d.is_empty())
     else {
         metrics::emulation_request("bad_request");
+        tracing::debug!("emulation request refused: not a {{session, node, data}} body");
         return HttpResponse::BadRequest()
             .content_type("text/plain; charset=utf-8")
             .body("expected {\"session\",\"node\",\"data\"}\n");
