@@ -1,6 +1,8 @@
 //! herald-bench: a load generator speaking the client protocol (JSON or
 //! protobuf over WebSocket, `--format`) to herald, with HS256 tokens minted
-//! from `--secret` (or ES256 ones from `--es256-key`).
+//! from `--secret` (or ES256 ones from `--es256-key`). The subscribers of
+//! `fanout` and `idle` may instead use an HTTP transport (`--transport`,
+//! stream.rs).
 //!
 //! Scenarios:
 //! - `fanout`: S subscribers on one channel, publications at rate R;
@@ -16,6 +18,7 @@
 //! record publish→receive latency in an HDR histogram. The last stdout line
 //! is one JSON object (interface.md).
 
+mod stream;
 mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,6 +40,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::stream::Transport;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -129,14 +134,46 @@ struct Args {
     /// alternate, the publisher speaks JSON).
     #[arg(long, value_enum, default_value = "json")]
     format: FormatArg,
+    /// The subscribers' transport: websocket, or (fanout and idle only,
+    /// JSON) http_stream or sse (bidirectional emulation: connect and
+    /// subscribe in the first request, pongs by POST /emulation), or uni_sse
+    /// (subscribed by the token's `channels` claim). Endpoints on --url's
+    /// host and port; the publisher stays a WebSocket client (or the API).
+    #[arg(long, value_enum, default_value = "websocket")]
+    transport: Transport,
 }
 
-/// How `wss://` connections verify the server (`--ca-file`).
-static TLS: OnceLock<Option<tokio_tungstenite::Connector>> = OnceLock::new();
+impl Args {
+    /// Why `--transport` cannot serve this run, if it cannot.
+    fn transport_conflict(&self) -> Option<String> {
+        if self.transport == Transport::Websocket {
+            return None;
+        }
+        let name = label(self.transport);
+        if !matches!(self.scenario, Scenario::Fanout | Scenario::Idle) {
+            return Some(format!(
+                "--transport {name} works with the fanout and idle scenarios only"
+            ));
+        }
+        (self.format != FormatArg::Json)
+            .then(|| format!("--transport {name} speaks JSON only (drop --format)"))
+    }
+}
 
-fn tls_connector(
+/// The command-line name of a value.
+fn label(value: impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
+}
+
+/// How `wss://` and `https://` connections verify the server (`--ca-file`).
+static TLS: OnceLock<Option<Arc<rustls::ClientConfig>>> = OnceLock::new();
+
+fn tls_config(
     ca_file: Option<&std::path::Path>,
-) -> anyhow::Result<Option<tokio_tungstenite::Connector>> {
+) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
     use rustls::pki_types::pem::PemObject;
     let Some(path) = ca_file else {
         return Ok(None);
@@ -153,11 +190,11 @@ fn tls_connector(
     .with_protocol_versions(&[&rustls::version::TLS13])?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    Ok(Some(tokio_tungstenite::Connector::Rustls(Arc::new(config))))
+    Ok(Some(Arc::new(config)))
 }
 
 /// Microseconds since the bench started: the clock of send timestamps.
-fn now_micros() -> u64 {
+pub(crate) fn now_micros() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_micros() as u64
 }
@@ -184,9 +221,14 @@ impl Signer {
         })
     }
 
-    fn token(&self, user: &str) -> anyhow::Result<String> {
+    /// A connection token; `channels` non-empty adds the `channels` claim
+    /// (server-side subscriptions).
+    fn token(&self, user: &str, channels: &[String]) -> anyhow::Result<String> {
         let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 24 * 3600;
-        let claims = serde_json::json!({ "sub": user, "exp": exp });
+        let mut claims = serde_json::json!({ "sub": user, "exp": exp });
+        if !channels.is_empty() {
+            claims["channels"] = channels.into();
+        }
         Ok(jsonwebtoken::encode(
             &jsonwebtoken::Header::new(self.alg),
             &claims,
@@ -214,7 +256,11 @@ async fn open_client(
     channels: &[String],
     format: Format,
 ) -> anyhow::Result<Ws> {
-    let connector = TLS.get().cloned().flatten();
+    let connector = TLS
+        .get()
+        .cloned()
+        .flatten()
+        .map(tokio_tungstenite::Connector::Rustls);
     let mut request = url.into_client_request()?;
     request.headers_mut().insert(
         "sec-websocket-protocol",
@@ -276,18 +322,13 @@ async fn await_reply(ws: &mut Ws, id: u32, format: Format) -> anyhow::Result<()>
 static MEASURE_FROM: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// Reads until `stop`, recording the latency of every measured publication.
-async fn receive(
-    mut ws: Ws,
-    format: Format,
-    stop: Arc<AtomicBool>,
-    counters: Arc<Counters>,
-) -> Receiver {
+async fn receive(mut client: Client, stop: Arc<AtomicBool>, counters: Arc<Counters>) -> Receiver {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let mut deliveries = 0;
     loop {
-        let next = tokio::time::timeout(Duration::from_millis(200), ws.next()).await;
-        let message = match next {
-            Ok(Some(Ok(message))) => message,
+        let next = tokio::time::timeout(Duration::from_millis(200), client.next()).await;
+        let (now, received) = match next {
+            Ok(Some(Ok(read))) => read,
             Ok(_) => {
                 if !stop.load(Ordering::Relaxed) {
                     counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -301,11 +342,7 @@ async fn receive(
                 continue;
             }
         };
-        let now = now_micros();
-        let received = wire::read(format, &message);
-        for _ in 0..received.pings {
-            let _ = ws.send(wire::pong(format)).await;
-        }
+        client.answer(received.pings).await;
         for stamp in received.stamps {
             if stamp >= MEASURE_FROM.load(Ordering::Relaxed) {
                 deliveries += 1;
@@ -313,7 +350,7 @@ async fn receive(
             }
         }
     }
-    let _ = ws.close(None).await;
+    client.close().await;
     Receiver {
         histogram,
         deliveries,
@@ -337,7 +374,7 @@ async fn publish(
     let mut publisher = match &args.api_key {
         Some(key) => Publisher::Api(ApiClient::connect(&args.url[0], key).await?),
         None => {
-            let token = Signer::from_args(args)?.token("bench-publisher")?;
+            let token = Signer::from_args(args)?.token("bench-publisher", &[])?;
             let format = args.format.publisher();
             let ws = open_client(&args.url[0], &token, channels, format).await?;
             let (sink, stream) = ws.split();
@@ -471,8 +508,64 @@ impl ApiClient {
     }
 }
 
-/// A subscribed client and the format it speaks.
-type Client = (Ws, Format);
+/// A subscribed client: a WebSocket and the format it speaks, or an HTTP
+/// stream.
+enum Client {
+    Ws(Ws, Format),
+    Stream(stream::StreamClient),
+}
+
+impl Client {
+    /// Opens a client of `transport` on `url`, subscribed to `channels`.
+    async fn open(
+        transport: Transport,
+        url: &str,
+        signer: &Signer,
+        user: &str,
+        channels: &[String],
+        format: Format,
+    ) -> anyhow::Result<Self> {
+        let claimed: &[String] = if transport.subscribes_by_token() {
+            channels
+        } else {
+            &[]
+        };
+        let token = signer.token(user, claimed)?;
+        Ok(match transport {
+            Transport::Websocket => {
+                Client::Ws(open_client(url, &token, channels, format).await?, format)
+            }
+            _ => Client::Stream(stream::open(transport, url, &token, channels).await?),
+        })
+    }
+
+    /// What the server sent next, with the time it was read (bench
+    /// microseconds); None once the connection is closed.
+    async fn next(&mut self) -> Option<anyhow::Result<(u64, wire::Received)>> {
+        match self {
+            Client::Ws(ws, format) => Some(ws.next().await?.map_err(Into::into).map(|message| {
+                let now = now_micros();
+                (now, wire::read(*format, &message))
+            })),
+            Client::Stream(stream) => stream.next().await,
+        }
+    }
+
+    /// Answers `pings` server pings (a stream answered them as it read).
+    async fn answer(&mut self, pings: usize) {
+        if let Client::Ws(ws, format) = self {
+            for _ in 0..pings {
+                let _ = ws.send(wire::pong(*format)).await;
+            }
+        }
+    }
+
+    async fn close(self) {
+        if let Client::Ws(mut ws, _) = self {
+            let _ = ws.close(None).await;
+        }
+    }
+}
 
 /// Opens `n` subscribed clients, `concurrency` at a time, spread over `urls`.
 async fn open_many(
@@ -491,12 +584,13 @@ async fn open_many(
         let channels = channels_of(i);
         let gate = gate.clone();
         let format = args.format.subscriber(i);
+        let transport = args.transport;
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await;
             let started = Instant::now();
-            let token = signer.token(&format!("bench-{i}"))?;
-            let ws = open_client(&url, &token, &channels, format).await?;
-            anyhow::Ok(((ws, format), started.elapsed()))
+            let user = format!("bench-{i}");
+            let client = Client::open(transport, &url, &signer, &user, &channels, format).await?;
+            anyhow::Ok((client, started.elapsed()))
         }));
     }
     let mut clients = Vec::with_capacity(n);
@@ -504,9 +598,9 @@ async fn open_many(
     let mut first_error = None;
     for task in tasks {
         match task.await {
-            Ok(Ok((ws, took))) => {
+            Ok(Ok((client, took))) => {
                 let _ = histogram.record((took.as_micros() as u64).max(1));
-                clients.push(ws);
+                clients.push(client);
             }
             Ok(Err(e)) => {
                 counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -610,7 +704,7 @@ async fn run_publishing(
     MEASURE_FROM.store(u64::MAX, Ordering::Relaxed);
     let receivers: Vec<_> = clients
         .into_iter()
-        .map(|(ws, format)| tokio::spawn(receive(ws, format, stop.clone(), counters.clone())))
+        .map(|client| tokio::spawn(receive(client, stop.clone(), counters.clone())))
         .collect();
     if !args.warmup.is_zero() {
         let warm = Arc::new(Counters::default());
@@ -697,8 +791,8 @@ async fn run(args: Args) -> anyhow::Result<Report> {
             let (clients, histogram) = open_on_one_channel(&args, &counters).await;
             let took = started.elapsed();
             let connected = clients.len();
-            for (mut ws, _) in clients {
-                let _ = ws.close(None).await;
+            for client in clients {
+                client.close().await;
             }
             let mut extra = serde_json::Map::new();
             extra.insert("connections".into(), connected.into());
@@ -721,9 +815,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
             let stop = Arc::new(AtomicBool::new(false));
             let holders: Vec<_> = clients
                 .into_iter()
-                .map(|(ws, format)| {
-                    tokio::spawn(receive(ws, format, stop.clone(), counters.clone()))
-                })
+                .map(|client| tokio::spawn(receive(client, stop.clone(), counters.clone())))
                 .collect();
             tokio::time::sleep(args.duration).await;
             let after = args.server_pid.and_then(rss_kib);
@@ -763,13 +855,23 @@ fn main() {
         eprintln!("herald-bench: --es256-key: {e:#}");
         std::process::exit(2);
     }
-    match tls_connector(args.ca_file.as_deref()) {
-        Ok(connector) => {
-            let _ = TLS.set(connector);
+    if let Some(conflict) = args.transport_conflict() {
+        eprintln!("herald-bench: {conflict}");
+        std::process::exit(2);
+    }
+    match tls_config(args.ca_file.as_deref()) {
+        Ok(config) => {
+            let _ = TLS.set(config);
         }
         Err(e) => {
             eprintln!("herald-bench: --ca-file: {e:#}");
             std::process::exit(2);
+        }
+    }
+    if args.transport != Transport::Websocket {
+        if let Err(e) = stream::init(TLS.get().and_then(Option::as_ref)) {
+            eprintln!("herald-bench: the HTTP client: {e:#}");
+            std::process::exit(1);
         }
     }
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
@@ -785,11 +887,13 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let format = args.format;
+    let (format, transport) = (args.format, args.transport);
     match runtime.block_on(run(args)) {
         Ok(mut report) => {
-            let label = format.to_possible_value().map(|v| v.get_name().to_owned());
-            report.extra.insert("format".into(), label.into());
+            report.extra.insert("format".into(), label(format).into());
+            report
+                .extra
+                .insert("transport".into(), label(transport).into());
             report.print()
         }
         Err(e) => {

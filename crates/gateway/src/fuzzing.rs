@@ -3,7 +3,8 @@
 //! covers the same paths: a client's bytes, cut into reads at arbitrary
 //! points, through the frame reader and every message through the command
 //! decoder of its format, as `socket.rs` and `format.rs` do, with no I/O;
-//! and one binary message through the protobuf decoder.
+//! one binary message through the protobuf decoder; and one request of the
+//! HTTP and gRPC transports through its parser (`transport_request`).
 //!
 //! Not an API: hidden from the docs and free to change.
 
@@ -13,6 +14,58 @@ use herald_protocol::protobuf::decode_frame_protobuf;
 use herald_protocol::{decode_frame, Command, Method};
 
 use crate::ws::frame::{self as wsframe, Message, Reader};
+
+/// What the HTTP and gRPC transports made of one request's bytes: the
+/// `transport_requests` fuzz target. The first byte picks the parser:
+/// 0 an `/emulation` JSON body, 1 a protobuf one, 2 a unidirectional
+/// ConnectRequest in JSON (body or `cf_connect`), 3 the gRPC ConnectRequest,
+/// 4 a server batch through every response framing, 5 protobuf replies
+/// through the gRPC push extraction. Returns how many items came out.
+pub fn transport_request(data: &[u8]) -> usize {
+    use crate::format::{push_objects, ClientMessage};
+    use crate::http::stream::Framing;
+    use crate::ws::frame::DataFrame;
+    use herald_protocol::{ConnectRequest, Format};
+    let Some((&kind, body)) = data.split_first() else {
+        return 0;
+    };
+    match kind % 6 {
+        0 | 1 => {
+            let parsed = crate::http::transports::emulation_request(body, kind % 6 == 1);
+            parsed.map_or(0, |(_, _, commands)| {
+                let format = if kind % 6 == 1 {
+                    Format::Protobuf
+                } else {
+                    Format::Json
+                };
+                let message = match format {
+                    Format::Json => ClientMessage::Text(commands),
+                    Format::Protobuf => ClientMessage::Binary(commands),
+                };
+                crate::format::decode(format, &message).map_or(0, |c| c.len())
+            })
+        }
+        2 => usize::from(serde_json::from_slice::<ConnectRequest>(body).is_ok()),
+        3 => usize::from(herald_protocol::protobuf::decode_connect_request(body).is_ok()),
+        4 => {
+            let batch = DataFrame::text(body);
+            let framings = [
+                Framing::HttpStream(Format::Json),
+                Framing::Sse,
+                Framing::UniHttpStream,
+                Framing::UniSse,
+            ];
+            let written: usize = framings.iter().map(|f| f.frame(&batch).len()).sum();
+            written + push_objects(&batch).len()
+        }
+        _ => herald_protocol::protobuf::delimited_parts(body).map_or(0, |parts| {
+            parts
+                .into_iter()
+                .filter_map(herald_protocol::protobuf::push_of_reply)
+                .count()
+        }),
+    }
+}
 
 /// What the server made of a client's bytes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -205,7 +258,26 @@ mod tests {
         ]
     }
 
+    #[test]
+    fn transport_requests_parse_what_clients_send() {
+        let emulation = br#"{"session":"s","node":"n","data":"{\"id\":2,\"publish\":{\"channel\":\"c\",\"data\":{}}}"}"#;
+        assert_eq!(transport_request(&[&[0u8][..], emulation].concat()), 1);
+        assert_eq!(transport_request(b"\0{\"session\":\"\",\"node\":\"n\",\"data\":\"{}\"}"), 0);
+        assert_eq!(transport_request(b"\x02{\"token\":\"t\",\"subs\":{\"c\":{\"recover\":true}}}"), 1);
+        assert_eq!(transport_request(b"\x02[1]"), 0);
+        // Reply{push=4 {channel=2 "c"}} and an empty reply (a ping): two pushes.
+        assert_eq!(transport_request(&[5, 5, 0x22, 3, 0x12, 1, b'c', 0]), 2);
+    }
+
     proptest! {
+        /// Any bytes through every transport parser: no panic.
+        #[test]
+        fn arbitrary_transport_requests_never_panic(
+            data in prop::collection::vec(any::<u8>(), 0..1024),
+        ) {
+            let _ = transport_request(&data);
+        }
+
         /// Any bytes, cut any way, under any limits: no panic, and a
         /// refusal is one of the close codes RFC 6455 asks for.
         #[test]

@@ -262,6 +262,19 @@ struct EmulationJson {
     data: String,
 }
 
+/// The session, node and commands of an `/emulation` body (JSON, or
+/// protobuf `EmulationRequest`); None unless all three are there.
+pub(crate) fn emulation_request(raw: &[u8], protobuf: bool) -> Option<(String, String, Bytes)> {
+    let (session, node, data) = if protobuf {
+        let r = herald_protocol::protobuf::wire::EmulationRequest::decode(raw).ok()?;
+        (r.session, r.node, Bytes::from(r.data))
+    } else {
+        let r = serde_json::from_slice::<EmulationJson>(raw).ok()?;
+        (r.session, r.node, Bytes::from(r.data))
+    };
+    (!session.is_empty() && !node.is_empty() && !data.is_empty()).then_some((session, node, data))
+}
+
 /// `POST /emulation`: commands for an emulated connection, on this node or
 /// routed to the one holding it.
 async fn emulation(
@@ -299,18 +312,7 @@ async fn emulation(
             return response;
         }
     };
-    let parsed = if is_protobuf(&req) {
-        herald_protocol::protobuf::wire::EmulationRequest::decode(&raw[..])
-            .ok()
-            .map(|r| (r.session, r.node, Bytes::from(r.data)))
-    } else {
-        serde_json::from_slice::<EmulationJson>(&raw)
-            .ok()
-            .map(|r| (r.session, r.node, Bytes::from(r.data)))
-    };
-    let Some((session, target, data)) =
-        parsed.filter(|(s, n, d)| !s.is_empty() && !n.is_empty() && !d.is_empty())
-    else {
+    let Some((session, target, data)) = emulation_request(&raw, is_protobuf(&req)) else {
         metrics::emulation_request("bad_request");
         tracing::debug!("emulation request refused: not a {{session, node, data}} body");
         return HttpResponse::BadRequest()
