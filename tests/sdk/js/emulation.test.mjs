@@ -1,4 +1,4 @@
-// Bidirectional emulation (docs/wip-transports-contract.md, "Bidirectional emulation"):
+// Bidirectional emulation (docs/protocol.md, "Bidirectional emulation"):
 // the real centrifuge-js SDK in Node over its `http_stream` and `sse` transports (and
 // `http_stream` with the protobuf build), commands after connect travelling through
 // POST /emulation; then bad input, CORS and the access log on raw requests.

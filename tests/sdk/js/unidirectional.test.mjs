@@ -1,4 +1,4 @@
-// Unidirectional transports (docs/wip-transports-contract.md, "Unidirectional"): the
+// Unidirectional transports (docs/protocol.md, "Unidirectional transports"): the
 // server only pushes. uni_sse and uni_http_stream are read with a plain `curl -N` child
 // process, uni_websocket with the `ws` package. Channels come from the connection token's
 // `channels` claim (server-side subscriptions); the connect request's `subs` recovers
@@ -563,4 +563,49 @@ utest(
     assert.equal(emu.exit?.code, 0, 'curl saw a clean end of the http_stream response');
   },
   { timeout: 30_000 },
+);
+
+utest(
+  'connect transforms: connect_code_to_http_response answers a refused uni_sse connect with its status; connect_code_to_unidirectional_disconnect picks the disconnect',
+  async () => {
+    const server = await startHerald({
+      config: uniConfig({
+        client: {
+          allowed_origins: [GOOD_ORIGIN],
+          connect_code_to_unidirectional_disconnect: {
+            enabled: true,
+            transforms: [{ code: 109, to: { code: 4501, reason: 'token expired, get a new one' } }],
+          },
+        },
+        uni_sse: {
+          enabled: true,
+          max_request_body_size: BODY_LIMIT,
+          connect_code_to_http_response: {
+            enabled: true,
+            transforms: [{ code: 3500, to: { status_code: 401, body: 'bad token' } }],
+          },
+        },
+      }),
+      label: 'herald (unidirectional transforms)',
+    });
+    tracked.servers.push(server);
+    try {
+      const forged = signHs256({ sub: uniq('forged'), channels: ['feed:x'] }, 'not-the-server-secret-but-32-bytes-long');
+      const url = `${httpBase(server)}/connection/uni_sse?cf_connect=${encodeURIComponent(JSON.stringify({ token: forged }))}`;
+      const res = await within(fetch(url), 5_000, 'uni_sse with a forged token');
+      const text = await res.text();
+      assert.equal(res.status, 401, `uni_sse with a forged token: ${res.status} ${text}`);
+      assert.equal(text, 'bad token');
+
+      // uni_http_stream has no HTTP transform: the mapped disconnect arrives in the stream.
+      const expired = signHs256({ sub: uniq('late'), exp: nowSec() - 60, channels: ['feed:x'] });
+      const s = UNI.find((k) => k.name === 'uni_http_stream').open(server, { token: expired }, 'uni_http_stream expired token');
+      const d = await s.waitPush((p) => p.disconnect, 'the disconnect push');
+      assert.deepEqual(d, { disconnect: { code: 4501, reason: 'token expired, get a new one' } });
+      await s.waitEnd('after the disconnect push');
+    } finally {
+      await server.stop();
+    }
+  },
+  { timeout: 20_000 },
 );
