@@ -509,7 +509,9 @@ impl ApiClient {
 }
 
 /// A subscribed client: a WebSocket and the format it speaks, or an HTTP
-/// stream.
+/// stream. Each lives in its own task, moved there once: the size of the
+/// larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Client {
     Ws(Ws, Format),
     Stream(stream::StreamClient),

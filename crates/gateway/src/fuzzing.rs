@@ -262,8 +262,14 @@ mod tests {
     fn transport_requests_parse_what_clients_send() {
         let emulation = br#"{"session":"s","node":"n","data":"{\"id\":2,\"publish\":{\"channel\":\"c\",\"data\":{}}}"}"#;
         assert_eq!(transport_request(&[&[0u8][..], emulation].concat()), 1);
-        assert_eq!(transport_request(b"\0{\"session\":\"\",\"node\":\"n\",\"data\":\"{}\"}"), 0);
-        assert_eq!(transport_request(b"\x02{\"token\":\"t\",\"subs\":{\"c\":{\"recover\":true}}}"), 1);
+        assert_eq!(
+            transport_request(b"\0{\"session\":\"\",\"node\":\"n\",\"data\":\"{}\"}"),
+            0
+        );
+        assert_eq!(
+            transport_request(b"\x02{\"token\":\"t\",\"subs\":{\"c\":{\"recover\":true}}}"),
+            1
+        );
         assert_eq!(transport_request(b"\x02[1]"), 0);
         // Reply{push=4 {channel=2 "c"}} and an empty reply (a ping): two pushes.
         assert_eq!(transport_request(&[5, 5, 0x22, 3, 0x12, 1, b'c', 0]), 2);

@@ -42,7 +42,16 @@ pub(crate) struct UpgradeSettings {
     pub(crate) unidirectional: Option<(Arc<str>, usize)>,
 }
 
-const BAD_CF_CONNECT: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 38\r\nconnection: close\r\n\r\ncf_connect is not a JSON connect request";
+/// The 400 for a `cf_connect` that is not a connect request.
+fn bad_cf_connect() -> Vec<u8> {
+    let body = "cf_connect is not a JSON connect request";
+    format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
 
 /// The connect request in a `cf_connect` query parameter: None without one.
 fn uni_connect(query: Option<&str>) -> Result<Option<ConnectRequest>, ()> {
@@ -86,25 +95,23 @@ pub(crate) async fn upgrade<T>(
     // Non-browser clients may send their token on the upgrade instead of in
     // the connect command (browsers cannot set this header).
     let bearer = bearer_token(req.head().headers());
-    crate::access_log::log_request(
-        req.method(),
-        req.path(),
-        decision.as_ref().map_or_else(|r| r.status().0, |_| 101),
-        started,
-    );
     // uni_websocket may carry its connect request in the query: one that
     // does not parse is refused before the upgrade.
     let uni_connect = match route {
-        Some(Route::Unidirectional) if decision.is_ok() => match uni_connect(req.uri().query()) {
-            Ok(connect) => connect,
-            Err(()) => {
-                crate::metrics::transport_refused(Transport::UniWebSocket, "bad_request");
-                let _ = io.write_all(BAD_CF_CONNECT).await;
-                let _ = io.shutdown().await;
-                return;
-            }
-        },
-        _ => None,
+        Some(Route::Unidirectional) if decision.is_ok() => uni_connect(req.uri().query()),
+        _ => Ok(None),
+    };
+    let status = match (&decision, &uni_connect) {
+        (Err(refusal), _) => refusal.status().0,
+        (Ok(_), Err(())) => 400,
+        (Ok(_), Ok(_)) => 101,
+    };
+    crate::access_log::log_request(req.method(), req.path(), status, started);
+    let Ok(uni_connect) = uni_connect else {
+        crate::metrics::transport_refused(Transport::UniWebSocket, "bad_request");
+        let _ = io.write_all(&bad_cf_connect()).await;
+        let _ = io.shutdown().await;
+        return;
     };
     let accepted = match decision {
         Ok(accepted) => accepted,

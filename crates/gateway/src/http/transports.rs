@@ -98,7 +98,11 @@ async fn body(
 
 fn bad_request(transport: Transport, why: &str) -> HttpResponse {
     metrics::transport_refused(transport, "bad_request");
-    tracing::debug!(transport = transport.label(), why, "transport request refused");
+    tracing::debug!(
+        transport = transport.label(),
+        why,
+        "transport request refused"
+    );
     HttpResponse::BadRequest()
         .content_type("text/plain; charset=utf-8")
         .body(format!("{why}\n"))
