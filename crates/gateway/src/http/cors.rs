@@ -19,16 +19,27 @@ pub(crate) enum Cors {
     Allowed(HeaderValue),
 }
 
-/// Checks the request's origin; Err is the 403 to send.
-pub(crate) fn check(req: &HttpRequest, allowed_origins: &[String]) -> Result<Cors, HttpResponse> {
+/// An origin `client.allowed_origins` does not allow.
+#[derive(Debug)]
+pub(crate) struct Forbidden;
+
+impl Forbidden {
+    /// The 403 it is answered with.
+    pub(crate) fn response(&self) -> HttpResponse {
+        HttpResponse::Forbidden()
+            .content_type("text/plain; charset=utf-8")
+            .body("origin not allowed\n")
+    }
+}
+
+/// Checks the request's origin.
+pub(crate) fn check(req: &HttpRequest, allowed_origins: &[String]) -> Result<Cors, Forbidden> {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return Ok(Cors::NoOrigin);
     };
     match origin.to_str() {
         Ok(text) if origin_allowed(allowed_origins, text) => Ok(Cors::Allowed(origin.clone())),
-        _ => Err(HttpResponse::Forbidden()
-            .content_type("text/plain; charset=utf-8")
-            .body("origin not allowed\n")),
+        _ => Err(Forbidden),
     }
 }
 

@@ -57,22 +57,30 @@ fn admit(
     node: &Node,
     transport: Transport,
     methods: &'static str,
-) -> Result<Cors, HttpResponse> {
-    let cors = cors::check(req, &node.client.allowed_origins).inspect_err(|_| {
-        metrics::transport_refused(transport, "origin");
-    })?;
+) -> Result<Cors, Box<HttpResponse>> {
+    let cors = match cors::check(req, &node.client.allowed_origins) {
+        Ok(cors) => cors,
+        Err(forbidden) => {
+            metrics::transport_refused(transport, "origin");
+            return Err(Box::new(forbidden.response()));
+        }
+    };
     if req.method() == Method::OPTIONS {
-        return Err(cors.preflight(req, methods));
+        return Err(Box::new(cors.preflight(req, methods)));
     }
     if !methods.split(", ").any(|m| m == req.method().as_str()) {
         metrics::transport_refused(transport, "method");
-        return Err(HttpResponse::MethodNotAllowed()
-            .insert_header((header::ALLOW, methods))
-            .finish());
+        return Err(Box::new(
+            HttpResponse::MethodNotAllowed()
+                .insert_header((header::ALLOW, methods))
+                .finish(),
+        ));
     }
     if node.is_draining() {
         metrics::transport_refused(transport, "draining");
-        return Err(HttpResponse::ServiceUnavailable().body("shutting down\n"));
+        return Err(Box::new(
+            HttpResponse::ServiceUnavailable().body("shutting down\n"),
+        ));
     }
     Ok(cors)
 }
@@ -184,7 +192,7 @@ async fn http_stream(
     let transport = Transport::HttpStream;
     let cors = match admit(&req, &node, transport, "POST, OPTIONS") {
         Ok(cors) => cors,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let limit = transports.http_stream.max_request_body_size;
     let commands = match body(&req, payload, limit, transport).await {
@@ -213,7 +221,7 @@ async fn sse(
     let transport = Transport::Sse;
     let cors = match admit(&req, &node, transport, "GET, POST, OPTIONS") {
         Ok(cors) => cors,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let limit = transports.sse.max_request_body_size;
     let commands = match sse_request(&req, payload, limit, transport).await {
@@ -289,9 +297,9 @@ async fn emulation(
 ) -> HttpResponse {
     let cors = match cors::check(&req, &node.client.allowed_origins) {
         Ok(cors) => cors,
-        Err(response) => {
+        Err(forbidden) => {
             metrics::emulation_request("origin");
-            return response;
+            return forbidden.response();
         }
     };
     if req.method() == Method::OPTIONS {
@@ -370,7 +378,7 @@ async fn uni_sse(
     let transport = Transport::UniSse;
     let cors = match admit(&req, &node, transport, "GET, POST, OPTIONS") {
         Ok(cors) => cors,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let settings = &transports.uni_sse;
     let request = match sse_request(&req, payload, settings.max_request_body_size, transport).await
@@ -391,7 +399,7 @@ async fn uni_http_stream(
     let transport = Transport::UniHttpStream;
     let cors = match admit(&req, &node, transport, "POST, OPTIONS") {
         Ok(cors) => cors,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let settings = &transports.uni_http_stream;
     let request = match body(&req, payload, settings.max_request_body_size, transport).await {
