@@ -4,6 +4,7 @@
 //! rate limiter and timers), the actix actor that drives it (`session.rs`),
 //! and the socket task (`socket.rs`).
 
+pub(crate) mod abort;
 pub(crate) mod accept;
 pub(crate) mod machine;
 pub(crate) mod open;

@@ -27,6 +27,7 @@ use tonic::server::{Grpc, NamedService, ServerStreamingService};
 use tonic::Status;
 
 use crate::config::UniGrpcConfig;
+use crate::conn::abort::AbortHandle;
 use crate::conn::open::{open, Opened};
 use crate::conn::session::{connect_command, Opening};
 use crate::error::GatewayError;
@@ -131,6 +132,7 @@ fn admitted(
                     Ok(Ok(slot)) => Some(Ok(GrpcConnection {
                         stream,
                         _slot: slot,
+                        abort: AbortHandle::default(),
                     })),
                     Ok(Err(())) => {
                         metrics::address_limit_refusal();
@@ -144,18 +146,43 @@ fn admitted(
     })
 }
 
-/// One gRPC connection and its place in the per-address count.
+/// One gRPC connection, its place in the per-address count, and its abort
+/// switch (a stream whose reader stopped drops the connection after the
+/// linger, as on the public listener).
 struct GrpcConnection {
     stream: tokio::net::TcpStream,
     _slot: Option<IpSlot>,
+    abort: AbortHandle,
+}
+
+/// What a `Consume` call learns of its connection (tonic puts it in the
+/// request's extensions; under TLS inside `TlsConnectInfo`).
+#[derive(Clone)]
+struct GrpcConnectInfo {
+    abort: AbortHandle,
 }
 
 impl tonic::transport::server::Connected for GrpcConnection {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    type ConnectInfo = GrpcConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        GrpcConnectInfo {
+            abort: self.abort.clone(),
+        }
     }
+}
+
+/// The abort switch of the connection a request came on.
+fn abort_of<T>(request: &tonic::Request<T>) -> Option<AbortHandle> {
+    let extensions = request.extensions();
+    extensions
+        .get::<GrpcConnectInfo>()
+        .or_else(|| {
+            extensions
+                .get::<tonic::transport::server::TlsConnectInfo<GrpcConnectInfo>>()
+                .map(|tls| tls.get_ref())
+        })
+        .map(|info| info.abort.clone())
 }
 
 impl tokio::io::AsyncRead for GrpcConnection {
@@ -164,7 +191,8 @@ impl tokio::io::AsyncRead for GrpcConnection {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        self.abort.guard(cx, read)
     }
 }
 
@@ -174,11 +202,13 @@ impl tokio::io::AsyncWrite for GrpcConnection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.abort.guard(cx, written)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let flushed = Pin::new(&mut self.stream).poll_flush(cx);
+        self.abort.guard(cx, flushed)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -190,7 +220,8 @@ impl tokio::io::AsyncWrite for GrpcConnection {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.abort.guard(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -255,6 +286,10 @@ impl ServerStreamingService<ConnectRequest> for Consume {
             }
             let mut opening = Opening::new(Transport::UniGrpc, Format::Protobuf);
             opening.session = uuid::Uuid::new_v4().to_string();
+            opening.abort = abort_of(&request);
+            if opening.abort.is_none() {
+                tracing::warn!("a uni_grpc stream without its connection's abort switch");
+            }
             opening.commands = vec![connect_command(request.into_inner())];
             let (opened_tx, opened) = futures_channel::oneshot::channel::<Opened>();
             let spawned = arbiter.spawn(async move {

@@ -243,6 +243,7 @@ where
                 // response (HTTP-streaming, SSE) ends at once, and with it
                 // the connection's Session.
                 .h1_allow_half_closed(false)
+                .on_connect_ext(listener::remember_abort)
                 .client_request_timeout(REQUEST_HEAD_TIMEOUT)
                 .client_disconnect_timeout(std::time::Duration::from_secs(1))
                 .local_addr(public_addr)

@@ -20,6 +20,12 @@ use parking_lot::Mutex;
 
 use crate::ws::frame::DataFrame;
 
+/// How long a close may wait for a peer that does not read: after that the
+/// connection is dropped without its close (a close frame, or a disconnect
+/// push). Long enough for a slow but live client to read what is in flight
+/// and see its close code (3008).
+pub(crate) const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Most bytes joined into one WebSocket message by the writer.
 const MAX_BATCH_BYTES: usize = 32 * 1024;
 
@@ -45,6 +51,8 @@ struct State {
     close: Option<Closing>,
     /// The socket task, when it found nothing to write and is waiting.
     waiting: Option<Waker>,
+    /// Whoever waits for the close besides the writer (`Outbox::closed`).
+    close_watch: Option<Waker>,
 }
 
 struct Closing {
@@ -68,6 +76,7 @@ impl Outbox {
                 bytes: 0,
                 close: None,
                 waiting: None,
+                close_watch: None,
             }),
             limit,
             max_batch: MAX_BATCH_BYTES,
@@ -96,9 +105,11 @@ impl Outbox {
                 disconnect: Disconnect::SLOW,
             });
             let waiting = state.waiting.take();
+            let watch = state.close_watch.take();
             drop(state);
             crate::metrics::server_disconnect(Disconnect::SLOW.code);
             wake(waiting);
+            wake(watch);
             return Pushed::Overflow;
         }
         state.bytes += frame.len();
@@ -142,11 +153,13 @@ impl Outbox {
         let code = disconnect.code;
         state.close = Some(Closing { disconnect });
         let waiting = state.waiting.take();
+        let watch = state.close_watch.take();
         drop(state);
         if counted {
             crate::metrics::server_disconnect(code);
         }
         wake(waiting);
+        wake(watch);
     }
 
     /// Bytes queued and not yet taken by the writer.
@@ -187,6 +200,22 @@ impl Outbox {
         }
         register(&mut state.waiting, cx);
         false
+    }
+
+    /// Resolves once a close was asked for (an overflow included). For the
+    /// Session of a streamed response, which must give up a reader that
+    /// stopped reading (`conn/abort.rs`); the writer's own wake-ups are
+    /// separate.
+    pub(crate) async fn closed(&self) {
+        std::future::poll_fn(|cx| {
+            let mut state = self.state.lock();
+            if state.close.is_some() {
+                return Poll::Ready(());
+            }
+            register(&mut state.close_watch, cx);
+            Poll::Pending
+        })
+        .await
     }
 
     /// Waits for the next thing to write.
@@ -317,6 +346,17 @@ mod tests {
         assert!(!outbox.poll_closed(&mut cx));
         outbox.close_now(Disconnect::SLOW);
         assert!(outbox.poll_closed(&mut cx));
+    }
+
+    #[tokio::test]
+    async fn closed_resolves_on_an_overflow_from_another_task() {
+        let outbox = std::sync::Arc::new(Outbox::new(4));
+        let o = outbox.clone();
+        let watcher = tokio::spawn(async move { o.closed().await });
+        tokio::task::yield_now().await;
+        assert!(!watcher.is_finished());
+        assert_eq!(outbox.push(DataFrame::text(b"too long")), Pushed::Overflow);
+        watcher.await.unwrap();
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@
 
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
+import net from 'node:net';
 import { test } from 'node:test';
 
 import { Centrifuge } from 'centrifuge';
@@ -784,3 +785,54 @@ etest('a token in the cf_connect query never appears in the logs (debug level), 
   assert.ok(!logs.includes('cf_connect='), 'no query string with cf_connect in the logs');
   assert.ok(logs.includes('/connection/sse'), 'the access log names the path');
 });
+
+etest('a slow http_stream reader is cut off with 3008 at client.queue_max_size, like a WebSocket one', async () => {
+  const channel = uniq('slow');
+  const body = [
+    JSON.stringify({ id: 1, connect: { token: connectionToken({ sub: uniq('slow') }) } }),
+    JSON.stringify({ id: 2, subscribe: { channel } }),
+  ].join('\n');
+  const { hostname, port } = new URL(base());
+  const socket = net.connect({ host: hostname, port: Number(port) });
+  let seen = '';
+  const subscribed = new Promise((resolve, reject) => {
+    socket.on('data', (chunk) => {
+      seen += chunk.toString('latin1');
+      if (seen.includes('"id":2,"subscribe"')) resolve();
+    });
+    socket.on('error', reject);
+  });
+  socket.write(
+    `POST /connection/http_stream HTTP/1.1\r\nHost: ${hostname}\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+  try {
+    await within(subscribed, 5_000, `the subscribe reply (read so far: ${JSON.stringify(seen.slice(0, 400))})`);
+    socket.pause(); // reads no more: the kernel buffers fill, then the connection's Outbox
+    const before = sample(await metricsText(), 'herald_client_num_server_disconnects_total', { code: '3008' }) ?? 0;
+    const payload = { pad: 'x'.repeat(60_000) };
+    let published = 0;
+    let after = before;
+    while (after === before && published < 1_500) {
+      for (let i = 0; i < 50; i++, published++) await api('publish', { channel, data: payload });
+      after = sample(await metricsText(), 'herald_client_num_server_disconnects_total', { code: '3008' }) ?? 0;
+    }
+    assert.equal(after, before + 1, `one 3008 disconnect after ${published} publications of 60 kB to a reader that stopped`);
+    // The close cannot go out (the reader stopped): after the 10 s linger the
+    // connection is dropped and the Session ends, its gauge back at 0.
+    let dropped = false;
+    for (let i = 0; i < 200 && !dropped; i++) {
+      const text = await metricsText();
+      dropped = (sample(text, 'herald_transport_connections', { transport: 'http_stream' }) ?? 0) === 0;
+      if (!dropped) await sleep(100);
+    }
+    assert.ok(dropped, `herald_transport_connections{transport="http_stream"} did not drop:\n${metricLines(await metricsText(), 'herald_transport_connections')}`);
+    // The server gave the socket up: what was in flight drains, then the end.
+    const ended = new Promise((resolve) => socket.once('close', resolve));
+    socket.on('data', () => {});
+    socket.resume();
+    await within(ended, 10_000, 'the server closing the connection of the reader that stopped');
+  } finally {
+    socket.destroy();
+  }
+}, { timeout: 60_000 });

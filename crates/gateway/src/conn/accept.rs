@@ -24,6 +24,7 @@ use actix_tls::accept::TlsError;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::conn::abort::AbortHandle;
 use crate::conn::socket::ByteStream;
 use crate::node::{IpSlot, Node};
 
@@ -34,6 +35,8 @@ pub(crate) struct PublicStream {
     /// Read once at accept (one `getpeername`), for HTTP's `peer_addr`.
     peer: SocketAddr,
     _slot: Option<IpSlot>,
+    /// Pulled by a streamed response's Session when its reader stopped.
+    abort: AbortHandle,
 }
 
 impl PublicStream {
@@ -61,6 +64,7 @@ fn admit(node: &Node, tcp: TcpStream) -> Option<PublicStream> {
         tcp,
         peer,
         _slot: slot,
+        abort: AbortHandle::default(),
     })
 }
 
@@ -141,7 +145,9 @@ impl AsyncRead for PublicStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_read(cx, buf)
+        let this = self.get_mut();
+        let read = Pin::new(&mut this.tcp).poll_read(cx, buf);
+        this.abort.guard(cx, read)
     }
 }
 
@@ -151,7 +157,9 @@ impl AsyncWrite for PublicStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.tcp).poll_write(cx, buf);
+        this.abort.guard(cx, written)
     }
 
     fn poll_write_vectored(
@@ -159,7 +167,9 @@ impl AsyncWrite for PublicStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs);
+        this.abort.guard(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -167,7 +177,9 @@ impl AsyncWrite for PublicStream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.tcp).poll_flush(cx);
+        this.abort.guard(cx, flushed)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -189,6 +201,17 @@ impl ByteStream for PublicStream {
     /// `send(2)` rather than `write(2)`: it skips the VFS layers, measurable
     /// at one call per delivery.
     fn poll_send(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let sent = self.send_now(cx, buf);
+        self.abort.guard(cx, sent)
+    }
+
+    fn abort_handle(&self) -> Option<AbortHandle> {
+        Some(self.abort.clone())
+    }
+}
+
+impl PublicStream {
+    fn send_now(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         loop {
             ready!(self.tcp.poll_write_ready(cx))?;
             let sent = self.tcp.try_io(tokio::io::Interest::WRITABLE, || {
@@ -203,11 +226,23 @@ impl ByteStream for PublicStream {
 }
 
 impl ByteStream for TlsStream<PublicStream> {
+    fn abort_handle(&self) -> Option<AbortHandle> {
+        self.get_ref().0.abort_handle()
+    }
+
     fn peer_certificate(&self) -> Option<&[u8]> {
         let (_, connection) = self.get_ref();
         connection
             .peer_certificates()
             .and_then(|chain| chain.first())
             .map(|cert| cert.as_ref())
+    }
+}
+
+/// Puts the connection's abort switch where its requests' handlers find it
+/// (`HttpRequest::conn_data`).
+pub(crate) fn remember_abort<T: ByteStream>(io: &T, data: &mut actix_http::Extensions) {
+    if let Some(handle) = io.abort_handle() {
+        data.insert(handle);
     }
 }

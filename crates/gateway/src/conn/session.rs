@@ -18,8 +18,9 @@ use herald_protocol::{
     PresenceStatsResult, Push, PushBody, Reply,
 };
 use rand::Rng;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use crate::conn::abort::AbortHandle;
 use crate::conn::machine::{
     Action, Effect, EffectId, Machine, Now, Outcome, Refused, Revocation, Setup,
 };
@@ -31,7 +32,7 @@ use crate::node::hub::{GapListener, Subscriber};
 use crate::node::plan;
 use crate::node::subscribe;
 use crate::node::{unix_now, Mailbox, Node, SessionEvent};
-use crate::outbox::{Outbox, Pushed};
+use crate::outbox::{Outbox, Pushed, CLOSE_LINGER};
 use crate::transport::Transport;
 
 /// How a connect of a connection without replies ended, for the transport
@@ -56,6 +57,10 @@ pub(crate) struct Opening {
     pub(crate) commands: Vec<Command>,
     /// Told how the connect ended (unidirectional transports).
     pub(crate) outcome: Option<oneshot::Sender<ConnectOutcome>>,
+    /// A streamed HTTP response: the switch that drops its connection when
+    /// the reader stopped reading and a close could not go out
+    /// (`conn/abort.rs`).
+    pub(crate) abort: Option<AbortHandle>,
     /// Bidirectional emulation: the registration `/emulation` finds it by,
     /// and where its commands arrive.
     pub(crate) emulation: Option<(Registration, mpsc::Receiver<EmulatedCommands>)>,
@@ -71,6 +76,7 @@ impl Opening {
             session: String::new(),
             commands: Vec::new(),
             outcome: None,
+            abort: None,
             emulation: None,
         }
     }
@@ -85,6 +91,7 @@ pub(crate) struct Session {
     /// Commands waiting for `started` (`Opening::commands`).
     first_commands: Vec<Command>,
     outcome: Option<oneshot::Sender<ConnectOutcome>>,
+    abort: Option<AbortHandle>,
     _emulation: Option<Registration>,
     node: Arc<Node>,
     outbox: Arc<Outbox>,
@@ -132,6 +139,7 @@ impl Session {
             session,
             commands,
             outcome,
+            abort,
             emulation,
         } = opening;
         let emulation = emulation.map(|(registration, commands)| {
@@ -161,6 +169,7 @@ impl Session {
             connect_fed: false,
             first_commands: commands,
             outcome,
+            abort,
             _emulation: emulation,
             id: node.next_session_id(),
             gaps: Arc::new(GapToMailbox(mailbox.clone())),
@@ -533,6 +542,22 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         metrics::transport_connection(self.transport, true);
+        if self.abort.is_some() {
+            // The writer of a streamed response is only polled while its
+            // socket takes bytes: a reader that stopped would keep the close
+            // (and this Session) waiting forever.
+            let outbox = self.outbox.clone();
+            let closed = async move { outbox.closed().await };
+            ctx.spawn(wrap_future::<_, Self>(closed).map(|(), _act, ctx| {
+                ctx.run_later(CLOSE_LINGER, |act, ctx| {
+                    debug!(client = %act.machine.client(), "the reader did not take its close: dropping the connection");
+                    if let Some(abort) = &act.abort {
+                        abort.abort();
+                    }
+                    ctx.stop();
+                });
+            }));
+        }
         let commands = std::mem::take(&mut self.first_commands);
         if !commands.is_empty() {
             // The handshake deadline is armed by `Machine::new`; the pump re-arms.

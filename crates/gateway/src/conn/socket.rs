@@ -16,7 +16,6 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_channel::mpsc;
@@ -24,19 +23,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use herald_protocol::Format;
 
+use crate::conn::abort::AbortHandle;
 use crate::format::{self, ClientMessage};
 use crate::metrics;
-use crate::outbox::{Next, Outbox};
+use crate::outbox::{Next, Outbox, CLOSE_LINGER};
 use crate::ws::frame::{self as wsframe, DataFrame, Message, Reader, WsError};
 
 /// Per-thread read buffer: a read lands here and only an unfinished frame
 /// is copied out, so idle connections hold nothing.
 const SCRATCH_BYTES: usize = 16 * 1024;
-
-/// How long a close may wait for a peer that does not read: after that the
-/// connection is dropped without its close frame. Long enough for a slow but
-/// live client to read what is in flight and see its close code (3008).
-const CLOSE_LINGER: Duration = Duration::from_secs(10);
 
 /// Most pongs owed at once. A client pinging faster than it reads gets a
 /// pong for its latest pings only, as RFC 6455 §5.5.3 allows.
@@ -69,6 +64,11 @@ pub(crate) trait ByteStream: AsyncRead + AsyncWrite + Unpin {
     /// The client's verified certificate (DER), when TLS asked for one and
     /// the client gave it.
     fn peer_certificate(&self) -> Option<&[u8]> {
+        None
+    }
+
+    /// The switch that drops this connection from outside (`conn/abort.rs`).
+    fn abort_handle(&self) -> Option<AbortHandle> {
         None
     }
 }

@@ -19,6 +19,7 @@ use super::body::read_limited;
 use super::cors::{self, Cors};
 use super::stream::{Framing, OutboxBody};
 use crate::config::{TransportsConfig, UniHttpConfig};
+use crate::conn::abort::AbortHandle;
 use crate::conn::open::open;
 use crate::conn::session::{connect_command, Opening};
 use crate::format::{self, ClientMessage};
@@ -153,6 +154,7 @@ fn streaming(cors: &Cors, content_type: &'static str) -> HttpResponseBuilder {
 /// Opens an emulated connection with its first commands and streams it;
 /// 400 when they do not decode.
 fn open_emulated(
+    req: &HttpRequest,
     node: Arc<Node>,
     transport: Transport,
     format: Format,
@@ -171,6 +173,7 @@ fn open_emulated(
     opening.emulation = Some(node.emulation.register(&session));
     opening.session = session;
     opening.commands = commands;
+    opening.abort = req.conn_data::<AbortHandle>().cloned();
     let opened = open(node, opening);
     let (framing, content_type) = match (transport, format) {
         (Transport::Sse, _) => (Framing::Sse, "text/event-stream; charset=utf-8"),
@@ -207,7 +210,14 @@ async fn http_stream(
     } else {
         Format::Json
     };
-    open_emulated(node.get_ref().clone(), transport, format, commands, &cors)
+    open_emulated(
+        &req,
+        node.get_ref().clone(),
+        transport,
+        format,
+        commands,
+        &cors,
+    )
 }
 
 /// `GET /connection/sse?cf_connect=…` or `POST` with the commands as body
@@ -229,6 +239,7 @@ async fn sse(
         Err(response) => return response,
     };
     open_emulated(
+        &req,
         node.get_ref().clone(),
         transport,
         Format::Json,
@@ -386,7 +397,15 @@ async fn uni_sse(
         Ok(request) => request,
         Err(response) => return response,
     };
-    open_unidirectional(node.get_ref().clone(), transport, &request, settings, &cors).await
+    open_unidirectional(
+        &req,
+        node.get_ref().clone(),
+        transport,
+        &request,
+        settings,
+        &cors,
+    )
+    .await
 }
 
 /// `POST /connection/uni_http_stream` with the connect request as body.
@@ -406,13 +425,22 @@ async fn uni_http_stream(
         Ok(request) => request,
         Err(response) => return response,
     };
-    open_unidirectional(node.get_ref().clone(), transport, &request, settings, &cors).await
+    open_unidirectional(
+        &req,
+        node.get_ref().clone(),
+        transport,
+        &request,
+        settings,
+        &cors,
+    )
+    .await
 }
 
 /// Opens a unidirectional connection with `request` (a JSON
 /// ConnectRequest; an empty body is an empty request) and streams it, or
 /// answers a failed connect with the configured HTTP status.
 async fn open_unidirectional(
+    req: &HttpRequest,
     node: Arc<Node>,
     transport: Transport,
     request: &[u8],
@@ -432,6 +460,7 @@ async fn open_unidirectional(
     opening.session = uuid::Uuid::new_v4().to_string();
     opening.commands = vec![connect_command(connect)];
     opening.outcome = Some(outcome_tx);
+    opening.abort = req.conn_data::<AbortHandle>().cloned();
     let opened = open(node, opening);
     // The connect runs now (a JWT checks in the same turn); a failure the
     // config maps to an HTTP status is answered with it, anything else is
