@@ -799,6 +799,8 @@ fn validate(config: &Config) -> Result<Vec<String>, ConfigError> {
         );
     }
 
+    validate_transports(config)?;
+
     if config.http_server.request_body_timeout.is_zero() {
         return Err(ConfigError::invalid(
             "http_server.request_body_timeout",
@@ -881,6 +883,84 @@ fn validate(config: &Config) -> Result<Vec<String>, ConfigError> {
 enum KeyLength {
     AtLeast(usize),
     Exactly(usize),
+}
+
+/// The transport sections: paths that can be routed, limits above 0, TLS
+/// files for uni_grpc's TLS.
+fn validate_transports(config: &Config) -> Result<(), ConfigError> {
+    let prefixes = [
+        (
+            "http_stream.handler_prefix",
+            &config.http_stream.handler_prefix,
+        ),
+        ("sse.handler_prefix", &config.sse.handler_prefix),
+        ("emulation.handler_prefix", &config.emulation.handler_prefix),
+        (
+            "uni_websocket.handler_prefix",
+            &config.uni_websocket.handler_prefix,
+        ),
+        ("uni_sse.handler_prefix", &config.uni_sse.handler_prefix),
+        (
+            "uni_http_stream.handler_prefix",
+            &config.uni_http_stream.handler_prefix,
+        ),
+    ];
+    for (key, prefix) in prefixes {
+        // Empty: the transport's default path.
+        if !prefix.is_empty() && (!prefix.starts_with('/') || prefix == "/connection/websocket") {
+            return Err(ConfigError::invalid(
+                key,
+                "must be a path starting with / other than /connection/websocket",
+            ));
+        }
+    }
+    for (key, value) in [
+        (
+            "http_stream.max_request_body_size",
+            config.http_stream.max_request_body_size,
+        ),
+        (
+            "sse.max_request_body_size",
+            config.sse.max_request_body_size,
+        ),
+        (
+            "emulation.max_request_body_size",
+            config.emulation.max_request_body_size,
+        ),
+        (
+            "uni_websocket.message_size_limit",
+            config.uni_websocket.message_size_limit,
+        ),
+        (
+            "uni_sse.max_request_body_size",
+            config.uni_sse.max_request_body_size,
+        ),
+        (
+            "uni_http_stream.max_request_body_size",
+            config.uni_http_stream.max_request_body_size,
+        ),
+        (
+            "uni_grpc.max_receive_message_size",
+            config.uni_grpc.max_receive_message_size,
+        ),
+    ] {
+        if value == 0 {
+            return Err(ConfigError::invalid(key, "must be at least 1"));
+        }
+    }
+    let tls = &config.uni_grpc.tls;
+    for (key, file) in [
+        ("uni_grpc.tls.cert_pem_file", &tls.cert_pem_file),
+        ("uni_grpc.tls.key_pem_file", &tls.key_pem_file),
+    ] {
+        if config.uni_grpc.enabled && tls.enabled && file.is_empty() {
+            return Err(ConfigError::invalid(
+                key,
+                "required when uni_grpc.tls.enabled is true",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_redis(redis: &RedisConfig) -> Result<(), ConfigError> {

@@ -586,3 +586,48 @@ fn debug_output_never_shows_secrets() {
     }
     assert!(!debug.contains("redis-pass-x9"), "{debug}");
 }
+
+#[test]
+fn transport_sections_take_centrifugo_names_env_values_and_checks() {
+    let loaded = toml(
+        "[http_stream]\nenabled = true\n[uni_sse]\nenabled = true\nhandler_prefix = \"/u\"\n\
+         [uni_sse.connect_code_to_http_response]\nenabled = true\n\
+         transforms = [{ code = 3500, to = { status_code = 401, body = \"no\" } }]\n\
+         [client.connect_code_to_unidirectional_disconnect]\nenabled = true\n\
+         transforms = [{ code = 109, to = { code = 4501, reason = \"gone\" } }]\n",
+        &[
+            ("HERALD_SSE__ENABLED", "true"),
+            ("HERALD_UNI_GRPC__PORT", "0"),
+        ],
+    )
+    .expect("transport sections load");
+    let gateway = loaded.config.gateway();
+    let t = &gateway.transports;
+    assert!(t.http_stream.enabled && t.sse.enabled && t.emulation_enabled());
+    assert_eq!(t.http_stream.handler_prefix, "/connection/http_stream");
+    assert_eq!(t.sse.handler_prefix, "/connection/sse");
+    assert_eq!(t.uni_sse.handler_prefix, "/u");
+    assert_eq!(
+        t.uni_http_stream.handler_prefix,
+        "/connection/uni_http_stream"
+    );
+    assert_eq!(t.uni_grpc.port, 0);
+    let to = t
+        .uni_sse
+        .connect_code_to_http_response
+        .response_for(3500)
+        .expect("a transform");
+    assert_eq!((to.status_code, to.body.as_str()), (401, "no"));
+    let uni = &gateway.client.connect_code_to_unidirectional_disconnect;
+    assert_eq!(uni.disconnect_for(109), Some((4501, "gone")));
+
+    assert!(toml_err("[sse]\nhandler_prefix = \"sse\"\n", &[]).contains("sse.handler_prefix"));
+    assert!(toml_err("[emulation]\nmax_request_body_size = 0\n", &[])
+        .contains("emulation.max_request_body_size"));
+    assert!(toml_err(
+        "[uni_grpc]\nenabled = true\ntls = { enabled = true }\n",
+        &[]
+    )
+    .contains("uni_grpc.tls.cert_pem_file"));
+    assert!(toml_err("[uni_sse]\nenabeld = true\n", &[]).contains("uni_sse.enabeld"));
+}
