@@ -30,6 +30,7 @@ import {
   uniq,
   within,
 } from './harness.mjs';
+import { metricLines, metricSample, metricsText as harnessMetricsText } from './harness.mjs';
 
 const API_KEY = `api-key-${randomBytes(16).toString('hex')}`;
 const BODY_LIMIT = 8192;
@@ -76,26 +77,8 @@ const api = (method, body) => apiCall(suite.server.apiUrl, API_KEY, method, body
 // ---------------------------------------------------------------------------
 // Metrics
 
-async function metricsText() {
-  const res = await within(fetch(`${suite.server.apiUrl}/metrics`), 5_000, 'GET /metrics');
-  assert.equal(res.status, 200, 'GET /metrics');
-  return res.text();
-}
-
-/** The value of one series of a Prometheus text exposition, null when absent. */
-function sample(text, name, labels = {}) {
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const got = {};
-    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) got[l[1]] = l[2];
-    if (Object.entries(labels).every(([k, v]) => got[k] === v)) return Number(m[3]);
-  }
-  return null;
-}
-
-const metricLines = (text, name) => text.split('\n').filter((l) => l.startsWith(name)).join('\n') || `(no ${name} series)`;
+const metricsText = () => harnessMetricsText(suite.server.apiUrl);
+const sample = metricSample;
 
 // ---------------------------------------------------------------------------
 // Recording fetch and EventSource for the SDK

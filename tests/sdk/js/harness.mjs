@@ -633,3 +633,30 @@ export async function subscribe({ sub, log }, { timeout = 5_000 } = {}) {
   sub.subscribe();
   return log.waitFor('subscribed', { since, timeout, what: 'subscribe' });
 }
+
+// ---------------------------------------------------------------------------
+// Metrics
+
+/** `GET /metrics` of the server whose internal listener is `apiUrl`; its text. */
+export async function metricsText(apiUrl) {
+  const res = await within(fetch(`${apiUrl}/metrics`), 5_000, 'GET /metrics');
+  assert.equal(res.status, 200, 'GET /metrics');
+  return res.text();
+}
+
+/** The value of one series of a Prometheus text exposition, null when absent. */
+export function metricSample(text, name, labels = {}) {
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const got = {};
+    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) got[l[1]] = l[2];
+    if (Object.entries(labels).every(([k, v]) => got[k] === v)) return Number(m[3]);
+  }
+  return null;
+}
+
+/** The lines of `name`'s series, for a failure message. */
+export const metricLines = (text, name) =>
+  text.split('\n').filter((l) => l.startsWith(name)).join('\n') || `(no ${name} series)`;

@@ -16,6 +16,7 @@ import { test } from 'node:test';
 import WebSocket from 'ws';
 
 import { apiCall, nowSec, serverSuite, signHs256, sleep, startHerald, testConfig, uniq, within } from './harness.mjs';
+import { metricLines, metricSample, metricsText as harnessMetricsText } from './harness.mjs';
 
 const API_KEY = `api-key-${randomBytes(16).toString('hex')}`;
 const BODY_LIMIT = 8192;
@@ -51,26 +52,8 @@ const channelsToken = (sub, channels) => signHs256({ sub, exp: nowSec() + 3_600,
 // ---------------------------------------------------------------------------
 // Metrics
 
-async function metricsText(server = suite.server) {
-  const res = await within(fetch(`${server.apiUrl}/metrics`), 5_000, 'GET /metrics');
-  assert.equal(res.status, 200, 'GET /metrics');
-  return res.text();
-}
-
-/** The value of one series of a Prometheus text exposition, null when absent. */
-function sample(text, name, labels = {}) {
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const got = {};
-    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) got[l[1]] = l[2];
-    if (Object.entries(labels).every(([k, v]) => got[k] === v)) return Number(m[3]);
-  }
-  return null;
-}
-
-const metricLines = (text, name) => text.split('\n').filter((l) => l.startsWith(name)).join('\n') || `(no ${name} series)`;
+const metricsText = (server = suite.server) => harnessMetricsText(server.apiUrl);
+const sample = metricSample;
 
 // ---------------------------------------------------------------------------
 // Streams: curl children and ws clients, tracked and dumped on failure

@@ -35,19 +35,34 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig, transports: &TransportsConfig
     let data = web::Data::new(transports.clone());
     cfg.app_data(data);
     if transports.http_stream.enabled {
-        cfg.service(web::resource(&transports.http_stream.handler_prefix).to(http_stream));
+        let limit = transports.http_stream.max_request_body_size;
+        cfg.service(web::resource(&transports.http_stream.handler_prefix).to(
+            move |req, payload, node| emulated(Transport::HttpStream, req, payload, node, limit),
+        ));
     }
     if transports.sse.enabled {
-        cfg.service(web::resource(&transports.sse.handler_prefix).to(sse));
+        let limit = transports.sse.max_request_body_size;
+        cfg.service(
+            web::resource(&transports.sse.handler_prefix)
+                .to(move |req, payload, node| emulated(Transport::Sse, req, payload, node, limit)),
+        );
     }
     if transports.emulation_enabled() {
         cfg.service(web::resource(&transports.emulation.handler_prefix).to(emulation));
     }
-    if transports.uni_sse.enabled {
-        cfg.service(web::resource(&transports.uni_sse.handler_prefix).to(uni_sse));
-    }
-    if transports.uni_http_stream.enabled {
-        cfg.service(web::resource(&transports.uni_http_stream.handler_prefix).to(uni_http_stream));
+    for (settings, transport) in [
+        (&transports.uni_sse, Transport::UniSse),
+        (&transports.uni_http_stream, Transport::UniHttpStream),
+    ] {
+        if settings.enabled {
+            let owned = Arc::new(settings.clone());
+            cfg.service(
+                web::resource(&settings.handler_prefix).to(move |req, payload, node| {
+                    let settings = owned.clone();
+                    async move { unidirectional(transport, req, payload, node, &settings).await }
+                }),
+            );
+        }
     }
 }
 
@@ -183,29 +198,70 @@ fn open_emulated(
     streaming(cors, content_type).body(OutboxBody::new(opened.outbox, framing, opened.inbound))
 }
 
-/// `POST /connection/http_stream`: the body holds the first commands
-/// (JSON lines, or varint-delimited protobuf with
-/// `Content-Type: application/octet-stream`).
-async fn http_stream(
+/// The request that opens a stream, checked and read: the origin, the
+/// method, then what it carries (`first_request`). Err is the answer.
+async fn opening_request(
+    req: &HttpRequest,
+    payload: web::Payload,
+    node: &Node,
+    transport: Transport,
+    limit: usize,
+) -> Result<(Cors, Bytes), HttpResponse> {
+    // SSE (an `EventSource` can only GET) may carry its request in the query.
+    let sse = matches!(transport, Transport::Sse | Transport::UniSse);
+    let methods = if sse {
+        "GET, POST, OPTIONS"
+    } else {
+        "POST, OPTIONS"
+    };
+    let cors = admit(req, node, transport, methods).map_err(|response| *response)?;
+    let bytes = first_request(req, payload, limit, transport).await?;
+    Ok((cors, bytes))
+}
+
+/// What the opening request carries: `cf_connect` of a GET, the body of a
+/// POST.
+async fn first_request(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    transport: Transport,
+) -> Result<Bytes, HttpResponse> {
+    if req.method() != Method::GET {
+        return body(req, payload, limit, transport).await;
+    }
+    let Some(query) = cf_connect(req) else {
+        return Err(bad_request(
+            transport,
+            "cf_connect query parameter required",
+        ));
+    };
+    if query.len() > limit {
+        metrics::transport_refused(transport, "too_large");
+        return Err(HttpResponse::PayloadTooLarge().finish());
+    }
+    Ok(Bytes::from(query))
+}
+
+/// `POST /connection/http_stream` (the body holds the first commands: JSON
+/// lines, or varint-delimited protobuf with `Content-Type:
+/// application/octet-stream`) and `GET /connection/sse?cf_connect=…` or
+/// `POST` (JSON only).
+async fn emulated(
+    transport: Transport,
     req: HttpRequest,
     payload: web::Payload,
     node: web::Data<Arc<Node>>,
-    transports: web::Data<TransportsConfig>,
+    limit: usize,
 ) -> HttpResponse {
-    let transport = Transport::HttpStream;
-    let cors = match admit(&req, &node, transport, "POST, OPTIONS") {
-        Ok(cors) => cors,
-        Err(response) => return *response,
-    };
-    let limit = transports.http_stream.max_request_body_size;
-    let commands = match body(&req, payload, limit, transport).await {
-        Ok(body) => body,
+    let (cors, commands) = match opening_request(&req, payload, &node, transport, limit).await {
+        Ok(opened) => opened,
         Err(response) => return response,
     };
     if commands.is_empty() {
-        return bad_request(transport, "the body must hold the connect command");
+        return bad_request(transport, "the request must hold the connect command");
     }
-    let format = if is_protobuf(&req) {
+    let format = if transport == Transport::HttpStream && is_protobuf(&req) {
         Format::Protobuf
     } else {
         Format::Json
@@ -218,62 +274,6 @@ async fn http_stream(
         commands,
         &cors,
     )
-}
-
-/// `GET /connection/sse?cf_connect=…` or `POST` with the commands as body
-/// (JSON only).
-async fn sse(
-    req: HttpRequest,
-    payload: web::Payload,
-    node: web::Data<Arc<Node>>,
-    transports: web::Data<TransportsConfig>,
-) -> HttpResponse {
-    let transport = Transport::Sse;
-    let cors = match admit(&req, &node, transport, "GET, POST, OPTIONS") {
-        Ok(cors) => cors,
-        Err(response) => return *response,
-    };
-    let limit = transports.sse.max_request_body_size;
-    let commands = match sse_request(&req, payload, limit, transport).await {
-        Ok(commands) => commands,
-        Err(response) => return response,
-    };
-    open_emulated(
-        &req,
-        node.get_ref().clone(),
-        transport,
-        Format::Json,
-        commands,
-        &cors,
-    )
-}
-
-/// The request of an SSE connection: `cf_connect` of a GET, the body of a POST.
-async fn sse_request(
-    req: &HttpRequest,
-    payload: web::Payload,
-    limit: usize,
-    transport: Transport,
-) -> Result<Bytes, HttpResponse> {
-    let bytes = if req.method() == Method::GET {
-        let Some(query) = cf_connect(req) else {
-            return Err(bad_request(
-                transport,
-                "cf_connect query parameter required",
-            ));
-        };
-        if query.len() > limit {
-            metrics::transport_refused(transport, "too_large");
-            return Err(HttpResponse::PayloadTooLarge().finish());
-        }
-        Bytes::from(query)
-    } else {
-        body(req, payload, limit, transport).await?
-    };
-    if bytes.is_empty() {
-        return Err(bad_request(transport, "empty connect request"));
-    }
-    Ok(bytes)
 }
 
 /// The JSON body of `/emulation`.
@@ -378,62 +378,22 @@ async fn emulation(
     response.finish()
 }
 
-/// `GET /connection/uni_sse?cf_connect=…` or `POST` with the connect
-/// request as body.
-async fn uni_sse(
+/// `GET /connection/uni_sse?cf_connect=…` or `POST`, and `POST
+/// /connection/uni_http_stream`, with a ConnectRequest.
+async fn unidirectional(
+    transport: Transport,
     req: HttpRequest,
     payload: web::Payload,
     node: web::Data<Arc<Node>>,
-    transports: web::Data<TransportsConfig>,
+    settings: &UniHttpConfig,
 ) -> HttpResponse {
-    let transport = Transport::UniSse;
-    let cors = match admit(&req, &node, transport, "GET, POST, OPTIONS") {
-        Ok(cors) => cors,
-        Err(response) => return *response,
-    };
-    let settings = &transports.uni_sse;
-    let request = match sse_request(&req, payload, settings.max_request_body_size, transport).await
-    {
-        Ok(request) => request,
+    let limit = settings.max_request_body_size;
+    let (cors, request) = match opening_request(&req, payload, &node, transport, limit).await {
+        Ok(opened) => opened,
         Err(response) => return response,
     };
-    open_unidirectional(
-        &req,
-        node.get_ref().clone(),
-        transport,
-        &request,
-        settings,
-        &cors,
-    )
-    .await
-}
-
-/// `POST /connection/uni_http_stream` with the connect request as body.
-async fn uni_http_stream(
-    req: HttpRequest,
-    payload: web::Payload,
-    node: web::Data<Arc<Node>>,
-    transports: web::Data<TransportsConfig>,
-) -> HttpResponse {
-    let transport = Transport::UniHttpStream;
-    let cors = match admit(&req, &node, transport, "POST, OPTIONS") {
-        Ok(cors) => cors,
-        Err(response) => return *response,
-    };
-    let settings = &transports.uni_http_stream;
-    let request = match body(&req, payload, settings.max_request_body_size, transport).await {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
-    open_unidirectional(
-        &req,
-        node.get_ref().clone(),
-        transport,
-        &request,
-        settings,
-        &cors,
-    )
-    .await
+    let node = node.get_ref().clone();
+    open_unidirectional(&req, node, transport, &request, settings, &cors).await
 }
 
 /// Opens a unidirectional connection with `request` (a JSON
