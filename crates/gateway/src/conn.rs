@@ -1,8 +1,9 @@
 //! A client connection, from accept to close: the per-address admission
-//! and the stream (`accept.rs`), the WebSocket upgrade (`upgrade.rs`), the
-//! protocol's rules as a machine without I/O (`machine.rs`, with its state,
-//! rate limiter and timers), the actix actor that drives it (`session.rs`),
-//! and the socket task (`socket.rs`).
+//! and the stream (`accept.rs`, with its abort switch in `abort.rs`), the
+//! WebSocket upgrade (`upgrade.rs`), opening a connection on any transport
+//! (`open.rs`), the protocol's rules as a machine without I/O (`machine.rs`,
+//! with its state, rate limiter and timers), the actix actor that drives it
+//! (`session.rs`), and the WebSocket socket task (`socket.rs`).
 
 pub(crate) mod abort;
 pub(crate) mod accept;
