@@ -14,8 +14,8 @@ use actix::fut::wrap_future;
 use actix::prelude::*;
 use futures_channel::{mpsc, oneshot};
 use herald_protocol::{
-    Command, CommandResult, ConnectRequest, Disconnect, Format, Method, PresenceResult,
-    PresenceStatsResult, Push, PushBody, Reply,
+    Command, CommandResult, ConnectRequest, Format, Method, PresenceResult, PresenceStatsResult,
+    Push, PushBody, Reply,
 };
 use rand::Rng;
 use tracing::{debug, info, warn};
@@ -571,8 +571,9 @@ impl Actor for Session {
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {
         metrics::transport_connection(self.transport, false);
-        // If nothing chose a close code, the peer went away: nothing to flush.
-        self.outbox.close_now(Disconnect::custom(1000, ""));
+        // If nothing chose a close code, the peer went away: nothing to
+        // flush, and not a server disconnect (not counted as one).
+        self.outbox.peer_closed(1000);
         self.machine.handle_stopped();
         while let Some(action) = self.machine.poll_action() {
             if let Action::Spawn(effect) = action {
