@@ -279,6 +279,8 @@ pub struct GatewayConfig {
     pub shutdown: ShutdownConfig,
     pub endpoints: EndpointsConfig,
     pub transports: TransportsConfig,
+    /// `rpc`: client RPC calls answered by the backend.
+    pub rpc: herald_proxy::RpcConfig,
 }
 
 /// Which optional internal endpoints are served (`prometheus.enabled`,

@@ -145,6 +145,16 @@ where
     let uid = uuid::Uuid::new_v4().to_string();
     let events = Arc::new(NodeEvents::new(hub.clone(), &policy, uid.clone()));
     let engine = make_engine(events.clone()).await?;
+    let rpc = if config.rpc.any_proxied() {
+        let http = herald_proxy::HttpProxy::new(&config.rpc.proxy)
+            .map_err(|e| GatewayError::Config(e.to_string()))?;
+        Some(node::RpcProxy {
+            routing: Arc::new(config.rpc.clone()),
+            http,
+        })
+    } else {
+        None
+    };
     let node = Arc::new(Node::new(
         config.client.clone(),
         policy,
@@ -152,6 +162,7 @@ where
         engine,
         hub,
         uid,
+        rpc,
     ));
     events.link(&node);
 

@@ -124,6 +124,20 @@ pub(crate) const EMULATION_RESULTS: [&str; 9] = [
     "failed",
 ];
 
+/// `proxy` values of the proxy metrics.
+pub(crate) const PROXIES: [&str; 1] = ["rpc"];
+
+/// `result` values of `herald_proxy_requests_total`.
+pub(crate) const PROXY_RESULTS: [&str; 7] = [
+    "ok",
+    "error",
+    "disconnect",
+    "timeout",
+    "unreachable",
+    "status",
+    "invalid",
+];
+
 /// `reason` values of `herald_http_request_bodies_cut_total`.
 pub(crate) const BODY_CUT_REASONS: [&str; 3] = ["timeout", "too_large", "unread"];
 
@@ -200,6 +214,9 @@ pub(crate) struct Metrics {
     pub(crate) transport_refusals: IntCounterVec,
     /// `/emulation` requests, by what became of them.
     pub(crate) emulation_requests: IntCounterVec,
+    /// Calls to the backend (proxies), by proxy and result.
+    pub(crate) proxy_requests: IntCounterVec,
+    pub(crate) proxy_duration: HistogramVec,
     /// Pre-resolved series of `messages_sent` for the fan-out path, so a
     /// publication costs an atomic add, not a label lookup under a lock.
     pub(crate) sent_publication: IntCounter,
@@ -415,6 +432,16 @@ impl Metrics {
                 "Requests to /emulation, by result (local, forwarded, no_session, unknown_node, bad_request, too_large, method, origin, failed).",
                 &["result"],
             ),
+            proxy_requests: counter_vec(
+                "herald_proxy_requests_total",
+                "Calls to the application backend, by proxy (rpc) and result (ok, error, disconnect, timeout, unreachable, status, invalid).",
+                &["proxy", "result"],
+            ),
+            proxy_duration: histogram_vec(
+                "herald_proxy_duration_seconds",
+                "Time of one call to the application backend, by proxy.",
+                &["proxy"],
+            ),
             seen_rejected: std::array::from_fn(|_| AtomicU64::new(0)),
             seen_undecryptable: AtomicU64::new(0),
             seen_evicted: AtomicU64::new(0),
@@ -436,6 +463,8 @@ impl Metrics {
                     .with_label_values(&[*method, code.code().to_string().as_str()]);
             }
         }
+        // Codes a backend chose (proxies).
+        self.reply_errors.with_label_values(&["rpc", "custom"]);
         for disconnect in Disconnect::ALL {
             self.server_disconnects
                 .with_label_values(&[&disconnect.code.to_string()]);
@@ -474,6 +503,12 @@ impl Metrics {
         }
         for result in EMULATION_RESULTS {
             self.emulation_requests.with_label_values(&[result]);
+        }
+        for proxy in PROXIES {
+            self.proxy_duration.with_label_values(&[proxy]);
+            for result in PROXY_RESULTS {
+                self.proxy_requests.with_label_values(&[proxy, result]);
+            }
         }
         for format in [Format::Json, Format::Protobuf] {
             self.upgrades.with_label_values(&[format.label()]);
@@ -662,6 +697,30 @@ pub(crate) fn reply_error(method: &'static str, code: ErrorCode) {
         .reply_errors
         .with_label_values(&[method, &code.code().to_string()])
         .inc();
+}
+
+/// An error reply whose code the backend chose (a proxy's `error`, 400–1999):
+/// one `custom` label value, as for custom disconnect codes.
+pub(crate) fn reply_error_code(method: &'static str, code: u32) {
+    let known = ErrorCode::ALL.iter().find(|c| c.code() == code);
+    let label = known.map_or_else(|| "custom".to_owned(), |c| c.code().to_string());
+    METRICS
+        .reply_errors
+        .with_label_values(&[method, &label])
+        .inc();
+}
+
+/// A proxy call and its result: `ok`, `error`, `disconnect`, or a failure
+/// label (`herald_proxy::Failure::label`).
+pub(crate) fn proxy_call(proxy: &'static str, result: &'static str, took: Duration) {
+    METRICS
+        .proxy_requests
+        .with_label_values(&[proxy, result])
+        .inc();
+    METRICS
+        .proxy_duration
+        .with_label_values(&[proxy])
+        .observe(took.as_secs_f64());
 }
 
 pub(crate) fn server_disconnect(code: u16) {

@@ -53,6 +53,14 @@ pub(crate) struct Node {
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
     /// Emulated connections by session id (`/emulation`).
     pub(crate) emulation: emulation::EmulationRegistry,
+    /// The RPC proxy, when a namespace of `rpc` has it on.
+    pub(crate) rpc: Option<RpcProxy>,
+}
+
+/// Which client RPC methods go to the backend, and how it is called.
+pub(crate) struct RpcProxy {
+    pub(crate) routing: Arc<herald_proxy::RpcConfig>,
+    pub(crate) http: herald_proxy::HttpProxy,
 }
 
 /// One connection's place in its address's count; given back on drop.
@@ -87,6 +95,7 @@ impl Node {
         engine: Engine,
         hub: Arc<Hub>,
         uid: String,
+        rpc: Option<RpcProxy>,
     ) -> Self {
         Self {
             policy,
@@ -106,6 +115,7 @@ impl Node {
             draining: std::sync::atomic::AtomicBool::new(false),
             per_ip: Arc::new(Mutex::new(HashMap::new())),
             emulation: emulation::EmulationRegistry::default(),
+            rpc,
             client: Arc::new(client),
         }
     }

@@ -133,6 +133,8 @@ pub struct Config {
     pub uni_sse: UniHttpConfig,
     pub uni_http_stream: UniHttpConfig,
     pub uni_grpc: UniGrpcConfig,
+    /// `rpc`: client RPC calls answered by the backend (docs/proxy.md).
+    pub rpc: herald_proxy::RpcConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -398,6 +400,7 @@ impl Config {
                 uni_grpc: self.uni_grpc.clone(),
             }
             .resolved(),
+            rpc: self.rpc.clone(),
         }
     }
 }
@@ -800,6 +803,10 @@ fn validate(config: &Config) -> Result<Vec<String>, ConfigError> {
     }
 
     validate_transports(config)?;
+    config
+        .rpc
+        .check()
+        .map_err(|(key, message)| ConfigError::invalid(key, message))?;
 
     if config.http_server.request_body_timeout.is_zero() {
         return Err(ConfigError::invalid(

@@ -37,6 +37,8 @@ use tracing::{debug, info, warn};
 use super::rate::RateLimiter;
 use super::state::{Admission, ConnectionState, Phase, SubscriptionState};
 use super::timer::{Timer, TimerTable};
+use herald_proxy::RpcConfig;
+
 use crate::codes::{self, Stage, Wire};
 use crate::config::ClientConfig;
 use crate::metrics;
@@ -87,6 +89,9 @@ pub(crate) struct Setup {
     /// This node's uid in the connect result (bidirectional emulation:
     /// where `/emulation` requests go); empty otherwise.
     pub(crate) node: String,
+    /// Which RPC methods go to the backend (`rpc`); None: no RPC proxy,
+    /// every `rpc` is 108.
+    pub(crate) rpc: Option<Arc<RpcConfig>>,
 }
 
 /// One connection's protocol state (module docs).
@@ -106,6 +111,7 @@ pub(crate) struct Machine {
     unidirectional: bool,
     session: String,
     node: String,
+    rpc: Option<Arc<RpcConfig>>,
     /// Channels the credentials grant subscription to (introspection scopes).
     granted: HashSet<String>,
     /// The introspected token, re-checked while the connection lives.
@@ -164,6 +170,9 @@ enum Step {
         id: u32,
         channel: String,
     },
+    Rpc {
+        id: u32,
+    },
 }
 
 impl Machine {
@@ -188,6 +197,7 @@ impl Machine {
             unidirectional: setup.unidirectional,
             session: setup.session,
             node: setup.node,
+            rpc: setup.rpc,
             granted: HashSet::new(),
             introspected_token: None,
             registered: None,
@@ -490,8 +500,7 @@ impl Machine {
             Method::Presence(req) => self.presence(id, req.channel, false),
             Method::PresenceStats(req) => self.presence(id, req.channel, true),
             Method::History(req) => self.history(id, req),
-            // No RPC handler is configured: 108 (docs/protocol.md).
-            Method::Rpc(_) => self.error(id, ErrorCode::NotAvailable),
+            Method::Rpc(req) => self.rpc(id, req),
             Method::Refresh(req) => self.refresh(id, req),
             Method::SubRefresh(req) => self.sub_refresh(id, req),
             Method::PayloadNotJson { method } => self.payload_not_json(id, method),
@@ -554,6 +563,7 @@ impl Machine {
             (Step::SubRefresh { id, channel }, Outcome::SubscriptionVerified(checked)) => {
                 self.sub_refreshed(id, &channel, checked, now)
             }
+            (Step::Rpc { id }, Outcome::Rpc(answer)) => self.rpc_answered(id, answer),
             (_, outcome) => {
                 // An outcome of the wrong kind for the step: a driver bug.
                 warn!(client = %self.client, ?outcome, "unexpected effect outcome");

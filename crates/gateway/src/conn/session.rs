@@ -162,6 +162,7 @@ impl Session {
             } else {
                 String::new()
             },
+            rpc: node.rpc.as_ref().map(|rpc| rpc.routing.clone()),
         };
         Self {
             machine: Machine::new(setup, now()),
@@ -407,6 +408,37 @@ impl Session {
                         Err(_) => Ok(false),
                     };
                     Outcome::Refreshed { checked, revoked }
+                };
+                self.later(id, work, ctx);
+            }
+            Effect::Rpc { user, method, data } => {
+                let client = self.machine.client().to_owned();
+                let (transport, format) = (self.transport, self.format);
+                let work = async move {
+                    let Some(rpc) = &node.rpc else {
+                        return Outcome::Rpc(Err(herald_proxy::Failure::Transport(
+                            "no rpc proxy".into(),
+                        )));
+                    };
+                    let call = herald_proxy::RpcCall {
+                        client: &client,
+                        transport: transport.label(),
+                        protocol: format.label(),
+                        encoding: "json",
+                        user: &user,
+                        method: &method,
+                        data: data.as_ref(),
+                    };
+                    let started = Instant::now();
+                    let answer = rpc.http.call(&call).await;
+                    let result = match &answer {
+                        Ok(herald_proxy::Answer::Result(_)) => "ok",
+                        Ok(herald_proxy::Answer::Error { .. }) => "error",
+                        Ok(herald_proxy::Answer::Disconnect { .. }) => "disconnect",
+                        Err(failure) => failure.label(),
+                    };
+                    metrics::proxy_call("rpc", result, started.elapsed());
+                    Outcome::Rpc(answer)
                 };
                 self.later(id, work, ctx);
             }

@@ -5,11 +5,12 @@ use herald_auth::{SubOptions, SubscriptionClaims, TokenError};
 use herald_bus::{BusError, HistoryQuery, PublishOptions};
 use herald_identity::Principal;
 use herald_protocol::{
-    CommandResult, Disconnect, ErrorCode, HistoryRequest, Publication, PublishRequest, Push,
-    PushBody, RawJson, RefreshRequest, RefreshResult, Reply, StreamPosition, SubRefreshRequest,
-    SubRefreshResult, SubscribePush, SubscribeRequest, SubscribeResult, UnsubscribeRequest,
-    SUBSCRIBE_FLAG_REJECT_UNRECOVERED,
+    CommandResult, Disconnect, ErrorCode, ErrorReply, HistoryRequest, Publication, PublishRequest,
+    Push, PushBody, RawJson, RefreshRequest, RefreshResult, Reply, RpcRequest, RpcResult,
+    StreamPosition, SubRefreshRequest, SubRefreshResult, SubscribePush, SubscribeRequest,
+    SubscribeResult, UnsubscribeRequest, SUBSCRIBE_FLAG_REJECT_UNRECOVERED,
 };
+use herald_proxy::{Answer, Failure};
 use tracing::{debug, warn};
 
 use super::{engine_code, ttl_from, Action, Effect, Machine, Now, Step};
@@ -493,4 +494,53 @@ fn json_data(data: RawJson) -> Option<RawJson> {
     let bytes = data.binary_bytes()?;
     let text = std::str::from_utf8(&bytes).ok()?;
     RawJson::from_str(text).ok()
+}
+
+/// `rpc`: the backend answers (`rpc.proxy`), or 108 when the method's
+/// namespace has no proxy (docs/proxy.md).
+impl Machine {
+    pub(super) fn rpc(&mut self, id: u32, req: RpcRequest) {
+        let proxied = self
+            .rpc
+            .as_ref()
+            .is_some_and(|rpc| rpc.proxied(&req.method));
+        if !proxied {
+            return self.error(id, ErrorCode::NotAvailable);
+        }
+        let effect = Effect::Rpc {
+            user: self.user.clone(),
+            method: req.method,
+            data: req.data,
+        };
+        self.wait(effect, Step::Rpc { id });
+    }
+
+    pub(super) fn rpc_answered(&mut self, id: u32, answer: Result<Answer, Failure>) {
+        match answer {
+            Ok(Answer::Result(data)) => self.reply(id, CommandResult::Rpc(RpcResult { data })),
+            Ok(Answer::Error {
+                code,
+                message,
+                temporary,
+            }) => {
+                metrics::reply_error_code(self.current.0, code);
+                self.send(Reply::Error {
+                    id,
+                    error: ErrorReply {
+                        code,
+                        message,
+                        temporary,
+                    },
+                });
+            }
+            Ok(Answer::Disconnect { code, reason }) => {
+                self.close(Disconnect::custom(code, &reason));
+            }
+            Err(failure) => {
+                warn!(client = %self.client, error = %failure, "rpc proxy failed");
+                // Temporary: the SDK may call again.
+                self.error(id, ErrorCode::Internal);
+            }
+        }
+    }
 }

@@ -7,8 +7,9 @@ use herald_auth::{SubscriptionClaims, TokenError};
 use herald_bus::{BusError, HistoryPage, HistoryQuery, PublishOptions};
 use herald_identity::Principal;
 use herald_protocol::{
-    ClientInfo, CommandResult, Disconnect, ErrorCode, Publication, Reply, SubscribeResult,
+    ClientInfo, CommandResult, Disconnect, ErrorCode, Publication, RawJson, Reply, SubscribeResult,
 };
+use herald_proxy::{Answer, Failure};
 
 use super::super::state::SubscriptionState;
 use crate::node::plan::{Position, SubscribePlan};
@@ -67,6 +68,12 @@ pub(crate) enum Effect {
     /// Ask again whether an introspected token is active.
     /// → [`Outcome::StillActive`]
     StillActive { token: String },
+    /// A client RPC call for the backend (`rpc.proxy`). → [`Outcome::Rpc`]
+    Rpc {
+        user: String,
+        method: String,
+        data: Option<RawJson>,
+    },
     /// Fetch the subscription JWKS again in the background (an unknown
     /// `kid` at `sub_refresh`, which does not wait).
     RefetchSubscriptionKeys,
@@ -128,6 +135,8 @@ pub(crate) enum Outcome {
     },
     /// `None`: cannot be decided now.
     StillActive(Option<bool>),
+    /// The backend's answer to an RPC call.
+    Rpc(Result<Answer, Failure>),
 }
 
 /// What the driver does next.

@@ -82,18 +82,24 @@ impl Harness {
 
     /// `takes_binary_data`: the client speaks protobuf.
     fn with_setup(edit: impl FnOnce(&mut ClientConfig), takes_binary_data: bool) -> Self {
-        Self::with_transport(edit, takes_binary_data, false)
+        Self::with_transport(edit, takes_binary_data, false, None)
     }
 
     /// A connection of a unidirectional transport (session id `s1`).
     fn unidirectional(edit: impl FnOnce(&mut ClientConfig)) -> Self {
-        Self::with_transport(edit, false, true)
+        Self::with_transport(edit, false, true, None)
+    }
+
+    /// A connection whose RPC methods go to the backend as `rpc` says.
+    fn with_rpc(rpc: herald_proxy::RpcConfig) -> Self {
+        Self::with_transport(|_| {}, false, false, Some(Arc::new(rpc)))
     }
 
     fn with_transport(
         edit: impl FnOnce(&mut ClientConfig),
         takes_binary_data: bool,
         unidirectional: bool,
+        rpc: Option<Arc<herald_proxy::RpcConfig>>,
     ) -> Self {
         let mut config = ClientConfig::default();
         edit(&mut config);
@@ -118,6 +124,7 @@ impl Harness {
                 String::new()
             },
             node: String::new(),
+            rpc,
         };
         Self {
             machine: Machine::new(setup, now),
@@ -643,4 +650,5 @@ fn sub_refresh_by_the_table_and_with_a_good_token() {
 
 mod binary;
 mod later;
+mod rpc;
 mod unidirectional;

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""An application backend for herald's proxy tests (docs/proxy.md), on the
+standard library only: `python3 proxy_backend.py` listens on a free loopback
+port and prints `listening PORT`.
+
+POST /rpc answers by the call's `method` (the part after a namespace's `:`):
+  echo     {"result":{"data":{"echo":<data>,"user","transport","protocol","encoding"}}}
+  refuse   {"error":{"code":1000,"message":"refused by the backend"}}
+  bye      {"disconnect":{"code":4501,"reason":"bye"}}
+  boom     HTTP 500
+  slow     waits 3 s, then a result (past any test timeout)
+  garbage  200 with a body that is not JSON
+  big      200 with a 2 MB body
+  code100  {"error":{"code":100}} (outside [400, 1999])
+GET /requests: every request received so far, as a JSON list.
+"""
+
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+RECEIVED = []
+LOCK = threading.Lock()
+
+
+def answer_for(call):
+    method = call.get("method", "").split(":")[-1]
+    if method == "echo":
+        keys = ("user", "transport", "protocol", "encoding")
+        return 200, {"result": {"data": {"echo": call.get("data"), **{k: call.get(k) for k in keys}}}}
+    if method == "refuse":
+        return 200, {"error": {"code": 1000, "message": "refused by the backend"}}
+    if method == "bye":
+        return 200, {"disconnect": {"code": 4501, "reason": "bye"}}
+    if method == "boom":
+        return 500, {"oops": True}
+    if method == "slow":
+        time.sleep(3)
+        return 200, {"result": {}}
+    if method == "garbage":
+        return 200, "not json at all"
+    if method == "big":
+        return 200, {"result": {"data": {"pad": "x" * 2_000_000}}}
+    if method == "code100":
+        return 200, {"error": {"code": 100, "message": "reserved"}}
+    return 200, {"error": {"code": 404, "message": f"no method {method!r}"}}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def send(self, status, body):
+        raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        try:
+            self.wfile.write(raw)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def do_GET(self):
+        if self.path == "/requests":
+            with LOCK:
+                self.send(200, list(RECEIVED))
+        else:
+            self.send(404, {})
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length", "0"))
+        raw = self.rfile.read(length)
+        try:
+            call = json.loads(raw)
+        except ValueError:
+            return self.send(400, {"bad": "json"})
+        with LOCK:
+            RECEIVED.append(
+                {
+                    "path": self.path,
+                    "content_type": self.headers.get("Content-Type"),
+                    "static": self.headers.get("X-Static"),
+                    "call": call,
+                }
+            )
+        if self.path != "/rpc":
+            return self.send(404, {})
+        status, body = answer_for(call)
+        self.send(status, body)
+
+
+def main():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    print(f"listening {server.server_address[1]}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
