@@ -12,6 +12,12 @@ POST /rpc answers by the call's `method` (the part after a namespace's `:`):
   garbage  200 with a body that is not JSON
   big      200 with a 2 MB body
   code100  {"error":{"code":100}} (outside [400, 1999])
+POST /connect answers by the `session` cookie (the Cookie header herald
+forwards when `client.proxy.connect.http_headers` lists it):
+  session=<user>    {"result":{"user":<user>,"data":{"hello":<user>},"channels":["proxy-news"]}}
+  session=refuse    {"error":{"code":1001,"message":"log in first"}}
+  session=boom      HTTP 500
+  no session        {"disconnect":{"code":4501,"reason":"no session"}}
 GET /requests: every request received so far, as a JSON list.
 """
 
@@ -23,6 +29,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 RECEIVED = []
 LOCK = threading.Lock()
+
+
+def connect_answer(cookie):
+    session = None
+    for part in (cookie or "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == "session":
+            session = value
+    if session is None:
+        return 200, {"disconnect": {"code": 4501, "reason": "no session"}}
+    if session == "refuse":
+        return 200, {"error": {"code": 1001, "message": "log in first"}}
+    if session == "boom":
+        return 500, {"oops": True}
+    return 200, {"result": {"user": session, "data": {"hello": session}, "channels": ["proxy-news"]}}
 
 
 def answer_for(call):
@@ -85,9 +106,14 @@ class Handler(BaseHTTPRequestHandler):
                     "path": self.path,
                     "content_type": self.headers.get("Content-Type"),
                     "static": self.headers.get("X-Static"),
+                    "cookie": self.headers.get("Cookie"),
+                    "authorization": self.headers.get("Authorization"),
                     "call": call,
                 }
             )
+        if self.path == "/connect":
+            status, body = connect_answer(self.headers.get("Cookie"))
+            return self.send(status, body)
         if self.path != "/rpc":
             return self.send(404, {})
         status, body = answer_for(call)

@@ -78,7 +78,21 @@ pub(crate) fn engine(error: &BusError) -> ErrorCode {
 /// | 111 too many requests | 3013 too many requests |
 /// | anything else (100 internal, 112 unrecoverable position…) | 3004 internal server error |
 ///
-/// 3005, 3013 and 3004 reconnect; the others are terminal.
+/// 3005, 3013 and 3004 reconnect; the others are terminal. A code the
+/// backend chose (a proxy's error) is 3004 unless a transform names it.
+pub(crate) fn unidirectional_disconnect_for(config: &ClientConfig, code: u32) -> Disconnect {
+    match ErrorCode::ALL.iter().find(|c| c.code() == code) {
+        Some(known) => unidirectional_disconnect(config, *known),
+        None => config
+            .connect_code_to_unidirectional_disconnect
+            .disconnect_for(code)
+            .map_or(Disconnect::INTERNAL, |(to, reason)| {
+                Disconnect::custom(to, reason)
+            }),
+    }
+}
+
+/// [`unidirectional_disconnect_for`] of a code of the table.
 pub(crate) fn unidirectional_disconnect(config: &ClientConfig, code: ErrorCode) -> Disconnect {
     if let Some((to, reason)) = config
         .connect_code_to_unidirectional_disconnect

@@ -187,6 +187,8 @@ pub struct ClientConfig {
     pub introspection: IntrospectionConfig,
     /// Which disconnect a unidirectional client gets for a connect error.
     pub connect_code_to_unidirectional_disconnect: ConnectCodeToUnidirectionalDisconnect,
+    /// `client.proxy`: the connect proxy (docs/proxy.md).
+    pub proxy: herald_proxy::ClientProxies,
 }
 
 impl Default for ClientConfig {
@@ -219,6 +221,7 @@ impl Default for ClientConfig {
             subscription_token: SubscriptionTokenConfig::default(),
             introspection: IntrospectionConfig::default(),
             connect_code_to_unidirectional_disconnect: Default::default(),
+            proxy: Default::default(),
         }
     }
 }

@@ -145,15 +145,24 @@ where
     let uid = uuid::Uuid::new_v4().to_string();
     let events = Arc::new(NodeEvents::new(hub.clone(), &policy, uid.clone()));
     let engine = make_engine(events.clone()).await?;
-    let rpc = if config.rpc.any_proxied() {
-        let http = herald_proxy::HttpProxy::new(&config.rpc.proxy)
-            .map_err(|e| GatewayError::Config(e.to_string()))?;
-        Some(node::RpcProxy {
-            routing: Arc::new(config.rpc.clone()),
-            http,
-        })
-    } else {
-        None
+    let proxy = |endpoint: herald_proxy::ProxyEndpoint| {
+        herald_proxy::HttpProxy::new(&endpoint)
+            .map(|http| node::Proxy { endpoint, http })
+            .map_err(|e| GatewayError::Config(e.to_string()))
+    };
+    let connect_proxy = &config.client.proxy.connect;
+    let proxies = node::Proxies {
+        connect: match connect_proxy.enabled {
+            true => Some(proxy(connect_proxy.endpoint())?),
+            false => None,
+        },
+        rpc: match config.rpc.any_proxied() {
+            true => Some((
+                Arc::new(config.rpc.clone()),
+                proxy(config.rpc.proxy.clone())?,
+            )),
+            false => None,
+        },
     };
     let node = Arc::new(Node::new(
         config.client.clone(),
@@ -162,7 +171,7 @@ where
         engine,
         hub,
         uid,
-        rpc,
+        proxies,
     ));
     events.link(&node);
 

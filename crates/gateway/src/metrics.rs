@@ -125,7 +125,7 @@ pub(crate) const EMULATION_RESULTS: [&str; 9] = [
 ];
 
 /// `proxy` values of the proxy metrics.
-pub(crate) const PROXIES: [&str; 1] = ["rpc"];
+pub(crate) const PROXIES: [&str; 2] = ["connect", "rpc"];
 
 /// `result` values of `herald_proxy_requests_total`.
 pub(crate) const PROXY_RESULTS: [&str; 7] = [
@@ -434,7 +434,7 @@ impl Metrics {
             ),
             proxy_requests: counter_vec(
                 "herald_proxy_requests_total",
-                "Calls to the application backend, by proxy (rpc) and result (ok, error, disconnect, timeout, unreachable, status, invalid).",
+                "Calls to the application backend, by proxy (connect, rpc) and result (ok, error, disconnect, timeout, unreachable, status, invalid).",
                 &["proxy", "result"],
             ),
             proxy_duration: histogram_vec(
@@ -464,7 +464,9 @@ impl Metrics {
             }
         }
         // Codes a backend chose (proxies).
-        self.reply_errors.with_label_values(&["rpc", "custom"]);
+        for method in ["connect", "rpc"] {
+            self.reply_errors.with_label_values(&[method, "custom"]);
+        }
         for disconnect in Disconnect::ALL {
             self.server_disconnects
                 .with_label_values(&[&disconnect.code.to_string()]);

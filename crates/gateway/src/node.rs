@@ -53,14 +53,48 @@ pub(crate) struct Node {
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
     /// Emulated connections by session id (`/emulation`).
     pub(crate) emulation: emulation::EmulationRegistry,
-    /// The RPC proxy, when a namespace of `rpc` has it on.
-    pub(crate) rpc: Option<RpcProxy>,
+    /// The proxies to the application backend (docs/proxy.md).
+    pub(crate) proxies: Proxies,
 }
 
-/// Which client RPC methods go to the backend, and how it is called.
-pub(crate) struct RpcProxy {
-    pub(crate) routing: Arc<herald_proxy::RpcConfig>,
+/// The proxies this node calls, each when configured.
+#[derive(Default)]
+pub(crate) struct Proxies {
+    pub(crate) connect: Option<Proxy>,
+    /// With which RPC methods go to the backend.
+    pub(crate) rpc: Option<(Arc<herald_proxy::RpcConfig>, Proxy)>,
+}
+
+/// One proxy: its settings and its client.
+pub(crate) struct Proxy {
+    pub(crate) endpoint: herald_proxy::ProxyEndpoint,
     pub(crate) http: herald_proxy::HttpProxy,
+}
+
+impl Proxies {
+    /// The headers of a client's request some proxy forwards (each call
+    /// keeps only those of its own `http_headers`).
+    pub(crate) fn forwarded(
+        &self,
+        headers: &actix_http::header::HeaderMap,
+    ) -> Vec<(String, String)> {
+        if self.connect.is_none() && self.rpc.is_none() {
+            return Vec::new();
+        }
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+            .collect();
+        let mut out = Vec::new();
+        for proxy in self.connect.iter().chain(self.rpc.iter().map(|(_, p)| p)) {
+            for header in proxy.endpoint.forwarded(headers.iter().copied()) {
+                if !out.contains(&header) {
+                    out.push(header);
+                }
+            }
+        }
+        out
+    }
 }
 
 /// One connection's place in its address's count; given back on drop.
@@ -95,7 +129,7 @@ impl Node {
         engine: Engine,
         hub: Arc<Hub>,
         uid: String,
-        rpc: Option<RpcProxy>,
+        proxies: Proxies,
     ) -> Self {
         Self {
             policy,
@@ -115,7 +149,7 @@ impl Node {
             draining: std::sync::atomic::AtomicBool::new(false),
             per_ip: Arc::new(Mutex::new(HashMap::new())),
             emulation: emulation::EmulationRegistry::default(),
-            rpc,
+            proxies,
             client: Arc::new(client),
         }
     }

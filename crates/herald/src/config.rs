@@ -806,6 +806,7 @@ fn validate(config: &Config) -> Result<Vec<String>, ConfigError> {
     config
         .rpc
         .check()
+        .and_then(|()| config.client.proxy.connect.check())
         .map_err(|(key, message)| ConfigError::invalid(key, message))?;
 
     if config.http_server.request_body_timeout.is_zero() {

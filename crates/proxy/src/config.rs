@@ -14,6 +14,10 @@ pub struct ProxyEndpoint {
     /// Whole request, connect included.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Headers of the client's request forwarded to the backend
+    /// (case-insensitive names; `Cookie` and `Authorization` only when
+    /// listed).
+    pub http_headers: Vec<String>,
     /// `http.static_headers`: sent with every request.
     pub http: HttpOptions,
 }
@@ -23,8 +27,90 @@ impl Default for ProxyEndpoint {
         Self {
             endpoint: String::new(),
             timeout: Duration::from_secs(1),
+            http_headers: Vec::new(),
             http: HttpOptions::default(),
         }
+    }
+}
+
+impl ProxyEndpoint {
+    /// What is wrong with it, named under `key`.
+    fn check(&self, key: &str) -> Result<(), (String, String)> {
+        if self.endpoint.starts_with("grpc://") {
+            return Err((
+                format!("{key}.endpoint"),
+                "gRPC proxies are not served yet: use http:// or https://".into(),
+            ));
+        }
+        if !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://")) {
+            return Err((
+                format!("{key}.endpoint"),
+                "required when the proxy is on: an http:// or https:// URL".into(),
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err((format!("{key}.timeout"), "must be more than 0s".into()));
+        }
+        Ok(())
+    }
+
+    /// The headers of a client request this proxy forwards, by the
+    /// `http_headers` allow-list.
+    pub fn forwarded<'a>(
+        &self,
+        headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Vec<(String, String)> {
+        headers
+            .into_iter()
+            .filter(|(name, _)| {
+                self.http_headers
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(name))
+            })
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect()
+    }
+}
+
+/// `client.proxy`: proxies of the connection's own life.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClientProxies {
+    pub connect: ConnectProxyConfig,
+}
+
+/// `client.proxy.connect`: called for connects without a token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConnectProxyConfig {
+    pub enabled: bool,
+    pub endpoint: String,
+    #[serde(with = "humantime_serde", default = "one_second")]
+    pub timeout: Duration,
+    pub http_headers: Vec<String>,
+    pub http: HttpOptions,
+}
+
+fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl ConnectProxyConfig {
+    /// The proxy's endpoint settings.
+    pub fn endpoint(&self) -> ProxyEndpoint {
+        ProxyEndpoint {
+            endpoint: self.endpoint.clone(),
+            timeout: self.timeout,
+            http_headers: self.http_headers.clone(),
+            http: self.http.clone(),
+        }
+    }
+
+    pub fn check(&self) -> Result<(), (String, String)> {
+        if !self.enabled {
+            return Ok(());
+        }
+        self.endpoint().check("client.proxy.connect")
     }
 }
 
@@ -93,24 +179,7 @@ impl RpcConfig {
         if !self.any_proxied() {
             return Ok(());
         }
-        let endpoint = &self.proxy.endpoint;
-        if endpoint.starts_with("grpc://") {
-            return Err((
-                "rpc.proxy.endpoint".into(),
-                "gRPC proxies are not served yet: use http:// or https://".into(),
-            ));
-        }
-        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-            return Err((
-                "rpc.proxy.endpoint".into(),
-                "required when an RPC namespace has proxy_enabled: an http:// or https:// URL"
-                    .into(),
-            ));
-        }
-        if self.proxy.timeout.is_zero() {
-            return Err(("rpc.proxy.timeout".into(), "must be more than 0s".into()));
-        }
-        Ok(())
+        self.proxy.check("rpc.proxy")
     }
 }
 

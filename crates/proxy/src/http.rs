@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::config::ProxyEndpoint;
@@ -69,7 +70,13 @@ impl HttpProxy {
     }
 
     /// Sends `request` and reads the answer, within the proxy's timeout.
-    pub async fn call<R: Serialize>(&self, request: &R) -> Result<Answer, Failure> {
+    /// `headers` are forwarded from the client's request (the proxy's
+    /// `http_headers` allow-list, applied by the caller).
+    pub async fn call<R: Serialize, T: DeserializeOwned>(
+        &self,
+        request: &R,
+        headers: &[(String, String)],
+    ) -> Result<Answer<T>, Failure> {
         let body = serde_json::to_vec(request).map_err(|e| Failure::Invalid(e.to_string()))?;
         let call = async {
             let mut builder = self
@@ -77,7 +84,7 @@ impl HttpProxy {
                 .post(&self.endpoint)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body);
-            for (name, value) in &self.static_headers {
+            for (name, value) in headers.iter().chain(&self.static_headers) {
                 builder = builder.header(name, value);
             }
             let mut response = builder.send().await.map_err(describe)?;

@@ -4,13 +4,17 @@
 //! caller turns into a temporary error (never a panic, never a hang past the
 //! timeout).
 //!
-//! Today: the RPC proxy over HTTP (`rpc.proxy`, `rpc.without_namespace`,
-//! `rpc.namespaces`). The others of issue 20 build on the same [`HttpProxy`].
+//! Today: the connect proxy (`client.proxy.connect`) and the RPC proxy
+//! (`rpc.proxy`, `rpc.without_namespace`, `rpc.namespaces`) over HTTP. The
+//! others of issue 20 build on the same [`HttpProxy`].
 
 mod config;
 mod http;
 mod wire;
 
-pub use config::{ProxyEndpoint, RpcConfig, RpcNamespace, RpcNamespaceOptions};
+pub use config::{
+    ClientProxies, ConnectProxyConfig, HttpOptions, ProxyEndpoint, RpcConfig, RpcNamespace,
+    RpcNamespaceOptions,
+};
 pub use http::{HttpProxy, ProxyBuildError};
-pub use wire::{Answer, Failure, RpcCall};
+pub use wire::{Answer, ConnectCall, ConnectGrant, Failure, RpcCall, RpcReply};

@@ -4,6 +4,7 @@
 //! "reason"}}` with a code in [4000, 4999]. Anything else is a [`Failure`].
 
 use herald_protocol::RawJson;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// An RPC call of a client (`rpc` proxy).
@@ -22,11 +23,50 @@ pub struct RpcCall<'a> {
     pub data: Option<&'a RawJson>,
 }
 
-/// The backend's answer.
+/// A client's connect without a token (`client.proxy.connect`).
+#[derive(Debug, Serialize)]
+pub struct ConnectCall<'a> {
+    pub client: &'a str,
+    pub transport: &'a str,
+    pub protocol: &'a str,
+    pub encoding: &'static str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<&'a RawJson>,
+}
+
+/// Who the backend says a connection is (`result` of the connect proxy).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct ConnectGrant {
+    /// `""`: anonymous.
+    pub user: String,
+    /// Unix seconds; 0 or absent: never.
+    pub expire_at: Option<u64>,
+    #[serde(deserialize_with = "present")]
+    pub info: Option<RawJson>,
+    #[serde(deserialize_with = "present")]
+    pub data: Option<RawJson>,
+    /// Server-side subscriptions.
+    pub channels: Vec<String>,
+}
+
+/// The `result` of the RPC proxy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct RpcReply {
+    #[serde(deserialize_with = "present")]
+    pub data: Option<RawJson>,
+}
+
+/// The backend's answer, with the proxy's result type.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    /// `result.data`, when the result has data.
-    Result(Option<RawJson>),
+pub enum Answer<T = RpcReply> {
+    /// The `result` object.
+    Result(T),
     /// An error for the client, code in [400, 1999].
     Error {
         code: u32,
@@ -64,20 +104,14 @@ impl Failure {
 }
 
 #[derive(Deserialize)]
-struct Envelope {
+#[serde(bound = "T: DeserializeOwned")]
+struct Envelope<T> {
     #[serde(default)]
-    result: Option<ResultBody>,
+    result: Option<T>,
     #[serde(default)]
     error: Option<ErrorBody>,
     #[serde(default)]
     disconnect: Option<DisconnectBody>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ResultBody {
-    #[serde(deserialize_with = "present")]
-    data: Option<RawJson>,
 }
 
 #[derive(Deserialize)]
@@ -102,8 +136,8 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<R
 }
 
 /// Reads an answer body.
-pub(crate) fn answer(body: &[u8]) -> Result<Answer, Failure> {
-    let envelope: Envelope =
+pub(crate) fn answer<T: DeserializeOwned>(body: &[u8]) -> Result<Answer<T>, Failure> {
+    let envelope: Envelope<T> =
         serde_json::from_slice(body).map_err(|e| Failure::Invalid(e.to_string()))?;
     if let Some(error) = envelope.error {
         if !(400..=1999).contains(&error.code) {
@@ -130,7 +164,7 @@ pub(crate) fn answer(body: &[u8]) -> Result<Answer, Failure> {
         return Ok(Answer::Disconnect { code, reason });
     }
     match envelope.result {
-        Some(result) => Ok(Answer::Result(result.data)),
+        Some(result) => Ok(Answer::Result(result)),
         None => Err(Failure::Invalid("none of result, error, disconnect".into())),
     }
 }
@@ -141,15 +175,31 @@ mod tests {
 
     #[test]
     fn answers_by_the_proxy_protocol() {
+        let data = |text: &str| RpcReply {
+            data: Some(RawJson::from_str(text).unwrap()),
+        };
         assert_eq!(
             answer(br#"{"result":{"data":{"a":[1,2]}}}"#),
-            Ok(Answer::Result(Some(
-                RawJson::from_str(r#"{"a":[1,2]}"#).unwrap()
-            )))
+            Ok(Answer::Result(data(r#"{"a":[1,2]}"#)))
         );
-        assert_eq!(answer(br#"{"result":{}}"#), Ok(Answer::Result(None)));
         assert_eq!(
-            answer(br#"{"error":{"code":1000,"message":"no"}}"#),
+            answer::<RpcReply>(br#"{"result":{}}"#),
+            Ok(Answer::Result(RpcReply::default()))
+        );
+        let grant: Answer<ConnectGrant> =
+            answer(br#"{"result":{"user":"alice","expire_at":9,"channels":["a"],"info":{"x":1}}}"#)
+                .unwrap();
+        let Answer::Result(grant) = grant else {
+            panic!("{grant:?}")
+        };
+        assert_eq!((grant.user.as_str(), grant.expire_at), ("alice", Some(9)));
+        assert_eq!(grant.channels, vec!["a".to_owned()]);
+        assert!(matches!(
+            answer::<ConnectGrant>(br#"{"result":{"user":1}}"#),
+            Err(Failure::Invalid(_))
+        ));
+        assert_eq!(
+            answer::<RpcReply>(br#"{"error":{"code":1000,"message":"no"}}"#),
             Ok(Answer::Error {
                 code: 1000,
                 message: "no".into(),
@@ -157,23 +207,23 @@ mod tests {
             })
         );
         assert_eq!(
-            answer(br#"{"disconnect":{"code":4501,"reason":"bye"}}"#),
+            answer::<RpcReply>(br#"{"disconnect":{"code":4501,"reason":"bye"}}"#),
             Ok(Answer::Disconnect {
                 code: 4501,
                 reason: "bye".into()
             })
         );
         assert_eq!(
-            answer(br#"{"error":{"code":100}}"#),
+            answer::<RpcReply>(br#"{"error":{"code":100}}"#),
             Err(Failure::CodeOutOfRange(100))
         );
         assert_eq!(
-            answer(br#"{"disconnect":{"code":3000}}"#),
+            answer::<RpcReply>(br#"{"disconnect":{"code":3000}}"#),
             Err(Failure::CodeOutOfRange(3000))
         );
-        assert!(matches!(answer(b"<html>"), Err(Failure::Invalid(_))));
-        assert!(matches!(answer(b"{}"), Err(Failure::Invalid(_))));
-        assert!(matches!(answer(b"[1]"), Err(Failure::Invalid(_))));
+        for bad in [&b"<html>"[..], b"{}", b"[1]"] {
+            assert!(matches!(answer::<RpcReply>(bad), Err(Failure::Invalid(_))));
+        }
     }
 
     #[test]

@@ -1,4 +1,6 @@
-// The RPC proxy (docs/proxy.md): centrifuge-js calls `rpc()`, herald asks the
+// The connect and RPC proxies (docs/proxy.md). Connect: a client without a
+// token is who the backend says, from its forwarded Cookie. RPC: centrifuge-js
+// calls `rpc()`, herald asks the
 // application backend (tests/backends/proxy_backend.py, a real HTTP server on
 // Python's standard library) and hands its answer back: a result, an error
 // for the client, a disconnect; anything else (500, a timeout, an answer that
@@ -7,6 +9,7 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import WebSocket from 'ws';
 import path from 'node:path';
 import { after, before } from 'node:test';
 
@@ -51,6 +54,18 @@ after(() => backend.child?.kill());
 
 const suite = serverSuite(
   testConfig({
+    client: {
+      proxy: {
+        connect: {
+          enabled: true,
+          endpoint: `http://127.0.0.1:${BACKEND_PORT}/connect`,
+          timeout: '500ms',
+          http_headers: ['Cookie'],
+        },
+      },
+    },
+    http_stream: { enabled: true },
+    http_api: { key: 'proxy-api-key' },
     rpc: {
       proxy: {
         endpoint: `http://127.0.0.1:${BACKEND_PORT}/rpc`,
@@ -160,6 +175,97 @@ suite.test('rpc: a backend disconnect 4501 closes the connection, terminal', asy
   const closed = await h.log.waitFor('disconnected', { since: mark, what: 'the backend disconnect' });
   assert.equal(closed.code, 4501, `${closed.code} ${closed.reason}`);
   assert.equal(closed.reason, 'bye');
+});
+
+/** A WebSocket class that sends `headers` on the handshake (as a browser sends its cookies). */
+const withHeaders = (headers) =>
+  class extends WebSocket {
+    constructor(url, protocols) {
+      super(url, protocols, { headers });
+    }
+  };
+
+/** A client without a token whose handshake carries `cookie` (and an Authorization nobody listed). */
+function cookieClient(label, cookie, options = {}) {
+  return suite.client({
+    label,
+    websocket: withHeaders({ Cookie: cookie, Authorization: 'Basic c2VjcmV0OnNlY3JldA==' }),
+    ...options,
+  });
+}
+
+suite.test('connect proxy: the backend names the user from the forwarded Cookie; its data and channels arrive', async () => {
+  const user = uniq('cookie-user');
+  const h = cookieClient('cookie', `theme=dark; session=${user}`);
+  const ctx = await connect(h);
+  assert.deepEqual(ctx.data, { hello: user }, JSON.stringify(ctx));
+  const calls = (await received()).filter((r) => r.path === '/connect' && r.cookie?.includes(user));
+  assert.equal(calls.length, 1, JSON.stringify(calls));
+  assert.equal(calls[0].authorization, null, 'Authorization is not listed in http_headers: not forwarded');
+  assert.equal(calls[0].call.transport, 'websocket');
+  // The backend's `channels`: a server-side subscription that receives publications.
+  const delivered = new Promise((resolve) => {
+    h.client.on('publication', (c) => {
+      if (c.channel === 'proxy-news' && c.data?.for === user) resolve(c);
+    });
+  });
+  const res = await fetch(`${suite.server.apiUrl}/api/publish`, {
+    method: 'POST',
+    headers: { 'X-API-Key': 'proxy-api-key' },
+    body: JSON.stringify({ channel: 'proxy-news', data: { for: user } }),
+  });
+  const text = await res.text();
+  assert.ok(res.status === 200 && !text.includes('error'), `publish: ${res.status} ${text}`);
+  await within(delivered, 5_000, 'the publication on the server-side channel proxy-news');
+  const presenceUser = (await rpc(h, 'echo', {})).data?.user;
+  assert.equal(presenceUser, user, 'the connection is the backend\'s user');
+});
+
+suite.test('connect proxy: no session is the backend disconnect 4501; a refusal is its error; a 500 is error 100', async () => {
+  const none = suite.client({ label: 'anonymous', websocket: withHeaders({}) });
+  const mark = none.log.mark();
+  none.client.connect();
+  const closed = await none.log.waitFor('disconnected', { since: mark, what: 'the backend disconnect' });
+  assert.equal(closed.code, 4501, `${closed.code} ${closed.reason}`);
+
+  // A refusal that is not temporary ends the SDK's connecting with its code.
+  const refused = cookieClient('refuse', 'session=refuse');
+  let since = refused.log.mark();
+  refused.client.connect();
+  const gone = await refused.log.waitFor('disconnected', { since, what: 'the refusal' });
+  assert.deepEqual([gone.code, gone.reason], [1001, 'log in first']);
+
+  // A failure is temporary: the SDK reports it and tries again.
+  const failing = cookieClient('boom', 'session=boom');
+  since = failing.log.mark();
+  failing.client.connect();
+  const err = await failing.log.waitFor('error', { since, pred: (c) => c.type === 'connect', what: 'the connect error' });
+  assert.equal(err.error?.code, 100, JSON.stringify(err.error));
+  failing.client.disconnect();
+});
+
+suite.test('connect proxy: a client with a token is not sent to the backend', async () => {
+  const before = (await received()).filter((r) => r.path === '/connect').length;
+  const { h } = await connected('with-token');
+  assert.equal(h.client.state, 'connected');
+  const after = (await received()).filter((r) => r.path === '/connect').length;
+  assert.equal(after, before, 'the backend was not called');
+});
+
+suite.test('connect proxy: an http_stream connect forwards its Cookie too', async () => {
+  const user = uniq('stream-user');
+  const base = suite.server.wsUrl.replace(/^ws/, 'http').replace(/\/connection\/websocket.*$/, '');
+  const res = await fetch(`${base}/connection/http_stream`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Cookie: `session=${user}` },
+    body: JSON.stringify({ id: 1, connect: {} }),
+  });
+  assert.equal(res.status, 200);
+  const reader = res.body.getReader();
+  const { value } = await within(reader.read(), 5_000, 'the connect reply');
+  const reply = JSON.parse(new TextDecoder().decode(value).split('\n')[0]);
+  assert.deepEqual(reply.connect?.data, { hello: user }, JSON.stringify(reply));
+  await reader.cancel();
 });
 
 suite.test('rpc: the backend down is error 100 (unreachable)', async () => {

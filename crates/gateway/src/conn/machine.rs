@@ -92,6 +92,8 @@ pub(crate) struct Setup {
     /// Which RPC methods go to the backend (`rpc`); None: no RPC proxy,
     /// every `rpc` is 108.
     pub(crate) rpc: Option<Arc<RpcConfig>>,
+    /// A connect without a token asks the backend (`client.proxy.connect`).
+    pub(crate) connect_proxy: bool,
 }
 
 /// One connection's protocol state (module docs).
@@ -112,6 +114,7 @@ pub(crate) struct Machine {
     session: String,
     node: String,
     rpc: Option<Arc<RpcConfig>>,
+    connect_proxy: bool,
     /// Channels the credentials grant subscription to (introspection scopes).
     granted: HashSet<String>,
     /// The introspected token, re-checked while the connection lives.
@@ -198,6 +201,7 @@ impl Machine {
             session: setup.session,
             node: setup.node,
             rpc: setup.rpc,
+            connect_proxy: setup.connect_proxy,
             granted: HashSet::new(),
             introspected_token: None,
             registered: None,
@@ -616,6 +620,19 @@ impl Machine {
             id,
             error: ErrorReply::from(code),
         });
+    }
+
+    /// An error whose code the backend chose (a proxy's `error`).
+    fn error_reply(&mut self, id: u32, error: ErrorReply) {
+        debug!(client = %self.client, code = error.code, "backend error");
+        metrics::reply_error_code(self.current.0, error.code);
+        if self.unidirectional {
+            self.actions
+                .push_back(Action::ConnectFailed { code: error.code });
+            let disconnect = codes::unidirectional_disconnect_for(&self.config, error.code);
+            return self.close(disconnect);
+        }
+        self.send(Reply::Error { id, error });
     }
 
     fn close(&mut self, disconnect: Disconnect) {

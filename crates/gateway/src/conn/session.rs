@@ -51,6 +51,9 @@ pub(crate) struct Opening {
     pub(crate) upgrade_token: Option<String>,
     /// The session id in the connect result (empty: none).
     pub(crate) session: String,
+    /// Headers of the request that opened the connection that a proxy
+    /// forwards (`http_headers`; `Proxies::forwarded`).
+    pub(crate) headers: Vec<(String, String)>,
     /// Commands that came with the request that opened the connection (the
     /// connect of HTTP-streaming, SSE and the unidirectional transports),
     /// handled as soon as the Session starts.
@@ -74,6 +77,7 @@ impl Opening {
             tls_identity: None,
             upgrade_token: None,
             session: String::new(),
+            headers: Vec::new(),
             commands: Vec::new(),
             outcome: None,
             abort: None,
@@ -92,6 +96,8 @@ pub(crate) struct Session {
     first_commands: Vec<Command>,
     outcome: Option<oneshot::Sender<ConnectOutcome>>,
     abort: Option<AbortHandle>,
+    /// Forwarded request headers (`Opening::headers`).
+    headers: Vec<(String, String)>,
     _emulation: Option<Registration>,
     node: Arc<Node>,
     outbox: Arc<Outbox>,
@@ -137,6 +143,7 @@ impl Session {
             tls_identity,
             upgrade_token,
             session,
+            headers,
             commands,
             outcome,
             abort,
@@ -162,7 +169,12 @@ impl Session {
             } else {
                 String::new()
             },
-            rpc: node.rpc.as_ref().map(|rpc| rpc.routing.clone()),
+            rpc: node
+                .proxies
+                .rpc
+                .as_ref()
+                .map(|(routing, _)| routing.clone()),
+            connect_proxy: node.proxies.connect.is_some(),
         };
         Self {
             machine: Machine::new(setup, now()),
@@ -171,6 +183,7 @@ impl Session {
             first_commands: commands,
             outcome,
             abort,
+            headers,
             _emulation: emulation,
             id: node.next_session_id(),
             gaps: Arc::new(GapToMailbox(mailbox.clone())),
@@ -414,8 +427,9 @@ impl Session {
             Effect::Rpc { user, method, data } => {
                 let client = self.machine.client().to_owned();
                 let (transport, format) = (self.transport, self.format);
+                let headers = self.headers.clone();
                 let work = async move {
-                    let Some(rpc) = &node.rpc else {
+                    let Some((_, rpc)) = &node.proxies.rpc else {
                         return Outcome::Rpc(Err(herald_proxy::Failure::Transport(
                             "no rpc proxy".into(),
                         )));
@@ -429,16 +443,43 @@ impl Session {
                         method: &method,
                         data: data.as_ref(),
                     };
+                    let headers = rpc.endpoint.forwarded(pairs(&headers));
                     let started = Instant::now();
-                    let answer = rpc.http.call(&call).await;
-                    let result = match &answer {
-                        Ok(herald_proxy::Answer::Result(_)) => "ok",
-                        Ok(herald_proxy::Answer::Error { .. }) => "error",
-                        Ok(herald_proxy::Answer::Disconnect { .. }) => "disconnect",
-                        Err(failure) => failure.label(),
-                    };
-                    metrics::proxy_call("rpc", result, started.elapsed());
+                    let answer = rpc.http.call(&call, &headers).await;
+                    metrics::proxy_call("rpc", answer_label(&answer), started.elapsed());
                     Outcome::Rpc(answer)
+                };
+                self.later(id, work, ctx);
+            }
+            Effect::ProxyConnect {
+                name,
+                version,
+                data,
+            } => {
+                let client = self.machine.client().to_owned();
+                let (transport, format) = (self.transport, self.format);
+                // Only the connect needs them.
+                let headers = std::mem::take(&mut self.headers);
+                let work = async move {
+                    let Some(proxy) = &node.proxies.connect else {
+                        return Outcome::ConnectProxied(Err(herald_proxy::Failure::Transport(
+                            "no connect proxy".into(),
+                        )));
+                    };
+                    let call = herald_proxy::ConnectCall {
+                        client: &client,
+                        transport: transport.label(),
+                        protocol: format.label(),
+                        encoding: "json",
+                        name: &name,
+                        version: &version,
+                        data: data.as_ref(),
+                    };
+                    let headers = proxy.endpoint.forwarded(pairs(&headers));
+                    let started = Instant::now();
+                    let answer = proxy.http.call(&call, &headers).await;
+                    metrics::proxy_call("connect", answer_label(&answer), started.elapsed());
+                    Outcome::ConnectProxied(answer)
                 };
                 self.later(id, work, ctx);
             }
@@ -683,6 +724,23 @@ impl StreamHandler<SessionEvent> for Session {
     /// The node holds a sender while the connection is registered; the
     /// stream's end says nothing about the connection.
     fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+/// Header pairs as `&str`s.
+fn pairs(headers: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> + Clone {
+    headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+}
+
+/// The `result` label of a proxy call.
+fn answer_label<T>(
+    answer: &Result<herald_proxy::Answer<T>, herald_proxy::Failure>,
+) -> &'static str {
+    match answer {
+        Ok(herald_proxy::Answer::Result(_)) => "ok",
+        Ok(herald_proxy::Answer::Error { .. }) => "error",
+        Ok(herald_proxy::Answer::Disconnect { .. }) => "disconnect",
+        Err(failure) => failure.label(),
+    }
 }
 
 /// A unidirectional connection's connect request, as the command it stands for.

@@ -138,6 +138,9 @@ pub(crate) async fn upgrade<T>(
     drop(read_ahead);
     drop(parts.write_buf);
     drop(parts.codec);
+    // What a proxy forwards of the handshake's headers (a Cookie for the
+    // connect proxy), before the request goes.
+    let forwarded = node.proxies.forwarded(req.head().headers());
     drop(req);
     let (outbox, inbound, limit, fragments) = if route == Some(Route::Echo) {
         // The socket task echoes by itself: no Session, no channel.
@@ -146,6 +149,7 @@ pub(crate) async fn upgrade<T>(
     } else if route == Some(Route::Unidirectional) {
         let mut opening = Opening::new(Transport::UniWebSocket, Format::Json);
         opening.upgrade_token = bearer;
+        opening.headers = forwarded;
         opening.session = uuid::Uuid::new_v4().to_string();
         opening.commands = uni_connect.map(connect_command).into_iter().collect();
         let limit = settings
@@ -176,6 +180,7 @@ pub(crate) async fn upgrade<T>(
         let mut opening = Opening::new(Transport::WebSocket, format);
         opening.tls_identity = identity;
         opening.upgrade_token = bearer;
+        opening.headers = forwarded;
         let limit = node.client.message_size_limit;
         let opened = open(node, opening);
         (opened.outbox, Some(opened.inbound), limit, MAX_FRAGMENTS)

@@ -188,6 +188,7 @@ fn open_emulated(
     opening.emulation = Some(node.emulation.register(&session));
     opening.session = session;
     opening.commands = commands;
+    opening.headers = node.proxies.forwarded(req.headers());
     opening.abort = req.conn_data::<AbortHandle>().cloned();
     let opened = open(node, opening);
     let (framing, content_type) = match (transport, format) {
@@ -420,6 +421,7 @@ async fn open_unidirectional(
     opening.session = uuid::Uuid::new_v4().to_string();
     opening.commands = vec![connect_command(connect)];
     opening.outcome = Some(outcome_tx);
+    opening.headers = node.proxies.forwarded(req.headers());
     opening.abort = req.conn_data::<AbortHandle>().cloned();
     let opened = open(node, opening);
     // The connect runs now (a JWT checks in the same turn); a failure the

@@ -517,22 +517,21 @@ impl Machine {
 
     pub(super) fn rpc_answered(&mut self, id: u32, answer: Result<Answer, Failure>) {
         match answer {
-            Ok(Answer::Result(data)) => self.reply(id, CommandResult::Rpc(RpcResult { data })),
+            Ok(Answer::Result(reply)) => {
+                self.reply(id, CommandResult::Rpc(RpcResult { data: reply.data }))
+            }
             Ok(Answer::Error {
                 code,
                 message,
                 temporary,
-            }) => {
-                metrics::reply_error_code(self.current.0, code);
-                self.send(Reply::Error {
-                    id,
-                    error: ErrorReply {
-                        code,
-                        message,
-                        temporary,
-                    },
-                });
-            }
+            }) => self.error_reply(
+                id,
+                ErrorReply {
+                    code,
+                    message,
+                    temporary,
+                },
+            ),
             Ok(Answer::Disconnect { code, reason }) => {
                 self.close(Disconnect::custom(code, &reason));
             }

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use herald_auth::{ChannelError, ConnectionClaims, SubOptions, TokenError};
 use herald_identity::Principal;
 use herald_protocol::{
-    CommandResult, ConnectRequest, ConnectResult, Disconnect, ErrorCode, Push, PushBody, Reply,
-    StreamPosition, SubscribeRequest, SubscribeResult,
+    CommandResult, ConnectRequest, ConnectResult, Disconnect, ErrorCode, ErrorReply, Push,
+    PushBody, RawJson, Reply, StreamPosition, SubscribeRequest, SubscribeResult,
 };
+use herald_proxy::{Answer, ConnectGrant, Failure};
 use tracing::{debug, info, warn};
 
 use super::{
@@ -30,6 +31,10 @@ pub(super) struct Connecting {
     plans: Vec<SubscribePlan>,
     /// Outcomes of the plans subscribed so far.
     results: Vec<Result<(SubscribeResult, Option<Position>), ErrorCode>>,
+    /// The backend said who this is (connect proxy): no token to revoke.
+    proxied: bool,
+    /// The connect result's `data` (from the connect proxy).
+    data: Option<RawJson>,
 }
 
 impl Machine {
@@ -47,11 +52,21 @@ impl Machine {
             expires_at: None,
             plans: Vec::new(),
             results: Vec::new(),
+            proxied: false,
+            data: None,
         };
         if connecting.token.is_empty() {
             if let Some(identity) = &self.tls_identity {
                 // Possession of the certificate's key proved who this is.
                 self.user = identity.clone();
+            } else if self.connect_proxy {
+                // The backend says who this is (cookies, a session).
+                let effect = Effect::ProxyConnect {
+                    name: connecting.req.name.clone(),
+                    version: connecting.req.version.clone(),
+                    data: connecting.req.data.clone(),
+                };
+                return self.wait(effect, Step::Connect(Box::new(connecting)));
             } else if !(self.config.insecure || self.config.allow_anonymous_connect_without_token) {
                 debug!(client = %self.client, "connect without credentials");
                 return self.close(Disconnect::BAD_REQUEST);
@@ -68,6 +83,7 @@ impl Machine {
     pub(super) fn connect_resumed(&mut self, connecting: Connecting, outcome: Outcome, now: Now) {
         match outcome {
             Outcome::Verified(checked) => self.connect_checked(connecting, checked, now),
+            Outcome::ConnectProxied(answer) => self.connect_proxied(connecting, answer, now),
             Outcome::Registered(true) => self.connect_registered(connecting),
             Outcome::Registered(false) => self.close(Disconnect::CONNECTION_LIMIT),
             Outcome::Admitted(admitted) => self.connect_admitted(connecting, admitted, now),
@@ -115,6 +131,53 @@ impl Machine {
         self.granted = principal.channels.into_iter().collect();
         connecting.claims = Some(principal.claims);
         self.connect_as(connecting, now);
+    }
+
+    /// The connect proxy's answer: who the connection is, a refusal for
+    /// the client, a disconnect, or a failure (error 100, temporary).
+    pub(super) fn connect_proxied(
+        &mut self,
+        mut connecting: Connecting,
+        answer: Result<Answer<ConnectGrant>, Failure>,
+        now: Now,
+    ) {
+        match answer {
+            Ok(Answer::Result(grant)) => {
+                connecting.claims = Some(ConnectionClaims {
+                    user: grant.user,
+                    expire_at: grant.expire_at,
+                    info: grant.info,
+                    channels: grant.channels,
+                    ..Default::default()
+                });
+                connecting.proxied = true;
+                connecting.data = grant.data;
+                self.connect_as(connecting, now);
+            }
+            Ok(Answer::Error {
+                code,
+                message,
+                temporary,
+            }) => {
+                self.state.connect_failed();
+                self.error_reply(
+                    connecting.id,
+                    ErrorReply {
+                        code,
+                        message,
+                        temporary,
+                    },
+                );
+            }
+            Ok(Answer::Disconnect { code, reason }) => {
+                self.close(Disconnect::custom(code, &reason));
+            }
+            Err(failure) => {
+                warn!(client = %self.client, error = %failure, "connect proxy failed");
+                self.state.connect_failed();
+                self.error(connecting.id, ErrorCode::Internal);
+            }
+        }
     }
 
     /// Connect with checked credentials (`claims` None: no token).
@@ -172,7 +235,8 @@ impl Machine {
         }
         let limited = self.config.user_connection_limit > 0 && !self.user.is_empty();
         let user_entry = limited.then(|| self.info_with(None));
-        let revocation = connecting.claims.as_ref().map(|_| Revocation {
+        let token_checked = connecting.claims.is_some() && !connecting.proxied;
+        let revocation = token_checked.then(|| Revocation {
             token_id: self.token_id.clone(),
             user: self.user.clone(),
             issued_at: self.issued_at,
@@ -226,6 +290,7 @@ impl Machine {
             plans,
             results,
             expires_at,
+            data,
             ..
         } = connecting;
         let mut subs = BTreeMap::new();
@@ -270,7 +335,7 @@ impl Machine {
             version: self.version.to_owned(),
             expires: expires_at.is_some(),
             ttl: ttl_from(expires_at, now.unix),
-            data: None,
+            data,
             subs,
             ping,
             pong: ping > 0 && !self.config.pong_timeout.is_zero() && !self.unidirectional,

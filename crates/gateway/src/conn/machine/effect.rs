@@ -9,7 +9,7 @@ use herald_identity::Principal;
 use herald_protocol::{
     ClientInfo, CommandResult, Disconnect, ErrorCode, Publication, RawJson, Reply, SubscribeResult,
 };
-use herald_proxy::{Answer, Failure};
+use herald_proxy::{Answer, ConnectGrant, Failure};
 
 use super::super::state::SubscriptionState;
 use crate::node::plan::{Position, SubscribePlan};
@@ -68,6 +68,13 @@ pub(crate) enum Effect {
     /// Ask again whether an introspected token is active.
     /// → [`Outcome::StillActive`]
     StillActive { token: String },
+    /// Ask the backend who a connection without a token is
+    /// (`client.proxy.connect`). → [`Outcome::ConnectProxied`]
+    ProxyConnect {
+        name: String,
+        version: String,
+        data: Option<RawJson>,
+    },
     /// A client RPC call for the backend (`rpc.proxy`). → [`Outcome::Rpc`]
     Rpc {
         user: String,
@@ -137,6 +144,8 @@ pub(crate) enum Outcome {
     StillActive(Option<bool>),
     /// The backend's answer to an RPC call.
     Rpc(Result<Answer, Failure>),
+    /// The backend's answer to a connect.
+    ConnectProxied(Result<Answer<ConnectGrant>, Failure>),
 }
 
 /// What the driver does next.

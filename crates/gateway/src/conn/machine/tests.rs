@@ -82,24 +82,30 @@ impl Harness {
 
     /// `takes_binary_data`: the client speaks protobuf.
     fn with_setup(edit: impl FnOnce(&mut ClientConfig), takes_binary_data: bool) -> Self {
-        Self::with_transport(edit, takes_binary_data, false, None)
+        Self::with_transport(edit, takes_binary_data, false, |_| {})
     }
 
     /// A connection of a unidirectional transport (session id `s1`).
     fn unidirectional(edit: impl FnOnce(&mut ClientConfig)) -> Self {
-        Self::with_transport(edit, false, true, None)
+        Self::with_transport(edit, false, true, |_| {})
     }
 
     /// A connection whose RPC methods go to the backend as `rpc` says.
     fn with_rpc(rpc: herald_proxy::RpcConfig) -> Self {
-        Self::with_transport(|_| {}, false, false, Some(Arc::new(rpc)))
+        Self::with_transport(|_| {}, false, false, |s| s.rpc = Some(Arc::new(rpc)))
+    }
+
+    /// A connection whose tokenless connect asks the backend
+    /// (`unidirectional`: of a unidirectional transport).
+    fn with_connect_proxy(unidirectional: bool) -> Self {
+        Self::with_transport(|_| {}, false, unidirectional, |s| s.connect_proxy = true)
     }
 
     fn with_transport(
         edit: impl FnOnce(&mut ClientConfig),
         takes_binary_data: bool,
         unidirectional: bool,
-        rpc: Option<Arc<herald_proxy::RpcConfig>>,
+        setup_edit: impl FnOnce(&mut Setup),
     ) -> Self {
         let mut config = ClientConfig::default();
         edit(&mut config);
@@ -124,8 +130,11 @@ impl Harness {
                 String::new()
             },
             node: String::new(),
-            rpc,
+            rpc: None,
+            connect_proxy: false,
         };
+        let mut setup = setup;
+        setup_edit(&mut setup);
         Self {
             machine: Machine::new(setup, now),
             now,
@@ -650,5 +659,6 @@ fn sub_refresh_by_the_table_and_with_a_good_token() {
 
 mod binary;
 mod later;
+mod proxy;
 mod rpc;
 mod unidirectional;

@@ -34,7 +34,8 @@ fn call(h: &mut Harness, id: u64, method: &str, answer: Result<Answer, Failure>)
 fn the_backend_answers_results_errors_and_disconnects() {
     let mut h = proxied();
     let data = RawJson::from_str(r#"{"a":1}"#).unwrap();
-    call(&mut h, 2, "echo", Ok(Answer::Result(Some(data))));
+    let reply = herald_proxy::RpcReply { data: Some(data) };
+    call(&mut h, 2, "echo", Ok(Answer::Result(reply)));
     assert_eq!(h.sent[0], json!({"id": 2, "rpc": {"data": {"a": 1}}}));
     let refused = Answer::Error {
         code: 1000,
