@@ -516,10 +516,22 @@ impl Machine {
     }
 
     pub(super) fn rpc_answered(&mut self, id: u32, answer: Result<Answer, Failure>) {
+        if let Some(reply) = self.backend_result(id, answer, "rpc") {
+            self.reply(id, CommandResult::Rpc(RpcResult { data: reply.data }));
+        }
+    }
+
+    /// A proxy's answer: its result, or (answered here) the backend's error
+    /// for the client as it is, its disconnect, or a failure as error 100
+    /// (temporary: the SDK may try again).
+    pub(super) fn backend_result<T>(
+        &mut self,
+        id: u32,
+        answer: Result<Answer<T>, Failure>,
+        proxy: &'static str,
+    ) -> Option<T> {
         match answer {
-            Ok(Answer::Result(reply)) => {
-                self.reply(id, CommandResult::Rpc(RpcResult { data: reply.data }))
-            }
+            Ok(Answer::Result(result)) => return Some(result),
             Ok(Answer::Error {
                 code,
                 message,
@@ -536,10 +548,10 @@ impl Machine {
                 self.close(Disconnect::custom(code, &reason));
             }
             Err(failure) => {
-                warn!(client = %self.client, error = %failure, "rpc proxy failed");
-                // Temporary: the SDK may call again.
+                warn!(client = %self.client, proxy, error = %failure, "proxy call failed");
                 self.error(id, ErrorCode::Internal);
             }
         }
+        None
     }
 }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use herald_auth::{ChannelError, ConnectionClaims, SubOptions, TokenError};
 use herald_identity::Principal;
 use herald_protocol::{
-    CommandResult, ConnectRequest, ConnectResult, Disconnect, ErrorCode, ErrorReply, Push,
-    PushBody, RawJson, Reply, StreamPosition, SubscribeRequest, SubscribeResult,
+    CommandResult, ConnectRequest, ConnectResult, Disconnect, ErrorCode, Push, PushBody, RawJson,
+    Reply, StreamPosition, SubscribeRequest, SubscribeResult,
 };
 use herald_proxy::{Answer, ConnectGrant, Failure};
 use tracing::{debug, info, warn};
@@ -141,43 +141,20 @@ impl Machine {
         answer: Result<Answer<ConnectGrant>, Failure>,
         now: Now,
     ) {
-        match answer {
-            Ok(Answer::Result(grant)) => {
-                connecting.claims = Some(ConnectionClaims {
-                    user: grant.user,
-                    expire_at: grant.expire_at,
-                    info: grant.info,
-                    channels: grant.channels,
-                    ..Default::default()
-                });
-                connecting.proxied = true;
-                connecting.data = grant.data;
-                self.connect_as(connecting, now);
-            }
-            Ok(Answer::Error {
-                code,
-                message,
-                temporary,
-            }) => {
-                self.state.connect_failed();
-                self.error_reply(
-                    connecting.id,
-                    ErrorReply {
-                        code,
-                        message,
-                        temporary,
-                    },
-                );
-            }
-            Ok(Answer::Disconnect { code, reason }) => {
-                self.close(Disconnect::custom(code, &reason));
-            }
-            Err(failure) => {
-                warn!(client = %self.client, error = %failure, "connect proxy failed");
-                self.state.connect_failed();
-                self.error(connecting.id, ErrorCode::Internal);
-            }
-        }
+        let Some(grant) = self.backend_result(connecting.id, answer, "connect") else {
+            self.state.connect_failed();
+            return;
+        };
+        connecting.claims = Some(ConnectionClaims {
+            user: grant.user,
+            expire_at: grant.expire_at,
+            info: grant.info,
+            channels: grant.channels,
+            ..Default::default()
+        });
+        connecting.proxied = true;
+        connecting.data = grant.data;
+        self.connect_as(connecting, now);
     }
 
     /// Connect with checked credentials (`claims` None: no token).
