@@ -10,7 +10,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import net from 'node:net';
-import { test } from 'node:test';
 
 import { Centrifuge } from 'centrifuge';
 import { Centrifuge as CentrifugeProtobuf } from 'centrifuge/build/protobuf';
@@ -30,7 +29,7 @@ import {
   uniq,
   within,
 } from './harness.mjs';
-import { metricLines, metricSample, metricsText as harnessMetricsText } from './harness.mjs';
+import { diagnosedTest, metricLines, metricSample, metricsText as harnessMetricsText } from './harness.mjs';
 
 const API_KEY = `api-key-${randomBytes(16).toString('hex')}`;
 const BODY_LIMIT = 8192;
@@ -249,30 +248,22 @@ function diagnostics() {
   return parts.join('\n');
 }
 
-function etest(name, fn, { timeout = 20_000 } = {}) {
-  test(name, { timeout }, async (t) => {
+/** Closes what the test opened. */
+async function closeTracked() {
+  for (const h of tracked.clients) {
     try {
-      await fn(t);
-    } catch (err) {
-      const diag = diagnostics();
-      if (err && typeof err === 'object') {
-        err.message = `${err.message}\n${diag}`;
-        if (typeof err.stack === 'string') err.stack = `${err.stack}\n${diag}`;
-      }
-      throw err;
-    } finally {
-      for (const h of tracked.clients) {
-        try {
-          h.client.disconnect();
-        } catch {
-          // nothing to do
-        }
-      }
-      tracked.clients = [];
-      tracked.notes = [];
-      await sleep(50);
+      h.client.disconnect();
+    } catch {
+      // nothing to do
     }
-  });
+  }
+  tracked.clients = [];
+  tracked.notes = [];
+  await sleep(50);
+}
+
+function etest(name, fn, { timeout = 20_000 } = {}) {
+  diagnosedTest(name, fn, { timeout, diagnostics, cleanup: closeTracked });
 }
 
 /** Every /emulation POST of a client was answered 204 (waits for answers still on their way). */

@@ -560,23 +560,35 @@ export function serverSuite(config, { label = 'herald', start = startHerald } = 
     },
 
     test(name, fn, { timeout = 30_000 } = {}) {
-      test(name, { timeout }, async (t) => {
-        try {
-          await fn(t);
-        } catch (err) {
-          // Reporters print the stack, which was captured with the original message.
-          const diag = diagnostics(state);
-          if (err && typeof err === 'object') {
-            err.message = `${err.message}\n${diag}`;
-            if (typeof err.stack === 'string') err.stack = `${err.stack}\n${diag}`;
-          }
-          throw err;
-        } finally {
-          await closeClients(state);
-        }
+      diagnosedTest(name, fn, {
+        timeout,
+        diagnostics: () => diagnostics(state),
+        cleanup: () => closeClients(state),
       });
     },
   };
+}
+
+/**
+ * A node:test test whose failure carries `diagnostics()` (what the clients and
+ * the server saw) in its message and stack; `cleanup` runs after it either way.
+ */
+export function diagnosedTest(name, fn, { timeout = 30_000, diagnostics: diag, cleanup }) {
+  test(name, { timeout }, async (t) => {
+    try {
+      await fn(t);
+    } catch (err) {
+      // Reporters print the stack, which was captured with the original message.
+      const text = diag();
+      if (err && typeof err === 'object') {
+        err.message = `${err.message}\n${text}`;
+        if (typeof err.stack === 'string') err.stack = `${err.stack}\n${text}`;
+      }
+      throw err;
+    } finally {
+      await cleanup();
+    }
+  });
 }
 
 function diagnostics(state) {

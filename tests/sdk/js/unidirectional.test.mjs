@@ -11,12 +11,11 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { test } from 'node:test';
 
 import WebSocket from 'ws';
 
 import { apiCall, nowSec, serverSuite, signHs256, sleep, startHerald, testConfig, uniq, within } from './harness.mjs';
-import { metricLines, metricSample, metricsText as harnessMetricsText } from './harness.mjs';
+import { diagnosedTest, metricLines, metricSample, metricsText as harnessMetricsText } from './harness.mjs';
 
 const API_KEY = `api-key-${randomBytes(16).toString('hex')}`;
 const BODY_LIMIT = 8192;
@@ -279,30 +278,22 @@ function diagnostics() {
   return parts.join('\n');
 }
 
-function utest(name, fn, { timeout = 20_000 } = {}) {
-  test(name, { timeout }, async (t) => {
+/** Closes what the test opened. */
+async function closeTracked() {
+  for (const s of tracked.streams) {
     try {
-      await fn(t);
-    } catch (err) {
-      const diag = diagnostics();
-      if (err && typeof err === 'object') {
-        err.message = `${err.message}\n${diag}`;
-        if (typeof err.stack === 'string') err.stack = `${err.stack}\n${diag}`;
-      }
-      throw err;
-    } finally {
-      for (const s of tracked.streams) {
-        try {
-          await s.close();
-        } catch {
-          // nothing to do
-        }
-      }
-      for (const server of tracked.servers) await server.stop().catch(() => {});
-      tracked.streams = [];
-      tracked.servers = [];
+      await s.close();
+    } catch {
+      // nothing to do
     }
-  });
+  }
+  for (const server of tracked.servers) await server.stop().catch(() => {});
+  tracked.streams = [];
+  tracked.servers = [];
+}
+
+function utest(name, fn, { timeout = 20_000 } = {}) {
+  diagnosedTest(name, fn, { timeout, diagnostics, cleanup: closeTracked });
 }
 
 function assertConnectFirst(stream, channel) {
