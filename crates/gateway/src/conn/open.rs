@@ -14,7 +14,7 @@ use crate::node::{Mailbox, Node};
 use crate::outbox::Outbox;
 
 /// Messages read ahead of the Session before reading pauses.
-pub(crate) const INBOUND_QUEUE: usize = 8;
+const INBOUND_QUEUE: usize = 8;
 
 /// A connection just opened.
 pub(crate) struct Opened {
