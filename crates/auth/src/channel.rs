@@ -49,6 +49,21 @@ pub struct ResolvedChannel<'a> {
     pub private: bool,
 }
 
+impl ResolvedChannel<'_> {
+    /// A user-limited channel: its name lists who may subscribe after the
+    /// last `#` (`allow_user_limited_channels`).
+    pub fn user_limited(&self) -> bool {
+        self.options.allow_user_limited_channels && self.name.contains(USER_BOUNDARY)
+    }
+
+    /// Whether a subscribe without a token asks the subscribe proxy: the
+    /// namespace turns it on, and the channel is neither private (a token
+    /// decides) nor user-limited (its name decides), as in Centrifugo.
+    pub fn subscribe_proxied(&self) -> bool {
+        self.options.subscribe_proxy_enabled && !self.private && !self.user_limited()
+    }
+}
+
 /// Namespace lookup and the permission checks that need no token.
 #[derive(Debug, Clone)]
 pub struct ChannelPolicy {

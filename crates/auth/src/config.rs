@@ -136,6 +136,20 @@ pub struct ChannelOptions {
     /// What publication data of the namespace is: JSON (every client), or
     /// bytes (protobuf clients only).
     pub publication_data_format: PublicationDataFormat,
+    /// A subscribe without a token asks the backend (`channel.proxy.subscribe`,
+    /// or the named proxy of `subscribe_proxy_name`); not for user-limited
+    /// (`#`) channels.
+    pub subscribe_proxy_enabled: bool,
+    /// An entry of the top-level `proxies`; empty or `default`: `channel.proxy.subscribe`.
+    pub subscribe_proxy_name: String,
+    /// A client publish asks the backend, which decides instead of the
+    /// `allow_publish_*` flags and may rewrite it.
+    pub publish_proxy_enabled: bool,
+    pub publish_proxy_name: String,
+    /// A subscription's expiry (set by the subscribe proxy) asks the backend
+    /// for a new one instead of the client.
+    pub sub_refresh_proxy_enabled: bool,
+    pub sub_refresh_proxy_name: String,
 }
 
 /// `publication_data_format` of a namespace (docs/protocol.md, "Protobuf").

@@ -187,7 +187,7 @@ pub struct ClientConfig {
     pub introspection: IntrospectionConfig,
     /// Which disconnect a unidirectional client gets for a connect error.
     pub connect_code_to_unidirectional_disconnect: ConnectCodeToUnidirectionalDisconnect,
-    /// `client.proxy`: the connect proxy (docs/proxy.md).
+    /// `client.proxy`: the connect and refresh proxies (docs/proxy.md).
     pub proxy: herald_proxy::ClientProxies,
 }
 
@@ -284,6 +284,11 @@ pub struct GatewayConfig {
     pub transports: TransportsConfig,
     /// `rpc`: client RPC calls answered by the backend.
     pub rpc: herald_proxy::RpcConfig,
+    /// `channel.proxy`: the namespaces' default subscribe, publish and
+    /// sub_refresh proxies.
+    pub channel_proxy: herald_proxy::ChannelProxies,
+    /// `proxies`: named proxies a namespace may select.
+    pub proxies: Vec<herald_proxy::NamedProxy>,
 }
 
 /// Which optional internal endpoints are served (`prometheus.enabled`,

@@ -3,10 +3,12 @@
 //! WebSocket upgrade (`upgrade.rs`), opening a connection on any transport
 //! (`open.rs`), the protocol's rules as a machine without I/O (`machine.rs`,
 //! with its state, rate limiter and timers), the actix actor that drives it
-//! (`session.rs`), and the WebSocket socket task (`socket.rs`).
+//! (`session.rs`), the calls to the application backend it runs for the
+//! machine (`backend.rs`), and the WebSocket socket task (`socket.rs`).
 
 pub(crate) mod abort;
 pub(crate) mod accept;
+pub(crate) mod backend;
 pub(crate) mod machine;
 pub(crate) mod open;
 pub(crate) mod rate;
@@ -19,7 +21,7 @@ pub(crate) mod upgrade;
 #[cfg(test)]
 mod tests {
     /// The protocol's rules and everything they are made of.
-    const PURE: [(&str, &str); 10] = [
+    const PURE: [(&str, &str); 11] = [
         ("conn/machine.rs", include_str!("conn/machine.rs")),
         (
             "conn/machine/commands.rs",
@@ -34,6 +36,10 @@ mod tests {
             include_str!("conn/machine/effect.rs"),
         ),
         (
+            "conn/machine/proxied.rs",
+            include_str!("conn/machine/proxied.rs"),
+        ),
+        (
             "conn/machine/timers.rs",
             include_str!("conn/machine/timers.rs"),
         ),
@@ -46,7 +52,7 @@ mod tests {
 
     /// What the pure modules may import of this crate: each other, and the
     /// leaves (configuration, metrics counters).
-    const ALLOWED: [&str; 12] = [
+    const ALLOWED: [&str; 13] = [
         "crate::node::plan",
         "crate::conn::timer",
         "super::super::state",
@@ -56,6 +62,7 @@ mod tests {
         "crate::config",
         "crate::metrics",
         "super::plan",
+        "super::proxied",
         "super::rate",
         "super::state",
         "super::timer",

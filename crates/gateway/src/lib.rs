@@ -118,6 +118,42 @@ impl Stopper {
     }
 }
 
+/// The proxies the config asks for, each with its client. A channel
+/// proxy is built when its endpoint is set (validation requires it where a
+/// namespace uses it).
+fn build_proxies(config: &GatewayConfig) -> Result<node::Proxies, GatewayError> {
+    let build = |settings: herald_proxy::ProxyEndpoint| {
+        herald_proxy::Proxy::new(settings).map_err(|e| GatewayError::Config(e.to_string()))
+    };
+    let switched = |proxy: &herald_proxy::SwitchedProxy| match proxy.enabled {
+        true => build(proxy.endpoint()).map(Some),
+        false => Ok(None),
+    };
+    let set = |settings: &herald_proxy::ProxyEndpoint| match settings.endpoint.is_empty() {
+        true => Ok(None),
+        false => build(settings.clone()).map(Some),
+    };
+    let channel = &config.channel_proxy;
+    let rpc_used = config.rpc.any_proxied();
+    let mut named = std::collections::HashMap::new();
+    for proxy in &config.proxies {
+        named.insert(proxy.name.clone(), build(proxy.endpoint.clone())?);
+    }
+    Ok(node::Proxies {
+        connect: switched(&config.client.proxy.connect)?,
+        refresh: switched(&config.client.proxy.refresh)?,
+        subscribe: set(&channel.subscribe)?,
+        publish: set(&channel.publish)?,
+        sub_refresh: set(&channel.sub_refresh)?,
+        rpc_routing: rpc_used.then(|| Arc::new(config.rpc.clone())),
+        rpc: match rpc_used {
+            true => set(&config.rpc.proxy)?,
+            false => None,
+        },
+        named,
+    })
+}
+
 /// Builds the node and starts listening. Must run inside an actix system
 /// (`#[actix_web::main]`). `make_engine` receives where the engine delivers
 /// channel events and control commands.
@@ -145,25 +181,7 @@ where
     let uid = uuid::Uuid::new_v4().to_string();
     let events = Arc::new(NodeEvents::new(hub.clone(), &policy, uid.clone()));
     let engine = make_engine(events.clone()).await?;
-    let proxy = |endpoint: herald_proxy::ProxyEndpoint| {
-        herald_proxy::HttpProxy::new(&endpoint)
-            .map(|http| node::Proxy { endpoint, http })
-            .map_err(|e| GatewayError::Config(e.to_string()))
-    };
-    let connect_proxy = &config.client.proxy.connect;
-    let proxies = node::Proxies {
-        connect: match connect_proxy.enabled {
-            true => Some(proxy(connect_proxy.endpoint())?),
-            false => None,
-        },
-        rpc: match config.rpc.any_proxied() {
-            true => Some((
-                Arc::new(config.rpc.clone()),
-                proxy(config.rpc.proxy.clone())?,
-            )),
-            false => None,
-        },
-    };
+    let proxies = build_proxies(&config)?;
     let node = Arc::new(Node::new(
         config.client.clone(),
         policy,

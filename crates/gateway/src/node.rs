@@ -12,6 +12,7 @@ use herald_auth::ChannelPolicy;
 use herald_bus::{BusError, ControlCommand, Engine, NodeInfo};
 use herald_identity::Authenticator;
 use herald_protocol::Publication;
+use herald_proxy::{Proxy, ProxyKind};
 use parking_lot::Mutex;
 
 use crate::config::ClientConfig;
@@ -57,28 +58,66 @@ pub(crate) struct Node {
     pub(crate) proxies: Proxies,
 }
 
-/// The proxies this node calls, each when configured.
+/// The proxies this node calls, each when configured (docs/proxy.md).
 #[derive(Default)]
 pub(crate) struct Proxies {
     pub(crate) connect: Option<Proxy>,
-    /// With which RPC methods go to the backend.
-    pub(crate) rpc: Option<(Arc<herald_proxy::RpcConfig>, Proxy)>,
-}
-
-/// One proxy: its settings and its client.
-pub(crate) struct Proxy {
-    pub(crate) endpoint: herald_proxy::ProxyEndpoint,
-    pub(crate) http: herald_proxy::HttpProxy,
+    pub(crate) refresh: Option<Proxy>,
+    /// `channel.proxy.*`: what a namespace's `*_proxy_name` of `default`
+    /// (or none) selects.
+    pub(crate) subscribe: Option<Proxy>,
+    pub(crate) publish: Option<Proxy>,
+    pub(crate) sub_refresh: Option<Proxy>,
+    /// Which RPC methods go to the backend, and to which proxy.
+    pub(crate) rpc_routing: Option<Arc<herald_proxy::RpcConfig>>,
+    /// `rpc.proxy`.
+    pub(crate) rpc: Option<Proxy>,
+    /// The top-level `proxies`, by name.
+    pub(crate) named: HashMap<String, Proxy>,
 }
 
 impl Proxies {
+    /// The proxy of kind `kind` a namespace's `*_proxy_name` selects.
+    pub(crate) fn channel(&self, kind: ProxyKind, name: &str) -> Option<&Proxy> {
+        if !herald_proxy::is_default(name) {
+            return self.named.get(name);
+        }
+        match kind {
+            ProxyKind::Subscribe => self.subscribe.as_ref(),
+            ProxyKind::Publish => self.publish.as_ref(),
+            ProxyKind::SubRefresh => self.sub_refresh.as_ref(),
+            ProxyKind::Connect => self.connect.as_ref(),
+            ProxyKind::Refresh => self.refresh.as_ref(),
+            ProxyKind::Rpc => self.rpc.as_ref(),
+        }
+    }
+
+    /// The proxy an RPC namespace's `proxy_name` selects.
+    pub(crate) fn rpc(&self, name: &str) -> Option<&Proxy> {
+        self.channel(ProxyKind::Rpc, name)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Proxy> {
+        [
+            &self.connect,
+            &self.refresh,
+            &self.subscribe,
+            &self.publish,
+            &self.sub_refresh,
+            &self.rpc,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(self.named.values())
+    }
+
     /// The headers of a client's request some proxy forwards (each call
     /// keeps only those of its own `http_headers`).
     pub(crate) fn forwarded(
         &self,
         headers: &actix_http::header::HeaderMap,
     ) -> Vec<(String, String)> {
-        if self.connect.is_none() && self.rpc.is_none() {
+        if self.all().all(|p| p.settings().http_headers.is_empty()) {
             return Vec::new();
         }
         let headers: Vec<(&str, &str)> = headers
@@ -86,8 +125,8 @@ impl Proxies {
             .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
             .collect();
         let mut out = Vec::new();
-        for proxy in self.connect.iter().chain(self.rpc.iter().map(|(_, p)| p)) {
-            for header in proxy.endpoint.forwarded(headers.iter().copied()) {
+        for proxy in self.all() {
+            for header in proxy.settings().forwarded(headers.iter().copied()) {
                 if !out.contains(&header) {
                     out.push(header);
                 }

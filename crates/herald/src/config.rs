@@ -114,7 +114,7 @@ pub struct UnknownKey {
 pub struct Config {
     pub http_server: HttpServerConfig,
     pub client: ClientConfig,
-    pub channel: ChannelConfig,
+    pub channel: ChannelSection,
     pub http_api: HttpApiConfig,
     pub engine: EngineConfig,
     pub bus_integrity: BusIntegrityConfig,
@@ -135,6 +135,45 @@ pub struct Config {
     pub uni_grpc: UniGrpcConfig,
     /// `rpc`: client RPC calls answered by the backend (docs/proxy.md).
     pub rpc: herald_proxy::RpcConfig,
+    /// `proxies`: named proxies a namespace or RPC namespace may select.
+    pub proxies: Vec<herald_proxy::NamedProxy>,
+}
+
+/// Section `[channel]`: the namespaces (herald-auth's [`ChannelConfig`])
+/// and `channel.proxy`. Its fields are written out rather than flattened:
+/// the environment layer's strings only convert to numbers and booleans in
+/// plain fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChannelSection {
+    #[serde(with = "humantime_serde")]
+    pub history_meta_ttl: std::time::Duration,
+    pub without_namespace: ChannelOptions,
+    pub namespaces: Vec<herald_auth::NamespaceConfig>,
+    pub proxy: herald_proxy::ChannelProxies,
+}
+
+impl Default for ChannelSection {
+    fn default() -> Self {
+        let policy = ChannelConfig::default();
+        Self {
+            history_meta_ttl: policy.history_meta_ttl,
+            without_namespace: policy.without_namespace,
+            namespaces: policy.namespaces,
+            proxy: herald_proxy::ChannelProxies::default(),
+        }
+    }
+}
+
+impl ChannelSection {
+    /// The namespaces, as herald-auth reads them.
+    pub fn policy(&self) -> ChannelConfig {
+        ChannelConfig {
+            history_meta_ttl: self.history_meta_ttl,
+            without_namespace: self.without_namespace.clone(),
+            namespaces: self.namespaces.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -383,7 +422,7 @@ impl Config {
         GatewayConfig {
             http_server: self.http_server.clone(),
             client: self.client.clone(),
-            channel: self.channel.clone(),
+            channel: self.channel.policy(),
             http_api: self.http_api.clone(),
             shutdown: self.shutdown.clone(),
             endpoints: herald_gateway::EndpointsConfig {
@@ -401,6 +440,8 @@ impl Config {
             }
             .resolved(),
             rpc: self.rpc.clone(),
+            channel_proxy: self.channel.proxy.clone(),
+            proxies: self.proxies.clone(),
         }
     }
 }
@@ -803,11 +844,7 @@ fn validate(config: &Config) -> Result<Vec<String>, ConfigError> {
     }
 
     validate_transports(config)?;
-    config
-        .rpc
-        .check()
-        .and_then(|()| config.client.proxy.connect.check())
-        .map_err(|(key, message)| ConfigError::invalid(key, message))?;
+    validate_proxies(config)?;
 
     if config.http_server.request_body_timeout.is_zero() {
         return Err(ConfigError::invalid(
@@ -849,7 +886,7 @@ fn validate(config: &Config) -> Result<Vec<String>, ConfigError> {
         );
     }
 
-    ChannelPolicy::new(&config.channel)?;
+    ChannelPolicy::new(&config.channel.policy())?;
     let verifier = TokenVerifier::new(&client.token, &client.subscription_token)?;
     warnings.extend(verifier.warnings());
     warnings.extend(herald_identity::check_introspection(&client.introspection)?);
@@ -1194,3 +1231,91 @@ fn decode_key(encoded: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests;
+
+/// The proxies: each one in use has a valid endpoint, and every
+/// `*_proxy_name` names an entry of `proxies`.
+fn validate_proxies(config: &Config) -> Result<(), ConfigError> {
+    let invalid = |(key, message): (String, String)| ConfigError::invalid(key, message);
+    let client = &config.client.proxy;
+    client
+        .connect
+        .check("client.proxy.connect")
+        .map_err(invalid)?;
+    client
+        .refresh
+        .check("client.proxy.refresh")
+        .map_err(invalid)?;
+    herald_proxy::check_named(&config.proxies).map_err(invalid)?;
+    config.rpc.check().map_err(invalid)?;
+    let named = |name: &str| config.proxies.iter().any(|p| p.name == name);
+    let channel = &config.channel;
+    let namespaces = std::iter::once((
+        "channel.without_namespace".to_owned(),
+        &channel.without_namespace,
+    ))
+    .chain(
+        channel
+            .namespaces
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("channel.namespaces[{i}]"), &n.options)),
+    );
+    for (key, options) in namespaces {
+        let uses = [
+            (
+                "subscribe",
+                options.subscribe_proxy_enabled,
+                &options.subscribe_proxy_name,
+                &channel.proxy.subscribe,
+            ),
+            (
+                "publish",
+                options.publish_proxy_enabled,
+                &options.publish_proxy_name,
+                &channel.proxy.publish,
+            ),
+            (
+                "sub_refresh",
+                options.sub_refresh_proxy_enabled,
+                &options.sub_refresh_proxy_name,
+                &channel.proxy.sub_refresh,
+            ),
+        ];
+        for (kind, enabled, name, own) in uses {
+            if !enabled {
+                continue;
+            }
+            if herald_proxy::is_default(name) {
+                own.check(&format!("channel.proxy.{kind}"))
+                    .map_err(invalid)?;
+            } else if !named(name) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.{kind}_proxy_name"),
+                    format!("{name:?} is not the name of an entry of proxies"),
+                ));
+            }
+        }
+    }
+    let rpc = &config.rpc;
+    let rpc_names = std::iter::once((
+        "rpc.without_namespace".to_owned(),
+        rpc.without_namespace.proxy_enabled,
+        &rpc.without_namespace.proxy_name,
+    ))
+    .chain(rpc.namespaces.iter().enumerate().map(|(i, n)| {
+        (
+            format!("rpc.namespaces[{i}]"),
+            n.proxy_enabled,
+            &n.proxy_name,
+        )
+    }));
+    for (key, enabled, name) in rpc_names {
+        if enabled && !herald_proxy::is_default(name) && !named(name) {
+            return Err(ConfigError::invalid(
+                format!("{key}.proxy_name"),
+                format!("{name:?} is not the name of an entry of proxies"),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -18,7 +18,15 @@ pub struct ProxyEndpoint {
     /// (case-insensitive names; `Cookie` and `Authorization` only when
     /// listed).
     pub http_headers: Vec<String>,
-    /// `http.static_headers`: sent with every request.
+    /// Headers the client itself sent in its connect command (`headers`,
+    /// for clients that cannot set real ones) forwarded to the backend:
+    /// client-controlled, so never trust them for authentication.
+    pub emulated_headers: Vec<String>,
+    /// Send the connection's `meta` (from the connect proxy) with each call.
+    pub include_connection_meta: bool,
+    /// Payloads travel as `b64data`/`b64info` (standard base64) both ways.
+    pub binary_encoding: bool,
+    /// `http.static_headers`, `http.status_to_code_transforms`.
     pub http: HttpOptions,
 }
 
@@ -28,6 +36,9 @@ impl Default for ProxyEndpoint {
             endpoint: String::new(),
             timeout: Duration::from_secs(1),
             http_headers: Vec::new(),
+            emulated_headers: Vec::new(),
+            include_connection_meta: false,
+            binary_encoding: false,
             http: HttpOptions::default(),
         }
     }
@@ -35,7 +46,7 @@ impl Default for ProxyEndpoint {
 
 impl ProxyEndpoint {
     /// What is wrong with it, named under `key`.
-    fn check(&self, key: &str) -> Result<(), (String, String)> {
+    pub fn check(&self, key: &str) -> Result<(), (String, String)> {
         if self.endpoint.starts_with("grpc://") {
             return Err((
                 format!("{key}.endpoint"),
@@ -50,6 +61,21 @@ impl ProxyEndpoint {
         }
         if self.timeout.is_zero() {
             return Err((format!("{key}.timeout"), "must be more than 0s".into()));
+        }
+        for (index, t) in self.http.status_to_code_transforms.iter().enumerate() {
+            let at = format!("{key}.http.status_to_code_transforms[{index}]");
+            if !(100..=599).contains(&t.status_code) {
+                return Err((
+                    format!("{at}.status_code"),
+                    "an HTTP status, 100-599".into(),
+                ));
+            }
+            if !(400..=1999).contains(&t.to_error.code) {
+                return Err((
+                    format!("{at}.to_error.code"),
+                    "an error code for the client, 400-1999".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -76,48 +102,146 @@ impl ProxyEndpoint {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ClientProxies {
-    pub connect: ConnectProxyConfig,
+    /// Called for connects without a token.
+    pub connect: SwitchedProxy,
+    /// Called when a connection's expiry comes (instead of the client
+    /// refreshing its token).
+    pub refresh: SwitchedProxy,
 }
 
-/// `client.proxy.connect`: called for connects without a token.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `client.proxy.connect`, `client.proxy.refresh`: a proxy with its own
+/// `enabled` switch. The fields are the endpoint's, written out (not
+/// flattened: the environment layer's strings only convert to numbers and
+/// booleans in plain fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct ConnectProxyConfig {
+pub struct SwitchedProxy {
     pub enabled: bool,
     pub endpoint: String,
-    #[serde(with = "humantime_serde", default = "one_second")]
+    #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     pub http_headers: Vec<String>,
+    pub emulated_headers: Vec<String>,
+    pub include_connection_meta: bool,
+    pub binary_encoding: bool,
     pub http: HttpOptions,
 }
 
-fn one_second() -> Duration {
-    Duration::from_secs(1)
+impl Default for SwitchedProxy {
+    fn default() -> Self {
+        let endpoint = ProxyEndpoint::default();
+        Self {
+            enabled: false,
+            endpoint: endpoint.endpoint,
+            timeout: endpoint.timeout,
+            http_headers: endpoint.http_headers,
+            emulated_headers: endpoint.emulated_headers,
+            include_connection_meta: endpoint.include_connection_meta,
+            binary_encoding: endpoint.binary_encoding,
+            http: endpoint.http,
+        }
+    }
 }
 
-impl ConnectProxyConfig {
+impl SwitchedProxy {
     /// The proxy's endpoint settings.
     pub fn endpoint(&self) -> ProxyEndpoint {
         ProxyEndpoint {
             endpoint: self.endpoint.clone(),
             timeout: self.timeout,
             http_headers: self.http_headers.clone(),
+            emulated_headers: self.emulated_headers.clone(),
+            include_connection_meta: self.include_connection_meta,
+            binary_encoding: self.binary_encoding,
             http: self.http.clone(),
         }
     }
 
-    pub fn check(&self) -> Result<(), (String, String)> {
+    pub fn check(&self, key: &str) -> Result<(), (String, String)> {
         if !self.enabled {
             return Ok(());
         }
-        self.endpoint().check("client.proxy.connect")
+        self.endpoint().check(key)
     }
+}
+
+/// `channel.proxy`: the default proxies of channel namespaces (a
+/// namespace turns each on with `*_proxy_enabled`, and may pick a named
+/// one of `proxies` with `*_proxy_name`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChannelProxies {
+    pub subscribe: ProxyEndpoint,
+    pub publish: ProxyEndpoint,
+    pub sub_refresh: ProxyEndpoint,
+}
+
+/// One entry of the top-level `proxies` list, selected by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedProxy {
+    pub name: String,
+    #[serde(flatten)]
+    pub endpoint: ProxyEndpoint,
+}
+
+/// The name that selects a section's own proxy rather than a named one.
+pub const DEFAULT_PROXY: &str = "default";
+
+/// Checks `proxies`: names unique, of `[-a-zA-Z0-9_.]`, not `default`,
+/// endpoints valid.
+pub fn check_named(proxies: &[NamedProxy]) -> Result<(), (String, String)> {
+    for (index, proxy) in proxies.iter().enumerate() {
+        let key = format!("proxies[{index}]");
+        if !valid_name(&proxy.name, 1) || proxy.name == DEFAULT_PROXY {
+            return Err((
+                format!("{key}.name"),
+                format!(
+                    "{:?}: a name is 1 or more of a-z A-Z 0-9 - _ . and not \"default\"",
+                    proxy.name
+                ),
+            ));
+        }
+        if proxies[..index].iter().any(|p| p.name == proxy.name) {
+            return Err((
+                format!("{key}.name"),
+                format!("{:?} given twice", proxy.name),
+            ));
+        }
+        proxy.endpoint.check(&key)?;
+    }
+    Ok(())
+}
+
+fn valid_name(name: &str, min: usize) -> bool {
+    name.len() >= min
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct HttpOptions {
     pub static_headers: BTreeMap<String, String>,
+    /// HTTP statuses answered to the client as an error (instead of the
+    /// unexpected-failure 100).
+    pub status_to_code_transforms: Vec<StatusTransform>,
+}
+
+/// `{status_code, to_error: {code, message, temporary}}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StatusTransform {
+    pub status_code: u16,
+    pub to_error: TransformedError,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TransformedError {
+    pub code: u32,
+    pub message: String,
+    pub temporary: bool,
 }
 
 /// `rpc`: which client RPC methods go to the backend. A method's namespace
@@ -134,6 +258,8 @@ pub struct RpcConfig {
 #[serde(default)]
 pub struct RpcNamespaceOptions {
     pub proxy_enabled: bool,
+    /// An entry of `proxies`; empty or `default`: `rpc.proxy`.
+    pub proxy_name: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +267,8 @@ pub struct RpcNamespaceOptions {
 pub struct RpcNamespace {
     pub name: String,
     pub proxy_enabled: bool,
+    /// An entry of `proxies`; empty or `default`: `rpc.proxy`.
+    pub proxy_name: String,
 }
 
 impl RpcConfig {
@@ -148,13 +276,35 @@ impl RpcConfig {
     /// methods without one) has the proxy on. A method of a namespace not
     /// configured is not proxied.
     pub fn proxied(&self, method: &str) -> bool {
+        self.proxy_for(method).is_some()
+    }
+
+    /// The proxy name `method` goes to (`""`/`default`: `rpc.proxy`), or
+    /// None when it is not proxied.
+    pub fn proxy_for(&self, method: &str) -> Option<&str> {
         match method.split_once(':') {
-            None => self.without_namespace.proxy_enabled,
+            None => self
+                .without_namespace
+                .proxy_enabled
+                .then_some(self.without_namespace.proxy_name.as_str()),
             Some((namespace, _)) => self
                 .namespaces
                 .iter()
-                .any(|n| n.name == namespace && n.proxy_enabled),
+                .find(|n| n.name == namespace && n.proxy_enabled)
+                .map(|n| n.proxy_name.as_str()),
         }
+    }
+
+    /// Whether some method goes to `rpc.proxy` itself (not a named one).
+    pub fn uses_own_proxy(&self) -> bool {
+        let own = |enabled: bool, name: &str| enabled && is_default(name);
+        own(
+            self.without_namespace.proxy_enabled,
+            &self.without_namespace.proxy_name,
+        ) || self
+            .namespaces
+            .iter()
+            .any(|n| own(n.proxy_enabled, &n.proxy_name))
     }
 
     /// Whether any method can reach the backend.
@@ -165,22 +315,23 @@ impl RpcConfig {
     /// What is wrong with the section, named by key.
     pub fn check(&self) -> Result<(), (String, String)> {
         for n in &self.namespaces {
-            let valid = n.name.len() >= 2
-                && n.name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-            if !valid {
+            if !valid_name(&n.name, 2) {
                 return Err((
                     "rpc.namespaces".into(),
                     format!("{:?}: a name is 2 or more of a-z A-Z 0-9 - _ .", n.name),
                 ));
             }
         }
-        if !self.any_proxied() {
+        if !self.uses_own_proxy() {
             return Ok(());
         }
         self.proxy.check("rpc.proxy")
     }
+}
+
+/// Whether a `*_proxy_name` selects the section's own proxy.
+pub fn is_default(name: &str) -> bool {
+    name.is_empty() || name == DEFAULT_PROXY
 }
 
 #[cfg(test)]
@@ -196,15 +347,18 @@ mod tests {
             },
             without_namespace: RpcNamespaceOptions {
                 proxy_enabled: true,
+                proxy_name: String::new(),
             },
             namespaces: vec![
                 RpcNamespace {
                     name: "on".into(),
                     proxy_enabled: true,
+                    proxy_name: "other".into(),
                 },
                 RpcNamespace {
                     name: "off".into(),
                     proxy_enabled: false,
+                    ..Default::default()
                 },
             ],
         };
@@ -212,6 +366,8 @@ mod tests {
         assert!(config.proxied("on:echo"));
         assert!(!config.proxied("off:echo"));
         assert!(!config.proxied("unknown:echo"));
+        assert_eq!(config.proxy_for("on:echo"), Some("other"));
+        assert_eq!(config.proxy_for("echo"), Some(""));
         assert_eq!(config.check(), Ok(()));
         let grpc = RpcConfig {
             proxy: ProxyEndpoint {
@@ -225,6 +381,7 @@ mod tests {
             namespaces: vec![RpcNamespace {
                 name: "x".into(),
                 proxy_enabled: true,
+                ..Default::default()
             }],
             ..config
         };

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::config::ProxyEndpoint;
+use crate::config::{ProxyEndpoint, StatusTransform};
 use crate::wire::{self, Answer, Failure};
 
 /// Largest answer read; a larger one is a failure, not a memory spike.
@@ -22,6 +22,7 @@ pub struct HttpProxy {
     endpoint: String,
     timeout: Duration,
     static_headers: Vec<(String, String)>,
+    transforms: Vec<StatusTransform>,
 }
 
 /// Why a proxy client could not be built.
@@ -66,6 +67,7 @@ impl HttpProxy {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            transforms: config.http.status_to_code_transforms.clone(),
         })
     }
 
@@ -88,8 +90,18 @@ impl HttpProxy {
                 builder = builder.header(name, value);
             }
             let mut response = builder.send().await.map_err(describe)?;
-            if response.status() != reqwest::StatusCode::OK {
-                return Err(Failure::Status(response.status().as_u16()));
+            let status = response.status().as_u16();
+            if status != 200 {
+                // `status_to_code_transforms`: a status the backend means
+                // as an answer for the client.
+                return match self.transforms.iter().find(|t| t.status_code == status) {
+                    Some(t) => Ok(Answer::Error {
+                        code: t.to_error.code,
+                        message: t.to_error.message.clone(),
+                        temporary: t.to_error.temporary,
+                    }),
+                    None => Err(Failure::Status(status)),
+                };
             }
             let mut answer = Vec::new();
             while let Some(chunk) = response.chunk().await.map_err(describe)? {

@@ -4,17 +4,25 @@
 //! caller turns into a temporary error (never a panic, never a hang past the
 //! timeout).
 //!
-//! Today: the connect proxy (`client.proxy.connect`) and the RPC proxy
-//! (`rpc.proxy`, `rpc.without_namespace`, `rpc.namespaces`) over HTTP. The
-//! others of issue 20 build on the same [`HttpProxy`].
+//! The proxies: `client.proxy.connect` and `.refresh`, `channel.proxy.
+//! subscribe`, `.publish` and `.sub_refresh`, `rpc.proxy`, and the named
+//! `proxies` a namespace may pick instead. [`Proxy`] is one of them ready
+//! to call; [`wire`]'s types are what goes and comes back.
 
+mod client;
 mod config;
 mod http;
 mod wire;
 
+pub use client::Proxy;
 pub use config::{
-    ClientProxies, ConnectProxyConfig, HttpOptions, ProxyEndpoint, RpcConfig, RpcNamespace,
-    RpcNamespaceOptions,
+    check_named, is_default, ChannelProxies, ClientProxies, HttpOptions, NamedProxy, ProxyEndpoint,
+    RpcConfig, RpcNamespace, RpcNamespaceOptions, StatusTransform, SwitchedProxy, TransformedError,
+    DEFAULT_PROXY,
 };
 pub use http::{HttpProxy, ProxyBuildError};
-pub use wire::{Answer, ConnectCall, ConnectGrant, Failure, RpcCall, RpcReply};
+pub use wire::{
+    Answer, Caller, ConnectCall, ConnectGrant, Failure, Outgoing, Payload, ProxyKind, PublishCall,
+    PublishGrant, RefreshCall, RefreshGrant, RpcCall, RpcReply, SubRefreshCall, SubscribeCall,
+    SubscriptionGrant,
+};

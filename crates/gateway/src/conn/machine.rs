@@ -21,15 +21,15 @@
 //! It knows nothing of JSON or WebSocket frames: replies and pushes are
 //! typed [`Reply`]s; a codec and a transport sit beside it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_auth::{ChannelPolicy, ResolvedChannel, SubscriptionClaims, TokenError};
-use herald_bus::{BusError, ControlCommand};
+use herald_bus::{BusError, ControlCommand, PublishOptions};
 use herald_protocol::{
     ClientInfo, Command, CommandResult, Disconnect, ErrorCode, ErrorReply, HistoryResult, Method,
-    Push, PushBody, RawJson, RefreshPush, Reply, SubscribeRequest, UnsubscribeCode,
+    Publication, Push, PushBody, RawJson, RefreshPush, Reply, SubscribeRequest, UnsubscribeCode,
     UnsubscribePush,
 };
 use tracing::{debug, info, warn};
@@ -47,6 +47,7 @@ use crate::node::plan::{self, SubscribePlan};
 mod commands;
 mod connect;
 mod effect;
+mod proxied;
 mod timers;
 
 use self::connect::Connecting;
@@ -94,6 +95,9 @@ pub(crate) struct Setup {
     pub(crate) rpc: Option<Arc<RpcConfig>>,
     /// A connect without a token asks the backend (`client.proxy.connect`).
     pub(crate) connect_proxy: bool,
+    /// The connection's expiry asks the backend (`client.proxy.refresh`):
+    /// the client is not told its expiry and may not `refresh`.
+    pub(crate) refresh_proxy: bool,
 }
 
 /// One connection's protocol state (module docs).
@@ -115,6 +119,16 @@ pub(crate) struct Machine {
     node: String,
     rpc: Option<Arc<RpcConfig>>,
     connect_proxy: bool,
+    refresh_proxy: bool,
+    /// The connection's `meta` from the connect or refresh proxy: for
+    /// proxies with `include_connection_meta`, never for the client.
+    meta: Option<RawJson>,
+    /// The `headers` of the connect command (`emulated_headers`).
+    emulated_headers: Arc<BTreeMap<String, String>>,
+    /// The refresh proxy call in flight.
+    proxy_refresh: Option<EffectId>,
+    /// sub_refresh proxy calls in flight, by effect: their channel.
+    sub_refreshes: HashMap<EffectId, String>,
     /// Channels the credentials grant subscription to (introspection scopes).
     granted: HashSet<String>,
     /// The introspected token, re-checked while the connection lives.
@@ -176,6 +190,13 @@ enum Step {
     Rpc {
         id: u32,
     },
+    PublishProxied {
+        id: u32,
+        channel: String,
+        publication: Publication,
+        options: PublishOptions,
+        binary: bool,
+    },
 }
 
 impl Machine {
@@ -202,6 +223,11 @@ impl Machine {
             node: setup.node,
             rpc: setup.rpc,
             connect_proxy: setup.connect_proxy,
+            refresh_proxy: setup.refresh_proxy,
+            meta: None,
+            emulated_headers: Arc::default(),
+            proxy_refresh: None,
+            sub_refreshes: HashMap::new(),
             granted: HashSet::new(),
             introspected_token: None,
             registered: None,
@@ -241,6 +267,21 @@ impl Machine {
 
     pub(crate) fn client(&self) -> &str {
         &self.client
+    }
+
+    /// The connection's user (`""` before connect, and for anonymous).
+    pub(crate) fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The connection's `meta` (`include_connection_meta`).
+    pub(crate) fn meta(&self) -> Option<&RawJson> {
+        self.meta.as_ref()
+    }
+
+    /// The connect command's `headers` (`emulated_headers`).
+    pub(crate) fn emulated_headers(&self) -> Arc<BTreeMap<String, String>> {
+        self.emulated_headers.clone()
     }
 
     // ---- inputs ----
@@ -304,6 +345,19 @@ impl Machine {
         if let Some(plan) = self.server_subscribes.remove(&id) {
             if let Outcome::Subscribed(result) = outcome {
                 self.server_subscribed(plan, result);
+            }
+            return;
+        }
+        if let Some(channel) = self.sub_refreshes.remove(&id) {
+            if let Outcome::SubRefreshProxied(answer) = outcome {
+                self.sub_refresh_proxied(&channel, answer);
+            }
+            return;
+        }
+        if self.proxy_refresh == Some(id) {
+            self.proxy_refresh = None;
+            if let Outcome::RefreshProxied(answer) = outcome {
+                self.refresh_proxied(answer, now);
             }
             return;
         }
@@ -413,6 +467,7 @@ impl Machine {
                         self.close(Disconnect::NO_PONG);
                     }
                 }
+                Timer::Expiry if self.refresh_proxy => self.ask_refresh(now),
                 Timer::Expiry => {
                     if self
                         .state
@@ -530,6 +585,14 @@ impl Machine {
             (
                 Step::Subscribe {
                     id,
+                    req,
+                    plan: None,
+                },
+                Outcome::SubscribeProxied(answer),
+            ) => self.subscribe_proxied(id, *req, answer, now),
+            (
+                Step::Subscribe {
+                    id,
                     plan: Some(plan),
                     ..
                 },
@@ -568,6 +631,16 @@ impl Machine {
                 self.sub_refreshed(id, &channel, checked, now)
             }
             (Step::Rpc { id }, Outcome::Rpc(answer)) => self.rpc_answered(id, answer),
+            (
+                Step::PublishProxied {
+                    id,
+                    channel,
+                    publication,
+                    options,
+                    binary,
+                },
+                Outcome::PublishProxied(answer),
+            ) => self.publish_proxied(id, channel, publication, options, binary, answer),
             (_, outcome) => {
                 // An outcome of the wrong kind for the step: a driver bug.
                 warn!(client = %self.client, ?outcome, "unexpected effect outcome");

@@ -21,6 +21,7 @@ use rand::Rng;
 use tracing::{debug, info, warn};
 
 use crate::conn::abort::AbortHandle;
+use crate::conn::backend::Asking;
 use crate::conn::machine::{
     Action, Effect, EffectId, Machine, Now, Outcome, Refused, Revocation, Setup,
 };
@@ -169,12 +170,9 @@ impl Session {
             } else {
                 String::new()
             },
-            rpc: node
-                .proxies
-                .rpc
-                .as_ref()
-                .map(|(routing, _)| routing.clone()),
+            rpc: node.proxies.rpc_routing.clone(),
             connect_proxy: node.proxies.connect.is_some(),
+            refresh_proxy: node.proxies.refresh.is_some(),
         };
         Self {
             machine: Machine::new(setup, now()),
@@ -424,63 +422,17 @@ impl Session {
                 };
                 self.later(id, work, ctx);
             }
-            Effect::Rpc { user, method, data } => {
-                let client = self.machine.client().to_owned();
-                let (transport, format) = (self.transport, self.format);
-                let headers = self.headers.clone();
-                let work = async move {
-                    let Some((_, rpc)) = &node.proxies.rpc else {
-                        return Outcome::Rpc(Err(herald_proxy::Failure::Transport(
-                            "no rpc proxy".into(),
-                        )));
-                    };
-                    let call = herald_proxy::RpcCall {
-                        client: &client,
-                        transport: transport.label(),
-                        protocol: format.label(),
-                        encoding: "json",
-                        user: &user,
-                        method: &method,
-                        data: data.as_ref(),
-                    };
-                    let headers = rpc.endpoint.forwarded(pairs(&headers));
-                    let started = Instant::now();
-                    let answer = rpc.http.call(&call, &headers).await;
-                    metrics::proxy_call("rpc", answer_label(&answer), started.elapsed());
-                    Outcome::Rpc(answer)
+            effect if effect.is_proxy_call() => {
+                let asking = Asking {
+                    client: self.machine.client().to_owned(),
+                    transport: self.transport.label(),
+                    protocol: self.format.label(),
+                    user: self.machine.user().to_owned(),
+                    meta: self.machine.meta().cloned(),
+                    headers: self.headers.clone(),
+                    emulated: self.machine.emulated_headers(),
                 };
-                self.later(id, work, ctx);
-            }
-            Effect::ProxyConnect {
-                name,
-                version,
-                data,
-            } => {
-                let client = self.machine.client().to_owned();
-                let (transport, format) = (self.transport, self.format);
-                // Only the connect needs them.
-                let headers = std::mem::take(&mut self.headers);
-                let work = async move {
-                    let Some(proxy) = &node.proxies.connect else {
-                        return Outcome::ConnectProxied(Err(herald_proxy::Failure::Transport(
-                            "no connect proxy".into(),
-                        )));
-                    };
-                    let call = herald_proxy::ConnectCall {
-                        client: &client,
-                        transport: transport.label(),
-                        protocol: format.label(),
-                        encoding: "json",
-                        name: &name,
-                        version: &version,
-                        data: data.as_ref(),
-                    };
-                    let headers = proxy.endpoint.forwarded(pairs(&headers));
-                    let started = Instant::now();
-                    let answer = proxy.http.call(&call, &headers).await;
-                    metrics::proxy_call("connect", answer_label(&answer), started.elapsed());
-                    Outcome::ConnectProxied(answer)
-                };
+                let work = async move { asking.run(&node, effect).await };
                 self.later(id, work, ctx);
             }
             Effect::StillActive { token } => {
@@ -724,23 +676,6 @@ impl StreamHandler<SessionEvent> for Session {
     /// The node holds a sender while the connection is registered; the
     /// stream's end says nothing about the connection.
     fn finished(&mut self, _ctx: &mut Context<Self>) {}
-}
-
-/// Header pairs as `&str`s.
-fn pairs(headers: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> + Clone {
-    headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-}
-
-/// The `result` label of a proxy call.
-fn answer_label<T>(
-    answer: &Result<herald_proxy::Answer<T>, herald_proxy::Failure>,
-) -> &'static str {
-    match answer {
-        Ok(herald_proxy::Answer::Result(_)) => "ok",
-        Ok(herald_proxy::Answer::Error { .. }) => "error",
-        Ok(herald_proxy::Answer::Disconnect { .. }) => "disconnect",
-        Err(failure) => failure.label(),
-    }
 }
 
 /// A unidirectional connection's connect request, as the command it stands for.

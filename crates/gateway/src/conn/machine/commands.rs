@@ -10,9 +10,10 @@ use herald_protocol::{
     StreamPosition, SubRefreshRequest, SubRefreshResult, SubscribePush, SubscribeRequest,
     SubscribeResult, UnsubscribeRequest, SUBSCRIBE_FLAG_REJECT_UNRECOVERED,
 };
-use herald_proxy::{Answer, Failure};
+use herald_proxy::{Answer, Failure, RpcReply};
 use tracing::{debug, warn};
 
+use super::proxied::SubscribeGrant;
 use super::{engine_code, ttl_from, Action, Effect, Machine, Now, Step};
 use crate::codes::{self, Stage, Wire};
 use crate::metrics;
@@ -32,6 +33,24 @@ impl Machine {
             return self.error(id, code);
         }
         if req.token.is_empty() {
+            let proxy = match self.policy.resolve(&req.channel) {
+                Ok(r) if r.subscribe_proxied() => Some(r.options.subscribe_proxy_name.clone()),
+                _ => None,
+            };
+            if let Some(proxy) = proxy {
+                // The backend decides instead of the `allow_subscribe_*` flags.
+                let effect = Effect::ProxySubscribe {
+                    channel: req.channel.clone(),
+                    data: req.data.clone(),
+                    proxy,
+                };
+                let step = Step::Subscribe {
+                    id,
+                    req: Box::new(req),
+                    plan: None,
+                };
+                return self.wait(effect, step);
+            }
             return self.subscribe_checked(id, req, None, now);
         }
         let token = req.token.clone();
@@ -53,6 +72,51 @@ impl Machine {
         checked: Option<Result<SubscriptionClaims, TokenError>>,
         now: Now,
     ) {
+        let grant = match checked {
+            Some(Ok(claims)) => {
+                if !self.claims_match(&claims, &req.channel) {
+                    warn!(client = %self.client, "subscription token for another user, channel or client");
+                    self.state.remove(&req.channel);
+                    return self.close(Disconnect::INVALID_TOKEN);
+                }
+                let expires_at = claims.expires_at();
+                SubscribeGrant {
+                    override_: claims.override_,
+                    info: claims.info,
+                    data: claims.data,
+                    expires_at,
+                }
+            }
+            Some(Err(e)) => {
+                debug!(client = %self.client, reason = %e, "subscription token rejected");
+                self.state.remove(&req.channel);
+                return self.subscription_token_refused(id, Stage::Subscribe, &e);
+            }
+            None => {
+                let policy = self.policy.clone();
+                let allowed = self.config.insecure
+                    || self.granted.contains(&req.channel)
+                    || policy.resolve(&req.channel).is_ok_and(|resolved| {
+                        !resolved.private && policy.can_subscribe(&resolved, &self.user)
+                    });
+                if !allowed {
+                    self.state.remove(&req.channel);
+                    return self.error(id, ErrorCode::PermissionDenied);
+                }
+                SubscribeGrant::default()
+            }
+        };
+        self.subscribe_granted(id, req, grant, now);
+    }
+
+    /// Subscribes with what the token or the backend granted.
+    pub(super) fn subscribe_granted(
+        &mut self,
+        id: u32,
+        req: SubscribeRequest,
+        grant: SubscribeGrant,
+        now: Now,
+    ) {
         let policy = self.policy.clone();
         let resolved = match policy.resolve(&req.channel) {
             Ok(r) => r,
@@ -62,38 +126,8 @@ impl Machine {
             }
         };
         let insecure = self.config.insecure;
-        let mut options = resolved.options.clone();
-        let mut chan_info = None;
-        let mut data = None;
-        let mut expires_at = None;
-        match checked {
-            Some(Ok(claims)) => {
-                if !self.claims_match(&claims, &req.channel) {
-                    warn!(client = %self.client, "subscription token for another user, channel or client");
-                    self.state.remove(&req.channel);
-                    return self.close(Disconnect::INVALID_TOKEN);
-                }
-                options = claims.override_.apply(&options);
-                chan_info = claims.info.clone();
-                data = claims.data.clone();
-                expires_at = claims.expires_at();
-            }
-            Some(Err(e)) => {
-                debug!(client = %self.client, reason = %e, "subscription token rejected");
-                self.state.remove(&req.channel);
-                return self.subscription_token_refused(id, Stage::Subscribe, &e);
-            }
-            None => {
-                let allowed = insecure
-                    || self.granted.contains(&req.channel)
-                    || (!resolved.private && policy.can_subscribe(&resolved, &self.user));
-                if !allowed {
-                    self.state.remove(&req.channel);
-                    return self.error(id, ErrorCode::PermissionDenied);
-                }
-            }
-        }
-        if expires_at.is_some_and(|at| at <= now.unix) {
+        let options = grant.override_.apply(resolved.options);
+        if grant.expires_at.is_some_and(|at| at <= now.unix) {
             self.state.remove(&req.channel);
             return self.error(id, ErrorCode::TokenExpired);
         }
@@ -111,11 +145,11 @@ impl Machine {
             presence_access: insecure || policy.can_presence(&resolved, &self.user, true),
         };
         let meta_ttl = policy.history_meta_ttl(&resolved);
-        let info = self.info_with(chan_info.clone());
+        let info = self.info_with(grant.info.clone());
         let mut plan = SubscribePlan::new(req.channel.clone(), &options, meta_ttl, flags, info);
-        plan.expires_at = expires_at;
-        plan.data = data;
-        self.chan_info.insert(req.channel.clone(), chan_info);
+        plan.expires_at = grant.expires_at;
+        plan.data = grant.data;
+        self.chan_info.insert(req.channel.clone(), grant.info);
         self.wait(
             Effect::Subscribe { plan: plan.clone() },
             Step::Subscribe {
@@ -276,10 +310,6 @@ impl Machine {
                 }
             }
         };
-        let subscribed = self.state.is_subscribed(&req.channel);
-        if !self.config.insecure && !policy.can_publish(&resolved, &self.user, subscribed) {
-            return self.error(id, ErrorCode::PermissionDenied);
-        }
         let history = plan::history_options(&policy, &resolved);
         let publication = Publication {
             data,
@@ -291,6 +321,28 @@ impl Machine {
             history,
             idempotency_key: None,
         };
+        if resolved.options.publish_proxy_enabled {
+            // The backend decides instead of the `allow_publish_*` flags,
+            // and may rewrite the publication.
+            let effect = Effect::ProxyPublish {
+                channel: req.channel.clone(),
+                data: publication.data.clone(),
+                proxy: resolved.options.publish_proxy_name.clone(),
+            };
+            let binary = resolved.options.binary_data();
+            let step = Step::PublishProxied {
+                id,
+                channel: req.channel,
+                publication,
+                options,
+                binary,
+            };
+            return self.wait(effect, step);
+        }
+        let subscribed = self.state.is_subscribed(&req.channel);
+        if !self.config.insecure && !policy.can_publish(&resolved, &self.user, subscribed) {
+            return self.error(id, ErrorCode::PermissionDenied);
+        }
         self.wait(
             Effect::Publish {
                 channel: req.channel,
@@ -356,7 +408,9 @@ impl Machine {
     }
 
     pub(super) fn refresh(&mut self, id: u32, req: RefreshRequest) {
-        if req.token.is_empty() {
+        // With a refresh proxy the server refreshes: a client's refresh is
+        // a protocol error (as in Centrifugo).
+        if req.token.is_empty() || self.refresh_proxy {
             return self.close(Disconnect::BAD_REQUEST);
         }
         let token = req.token;
@@ -507,17 +561,31 @@ impl Machine {
         if !proxied {
             return self.error(id, ErrorCode::NotAvailable);
         }
+        let proxy = self
+            .rpc
+            .as_ref()
+            .and_then(|rpc| rpc.proxy_for(&req.method))
+            .unwrap_or_default()
+            .to_owned();
         let effect = Effect::Rpc {
-            user: self.user.clone(),
             method: req.method,
             data: req.data,
+            proxy,
         };
         self.wait(effect, Step::Rpc { id });
     }
 
-    pub(super) fn rpc_answered(&mut self, id: u32, answer: Result<Answer, Failure>) {
-        if let Some(reply) = self.backend_result(id, answer, "rpc") {
-            self.reply(id, CommandResult::Rpc(RpcResult { data: reply.data }));
+    pub(super) fn rpc_answered(&mut self, id: u32, answer: Result<Answer<RpcReply>, Failure>) {
+        let answer = answer.and_then(|a| {
+            a.try_map(|reply| {
+                reply
+                    .data
+                    .map(|d| d.into_data(self.takes_binary_data))
+                    .transpose()
+            })
+        });
+        if let Some(data) = self.backend_result(id, answer, "rpc") {
+            self.reply(id, CommandResult::Rpc(RpcResult { data }));
         }
     }
 

@@ -12,6 +12,7 @@ use herald_protocol::{
 use herald_proxy::{Answer, ConnectGrant, Failure};
 use tracing::{debug, info, warn};
 
+use super::proxied;
 use super::{
     engine_code, ttl_from, Action, Effect, Machine, Now, Outcome, Refused, Revocation, Step,
 };
@@ -40,6 +41,9 @@ pub(super) struct Connecting {
 impl Machine {
     pub(super) fn connect(&mut self, id: u32, mut req: ConnectRequest, now: Now) {
         let bearer = self.upgrade_token.take();
+        if !req.headers.is_empty() {
+            self.emulated_headers = std::sync::Arc::new(std::mem::take(&mut req.headers));
+        }
         let token = match std::mem::take(&mut req.token) {
             token if token.is_empty() => bearer.unwrap_or_default(),
             token => token,
@@ -141,19 +145,16 @@ impl Machine {
         answer: Result<Answer<ConnectGrant>, Failure>,
         now: Now,
     ) {
-        let Some(grant) = self.backend_result(connecting.id, answer, "connect") else {
+        let answer = answer.and_then(|a| a.try_map(connection_grant));
+        let Some((claims, data, meta)) = self.backend_result(connecting.id, answer, "connect")
+        else {
             self.state.connect_failed();
             return;
         };
-        connecting.claims = Some(ConnectionClaims {
-            user: grant.user,
-            expire_at: grant.expire_at,
-            info: grant.info,
-            channels: grant.channels,
-            ..Default::default()
-        });
+        connecting.claims = Some(claims);
         connecting.proxied = true;
-        connecting.data = grant.data;
+        connecting.data = data;
+        self.meta = meta;
         self.connect_as(connecting, now);
     }
 
@@ -307,11 +308,13 @@ impl Machine {
             .as_millis()
             .div_ceil(1000)
             .min(u128::from(u32::MAX)) as u32;
+        // With a refresh proxy the server refreshes: the client is not told.
+        let told = expires_at.filter(|_| !self.refresh_proxy);
         let result = ConnectResult {
             client: self.client.clone(),
             version: self.version.to_owned(),
-            expires: expires_at.is_some(),
-            ttl: ttl_from(expires_at, now.unix),
+            expires: told.is_some(),
+            ttl: ttl_from(told, now.unix),
             data,
             subs,
             ping,
@@ -373,4 +376,29 @@ impl Machine {
         self.chan_info.insert(channel.to_owned(), chan_info);
         Ok(plan)
     }
+}
+
+/// The connect proxy's result as the claims a token would carry, the
+/// connect result's `data`, and the connection's `meta`.
+fn connection_grant(
+    grant: ConnectGrant,
+) -> Result<(ConnectionClaims, Option<RawJson>, Option<RawJson>), Failure> {
+    let mut subs = BTreeMap::new();
+    for (channel, sub) in grant.subs {
+        let options = SubOptions {
+            info: proxied::json(sub.info)?,
+            data: proxied::json(sub.data)?,
+            override_: sub.override_,
+        };
+        subs.insert(channel, options);
+    }
+    let claims = ConnectionClaims {
+        user: grant.user,
+        expire_at: grant.expire_at,
+        info: proxied::json(grant.info)?,
+        channels: grant.channels,
+        subs,
+        ..Default::default()
+    };
+    Ok((claims, proxied::json(grant.data)?, grant.meta))
 }

@@ -9,7 +9,9 @@ use herald_identity::Principal;
 use herald_protocol::{
     ClientInfo, CommandResult, Disconnect, ErrorCode, Publication, RawJson, Reply, SubscribeResult,
 };
-use herald_proxy::{Answer, ConnectGrant, Failure};
+use herald_proxy::{
+    Answer, ConnectGrant, Failure, PublishGrant, RefreshGrant, RpcReply, SubscriptionGrant,
+};
 
 use super::super::state::SubscriptionState;
 use crate::node::plan::{Position, SubscribePlan};
@@ -75,12 +77,34 @@ pub(crate) enum Effect {
         version: String,
         data: Option<RawJson>,
     },
-    /// A client RPC call for the backend (`rpc.proxy`). → [`Outcome::Rpc`]
+    /// A client RPC call for the backend (`rpc.proxy`, or the named proxy
+    /// of its namespace). → [`Outcome::Rpc`]
     Rpc {
-        user: String,
         method: String,
         data: Option<RawJson>,
+        proxy: String,
     },
+    /// A subscribe without a token for the backend to allow
+    /// (`channel.proxy.subscribe` or the namespace's named proxy).
+    /// → [`Outcome::SubscribeProxied`]
+    ProxySubscribe {
+        channel: String,
+        data: Option<RawJson>,
+        proxy: String,
+    },
+    /// A client publication for the backend to allow or rewrite.
+    /// → [`Outcome::PublishProxied`]
+    ProxyPublish {
+        channel: String,
+        data: RawJson,
+        proxy: String,
+    },
+    /// The connection's expiry came: the backend says whether it goes on
+    /// (`client.proxy.refresh`). → [`Outcome::RefreshProxied`]
+    ProxyRefresh,
+    /// A subscription's expiry came (`sub_refresh_proxy_enabled`).
+    /// → [`Outcome::SubRefreshProxied`]
+    ProxySubRefresh { channel: String, proxy: String },
     /// Fetch the subscription JWKS again in the background (an unknown
     /// `kid` at `sub_refresh`, which does not wait).
     RefetchSubscriptionKeys,
@@ -143,9 +167,13 @@ pub(crate) enum Outcome {
     /// `None`: cannot be decided now.
     StillActive(Option<bool>),
     /// The backend's answer to an RPC call.
-    Rpc(Result<Answer, Failure>),
+    Rpc(Result<Answer<RpcReply>, Failure>),
     /// The backend's answer to a connect.
     ConnectProxied(Result<Answer<ConnectGrant>, Failure>),
+    SubscribeProxied(Result<Answer<SubscriptionGrant>, Failure>),
+    PublishProxied(Result<Answer<PublishGrant>, Failure>),
+    RefreshProxied(Result<Answer<RefreshGrant>, Failure>),
+    SubRefreshProxied(Result<Answer<RefreshGrant>, Failure>),
 }
 
 /// What the driver does next.

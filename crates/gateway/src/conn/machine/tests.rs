@@ -132,6 +132,7 @@ impl Harness {
             node: String::new(),
             rpc: None,
             connect_proxy: false,
+            refresh_proxy: false,
         };
         let mut setup = setup;
         setup_edit(&mut setup);

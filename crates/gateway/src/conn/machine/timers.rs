@@ -46,7 +46,13 @@ impl Machine {
         let Some(at) = self.state.expires_at() else {
             return self.timers.stop(Timer::Expiry);
         };
-        let grace = self.config.expired_close_delay;
+        // With a refresh proxy the backend is asked when the expiry comes;
+        // otherwise the client has the grace to refresh.
+        let grace = if self.refresh_proxy {
+            Duration::ZERO
+        } else {
+            self.config.expired_close_delay
+        };
         let due = at.saturating_add(grace.as_secs()).saturating_sub(now.unix);
         self.timers.set(
             Timer::Expiry,
@@ -62,8 +68,12 @@ impl Machine {
     /// every `presence_update_interval`.
     pub(super) fn periodic(&mut self, now: Now) {
         self.recheck_introspected(now);
+        let asked = self.ask_sub_refresh(now);
         let grace = self.config.expired_sub_close_delay;
         for channel in self.state.expired_subscriptions(now.unix, grace) {
+            if asked.contains(&channel) {
+                continue;
+            }
             let server_side = self
                 .state
                 .subscription(&channel)

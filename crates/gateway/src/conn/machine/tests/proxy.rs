@@ -7,6 +7,10 @@ use herald_proxy::{Answer, ConnectGrant, Failure};
 
 use super::*;
 
+pub(super) fn json_payload(text: &str) -> herald_proxy::Payload {
+    herald_proxy::Payload::Json(RawJson::from_str(text).unwrap())
+}
+
 /// Sends a tokenless connect and answers the proxy effect with `answer`.
 fn connect_through(h: &mut Harness, answer: Result<Answer<ConnectGrant>, Failure>) {
     h.send(&[json!({"id": 1, "connect": {"name": "js", "data": {"hello": 1}}})]);
@@ -22,9 +26,10 @@ fn the_backend_names_the_user_and_its_channels() {
     let grant = ConnectGrant {
         user: "alice".into(),
         expire_at: Some(T0_UNIX + 600),
-        info: Some(RawJson::from_str(r#"{"n":1}"#).unwrap()),
-        data: Some(RawJson::from_str(r#"{"hi":"alice"}"#).unwrap()),
+        info: Some(json_payload(r#"{"n":1}"#)),
+        data: Some(json_payload(r#"{"hi":"alice"}"#)),
         channels: vec!["news".into()],
+        ..Default::default()
     };
     connect_through(&mut h, Ok(Answer::Result(grant)));
     h.answer_next(

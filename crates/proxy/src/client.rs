@@ -1,0 +1,108 @@
+//! One configured proxy: its settings and the transport that reaches the
+//! backend. Callers hand it a call and the client's headers; it picks
+//! what the backend may see, asks, and reads the answer.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::config::ProxyEndpoint;
+use crate::http::{HttpProxy, ProxyBuildError};
+use crate::wire::{Answer, Failure, ProxyKind};
+
+/// A proxy ready to call.
+pub struct Proxy {
+    settings: ProxyEndpoint,
+    http: HttpProxy,
+}
+
+impl Proxy {
+    pub fn new(settings: ProxyEndpoint) -> Result<Self, ProxyBuildError> {
+        let http = HttpProxy::new(&settings)?;
+        Ok(Self { settings, http })
+    }
+
+    pub fn settings(&self) -> &ProxyEndpoint {
+        &self.settings
+    }
+
+    /// The `encoding` of this proxy's calls.
+    pub fn encoding(&self) -> &'static str {
+        if self.settings.binary_encoding {
+            "binary"
+        } else {
+            "json"
+        }
+    }
+
+    /// The headers sent with a call: those of the client's request in
+    /// `http_headers`, then those of its connect command's `headers` in
+    /// `emulated_headers` (a real header wins over an emulated one of the
+    /// same name).
+    pub fn headers(
+        &self,
+        request: &[(String, String)],
+        emulated: &BTreeMap<String, String>,
+    ) -> Vec<(String, String)> {
+        let mut out = self
+            .settings
+            .forwarded(request.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        for (name, value) in emulated {
+            let listed = self
+                .settings
+                .emulated_headers
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(name));
+            let taken = out.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+            if listed && !taken {
+                out.push((name.clone(), value.clone()));
+            }
+        }
+        out
+    }
+
+    /// Asks the backend.
+    pub async fn call<R: Serialize, T: DeserializeOwned>(
+        &self,
+        _kind: ProxyKind,
+        request: &R,
+        headers: &[(String, String)],
+    ) -> Result<Answer<T>, Failure> {
+        self.http.call(request, headers).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_the_allowed_ones_real_before_emulated() {
+        let proxy = Proxy::new(ProxyEndpoint {
+            endpoint: "http://127.0.0.1:1/p".into(),
+            http_headers: vec!["cookie".into(), "x-real".into()],
+            emulated_headers: vec!["X-Real".into(), "X-Tenant".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let request = vec![
+            ("Cookie".to_owned(), "session=1".to_owned()),
+            ("Authorization".to_owned(), "Bearer t".to_owned()),
+            ("X-Real".to_owned(), "from-request".to_owned()),
+        ];
+        let emulated = BTreeMap::from([
+            ("x-real".to_owned(), "from-client".to_owned()),
+            ("x-tenant".to_owned(), "7".to_owned()),
+            ("x-other".to_owned(), "no".to_owned()),
+        ]);
+        assert_eq!(
+            proxy.headers(&request, &emulated),
+            vec![
+                ("Cookie".to_owned(), "session=1".to_owned()),
+                ("X-Real".to_owned(), "from-request".to_owned()),
+                ("x-tenant".to_owned(), "7".to_owned()),
+            ]
+        );
+    }
+}
