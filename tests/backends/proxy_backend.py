@@ -18,6 +18,25 @@ forwards when `client.proxy.connect.http_headers` lists it):
   session=refuse    {"error":{"code":1001,"message":"log in first"}}
   session=boom      HTTP 500
   no session        {"disconnect":{"code":4501,"reason":"no session"}}
+  session=short     as <user>, expiring in 2 s (the refresh proxy extends it)
+  session=ending    as <user>, expiring in 2 s (the refresh proxy ends it)
+  every result carries "meta": {"session": <session>}
+POST /refresh answers by the call's `user`: one starting with "ending" is
+  {"result":{"expired":true}}; any other gets expire_at in 10 minutes and
+  info {"refreshed":true}.
+POST /subscribe answers by the channel (after its namespace's `:`):
+  refuse...  {"error":{"code":403,"message":"not for you"}}
+  bye...     {"disconnect":{"code":4501,"reason":"bye"}}
+  boom...    HTTP 500
+  expiring...  a result expiring in 2 s
+  anything else {"result":{"info":{"granted":<user>},"data":{"welcome":<channel>}}}
+POST /publish answers by the channel (after its namespace's `:`):
+  rewrite... {"result":{"data":{"rewritten":<data>,"by":"backend"},"tags":{"t":"1"}}}
+  refuse...  {"error":{"code":1002,"message":"not published"}}
+  skip...    {"result":{"skip_history":true}}
+  anything else {"result":{}}
+POST /sub_refresh answers by the channel (after its namespace's `:`):
+  expiring-end...  {"result":{"expired":true}}; others: expire_at in 10 minutes.
 GET /requests: every request received so far, as a JSON list.
 """
 
@@ -43,14 +62,74 @@ def connect_answer(cookie):
         return 200, {"error": {"code": 1001, "message": "log in first"}}
     if session == "boom":
         return 500, {"oops": True}
-    return 200, {"result": {"user": session, "data": {"hello": session}, "channels": ["proxy-news"]}}
+    result = {
+        "user": session,
+        "data": {"hello": session},
+        "channels": ["proxy-news"],
+        "meta": {"session": session},
+    }
+    if session.startswith(("short", "ending")):
+        result["expire_at"] = int(time.time()) + 2
+    return 200, {"result": result}
+
+
+def channel_of(call):
+    return call.get("channel", "").split(":")[-1]
+
+
+def refresh_answer(call):
+    if call.get("user", "").startswith("ending"):
+        return 200, {"result": {"expired": True}}
+    return 200, {"result": {"expire_at": int(time.time()) + 600, "info": {"refreshed": True}}}
+
+
+def subscribe_answer(call):
+    channel = channel_of(call)
+    if channel.startswith("refuse"):
+        return 200, {"error": {"code": 403, "message": "not for you"}}
+    if channel.startswith("bye"):
+        return 200, {"disconnect": {"code": 4501, "reason": "bye"}}
+    if channel.startswith("boom"):
+        return 500, {"oops": True}
+    result = {"info": {"granted": call.get("user")}, "data": {"welcome": call.get("channel")}}
+    if channel.startswith("expiring"):
+        result["expire_at"] = int(time.time()) + 2
+    return 200, {"result": result}
+
+
+def publish_answer(call):
+    channel = channel_of(call)
+    if channel.startswith("rewrite"):
+        return 200, {"result": {"data": {"rewritten": call.get("data"), "by": "backend"}, "tags": {"t": "1"}}}
+    if channel.startswith("refuse"):
+        return 200, {"error": {"code": 1002, "message": "not published"}}
+    if channel.startswith("skip"):
+        return 200, {"result": {"skip_history": True}}
+    return 200, {"result": {}}
+
+
+def sub_refresh_answer(call):
+    if channel_of(call).startswith("expiring-end"):
+        return 200, {"result": {"expired": True}}
+    return 200, {"result": {"expire_at": int(time.time()) + 600}}
+
+
+ANSWERS = {
+    "/refresh": refresh_answer,
+    "/subscribe": subscribe_answer,
+    "/publish": publish_answer,
+    "/sub_refresh": sub_refresh_answer,
+}
 
 
 def answer_for(call):
     method = call.get("method", "").split(":")[-1]
     if method == "echo":
         keys = ("user", "transport", "protocol", "encoding")
-        return 200, {"result": {"data": {"echo": call.get("data"), **{k: call.get(k) for k in keys}}}}
+        data = {"echo": call.get("data"), **{k: call.get(k) for k in keys}}
+        if "meta" in call:
+            data["meta"] = call["meta"]
+        return 200, {"result": {"data": data}}
     if method == "refuse":
         return 200, {"error": {"code": 1000, "message": "refused by the backend"}}
     if method == "bye":
@@ -108,13 +187,18 @@ class Handler(BaseHTTPRequestHandler):
                     "static": self.headers.get("X-Static"),
                     "cookie": self.headers.get("Cookie"),
                     "authorization": self.headers.get("Authorization"),
+                    "tenant": self.headers.get("X-Tenant"),
                     "call": call,
                 }
             )
-        if self.path == "/connect":
+        path = self.path.split("?")[0]
+        if path == "/connect":
             status, body = connect_answer(self.headers.get("Cookie"))
             return self.send(status, body)
-        if self.path != "/rpc":
+        if path in ANSWERS:
+            status, body = ANSWERS[path](call)
+            return self.send(status, body)
+        if path != "/rpc":
             return self.send(404, {})
         status, body = answer_for(call)
         self.send(status, body)

@@ -8,49 +8,23 @@
 // and the connection stays. A method of a namespace without the proxy is 108.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import WebSocket from 'ws';
-import path from 'node:path';
-import { after, before } from 'node:test';
+import { before } from 'node:test';
 
 import {
   connect,
   connectionToken,
   metricSample,
   metricsText,
-  repoRoot,
   serverSuite,
   testConfig,
   uniq,
   within,
 } from './harness.mjs';
+import { startBackend } from './proxy_support.mjs';
 
-const backend = { child: null, port: 0, log: '' };
-
-/** Starts the backend and resolves with its port (the line `listening PORT`). */
-function startBackend() {
-  const script = path.join(repoRoot, 'tests', 'backends', 'proxy_backend.py');
-  const child = spawn('python3', [script], { stdio: ['ignore', 'pipe', 'pipe'] });
-  backend.child = child;
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (d) => {
-    backend.log += d;
-  });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = /listening (\d+)/.exec(out);
-      if (m) resolve(Number(m[1]));
-    });
-    child.on('exit', (code) => reject(new Error(`the backend exited (${code}): ${backend.log}`)));
-  });
-}
-
-const BACKEND_PORT = await within(startBackend(), 10_000, 'the proxy backend to listen');
-backend.port = BACKEND_PORT;
-after(() => backend.child?.kill());
+const backend = await startBackend();
+const BACKEND_PORT = backend.port;
 
 const suite = serverSuite(
   testConfig({
@@ -87,10 +61,7 @@ before(() => {
 });
 
 /** What the backend received so far. */
-async function received() {
-  const res = await fetch(`http://127.0.0.1:${backend.port}/requests`);
-  return res.json();
-}
+const received = () => backend.received();
 
 /** `rpc()` and what it settled with: `{ data }` or `{ error }`. */
 async function rpc(h, method, data) {

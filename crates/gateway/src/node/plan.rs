@@ -34,6 +34,9 @@ pub(crate) struct SubscribePlan {
     pub(crate) push_join_leave: bool,
     pub(crate) info: ClientInfo,
     pub(crate) expires_at: Option<u64>,
+    /// The backend refreshes the subscription (sub_refresh proxy): the
+    /// client is not told its expiry, so it does not ask for a token.
+    pub(crate) refreshed_by_backend: bool,
     pub(crate) data: Option<RawJson>,
 }
 
@@ -71,6 +74,7 @@ impl SubscribePlan {
             push_join_leave,
             info,
             expires_at: None,
+            refreshed_by_backend: false,
             data: None,
             options,
         }

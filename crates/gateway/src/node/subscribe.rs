@@ -98,7 +98,7 @@ async fn finish_common(
             .await
             .map_err(|e| engine_error(&e))?;
     }
-    if let Some(at) = plan.expires_at {
+    if let Some(at) = plan.expires_at.filter(|_| !plan.refreshed_by_backend) {
         result.expires = true;
         result.ttl = at.saturating_sub(unix_now()).min(u64::from(u32::MAX)) as u32;
     }

@@ -148,6 +148,7 @@ impl Machine {
         let info = self.info_with(grant.info.clone());
         let mut plan = SubscribePlan::new(req.channel.clone(), &options, meta_ttl, flags, info);
         plan.expires_at = grant.expires_at;
+        plan.refreshed_by_backend = resolved.options.sub_refresh_proxy_enabled;
         plan.data = grant.data;
         self.chan_info.insert(req.channel.clone(), grant.info);
         self.wait(
