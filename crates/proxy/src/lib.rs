@@ -17,4 +17,4 @@ pub use config::{
     RpcNamespaceOptions,
 };
 pub use http::{HttpProxy, ProxyBuildError};
-pub use wire::{Answer, ConnectCall, ConnectGrant, Failure, RpcCall, RpcReply};
+pub use wire::{Answer, ConnectCall, ConnectGrant, Failure, ProxyKind, RpcCall, RpcReply};

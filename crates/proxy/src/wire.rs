@@ -7,6 +7,32 @@ use herald_protocol::RawJson;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+/// Which proxy a call is: names its metrics label, its gRPC method and the
+/// protobuf messages of a gRPC call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProxyKind {
+    Connect,
+    Refresh,
+    Subscribe,
+    Publish,
+    SubRefresh,
+    Rpc,
+}
+
+impl ProxyKind {
+    /// The `proxy` label of the metrics (Centrifugo's proxy names).
+    pub fn label(&self) -> &'static str {
+        match self {
+            ProxyKind::Connect => "connect",
+            ProxyKind::Refresh => "refresh",
+            ProxyKind::Subscribe => "subscribe",
+            ProxyKind::Publish => "publish",
+            ProxyKind::SubRefresh => "sub_refresh",
+            ProxyKind::Rpc => "rpc",
+        }
+    }
+}
+
 /// An RPC call of a client (`rpc` proxy).
 #[derive(Debug, Serialize)]
 pub struct RpcCall<'a> {
@@ -85,6 +111,9 @@ pub enum Failure {
     Transport(String),
     #[error("backend answered HTTP {0}")]
     Status(u16),
+    /// A gRPC backend answered with a status other than OK (the code).
+    #[error("backend answered gRPC status {0}")]
+    GrpcStatus(i32),
     #[error("backend answer is not a proxy answer: {0}")]
     Invalid(String),
     #[error("backend answered code {0}, outside the allowed range")]
@@ -97,7 +126,7 @@ impl Failure {
         match self {
             Failure::Transport(e) if e == "timed out" => "timeout",
             Failure::Transport(_) => "unreachable",
-            Failure::Status(_) => "status",
+            Failure::Status(_) | Failure::GrpcStatus(_) => "status",
             Failure::Invalid(_) | Failure::CodeOutOfRange(_) => "invalid",
         }
     }
