@@ -13,8 +13,8 @@ mod http;
 mod wire;
 
 pub use config::{
-    ClientProxies, ConnectProxyConfig, HttpOptions, ProxyEndpoint, RpcConfig, RpcNamespace,
-    RpcNamespaceOptions,
+    ClientProxies, ConnectProxyConfig, GrpcOptions, GrpcTls, HttpOptions, ProxyEndpoint,
+    RpcConfig, RpcNamespace, RpcNamespaceOptions,
 };
 pub use http::{HttpProxy, ProxyBuildError};
 pub use wire::{Answer, ConnectCall, ConnectGrant, Failure, ProxyKind, RpcCall, RpcReply};
