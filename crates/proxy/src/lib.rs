@@ -5,16 +5,21 @@
 //! timeout).
 //!
 //! Today: the connect proxy (`client.proxy.connect`) and the RPC proxy
-//! (`rpc.proxy`, `rpc.without_namespace`, `rpc.namespaces`) over HTTP. The
-//! others of issue 20 build on the same [`HttpProxy`].
+//! (`rpc.proxy`, `rpc.without_namespace`, `rpc.namespaces`). Two transports
+//! carry the same calls: [`HttpProxy`] (`http://`, `https://`) and
+//! [`GrpcProxy`] (`grpc://`), which transcodes the HTTP proxy's JSON to
+//! Centrifugo's protobuf messages and back (crates/proxy/proto/proxy.proto).
 
 mod config;
+mod grpc;
 mod http;
+mod message;
 mod wire;
 
 pub use config::{
-    ClientProxies, ConnectProxyConfig, GrpcOptions, GrpcTls, HttpOptions, ProxyEndpoint,
-    RpcConfig, RpcNamespace, RpcNamespaceOptions,
+    ClientProxies, ConnectProxyConfig, GrpcOptions, GrpcTls, HttpOptions, ProxyEndpoint, RpcConfig,
+    RpcNamespace, RpcNamespaceOptions,
 };
+pub use grpc::GrpcProxy;
 pub use http::{HttpProxy, ProxyBuildError};
 pub use wire::{Answer, ConnectCall, ConnectGrant, Failure, ProxyKind, RpcCall, RpcReply};
