@@ -8,19 +8,35 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::config::ProxyEndpoint;
+use crate::grpc::GrpcProxy;
 use crate::http::{HttpProxy, ProxyBuildError};
 use crate::wire::{Answer, Failure, ProxyKind};
 
 /// A proxy ready to call.
 pub struct Proxy {
     settings: ProxyEndpoint,
-    http: HttpProxy,
+    transport: Transport,
+}
+
+/// How the backend is reached: by its endpoint's scheme.
+enum Transport {
+    Http(HttpProxy),
+    Grpc(Box<GrpcProxy>),
 }
 
 impl Proxy {
+    /// Builds the proxy's client; bad TLS files or metadata of a gRPC
+    /// proxy are reported here, at start.
     pub fn new(settings: ProxyEndpoint) -> Result<Self, ProxyBuildError> {
-        let http = HttpProxy::new(&settings)?;
-        Ok(Self { settings, http })
+        let transport = if settings.is_grpc() {
+            Transport::Grpc(Box::new(GrpcProxy::new(&settings)?))
+        } else {
+            Transport::Http(HttpProxy::new(&settings)?)
+        };
+        Ok(Self {
+            settings,
+            transport,
+        })
     }
 
     pub fn settings(&self) -> &ProxyEndpoint {
@@ -62,14 +78,18 @@ impl Proxy {
         out
     }
 
-    /// Asks the backend.
+    /// Asks the backend: `headers` go as HTTP headers, or as gRPC
+    /// metadata.
     pub async fn call<R: Serialize, T: DeserializeOwned>(
         &self,
-        _kind: ProxyKind,
+        kind: ProxyKind,
         request: &R,
         headers: &[(String, String)],
     ) -> Result<Answer<T>, Failure> {
-        self.http.call(request, headers).await
+        match &self.transport {
+            Transport::Http(http) => http.call(request, headers).await,
+            Transport::Grpc(grpc) => grpc.call(kind, request, headers).await,
+        }
     }
 }
 

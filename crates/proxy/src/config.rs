@@ -9,15 +9,18 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ProxyEndpoint {
-    /// `http://` or `https://` (gRPC proxies are not served yet).
+    /// `http://` or `https://` (HTTP), or `grpc://host:port` (gRPC).
     pub endpoint: String,
     /// Whole request, connect included.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// Headers of the client's request forwarded to the backend
     /// (case-insensitive names; `Cookie` and `Authorization` only when
-    /// listed).
+    /// listed): as HTTP headers, or as gRPC metadata.
     pub http_headers: Vec<String>,
+    /// More names of the client's request forwarded, as `http_headers`
+    /// (Centrifugo's `grpc_metadata`: the metadata of a gRPC client).
+    pub grpc_metadata: Vec<String>,
     /// Headers the client itself sent in its connect command (`headers`,
     /// for clients that cannot set real ones) forwarded to the backend:
     /// client-controlled, so never trust them for authentication.
@@ -28,6 +31,8 @@ pub struct ProxyEndpoint {
     pub binary_encoding: bool,
     /// `http.static_headers`, `http.status_to_code_transforms`.
     pub http: HttpOptions,
+    /// How a `grpc://` endpoint is called.
+    pub grpc: GrpcOptions,
 }
 
 impl Default for ProxyEndpoint {
@@ -36,27 +41,42 @@ impl Default for ProxyEndpoint {
             endpoint: String::new(),
             timeout: Duration::from_secs(1),
             http_headers: Vec::new(),
+            grpc_metadata: Vec::new(),
             emulated_headers: Vec::new(),
             include_connection_meta: false,
             binary_encoding: false,
             http: HttpOptions::default(),
+            grpc: GrpcOptions::default(),
         }
     }
 }
 
 impl ProxyEndpoint {
+    /// Whether the backend is called over gRPC.
+    pub fn is_grpc(&self) -> bool {
+        self.endpoint.starts_with("grpc://")
+    }
+
     /// What is wrong with it, named under `key`.
     pub fn check(&self, key: &str) -> Result<(), (String, String)> {
-        if self.endpoint.starts_with("grpc://") {
+        if let Some(authority) = self.endpoint.strip_prefix("grpc://") {
+            if !is_host_port(authority) {
+                return Err((
+                    format!("{key}.endpoint"),
+                    "a gRPC endpoint is grpc://host:port, without a path".into(),
+                ));
+            }
+            let tls = &self.grpc.tls;
+            if tls.cert_pem.is_empty() != tls.key_pem.is_empty() {
+                return Err((
+                    format!("{key}.grpc.tls"),
+                    "cert_pem and key_pem go together".into(),
+                ));
+            }
+        } else if !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://")) {
             return Err((
                 format!("{key}.endpoint"),
-                "gRPC proxies are not served yet: use http:// or https://".into(),
-            ));
-        }
-        if !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://")) {
-            return Err((
-                format!("{key}.endpoint"),
-                "required when the proxy is on: an http:// or https:// URL".into(),
+                "required when the proxy is on: an http://, https:// or grpc:// URL".into(),
             ));
         }
         if self.timeout.is_zero() {
@@ -81,7 +101,7 @@ impl ProxyEndpoint {
     }
 
     /// The headers of a client request this proxy forwards, by the
-    /// `http_headers` allow-list.
+    /// `http_headers` and `grpc_metadata` allow-lists.
     pub fn forwarded<'a>(
         &self,
         headers: impl IntoIterator<Item = (&'a str, &'a str)>,
@@ -91,11 +111,32 @@ impl ProxyEndpoint {
             .filter(|(name, _)| {
                 self.http_headers
                     .iter()
+                    .chain(&self.grpc_metadata)
                     .any(|h| h.eq_ignore_ascii_case(name))
             })
             .map(|(name, value)| (name.to_owned(), value.to_owned()))
             .collect()
     }
+}
+
+/// `host:port` with a port in 1..=65535 and nothing after it; the host a
+/// name, an IPv4 address or a bracketed IPv6 one.
+fn is_host_port(authority: &str) -> bool {
+    let Some((host, port)) = authority.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = match host.strip_prefix('[') {
+        Some(v6) => v6
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        }
+    };
+    host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
 }
 
 /// `client.proxy`: proxies of the connection's own life.
@@ -121,10 +162,12 @@ pub struct SwitchedProxy {
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     pub http_headers: Vec<String>,
+    pub grpc_metadata: Vec<String>,
     pub emulated_headers: Vec<String>,
     pub include_connection_meta: bool,
     pub binary_encoding: bool,
     pub http: HttpOptions,
+    pub grpc: GrpcOptions,
 }
 
 impl Default for SwitchedProxy {
@@ -135,10 +178,12 @@ impl Default for SwitchedProxy {
             endpoint: endpoint.endpoint,
             timeout: endpoint.timeout,
             http_headers: endpoint.http_headers,
+            grpc_metadata: endpoint.grpc_metadata,
             emulated_headers: endpoint.emulated_headers,
             include_connection_meta: endpoint.include_connection_meta,
             binary_encoding: endpoint.binary_encoding,
             http: endpoint.http,
+            grpc: endpoint.grpc,
         }
     }
 }
@@ -150,10 +195,12 @@ impl SwitchedProxy {
             endpoint: self.endpoint.clone(),
             timeout: self.timeout,
             http_headers: self.http_headers.clone(),
+            grpc_metadata: self.grpc_metadata.clone(),
             emulated_headers: self.emulated_headers.clone(),
             include_connection_meta: self.include_connection_meta,
             binary_encoding: self.binary_encoding,
             http: self.http.clone(),
+            grpc: self.grpc.clone(),
         }
     }
 
@@ -242,6 +289,38 @@ pub struct TransformedError {
     pub code: u32,
     pub message: String,
     pub temporary: bool,
+}
+
+/// `grpc`: how a `grpc://` endpoint is called (Centrifugo's names).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GrpcOptions {
+    pub tls: GrpcTls,
+    /// With `credentials_value`: one metadata pair sent with every call
+    /// (per-RPC credentials); none when empty.
+    pub credentials_key: String,
+    pub credentials_value: String,
+    /// Sent with every call; a forwarded name replaces a static one.
+    pub static_metadata: BTreeMap<String, String>,
+    /// gzip the requests, and accept gzipped responses.
+    pub compression: bool,
+}
+
+/// `grpc.tls`: TLS to the backend. Each `*_pem` is the PEM text itself or
+/// the path of a file holding it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GrpcTls {
+    pub enabled: bool,
+    /// The CA the backend's certificate is verified against; the system
+    /// roots when empty.
+    pub server_ca_pem: String,
+    /// A client certificate and its key, for a backend that asks for one.
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// The name the backend's certificate must hold; the endpoint's host
+    /// when empty.
+    pub server_name: String,
 }
 
 /// `rpc`: which client RPC methods go to the backend. A method's namespace
@@ -376,7 +455,51 @@ mod tests {
             },
             ..config.clone()
         };
-        assert_eq!(grpc.check().unwrap_err().0, "rpc.proxy.endpoint");
+        assert_eq!(grpc.check(), Ok(()));
+        for bad in [
+            "grpc://",
+            "grpc://host",
+            "grpc://:80",
+            "grpc://host:0",
+            "grpc://host:80/path",
+            "grpc://[::1:80",
+            "ftp://host:80",
+        ] {
+            let config = RpcConfig {
+                proxy: ProxyEndpoint {
+                    endpoint: bad.into(),
+                    ..Default::default()
+                },
+                ..grpc.clone()
+            };
+            assert_eq!(config.check().unwrap_err().0, "rpc.proxy.endpoint", "{bad}");
+        }
+        for good in ["grpc://[::1]:50051", "grpc://backend.internal:443"] {
+            let config = RpcConfig {
+                proxy: ProxyEndpoint {
+                    endpoint: good.into(),
+                    ..Default::default()
+                },
+                ..grpc.clone()
+            };
+            assert_eq!(config.check(), Ok(()), "{good}");
+        }
+        let half_identity = RpcConfig {
+            proxy: ProxyEndpoint {
+                endpoint: "grpc://127.0.0.1:1".into(),
+                grpc: GrpcOptions {
+                    tls: GrpcTls {
+                        enabled: true,
+                        cert_pem: "client.pem".into(),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            ..grpc.clone()
+        };
+        assert_eq!(half_identity.check().unwrap_err().0, "rpc.proxy.grpc.tls");
         let bad_name = RpcConfig {
             namespaces: vec![RpcNamespace {
                 name: "x".into(),
@@ -386,5 +509,24 @@ mod tests {
             ..config
         };
         assert_eq!(bad_name.check().unwrap_err().0, "rpc.namespaces");
+    }
+
+    #[test]
+    fn forwarded_names_come_from_both_lists() {
+        let endpoint = ProxyEndpoint {
+            endpoint: "grpc://backend:50051".into(),
+            http_headers: vec!["Cookie".into()],
+            grpc_metadata: vec!["x-tenant".into()],
+            ..Default::default()
+        };
+        let headers = [("cookie", "a=1"), ("X-Tenant", "t"), ("authorization", "b")];
+        assert_eq!(
+            endpoint.forwarded(headers),
+            vec![
+                ("cookie".to_owned(), "a=1".to_owned()),
+                ("X-Tenant".to_owned(), "t".to_owned())
+            ]
+        );
+        assert!(endpoint.is_grpc());
     }
 }

@@ -27,18 +27,24 @@ pub struct HttpProxy {
 
 /// Why a proxy client could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build the HTTP client of proxy {endpoint}: {reason}")]
+#[error("cannot build the client of proxy {endpoint}: {reason}")]
 pub struct ProxyBuildError {
     endpoint: String,
     reason: String,
 }
 
+impl ProxyBuildError {
+    pub(crate) fn new(endpoint: &str, reason: String) -> Self {
+        Self {
+            endpoint: endpoint.to_owned(),
+            reason,
+        }
+    }
+}
+
 impl HttpProxy {
     pub fn new(config: &ProxyEndpoint) -> Result<Self, ProxyBuildError> {
-        let fail = |reason: String| ProxyBuildError {
-            endpoint: config.endpoint.clone(),
-            reason,
-        };
+        let fail = |reason: String| ProxyBuildError::new(&config.endpoint, reason);
         let mut roots = rustls::RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
         let (_added, _ignored) = roots.add_parsable_certificates(native.certs);

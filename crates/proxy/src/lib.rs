@@ -7,19 +7,25 @@
 //! The proxies: `client.proxy.connect` and `.refresh`, `channel.proxy.
 //! subscribe`, `.publish` and `.sub_refresh`, `rpc.proxy`, and the named
 //! `proxies` a namespace may pick instead. [`Proxy`] is one of them ready
-//! to call; [`wire`]'s types are what goes and comes back.
+//! to call; [`wire`]'s types are what goes and comes back. Two transports
+//! carry the same calls: [`HttpProxy`] (`http://`, `https://`) and
+//! [`GrpcProxy`] (`grpc://`), which transcodes the HTTP proxy's JSON to
+//! Centrifugo's protobuf messages and back (crates/proxy/proto/proxy.proto).
 
 mod client;
 mod config;
+mod grpc;
 mod http;
+mod message;
 mod wire;
 
 pub use client::Proxy;
 pub use config::{
-    check_named, is_default, ChannelProxies, ClientProxies, HttpOptions, NamedProxy, ProxyEndpoint,
-    RpcConfig, RpcNamespace, RpcNamespaceOptions, StatusTransform, SwitchedProxy, TransformedError,
-    DEFAULT_PROXY,
+    check_named, is_default, ChannelProxies, ClientProxies, GrpcOptions, GrpcTls, HttpOptions,
+    NamedProxy, ProxyEndpoint, RpcConfig, RpcNamespace, RpcNamespaceOptions, StatusTransform,
+    SwitchedProxy, TransformedError, DEFAULT_PROXY,
 };
+pub use grpc::GrpcProxy;
 pub use http::{HttpProxy, ProxyBuildError};
 pub use wire::{
     Answer, Caller, ConnectCall, ConnectGrant, Failure, Outgoing, Payload, ProxyKind, PublishCall,

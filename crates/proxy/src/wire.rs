@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::ser::SerializeMap as _;
 use serde::{Deserialize, Serialize, Serializer};
 
-/// Which proxy a call is for: the metrics' `proxy` label and the gRPC
-/// method.
+/// Which proxy a call is: names its metrics label, its gRPC method and the
+/// protobuf messages of a gRPC call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProxyKind {
     Connect,
@@ -268,8 +268,9 @@ impl TryFrom<RawConnectGrant> for ConnectGrant {
     type Error = String;
     fn try_from(raw: RawConnectGrant) -> Result<Self, String> {
         Ok(Self {
-            // Centrifugo requires it; `""` is the anonymous user.
-            user: raw.user.ok_or("result without user")?,
+            // Absent is `""`, the anonymous user, as protobuf (and
+            // Centrifugo) read it.
+            user: raw.user.unwrap_or_default(),
             expire_at: raw.expire_at,
             info: payload(raw.info, raw.b64info)?,
             data: payload(raw.data, raw.b64data)?,
@@ -418,6 +419,9 @@ pub enum Failure {
     Transport(String),
     #[error("backend answered HTTP {0}")]
     Status(u16),
+    /// A gRPC backend answered with a status other than OK (the code).
+    #[error("backend answered gRPC status {0}")]
+    GrpcStatus(i32),
     #[error("backend answer is not a proxy answer: {0}")]
     Invalid(String),
     #[error("backend answered code {0}, outside the allowed range")]
@@ -430,7 +434,7 @@ impl Failure {
         match self {
             Failure::Transport(e) if e == "timed out" => "timeout",
             Failure::Transport(_) => "unreachable",
-            Failure::Status(_) => "status",
+            Failure::Status(_) | Failure::GrpcStatus(_) => "status",
             Failure::Invalid(_) | Failure::CodeOutOfRange(_) => "invalid",
         }
     }
@@ -627,10 +631,10 @@ mod tests {
         assert_eq!(info.get(), r#"{"a":1}"#);
         assert_eq!(grant.subs["s"].override_.presence, Some(true));
         assert_eq!(grant.meta.unwrap().get(), r#"{"k":"v"}"#);
-        // A connect result names its user.
+        // No user is the anonymous one.
         assert!(matches!(
             answer::<ConnectGrant>(br#"{"result":{}}"#),
-            Err(Failure::Invalid(_))
+            Ok(Answer::Result(ConnectGrant { ref user, .. })) if user.is_empty()
         ));
         assert!(matches!(
             answer::<RpcReply>(br#"{"result":{"b64data":"***"}}"#),

@@ -26,10 +26,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_auth::{ChannelPolicy, ResolvedChannel, SubscriptionClaims, TokenError};
-use herald_bus::{BusError, ControlCommand, PublishOptions};
+use herald_bus::{BusError, ControlCommand};
 use herald_protocol::{
     ClientInfo, Command, CommandResult, Disconnect, ErrorCode, ErrorReply, HistoryResult, Method,
-    Publication, Push, PushBody, RawJson, RefreshPush, Reply, SubscribeRequest, UnsubscribeCode,
+    Push, PushBody, RawJson, RefreshPush, Reply, SubscribeRequest, UnsubscribeCode,
     UnsubscribePush,
 };
 use tracing::{debug, info, warn};
@@ -192,10 +192,7 @@ enum Step {
     },
     PublishProxied {
         id: u32,
-        channel: String,
-        publication: Publication,
-        options: PublishOptions,
-        binary: bool,
+        publish: Box<proxied::HeldPublish>,
     },
 }
 
@@ -631,16 +628,9 @@ impl Machine {
                 self.sub_refreshed(id, &channel, checked, now)
             }
             (Step::Rpc { id }, Outcome::Rpc(answer)) => self.rpc_answered(id, answer),
-            (
-                Step::PublishProxied {
-                    id,
-                    channel,
-                    publication,
-                    options,
-                    binary,
-                },
-                Outcome::PublishProxied(answer),
-            ) => self.publish_proxied(id, channel, publication, options, binary, answer),
+            (Step::PublishProxied { id, publish }, Outcome::PublishProxied(answer)) => {
+                self.publish_proxied(id, *publish, answer)
+            }
             (_, outcome) => {
                 // An outcome of the wrong kind for the step: a driver bug.
                 warn!(client = %self.client, ?outcome, "unexpected effect outcome");

@@ -13,7 +13,7 @@ use herald_protocol::{
 use herald_proxy::{Answer, Failure, RpcReply};
 use tracing::{debug, warn};
 
-use super::proxied::SubscribeGrant;
+use super::proxied::{HeldPublish, SubscribeGrant};
 use super::{engine_code, ttl_from, Action, Effect, Machine, Now, Step};
 use crate::codes::{self, Stage, Wire};
 use crate::metrics;
@@ -333,10 +333,12 @@ impl Machine {
             let binary = resolved.options.binary_data();
             let step = Step::PublishProxied {
                 id,
-                channel: req.channel,
-                publication,
-                options,
-                binary,
+                publish: Box::new(HeldPublish {
+                    channel: req.channel,
+                    publication,
+                    options,
+                    binary,
+                }),
             };
             return self.wait(effect, step);
         }

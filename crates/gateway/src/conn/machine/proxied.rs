@@ -20,6 +20,16 @@ pub(super) struct SubscribeGrant {
     pub(super) expires_at: Option<u64>,
 }
 
+/// A client publication waiting for the publish proxy's answer.
+#[derive(Debug)]
+pub(super) struct HeldPublish {
+    pub(super) channel: String,
+    pub(super) publication: Publication,
+    pub(super) options: PublishOptions,
+    /// The channel's data is bytes.
+    pub(super) binary: bool,
+}
+
 /// How long a refresh the backend did not answer waits to be asked again.
 pub(super) const REFRESH_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -59,12 +69,15 @@ impl Machine {
     pub(super) fn publish_proxied(
         &mut self,
         id: u32,
-        channel: String,
-        mut publication: Publication,
-        mut options: PublishOptions,
-        binary: bool,
+        held: HeldPublish,
         answer: Result<Answer<PublishGrant>, Failure>,
     ) {
+        let HeldPublish {
+            channel,
+            mut publication,
+            mut options,
+            binary,
+        } = held;
         let answer = answer.and_then(|a| {
             a.try_map(|mut grant| {
                 let data = grant.data.take().map(|d| d.into_data(binary)).transpose()?;
