@@ -6,10 +6,12 @@
 //!
 //! Today: the connect proxy (`client.proxy.connect`) and the RPC proxy
 //! (`rpc.proxy`, `rpc.without_namespace`, `rpc.namespaces`) over HTTP. The
-//! others of issue 20 build on the same [`HttpProxy`].
+//! others of issue 20 build on the same [`HttpProxy`]. Requests are signed
+//! with a [`ProxySigner`] when `proxy_signing` has an active key.
 
 mod config;
 mod http;
+mod signing;
 mod wire;
 
 pub use config::{
@@ -17,4 +19,8 @@ pub use config::{
     RpcNamespaceOptions,
 };
 pub use http::{HttpProxy, ProxyBuildError};
+pub use signing::{
+    valid_signing_key_id, ProxySigner, ProxySigningKey, ProxySigningKeyring, SigningKeyringError,
+    MIN_SIGNING_KEY_LEN, SIGNATURE_HEADER, SIGNATURE_VERSION,
+};
 pub use wire::{Answer, ConnectCall, ConnectGrant, Failure, RpcCall, RpcReply};
