@@ -7,13 +7,16 @@
 //! Today: the connect proxy (`client.proxy.connect`) and the RPC proxy
 //! (`rpc.proxy`, `rpc.without_namespace`, `rpc.namespaces`) over HTTP. The
 //! others of issue 20 build on the same [`HttpProxy`]. Requests are signed
-//! with a [`ProxySigner`] when `proxy_signing` has an active key.
+//! with a [`ProxySigner`] when `proxy_signing` has an active key; a
+//! [`ProxyBreaker`] holds calls back from a backend that keeps failing.
 
+mod breaker;
 mod config;
 mod http;
 mod signing;
 mod wire;
 
+pub use breaker::{ProxyBreaker, BREAKER_MAX_PAUSE, BREAKER_PAUSE, BREAKER_THRESHOLD};
 pub use config::{
     ClientProxies, ConnectProxyConfig, HttpOptions, ProxyEndpoint, RpcConfig, RpcNamespace,
     RpcNamespaceOptions,
