@@ -284,6 +284,9 @@ pub struct GatewayConfig {
     pub transports: TransportsConfig,
     /// `rpc`: client RPC calls answered by the backend.
     pub rpc: herald_proxy::RpcConfig,
+    /// Signs every proxy request (`proxy_signing`); the default signs
+    /// nothing. A shared handle: the keyring reload swaps its keys.
+    pub proxy_signer: herald_proxy::ProxySigner,
 }
 
 /// Which optional internal endpoints are served (`prometheus.enabled`,

@@ -147,6 +147,7 @@ where
     let engine = make_engine(events.clone()).await?;
     let proxy = |endpoint: herald_proxy::ProxyEndpoint| {
         herald_proxy::HttpProxy::new(&endpoint)
+            .map(|http| http.with_signer(config.proxy_signer.clone()))
             .map(|http| node::Proxy { endpoint, http })
             .map_err(|e| GatewayError::Config(e.to_string()))
     };
