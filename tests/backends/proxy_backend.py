@@ -37,9 +37,33 @@ POST /publish answers by the channel (after its namespace's `:`):
   anything else {"result":{}}
 POST /sub_refresh answers by the channel (after its namespace's `:`):
   expiring-end...  {"result":{"expired":true}}; others: expire_at in 10 minutes.
-GET /requests: every request received so far, as a JSON list.
+GET /requests: every request received so far, as a JSON list; each has
+`verified` (true, false, or null when no signing key is given), `reason`
+(why it was refused), `signature` (the X-Herald-Signature header) and `body`
+(the raw body).
+
+Signed proxy requests (docs/proxy.md, "Signed proxy requests"): started with
+`--signing-key KID=SECRET` (repeatable; SECRET the base64 of herald's
+`proxy_signing.keys[].secret`), every POST must carry a valid
+X-Herald-Signature whose `ts` is at most `--max-age` seconds (default 30) from
+the backend's clock; otherwise it is answered HTTP 401
+{"error":"signature: <reason>"} and recorded with `verified: false`. Reasons:
+missing, malformed, version, unknown_key, stale, bad_signature.
+
+POST /replay {"index": N, "body"?: str, "path"?: str, "advance"?: seconds}
+sends request N of /requests again, over HTTP to this backend, with the same
+headers (signature included) and, unless replaced, the same body and path.
+`advance` moves the backend's clock forward for that one check (the replayed
+request carries `X-Backend-Clock-Advance`), so a test shows a replay after
+the window refused without sleeping. Answers {"status", "verified",
+"reason"} of the replayed request, which is also recorded (`replay_of`).
 """
 
+import argparse
+import base64
+import hashlib
+import hmac
+import http.client
 import json
 import sys
 import threading
@@ -47,7 +71,45 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 RECEIVED = []
+RAW_BODIES = []
 LOCK = threading.Lock()
+SIGNING_KEYS = {}
+MAX_AGE = 30
+PORT = None
+# Headers a replay sends again as they were.
+REPLAYED_HEADERS = ("Content-Type", "X-Herald-Signature", "X-Static", "Cookie", "Authorization")
+
+
+def decode_secret(secret):
+    """herald's decoder: standard or URL-safe base64, padded or not."""
+    padded = secret.strip() + "=" * (-len(secret.strip()) % 4)
+    try:
+        return base64.b64decode(padded, validate=True)
+    except ValueError:
+        return base64.urlsafe_b64decode(padded)
+
+
+def verify(header, method, path, body, now):
+    """(verified, reason) of a request by docs/proxy.md's rule."""
+    if not header:
+        return False, "missing"
+    version, _, rest = header.partition(",")
+    if version != "v1":
+        return False, "version"
+    fields = dict(part.split("=", 1) for part in rest.split(",") if "=" in part)
+    kid, ts, sig = fields.get("kid"), fields.get("ts"), fields.get("sig")
+    if kid is None or sig is None or ts is None or not ts.isdigit():
+        return False, "malformed"
+    if kid not in SIGNING_KEYS:
+        return False, "unknown_key"
+    if abs(now - int(ts)) > MAX_AGE:
+        return False, "stale"
+    message = b"v1\n" + method.encode() + b"\n" + path.encode() + b"\n" + ts.encode() + b"\n" + body
+    digest = hmac.new(SIGNING_KEYS[kid], message, hashlib.sha256).digest()
+    expected = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    if not hmac.compare_digest(expected, sig):
+        return False, "bad_signature"
+    return True, None
 
 
 def connect_answer(cookie):
@@ -175,39 +237,99 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         length = int(self.headers.get("Content-Length", "0"))
         raw = self.rfile.read(length)
+        if self.path == "/replay":
+            return self.replay(raw)
+        verified, reason = None, None
+        if SIGNING_KEYS:
+            advance = int(self.headers.get("X-Backend-Clock-Advance", "0"))
+            now = int(time.time()) + max(advance, 0)
+            verified, reason = verify(self.headers.get("X-Herald-Signature"), "POST", self.path, raw, now)
         try:
             call = json.loads(raw)
         except ValueError:
-            return self.send(400, {"bad": "json"})
+            call = None
+        record = {
+            "path": self.path,
+            "content_type": self.headers.get("Content-Type"),
+            "static": self.headers.get("X-Static"),
+            "cookie": self.headers.get("Cookie"),
+            "authorization": self.headers.get("Authorization"),
+            "tenant": self.headers.get("X-Tenant"),
+            "signature": self.headers.get("X-Herald-Signature"),
+            "verified": verified,
+            "reason": reason,
+            "body": raw.decode("utf-8", "replace"),
+            "call": call,
+        }
+        if self.headers.get("X-Backend-Replay-Of") is not None:
+            record["replay_of"] = int(self.headers["X-Backend-Replay-Of"])
         with LOCK:
-            RECEIVED.append(
-                {
-                    "path": self.path,
-                    "content_type": self.headers.get("Content-Type"),
-                    "static": self.headers.get("X-Static"),
-                    "cookie": self.headers.get("Cookie"),
-                    "authorization": self.headers.get("Authorization"),
-                    "tenant": self.headers.get("X-Tenant"),
-                    "call": call,
-                }
-            )
-        path = self.path.split("?")[0]
-        if path == "/connect":
+            RECEIVED.append(record)
+            RAW_BODIES.append(raw)
+        if verified is False:
+            return self.send(401, {"error": f"signature: {reason}"})
+        if call is None:
+            return self.send(400, {"bad": "json"})
+        route = self.path.partition("?")[0]
+        if route == "/connect":
             status, body = connect_answer(self.headers.get("Cookie"))
             return self.send(status, body)
-        if path in ANSWERS:
-            status, body = ANSWERS[path](call)
+        if route in ANSWERS:
+            status, body = ANSWERS[route](call)
             return self.send(status, body)
-        if path != "/rpc":
+        if route != "/rpc":
             return self.send(404, {})
         status, body = answer_for(call)
         self.send(status, body)
 
+    def replay(self, raw):
+        try:
+            ask = json.loads(raw)
+            index = int(ask["index"])
+            with LOCK:
+                record, body = RECEIVED[index], RAW_BODIES[index]
+        except (ValueError, KeyError, IndexError, TypeError):
+            return self.send(400, {"bad": "replay needs the index of a recorded request"})
+        if "body" in ask:
+            body = ask["body"].encode()
+        headers = {"X-Backend-Replay-Of": str(index), "Content-Length": str(len(body))}
+        for name in REPLAYED_HEADERS:
+            key = {"Content-Type": "content_type", "X-Herald-Signature": "signature", "X-Static": "static"}.get(
+                name, name.lower()
+            )
+            if record.get(key) is not None:
+                headers[name] = record[key]
+        if ask.get("advance"):
+            headers["X-Backend-Clock-Advance"] = str(int(ask["advance"]))
+        connection = http.client.HTTPConnection("127.0.0.1", PORT, timeout=10)
+        try:
+            connection.request("POST", ask.get("path", record["path"]), body=body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            status = response.status
+        finally:
+            connection.close()
+        with LOCK:
+            replayed = next(r for r in reversed(RECEIVED) if r.get("replay_of") == index)
+        self.send(200, {"status": status, "verified": replayed["verified"], "reason": replayed["reason"]})
+
 
 def main():
+    global MAX_AGE, PORT
+    parser = argparse.ArgumentParser(description="herald's test backend for proxies")
+    parser.add_argument("--signing-key", action="append", default=[], metavar="KID=SECRET")
+    parser.add_argument("--max-age", type=int, default=30, metavar="SECONDS")
+    args = parser.parse_args()
+    for pair in args.signing_key:
+        kid, sep, secret = pair.partition("=")
+        if not sep or not kid:
+            parser.error(f"--signing-key wants KID=SECRET, got {pair!r}")
+        SIGNING_KEYS[kid] = decode_secret(secret)
+    MAX_AGE = args.max_age
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    print(f"listening {server.server_address[1]}", flush=True)
+    PORT = server.server_address[1]
+    print(f"listening {PORT}", flush=True)
     server.serve_forever()
 
 

@@ -289,6 +289,9 @@ pub struct GatewayConfig {
     pub channel_proxy: herald_proxy::ChannelProxies,
     /// `proxies`: named proxies a namespace may select.
     pub proxies: Vec<herald_proxy::NamedProxy>,
+    /// Signs every proxy request (`proxy_signing`); the default signs
+    /// nothing. A shared handle: the keyring reload swaps its keys.
+    pub proxy_signer: herald_proxy::ProxySigner,
 }
 
 /// Which optional internal endpoints are served (`prometheus.enabled`,

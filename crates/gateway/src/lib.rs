@@ -123,7 +123,8 @@ impl Stopper {
 /// namespace uses it).
 fn build_proxies(config: &GatewayConfig) -> Result<node::Proxies, GatewayError> {
     let build = |settings: herald_proxy::ProxyEndpoint| {
-        herald_proxy::Proxy::new(settings).map_err(|e| GatewayError::Config(e.to_string()))
+        herald_proxy::Proxy::new(settings, &config.proxy_signer)
+            .map_err(|e| GatewayError::Config(e.to_string()))
     };
     let switched = |proxy: &herald_proxy::SwitchedProxy| match proxy.enabled {
         true => build(proxy.endpoint()).map(Some),

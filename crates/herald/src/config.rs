@@ -119,6 +119,9 @@ pub struct Config {
     pub engine: EngineConfig,
     pub bus_integrity: BusIntegrityConfig,
     pub history_encryption: HistoryEncryptionConfig,
+    /// HMAC keyring signing the requests to the application backend
+    /// (docs/proxy.md, "Signed proxy requests").
+    pub proxy_signing: ProxySigningConfig,
     pub prometheus: PrometheusConfig,
     pub health: HealthConfig,
     pub log: LogConfig,
@@ -285,6 +288,27 @@ pub struct BusKeyConfig {
     pub secret_file: String,
 }
 
+/// HMAC keyring signing proxy requests: the shape of `[bus_integrity]`.
+/// herald signs with the active key only; the others are there for the
+/// backend's verify-only period of a rotation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProxySigningConfig {
+    /// Key id used to sign; empty = requests go unsigned.
+    pub active: String,
+    pub keys: Vec<ProxySigningKeyConfig>,
+}
+
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProxySigningKeyConfig {
+    /// Visible ASCII without `,` (it is written into the header).
+    pub id: String,
+    /// Base64 of at least 32 bytes; the HMAC key is the decoded bytes.
+    pub secret: String,
+    pub secret_file: String,
+}
+
 /// AEAD keyring for payloads stored in history.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -325,6 +349,16 @@ impl std::fmt::Debug for RedisConfig {
 impl std::fmt::Debug for BusKeyConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BusKeyConfig")
+            .field("id", &self.id)
+            .field("secret", &Redacted(&self.secret))
+            .field("secret_file", &self.secret_file)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ProxySigningKeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxySigningKeyConfig")
             .field("id", &self.id)
             .field("secret", &Redacted(&self.secret))
             .field("secret_file", &self.secret_file)
@@ -442,6 +476,9 @@ impl Config {
             rpc: self.rpc.clone(),
             channel_proxy: self.channel.proxy.clone(),
             proxies: self.proxies.clone(),
+            // Built from `proxy_signing` by the caller (`proxy_signing_keyring`),
+            // which also hands it to the keyring watcher.
+            proxy_signer: herald_proxy::ProxySigner::default(),
         }
     }
 }
@@ -729,25 +766,42 @@ fn read_secret(key: &str, path: &Path) -> Result<String, ConfigError> {
 }
 
 fn resolve_keyring_files(config: &mut Config) -> Result<(), ConfigError> {
-    for (i, key) in config.bus_integrity.keys.iter_mut().enumerate() {
-        if key.secret_file.is_empty() {
+    let bus = config.bus_integrity.keys.iter_mut();
+    read_key_files(
+        "bus_integrity",
+        "secret",
+        bus.map(|k| (&mut k.secret, &k.secret_file)),
+    )?;
+    let history = config.history_encryption.keys.iter_mut();
+    read_key_files(
+        "history_encryption",
+        "key",
+        history.map(|k| (&mut k.key, &k.key_file)),
+    )?;
+    let proxy = config.proxy_signing.keys.iter_mut();
+    read_key_files(
+        "proxy_signing",
+        "secret",
+        proxy.map(|k| (&mut k.secret, &k.secret_file)),
+    )
+}
+
+/// Fills each key's `material` from its `<material>_file`, if one is set
+/// (and the material is not also set).
+fn read_key_files<'a>(
+    section: &str,
+    material: &str,
+    keys: impl Iterator<Item = (&'a mut String, &'a String)>,
+) -> Result<(), ConfigError> {
+    for (i, (value, file)) in keys.enumerate() {
+        if file.is_empty() {
             continue;
         }
-        let name = format!("bus_integrity.keys[{i}].secret");
-        if !key.secret.is_empty() {
+        let name = format!("{section}.keys[{i}].{material}");
+        if !value.is_empty() {
             return Err(ConfigError::SecretConflict { key: name });
         }
-        key.secret = read_secret(&name, Path::new(&key.secret_file))?;
-    }
-    for (i, key) in config.history_encryption.keys.iter_mut().enumerate() {
-        if key.key_file.is_empty() {
-            continue;
-        }
-        let name = format!("history_encryption.keys[{i}].key");
-        if !key.key.is_empty() {
-            return Err(ConfigError::SecretConflict { key: name });
-        }
-        key.key = read_secret(&name, Path::new(&key.key_file))?;
+        *value = read_secret(&name, Path::new(file))?;
     }
     Ok(())
 }
@@ -917,6 +971,25 @@ fn validate(config: &Config) -> Result<Vec<String>, ConfigError> {
         "key",
         KeyLength::Exactly(32),
     )?;
+    let proxy_signing = &config.proxy_signing;
+    validate_keyring(
+        "proxy_signing",
+        &proxy_signing.active,
+        proxy_signing
+            .keys
+            .iter()
+            .map(|k| (k.id.as_str(), k.secret.as_str())),
+        "secret",
+        KeyLength::AtLeast(herald_proxy::MIN_SIGNING_KEY_LEN),
+    )?;
+    for (i, key) in proxy_signing.keys.iter().enumerate() {
+        if !herald_proxy::valid_signing_key_id(&key.id) {
+            return Err(ConfigError::invalid(
+                format!("proxy_signing.keys[{i}].id"),
+                "1 to 255 visible ASCII characters other than ',' (it goes into a header)",
+            ));
+        }
+    }
 
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
         return Err(ConfigError::invalid("log.level", e));
@@ -1132,12 +1205,31 @@ impl Config {
             .map_err(|e| ConfigError::invalid("history_encryption", e))
     }
 
+    /// The proxy signing keyring of `[proxy_signing]` (keys already checked
+    /// by `validate`: base64 of at least 32 bytes, ids fit for the header,
+    /// the active id among them).
+    pub fn proxy_signing_keyring(&self) -> Result<herald_proxy::ProxySigningKeyring, ConfigError> {
+        let encoded = self.proxy_signing.keys.iter();
+        let keys = decoded_keys(
+            "proxy_signing",
+            "secret",
+            encoded.map(|k| (&k.id, &k.secret)),
+        )?
+        .into_iter()
+        .map(|(id, secret)| herald_proxy::ProxySigningKey { id, secret })
+        .collect();
+        herald_proxy::ProxySigningKeyring::new(&self.proxy_signing.active, keys)
+            .map_err(|e| ConfigError::invalid("proxy_signing", e))
+    }
+
     /// Files whose change means the keyrings may have changed: the
     /// `secret_file`/`key_file` of every key.
     pub fn keyring_files(&self) -> Vec<PathBuf> {
         let bus = self.bus_integrity.keys.iter().map(|k| &k.secret_file);
         let history = self.history_encryption.keys.iter().map(|k| &k.key_file);
+        let proxy = self.proxy_signing.keys.iter().map(|k| &k.secret_file);
         bus.chain(history)
+            .chain(proxy)
             .filter(|f| !f.is_empty())
             .map(PathBuf::from)
             .collect()

@@ -1,8 +1,8 @@
-//! Reloads the bus and history keyrings without a restart: on SIGHUP, and when the config
-//! file or a key file changes (polled every second; a change is acted on
+//! Reloads the bus, history and proxy signing keyrings without a restart: on
+//! SIGHUP, and when the config file or a key file changes (polled every second; a change is acted on
 //! once it held still for one poll, so a half-written file is not read).
 //! A config that fails to load or validate is refused with an ERROR line and
-//! the keyring in use stays.
+//! the keyrings in use stay (all three are swapped together or none is).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use herald_bus::memory::MemoryEngine;
 use herald_bus::redis::RedisEngine;
+use herald_proxy::ProxySigner;
 use tracing::{debug, error, info};
 
 use crate::config::{self, Config, FileLayer};
@@ -26,7 +27,8 @@ pub enum Engine {
 }
 
 /// Starts the watcher; runs inside a tokio runtime until the process ends.
-pub fn watch(path: PathBuf, loaded: &Config, engine: Engine) {
+/// `signer` is the handle the proxies sign with.
+pub fn watch(path: PathBuf, loaded: &Config, engine: Engine, signer: ProxySigner) {
     let files = watched(&path, loaded);
     tokio::spawn(async move {
         let mut hangup =
@@ -50,7 +52,7 @@ pub fn watch(path: PathBuf, loaded: &Config, engine: Engine) {
             };
             let now = stamps(&files);
             if failing && !signalled {
-                if let Some(reloaded) = reload(&path, &engine, true) {
+                if let Some(reloaded) = reload(&path, &engine, &signer, true) {
                     failing = false;
                     files = watched(&path, &reloaded);
                     seen = stamps(&files);
@@ -70,7 +72,7 @@ pub fn watch(path: PathBuf, loaded: &Config, engine: Engine) {
             }
             pending = None;
             seen = now;
-            match reload(&path, &engine, false) {
+            match reload(&path, &engine, &signer, false) {
                 Some(reloaded) => {
                     files = watched(&path, &reloaded);
                     seen = stamps(&files);
@@ -82,16 +84,17 @@ pub fn watch(path: PathBuf, loaded: &Config, engine: Engine) {
 }
 
 /// `quiet`: a retry after a refusal already logged.
-fn reload(path: &Path, engine: &Engine, quiet: bool) -> Option<Config> {
+fn reload(path: &Path, engine: &Engine, signer: &ProxySigner, quiet: bool) -> Option<Config> {
     let loaded = config::process_env()
         .and_then(|env| config::load(FileLayer::Path(path), env))
         .and_then(|loaded| {
             let bus = loaded.config.bus_keyring()?;
             let history = loaded.config.history_keyring()?;
-            Ok((loaded.config, bus, history))
+            let proxy = loaded.config.proxy_signing_keyring()?;
+            Ok((loaded.config, bus, history, proxy))
         });
     match loaded {
-        Ok((config, bus, history)) => {
+        Ok((config, bus, history, proxy)) => {
             let (history_active, history_ids) =
                 (history.active_id().map(str::to_owned), history.ids());
             match engine {
@@ -104,6 +107,9 @@ fn reload(path: &Path, engine: &Engine, quiet: bool) -> Option<Config> {
                 Engine::Memory(engine) => engine.reload_history_keys(history),
             }
             info!(active = ?history_active, keys = ?history_ids, "history keyring reloaded");
+            let (active, ids) = (proxy.active_id().map(str::to_owned), proxy.ids());
+            signer.replace(proxy);
+            info!(active = ?active, keys = ?ids, "proxy signing keyring reloaded");
             Some(config)
         }
         Err(e) => {

@@ -94,6 +94,8 @@ enum KeyKind {
     Bus,
     /// `history_encryption.keys`
     History,
+    /// `proxy_signing.keys`
+    Proxy,
 }
 
 /// Something the user must fix: exit code 2.
@@ -141,9 +143,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             channel,
         } => gentoken(&config, &user, ttl, channel.as_deref()),
         Command::Checktoken { config, token } => checktoken(&config, &token),
-        // Both keyrings take 32 random bytes (HMAC-SHA256 and XChaCha20-Poly1305 keys).
+        // Every keyring takes 32 random bytes (HMAC-SHA256 and XChaCha20-Poly1305 keys).
         Command::Genkey {
-            kind: KeyKind::Bus | KeyKind::History,
+            kind: KeyKind::Bus | KeyKind::History | KeyKind::Proxy,
         } => {
             println!("{}", profile::random_key_base64());
             Ok(())
@@ -184,7 +186,13 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
         )?),
         None => None,
     };
-    let gateway = config.gateway();
+    let mut gateway = config.gateway();
+    let proxy_keys = config.proxy_signing_keyring()?;
+    if let Some(active) = proxy_keys.active_id() {
+        info!(active, keys = ?proxy_keys.ids(), "proxy requests are signed");
+    }
+    let proxy_signer = herald_proxy::ProxySigner::new(proxy_keys);
+    gateway.proxy_signer = proxy_signer.clone();
     let tls = gateway.http_server.tls.enabled;
     let history_keys = config.history_keyring()?;
     let redis = match config.engine.kind {
@@ -203,7 +211,12 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
                     };
                     let engine = MemoryEngine::with_options(events, history_keys, options);
                     if let Some(path) = reload_from {
-                        herald::keyring::watch(path, &config, Engine::Memory(engine.clone()));
+                        herald::keyring::watch(
+                            path,
+                            &config,
+                            Engine::Memory(engine.clone()),
+                            proxy_signer,
+                        );
                     }
                     Ok(engine.engine())
                 }
@@ -212,7 +225,12 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
                         RedisEngine::connect_with_keys(redis, events, bus_keys, history_keys)
                             .await?;
                     if let Some(path) = reload_from {
-                        herald::keyring::watch(path, &config, Engine::Redis(engine.clone()));
+                        herald::keyring::watch(
+                            path,
+                            &config,
+                            Engine::Redis(engine.clone()),
+                            proxy_signer,
+                        );
                     }
                     Ok(engine.engine())
                 }

@@ -3,19 +3,24 @@
 //! what the backend may see, asks, and reads the answer.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::breaker::ProxyBreaker;
 use crate::config::ProxyEndpoint;
 use crate::grpc::GrpcProxy;
 use crate::http::{HttpProxy, ProxyBuildError};
+use crate::signing::ProxySigner;
 use crate::wire::{Answer, Failure, ProxyKind};
 
 /// A proxy ready to call.
 pub struct Proxy {
     settings: ProxyEndpoint,
     transport: Transport,
+    /// Holds calls back while the backend keeps failing.
+    breaker: ProxyBreaker,
 }
 
 /// How the backend is reached: by its endpoint's scheme.
@@ -26,16 +31,18 @@ enum Transport {
 
 impl Proxy {
     /// Builds the proxy's client; bad TLS files or metadata of a gRPC
-    /// proxy are reported here, at start.
-    pub fn new(settings: ProxyEndpoint) -> Result<Self, ProxyBuildError> {
+    /// proxy are reported here, at start. HTTP requests are signed by
+    /// `signer` (`proxy_signing`; a default signer signs nothing).
+    pub fn new(settings: ProxyEndpoint, signer: &ProxySigner) -> Result<Self, ProxyBuildError> {
         let transport = if settings.is_grpc() {
             Transport::Grpc(Box::new(GrpcProxy::new(&settings)?))
         } else {
-            Transport::Http(HttpProxy::new(&settings)?)
+            Transport::Http(HttpProxy::new(&settings)?.with_signer(signer.clone()))
         };
         Ok(Self {
             settings,
             transport,
+            breaker: ProxyBreaker::new(),
         })
     }
 
@@ -86,10 +93,21 @@ impl Proxy {
         request: &R,
         headers: &[(String, String)],
     ) -> Result<Answer<T>, Failure> {
-        match &self.transport {
+        if !self.breaker.admit(Instant::now()) {
+            return Err(Failure::Paused);
+        }
+        let answer = match &self.transport {
             Transport::Http(http) => http.call(request, headers).await,
             Transport::Grpc(grpc) => grpc.call(kind, request, headers).await,
+        };
+        if let Some(pause) = self.breaker.record_result(&answer, Instant::now()) {
+            tracing::warn!(
+                proxy = kind.label(),
+                pause_ms = pause.as_millis() as u64,
+                "proxy calls paused after repeated failures"
+            );
         }
+        answer
     }
 }
 
@@ -99,12 +117,15 @@ mod tests {
 
     #[test]
     fn headers_are_the_allowed_ones_real_before_emulated() {
-        let proxy = Proxy::new(ProxyEndpoint {
-            endpoint: "http://127.0.0.1:1/p".into(),
-            http_headers: vec!["cookie".into(), "x-real".into()],
-            emulated_headers: vec!["X-Real".into(), "X-Tenant".into()],
-            ..Default::default()
-        })
+        let proxy = Proxy::new(
+            ProxyEndpoint {
+                endpoint: "http://127.0.0.1:1/p".into(),
+                http_headers: vec!["cookie".into(), "x-real".into()],
+                emulated_headers: vec!["X-Real".into(), "X-Tenant".into()],
+                ..Default::default()
+            },
+            &ProxySigner::default(),
+        )
         .unwrap();
         let request = vec![
             ("Cookie".to_owned(), "session=1".to_owned()),

@@ -11,14 +11,21 @@
 //! carry the same calls: [`HttpProxy`] (`http://`, `https://`) and
 //! [`GrpcProxy`] (`grpc://`), which transcodes the HTTP proxy's JSON to
 //! Centrifugo's protobuf messages and back (crates/proxy/proto/proxy.proto).
+//!
+//! Requests are signed with a [`ProxySigner`] when `proxy_signing` has an
+//! active key; a [`ProxyBreaker`] holds calls back from a backend that
+//! keeps failing.
 
+mod breaker;
 mod client;
 mod config;
 mod grpc;
 mod http;
 mod message;
+mod signing;
 mod wire;
 
+pub use breaker::{ProxyBreaker, BREAKER_MAX_PAUSE, BREAKER_PAUSE, BREAKER_THRESHOLD};
 pub use client::Proxy;
 pub use config::{
     check_named, is_default, ChannelProxies, ClientProxies, GrpcOptions, GrpcTls, HttpOptions,
@@ -27,6 +34,10 @@ pub use config::{
 };
 pub use grpc::GrpcProxy;
 pub use http::{HttpProxy, ProxyBuildError};
+pub use signing::{
+    valid_signing_key_id, ProxySigner, ProxySigningKey, ProxySigningKeyring, SigningKeyringError,
+    MIN_SIGNING_KEY_LEN, SIGNATURE_HEADER, SIGNATURE_VERSION,
+};
 pub use wire::{
     Answer, Caller, ConnectCall, ConnectGrant, Failure, Outgoing, Payload, ProxyKind, PublishCall,
     PublishGrant, RefreshCall, RefreshGrant, RpcCall, RpcReply, SubRefreshCall, SubscribeCall,

@@ -426,9 +426,22 @@ pub enum Failure {
     Invalid(String),
     #[error("backend answered code {0}, outside the allowed range")]
     CodeOutOfRange(u32),
+    /// Not asked: the proxy's breaker pauses calls after repeated failures.
+    #[error("proxy paused after repeated failures")]
+    Paused,
 }
 
 impl Failure {
+    /// Whether it says the backend is down or overloaded (no connection, a
+    /// timeout, a 5xx, a gRPC status): what the breaker counts.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Failure::Transport(_) | Failure::GrpcStatus(_) => true,
+            Failure::Status(status) => *status >= 500,
+            Failure::Invalid(_) | Failure::CodeOutOfRange(_) | Failure::Paused => false,
+        }
+    }
+
     /// The `result` label of the proxy metrics.
     pub fn label(&self) -> &'static str {
         match self {
@@ -436,6 +449,7 @@ impl Failure {
             Failure::Transport(_) => "unreachable",
             Failure::Status(_) | Failure::GrpcStatus(_) => "status",
             Failure::Invalid(_) | Failure::CodeOutOfRange(_) => "invalid",
+            Failure::Paused => "paused",
         }
     }
 }

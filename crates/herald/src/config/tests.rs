@@ -631,3 +631,130 @@ fn transport_sections_take_centrifugo_names_env_values_and_checks() {
     .contains("uni_grpc.tls.cert_pem_file"));
     assert!(toml_err("[uni_sse]\nenabeld = true\n", &[]).contains("uni_sse.enabeld"));
 }
+
+#[test]
+fn proxy_signing_is_a_keyring_like_the_bus_one() {
+    // Base64 of 32 bytes each.
+    let k1 = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let k2 = profile::random_key_base64();
+    let file = TempFile::new("proxy-k2", &format!("{k2}\n"));
+    let text = format!(
+        "[proxy_signing]\nactive = \"k1\"\nkeys = [{{ id = \"k1\", secret = \"{k1}\" }}, \
+         {{ id = \"k2\", secret_file = \"{}\" }}]\n",
+        file.path().display()
+    );
+    let config = toml(&text, &[]).unwrap().config;
+    assert_eq!(
+        config.proxy_signing.keys[1].secret, k2,
+        "read from its file"
+    );
+    assert!(config.keyring_files().contains(&file.path().to_owned()));
+    let keyring = config.proxy_signing_keyring().unwrap();
+    assert_eq!(keyring.active_id(), Some("k1"));
+    assert_eq!(keyring.ids(), ["k1", "k2"]);
+    // The HMAC key is the decoded secret: the known answer of
+    // crates/proxy/src/signing.rs.
+    let signer = herald_proxy::ProxySigner::new(keyring);
+    let (_, value) = signer
+        .sign("POST", "/rpc?x=1", br#"{"method":"echo"}"#, 1_700_000_000)
+        .unwrap();
+    assert!(
+        value.ends_with("sig=GWnWvnY1-CNECYW75jxzfQtRG5Wf8BB3SQGzRXcDg4U"),
+        "{value}"
+    );
+
+    // The environment layer sets it as any other key.
+    let config = toml(&text, &[("HERALD_PROXY_SIGNING__ACTIVE", "k2")])
+        .unwrap()
+        .config;
+    assert_eq!(
+        config.proxy_signing_keyring().unwrap().active_id(),
+        Some("k2")
+    );
+    let config = toml(&text, &[("HERALD_PROXY_SIGNING__ACTIVE", "")])
+        .unwrap()
+        .config;
+    assert_eq!(config.proxy_signing_keyring().unwrap().active_id(), None);
+
+    // No section: nothing signed.
+    let config = toml("", &[]).unwrap().config;
+    assert_eq!(config.proxy_signing_keyring().unwrap().active_id(), None);
+    assert_eq!(
+        format!("{:?}", config.gateway().proxy_signer),
+        "ProxySigner(ProxySigningKeyring { active: None, keys: {} })"
+    );
+}
+
+#[test]
+fn proxy_signing_is_checked_by_key() {
+    let both = TempFile::new("proxy-both", SECRET);
+    let conflict = format!(
+        "[proxy_signing]\nkeys = [{{ id = \"k1\", secret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\", \
+         secret_file = \"{}\" }}]\n",
+        both.path().display()
+    );
+    let err = toml_err(&conflict, &[]);
+    assert!(
+        err.starts_with("proxy_signing.keys[0].secret: set either"),
+        "{err}"
+    );
+    let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let cases = [
+        (
+            format!("[proxy_signing]\nactive = \"k2\"\nkeys = [{{ id = \"k1\", secret = \"{key}\" }}]\n"),
+            "proxy_signing.active: no key with id \"k2\"",
+        ),
+        (
+            format!("[proxy_signing]\nkeys = [{{ id = \"k1\", secret = \"{key}\" }}, {{ id = \"k1\", secret = \"{key}\" }}]\n"),
+            "proxy_signing.keys[1].id: duplicate key id",
+        ),
+        (
+            "[proxy_signing]\nkeys = [{ id = \"k1\", secret = \"c2hvcnQ=\" }]\n".to_owned(),
+            "proxy_signing.keys[0].secret: must decode to at least 32 bytes",
+        ),
+        (
+            "[proxy_signing]\nkeys = [{ id = \"k1\", secret = \"%%%\" }]\n".to_owned(),
+            "proxy_signing.keys[0].secret: not valid base64",
+        ),
+        (
+            "[proxy_signing]\nkeys = [{ id = \"k1\" }]\n".to_owned(),
+            "proxy_signing.keys[0].secret: required (or secret_file)",
+        ),
+        (
+            format!("[proxy_signing]\nkeys = [{{ id = \"a,b\", secret = \"{key}\" }}]\n"),
+            "proxy_signing.keys[0].id: 1 to 255 visible ASCII characters",
+        ),
+        (
+            format!("[proxy_signing]\nkeys = [{{ id = \"a b\", secret = \"{key}\" }}]\n"),
+            "proxy_signing.keys[0].id: 1 to 255 visible ASCII characters",
+        ),
+        (
+            "[proxy_signing]\nmax_age = \"30s\"\n".to_owned(),
+            "proxy_signing.max_age: unknown key",
+        ),
+    ];
+    for (text, want) in &cases {
+        let err = toml_err(text, &[]);
+        assert!(
+            err.starts_with(want),
+            "{text:?}: got {err:?}, want {want:?}"
+        );
+        assert!(!err.contains(key), "the secret is never echoed: {err}");
+    }
+}
+
+#[test]
+fn debug_output_never_shows_proxy_signing_secrets() {
+    let key = profile::random_key_base64();
+    let text = format!(
+        "[proxy_signing]\nactive = \"k1\"\nkeys = [{{ id = \"k1\", secret = \"{key}\" }}]\n"
+    );
+    let config = toml(&text, &[]).unwrap().config;
+    for debug in [
+        format!("{config:?}"),
+        format!("{:?}", config.proxy_signing_keyring().unwrap()),
+    ] {
+        assert!(debug.contains("k1"), "{debug}");
+        assert!(!debug.contains(key.as_str()), "{debug}");
+    }
+}
