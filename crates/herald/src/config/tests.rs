@@ -631,3 +631,55 @@ fn transport_sections_take_centrifugo_names_env_values_and_checks() {
     .contains("uni_grpc.tls.cert_pem_file"));
     assert!(toml_err("[uni_sse]\nenabeld = true\n", &[]).contains("uni_sse.enabeld"));
 }
+
+#[test]
+fn grpc_api_section_takes_env_values_a_key_file_and_checks() {
+    let key = TempFile::new("grpc-key", "grpc-key-from-file-x9\n");
+    let key_path = key.path().display().to_string();
+    let loaded = toml(
+        "[grpc_api]\nenabled = true\n",
+        &[
+            ("HERALD_GRPC_API__PORT", "0"),
+            ("HERALD_GRPC_API__MAX_RECEIVE_MESSAGE_SIZE", "1024"),
+            ("HERALD_GRPC_API__KEY_FILE", &key_path),
+        ],
+    )
+    .expect("grpc_api loads");
+    let gateway = loaded.config.gateway();
+    let grpc_api = &gateway.grpc_api;
+    assert!(grpc_api.enabled);
+    assert_eq!((grpc_api.address.as_str(), grpc_api.port), ("127.0.0.1", 0));
+    assert_eq!(grpc_api.max_receive_message_size, 1024);
+    assert_eq!(
+        grpc_api.effective_key(&gateway.http_api),
+        "grpc-key-from-file-x9"
+    );
+    let debug = format!("{:?}", loaded.config);
+    assert!(!debug.contains("grpc-key-from-file-x9"), "{debug}");
+
+    // Without its own key it takes http_api.key; without either it is refused.
+    let loaded = toml(
+        "[grpc_api]\nenabled = true\n[http_api]\nkey = \"http-key\"\n",
+        &[],
+    )
+    .unwrap();
+    let gateway = loaded.config.gateway();
+    assert_eq!(
+        gateway.grpc_api.effective_key(&gateway.http_api),
+        "http-key"
+    );
+    assert_eq!(gateway.grpc_api.port, 10000);
+    assert!(toml_err("[grpc_api]\nenabled = true\n", &[]).contains("grpc_api.key"));
+    assert!(toml_err(
+        "[grpc_api]\nenabled = true\nkey = \"k\"\ntls = { enabled = true }\n",
+        &[]
+    )
+    .contains("grpc_api.tls.cert_pem_file"));
+    assert!(toml_err(
+        "[grpc_api]\nenabled = true\nkey = \"k\"\nmax_receive_message_size = 0\n",
+        &[]
+    )
+    .contains("grpc_api.max_receive_message_size"));
+    // Disabled, nothing is checked.
+    assert!(toml("[grpc_api]\nmax_receive_message_size = 0\n", &[]).is_ok());
+}
