@@ -13,7 +13,7 @@ sequential and parallel, replies in command order with per-command errors; info;
 errors in the response's `error` (empty channel 107, unknown namespace 102, no history
 108) and the error metric moving; the key (`http_api.key` when `grpc_api.key` is empty)
 checked: a wrong or missing one is UNAUTHENTICATED; an unknown method UNIMPLEMENTED; a
-message that is not the request INVALID_ARGUMENT; TLS with a test CA.
+message that is not the request INVALID_ARGUMENT, one too large OUT_OF_RANGE; TLS with a test CA.
 
 Every call has a deadline; the conftest hook adds herald's log tail to a failure."""
 
@@ -353,6 +353,11 @@ def test_unknown_method_and_bad_message(chan):
         # Field 1 as a varint where PublishRequest.channel is a string.
         raw("Publish")(b"\x08\x01\xff", metadata=metadata, timeout=CALL_TIMEOUT_S)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, f"{e.value}"
+    with pytest.raises(grpc.RpcError) as e:
+        # Past grpc_api.max_receive_message_size (4 MiB by default).
+        raw("Publish")(b"\x12" + b"\x80\x80\x80\x03" + b"x" * (6 << 20), metadata=metadata,
+                       timeout=CALL_TIMEOUT_S)
+    assert e.value.code() == grpc.StatusCode.OUT_OF_RANGE, f"{e.value}"
     # Still serving.
     reply = raw("Info")(b"", metadata=metadata, timeout=CALL_TIMEOUT_S)
     assert reply, "Info answers after a bad message"
