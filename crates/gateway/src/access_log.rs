@@ -1,5 +1,6 @@
 //! The access log: one line per HTTP request (WebSocket handshakes
-//! included), with method, path, status and duration only.
+//! included), with method, path, status and duration only; and one per
+//! gRPC API call, with path, gRPC status and duration.
 
 /// One line per HTTP request: method, path, status, duration. Never the
 /// query string, a header or a body: those may carry tokens and payloads.
@@ -30,5 +31,17 @@ pub(crate) fn log_request(
         status,
         micros = started.elapsed().as_micros() as u64,
         "http request"
+    );
+}
+
+/// The access log line of a gRPC API call: path (the method), gRPC status
+/// code, duration. Never the metadata or a message.
+pub(crate) fn log_grpc_request(path: &str, grpc_status: i32, started: std::time::Instant) {
+    tracing::info!(
+        target: "herald::access",
+        path,
+        grpc_status,
+        micros = started.elapsed().as_micros() as u64,
+        "grpc request"
     );
 }

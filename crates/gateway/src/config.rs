@@ -12,8 +12,8 @@ mod transports;
 
 pub use self::transports::{
     ConnectCodeToHttpResponse, ConnectCodeToUnidirectionalDisconnect, EmulatedStreamConfig,
-    EmulationConfig, HttpResponseTo, HttpResponseTransform, TransportsConfig, UniDisconnectTo,
-    UniDisconnectTransform, UniGrpcConfig, UniGrpcTlsConfig, UniHttpConfig, UniWebSocketConfig,
+    EmulationConfig, GrpcTlsConfig, HttpResponseTo, HttpResponseTransform, TransportsConfig,
+    UniDisconnectTo, UniDisconnectTransform, UniGrpcConfig, UniHttpConfig, UniWebSocketConfig,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -257,6 +257,59 @@ impl std::fmt::Debug for HttpApiConfig {
     }
 }
 
+/// `grpc_api`: the server API over gRPC, on its own port (Centrifugo v6's
+/// section and defaults but the address, loopback like `uni_grpc`'s).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GrpcApiConfig {
+    pub enabled: bool,
+    pub address: String,
+    /// 0 picks a free port (printed in the ready line).
+    pub port: u16,
+    /// `authorization: apikey <key>`; empty = `http_api.key`.
+    pub key: String,
+    /// Largest request message accepted, in bytes.
+    pub max_receive_message_size: usize,
+    pub tls: GrpcTlsConfig,
+}
+
+impl GrpcApiConfig {
+    /// The key calls must carry: `grpc_api.key`, else `http_api.key`.
+    pub fn effective_key<'a>(&'a self, http_api: &'a HttpApiConfig) -> &'a str {
+        if self.key.is_empty() {
+            &http_api.key
+        } else {
+            &self.key
+        }
+    }
+}
+
+impl Default for GrpcApiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            address: "127.0.0.1".to_owned(),
+            port: 10000,
+            key: String::new(),
+            max_receive_message_size: 4 * 1024 * 1024,
+            tls: GrpcTlsConfig::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for GrpcApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcApiConfig")
+            .field("enabled", &self.enabled)
+            .field("address", &self.address)
+            .field("port", &self.port)
+            .field("key", &redacted(&self.key))
+            .field("max_receive_message_size", &self.max_receive_message_size)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ShutdownConfig {
@@ -279,6 +332,7 @@ pub struct GatewayConfig {
     pub client: ClientConfig,
     pub channel: ChannelConfig,
     pub http_api: HttpApiConfig,
+    pub grpc_api: GrpcApiConfig,
     pub shutdown: ShutdownConfig,
     pub endpoints: EndpointsConfig,
     pub transports: TransportsConfig,

@@ -26,7 +26,7 @@ use tonic::codegen::{http, BoxFuture, Service, StdError};
 use tonic::server::{Grpc, NamedService, ServerStreamingService};
 use tonic::Status;
 
-use crate::config::UniGrpcConfig;
+use crate::config::{GrpcTlsConfig, UniGrpcConfig};
 use crate::conn::abort::AbortHandle;
 use crate::conn::open::{open, Opened};
 use crate::conn::session::{connect_command, Opening};
@@ -40,7 +40,7 @@ use crate::transport::Transport;
 const SERVICE: &str = "centrifugal.centrifugo.unistream.CentrifugoUniStream";
 const CONSUME: &str = "/centrifugal.centrifugo.unistream.CentrifugoUniStream/Consume";
 
-/// A running `uni_grpc` server: where it listens, and how to stop it.
+/// A running gRPC server (`uni_grpc`, `grpc_api`): where it listens, and how to stop it.
 pub(crate) struct GrpcServer {
     pub(crate) addr: SocketAddr,
     pub(crate) stop: tokio::sync::watch::Sender<bool>,
@@ -50,43 +50,8 @@ pub(crate) struct GrpcServer {
 /// created on this arbiter (actors live on an actix arbiter; tonic's tasks
 /// are plain tokio tasks).
 pub(crate) fn start(node: Arc<Node>, config: &UniGrpcConfig) -> Result<GrpcServer, GatewayError> {
-    let listener =
-        std::net::TcpListener::bind((config.address.as_str(), config.port)).map_err(|source| {
-            GatewayError::Bind {
-                addr: format!("{}:{}", config.address, config.port),
-                source,
-            }
-        })?;
-    let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
-        addr: "uni_grpc".into(),
-        source,
-    })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| GatewayError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?;
-    let mut builder = tonic::transport::Server::builder();
-    if config.tls.enabled {
-        let cert = std::fs::read(&config.tls.cert_pem_file).map_err(|e| {
-            GatewayError::Config(format!(
-                "uni_grpc.tls.cert_pem_file {}: {e}",
-                config.tls.cert_pem_file
-            ))
-        })?;
-        let key = std::fs::read(&config.tls.key_pem_file).map_err(|e| {
-            GatewayError::Config(format!(
-                "uni_grpc.tls.key_pem_file {}: {e}",
-                config.tls.key_pem_file
-            ))
-        })?;
-        let tls = tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(cert, key));
-        builder = builder
-            .tls_config(tls)
-            .map_err(|e| GatewayError::Config(format!("uni_grpc.tls: {e}")))?;
-    }
+    let (listener, addr, mut builder) =
+        bind("uni_grpc", &config.address, config.port, &config.tls)?;
     let admit_node = node.clone();
     let service = UniStream {
         node,
@@ -113,6 +78,46 @@ pub(crate) fn start(node: Arc<Node>, config: &UniGrpcConfig) -> Result<GrpcServe
     });
     tracing::info!(%addr, tls = config.tls.enabled, "uni_grpc listening");
     Ok(GrpcServer { addr, stop })
+}
+
+/// Binds `address:port` for a gRPC server and builds the server, with TLS
+/// when `tls.enabled`; `section` names the config section in errors.
+pub(crate) fn bind(
+    section: &str,
+    address: &str,
+    port: u16,
+    tls: &GrpcTlsConfig,
+) -> Result<(std::net::TcpListener, SocketAddr, tonic::transport::Server), GatewayError> {
+    let listener =
+        std::net::TcpListener::bind((address, port)).map_err(|source| GatewayError::Bind {
+            addr: format!("{address}:{port}"),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
+        addr: section.into(),
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| GatewayError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let mut builder = tonic::transport::Server::builder();
+    if tls.enabled {
+        let read = |key: &str, path: &str| {
+            std::fs::read(path)
+                .map_err(|e| GatewayError::Config(format!("{section}.tls.{key} {path}: {e}")))
+        };
+        let cert = read("cert_pem_file", &tls.cert_pem_file)?;
+        let key = read("key_pem_file", &tls.key_pem_file)?;
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert, key));
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| GatewayError::Config(format!("{section}.tls: {e}")))?;
+    }
+    Ok((listener, addr, builder))
 }
 
 /// The accepted connections, each holding its place in its address's

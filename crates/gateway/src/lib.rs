@@ -12,6 +12,7 @@ mod format;
 #[doc(hidden)]
 pub mod fuzzing;
 mod grpc;
+mod grpc_api;
 mod http;
 mod metrics;
 mod node;
@@ -39,8 +40,8 @@ use crate::node::hub::Hub;
 use crate::node::{Node, NodeEvents};
 
 pub use config::{
-    ClientAuth, ClientConfig, EndpointsConfig, GatewayConfig, HttpApiConfig, HttpServerConfig,
-    IdentitySource, IntrospectionConfig, MinVersion, ShutdownConfig, TlsConfig,
+    ClientAuth, ClientConfig, EndpointsConfig, GatewayConfig, GrpcApiConfig, HttpApiConfig,
+    HttpServerConfig, IdentitySource, IntrospectionConfig, MinVersion, ShutdownConfig, TlsConfig,
 };
 pub use error::GatewayError;
 
@@ -52,7 +53,9 @@ pub struct RunningServer {
     pub internal_addr: SocketAddr,
     /// Where the `uni_grpc` server listens, when enabled.
     pub uni_grpc_addr: Option<SocketAddr>,
-    grpc_stop: Option<tokio::sync::watch::Sender<bool>>,
+    /// Where the `grpc_api` server listens, when enabled.
+    pub grpc_api_addr: Option<SocketAddr>,
+    grpc_stops: Vec<tokio::sync::watch::Sender<bool>>,
     servers: Vec<actix_web::dev::Server>,
     node: Arc<Node>,
     shutdown_timeout: std::time::Duration,
@@ -65,7 +68,7 @@ pub struct Stopper {
     handles: Vec<actix_web::dev::ServerHandle>,
     node: Arc<Node>,
     timeout: std::time::Duration,
-    grpc_stop: Option<tokio::sync::watch::Sender<bool>>,
+    grpc_stops: Vec<tokio::sync::watch::Sender<bool>>,
 }
 
 impl RunningServer {
@@ -74,7 +77,7 @@ impl RunningServer {
             handles: self.servers.iter().map(|s| s.handle()).collect(),
             node: self.node.clone(),
             timeout: self.shutdown_timeout,
-            grpc_stop: self.grpc_stop.clone(),
+            grpc_stops: self.grpc_stops.clone(),
         }
     }
 
@@ -110,7 +113,7 @@ impl Stopper {
         }
         // What is left of the budget lets the last close frames go out.
         let grace = (self.timeout / 4).min(std::time::Duration::from_secs(2));
-        if let Some(stop) = &self.grpc_stop {
+        for stop in &self.grpc_stops {
             let _ = stop.send(true);
         }
         let stops = self.handles.iter().map(|h| h.stop(true));
@@ -209,8 +212,10 @@ where
     };
 
     let data = web::Data::new(node.clone());
+    // One set of API places and limits for the HTTP and gRPC APIs.
+    let api_settings = Arc::new(api::ApiSettings::new(&config.http_api));
     let internal_settings = InternalRoutes {
-        api: web::Data::new(api::ApiSettings::new(&config.http_api)),
+        api: web::Data::from(api_settings.clone()),
         metrics: config.endpoints.prometheus,
         health: config.endpoints.health,
     };
@@ -349,12 +354,24 @@ where
     } else {
         None
     };
+    let grpc_api = if config.grpc_api.enabled {
+        let key = config.grpc_api.effective_key(&config.http_api);
+        Some(grpc_api::start(
+            node.clone(),
+            api_settings,
+            key,
+            &config.grpc_api,
+        )?)
+    } else {
+        None
+    };
     tracing::info!(%public_addr, %internal_addr, "listening");
     Ok(RunningServer {
         public_addr,
         internal_addr,
         uni_grpc_addr: grpc.as_ref().map(|g| g.addr),
-        grpc_stop: grpc.map(|g| g.stop),
+        grpc_api_addr: grpc_api.as_ref().map(|g| g.addr),
+        grpc_stops: grpc.into_iter().chain(grpc_api).map(|g| g.stop).collect(),
         servers: std::iter::once(public_server)
             .chain(internal_server)
             .collect(),

@@ -22,7 +22,8 @@ use herald_gateway::config::{
     UniWebSocketConfig,
 };
 use herald_gateway::{
-    ClientAuth, ClientConfig, GatewayConfig, HttpApiConfig, HttpServerConfig, ShutdownConfig,
+    ClientAuth, ClientConfig, GatewayConfig, GrpcApiConfig, HttpApiConfig, HttpServerConfig,
+    ShutdownConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +45,7 @@ pub const FILE_KEYS: &[&str] = &[
     "client.subscription_token.ecdsa_public_key",
     "client.introspection.client_secret",
     "http_api.key",
+    "grpc_api.key",
     "engine.redis.password",
 ];
 
@@ -116,6 +118,8 @@ pub struct Config {
     pub client: ClientConfig,
     pub channel: ChannelSection,
     pub http_api: HttpApiConfig,
+    /// `grpc_api`: the server API over gRPC (docs/protocol.md).
+    pub grpc_api: GrpcApiConfig,
     pub engine: EngineConfig,
     pub bus_integrity: BusIntegrityConfig,
     pub history_encryption: HistoryEncryptionConfig,
@@ -458,6 +462,7 @@ impl Config {
             client: self.client.clone(),
             channel: self.channel.policy(),
             http_api: self.http_api.clone(),
+            grpc_api: self.grpc_api.clone(),
             shutdown: self.shutdown.clone(),
             endpoints: herald_gateway::EndpointsConfig {
                 prometheus: self.prometheus.enabled,
@@ -899,6 +904,7 @@ fn validate(config: &Config) -> Result<Vec<String>, ConfigError> {
 
     validate_transports(config)?;
     validate_proxies(config)?;
+    validate_grpc_api(config)?;
 
     if config.http_server.request_body_timeout.is_zero() {
         return Err(ConfigError::invalid(
@@ -1075,6 +1081,40 @@ fn validate_transports(config: &Config) -> Result<(), ConfigError> {
             return Err(ConfigError::invalid(
                 key,
                 "required when uni_grpc.tls.enabled is true",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `grpc_api`, when enabled: a key to check calls against, a message size
+/// above 0, the TLS files when TLS is on.
+fn validate_grpc_api(config: &Config) -> Result<(), ConfigError> {
+    let grpc_api = &config.grpc_api;
+    if !grpc_api.enabled {
+        return Ok(());
+    }
+    if grpc_api.effective_key(&config.http_api).is_empty() {
+        return Err(ConfigError::invalid(
+            "grpc_api.key",
+            "required when grpc_api.enabled is true and http_api.key is empty: \
+             without a key every call would be refused",
+        ));
+    }
+    if grpc_api.max_receive_message_size == 0 {
+        return Err(ConfigError::invalid(
+            "grpc_api.max_receive_message_size",
+            "must be at least 1",
+        ));
+    }
+    for (key, file) in [
+        ("grpc_api.tls.cert_pem_file", &grpc_api.tls.cert_pem_file),
+        ("grpc_api.tls.key_pem_file", &grpc_api.tls.key_pem_file),
+    ] {
+        if grpc_api.tls.enabled && file.is_empty() {
+            return Err(ConfigError::invalid(
+                key,
+                "required when grpc_api.tls.enabled is true",
             ));
         }
     }

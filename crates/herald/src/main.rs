@@ -252,14 +252,16 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
         let ws_url = format!("{ws}://{}/connection/websocket", running.public_addr);
         let api_url = format!("{http}://{}", running.internal_addr);
         let mut stdout = std::io::stdout().lock();
-        // Test harnesses wait for this exact line.
-        match running.uni_grpc_addr {
-            Some(grpc) => writeln!(
-                stdout,
-                "herald listening ws={ws_url} api={api_url} uni_grpc={grpc}"
-            )?,
-            None => writeln!(stdout, "herald listening ws={ws_url} api={api_url}")?,
+        // Test harnesses wait for this exact line; the gRPC servers are
+        // appended to it when enabled.
+        let mut ready = format!("herald listening ws={ws_url} api={api_url}");
+        if let Some(grpc) = running.uni_grpc_addr {
+            ready.push_str(&format!(" uni_grpc={grpc}"));
         }
+        if let Some(grpc) = running.grpc_api_addr {
+            ready.push_str(&format!(" grpc_api={grpc}"));
+        }
+        writeln!(stdout, "{ready}")?;
         if let (Some(secrets), Some(token)) = (&dev, &dev_token) {
             let banner = profile::Banner {
                 ws_url: &ws_url,

@@ -1,4 +1,5 @@
-//! Wire types of the server HTTP API (`POST /api/<method>`, docs/protocol.md "Server HTTP API").
+//! Wire types of the server HTTP API (`POST /api/<method>`, docs/protocol.md "Server HTTP API"),
+//! and in `wire` and `grpc` the gRPC server API's messages and their translation to it.
 //!
 //! Requests ignore unknown fields. Results follow the reference: maps and
 //! arrays the reference lists as always present are emitted even when empty,
@@ -11,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::code::ErrorCode;
 use crate::raw::RawJson;
 use crate::reply::{ClientInfo, Publication, StreamPosition};
+
+pub mod grpc;
+pub mod wire;
 
 /// The `error` object of an API reply: no `temporary` field, unlike the
 /// client protocol.

@@ -250,7 +250,7 @@ pub struct UniGrpcConfig {
     pub port: u16,
     /// Largest ConnectRequest accepted, in bytes.
     pub max_receive_message_size: usize,
-    pub tls: UniGrpcTlsConfig,
+    pub tls: GrpcTlsConfig,
 }
 
 impl Default for UniGrpcConfig {
@@ -260,14 +260,15 @@ impl Default for UniGrpcConfig {
             address: "127.0.0.1".to_owned(),
             port: 11000,
             max_receive_message_size: 65536,
-            tls: UniGrpcTlsConfig::default(),
+            tls: GrpcTlsConfig::default(),
         }
     }
 }
 
+/// `uni_grpc.tls` and `grpc_api.tls`: the certificate of a gRPC server.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
-pub struct UniGrpcTlsConfig {
+pub struct GrpcTlsConfig {
     pub enabled: bool,
     pub cert_pem_file: String,
     pub key_pem_file: String,

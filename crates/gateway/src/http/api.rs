@@ -39,7 +39,7 @@ pub(crate) const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 const QUEUE_WAIT: Duration = Duration::from_secs(1);
 
 /// Commands of a parallel batch (and channels of a broadcast) run at once.
-const PARALLELISM: usize = 32;
+pub(crate) const PARALLELISM: usize = 32;
 
 /// What the API handler shares: the key and the limits (`http_api`).
 pub(crate) struct ApiSettings {
@@ -55,6 +55,21 @@ impl ApiSettings {
             places: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
             max_batch_size: config.max_batch_size.max(1),
         }
+    }
+
+    /// One of the `http_api.max_concurrent_requests` places, waited for up
+    /// to [`QUEUE_WAIT`]; None when none came free. The gRPC API shares them.
+    pub(crate) async fn place(&self) -> Option<OwnedSemaphorePermit> {
+        match tokio::time::timeout(QUEUE_WAIT, self.places.clone().acquire_owned()).await {
+            Ok(Ok(place)) => Some(place),
+            // Timed out, or (never: it is not closed) a closed semaphore.
+            _ => None,
+        }
+    }
+
+    /// Most commands in one batch, channels in one broadcast.
+    pub(crate) fn max_batch_size(&self) -> usize {
+        self.max_batch_size
     }
 }
 
@@ -86,10 +101,9 @@ pub(crate) async fn handle(
         crate::metrics::api_refused("not_found");
         return HttpResponse::NotFound().body(format!("unknown API method {method:?}\n"));
     }
-    let place = match tokio::time::timeout(QUEUE_WAIT, api.places.clone().acquire_owned()).await {
-        Ok(Ok(place)) => place,
-        // Timed out, or (never: it is not closed) a closed semaphore.
-        _ => {
+    let place = match api.place().await {
+        Some(place) => place,
+        None => {
             crate::metrics::api_refused("concurrency");
             return HttpResponse::ServiceUnavailable()
                 .insert_header((header::RETRY_AFTER, "1"))
@@ -114,9 +128,7 @@ pub(crate) async fn handle(
     if method == "batch" {
         return batch(node, api.into_inner(), body, place);
     }
-    let started = std::time::Instant::now();
-    let outcome = call(&node, &api, &method, &body).await;
-    crate::metrics::api_command(&method, started.elapsed(), outcome.as_ref().err());
+    let outcome = call_counted(&node, &api, &method, &body).await;
     let json = match outcome {
         // The result goes under "result".
         Ok(result) => to_raw(&ApiReply::<&RawValue>::Result(&result)),
@@ -146,9 +158,6 @@ const DEFAULT_REVOCATION_SECS: u64 = 30 * 24 * 3600;
 /// `X-API-Key: <key>` or `Authorization: apikey <key>`, compared in constant
 /// time. An empty configured key authorizes nobody.
 fn authorized(req: &HttpRequest, key: &str) -> bool {
-    if key.is_empty() {
-        return false;
-    }
     let headers = req.headers();
     let offered = headers
         .get("x-api-key")
@@ -161,7 +170,14 @@ fn authorized(req: &HttpRequest, key: &str) -> bool {
                 .eq_ignore_ascii_case("apikey")
                 .then(|| rest.trim().to_owned())
         });
-    offered.is_some_and(|offered| constant_time_eq(offered.as_bytes(), key.as_bytes()))
+    key_matches(offered.as_deref(), key)
+}
+
+/// Whether an offered API key is the configured one, compared in constant
+/// time. An empty configured key authorizes nobody.
+pub(crate) fn key_matches(offered: Option<&str>, key: &str) -> bool {
+    !key.is_empty()
+        && offered.is_some_and(|offered| constant_time_eq(offered.as_bytes(), key.as_bytes()))
 }
 
 /// Equal bytes, in time that depends only on the lengths.
@@ -198,9 +214,23 @@ fn required(value: &str, what: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// [`call`], counted in `herald_api_command_duration_seconds` and
+/// `herald_api_errors_total`: how the HTTP and gRPC APIs run a method.
+pub(crate) async fn call_counted(
+    node: &Node,
+    api: &ApiSettings,
+    method: &str,
+    body: &[u8],
+) -> Result<Box<RawValue>, ApiError> {
+    let started = std::time::Instant::now();
+    let outcome = call(node, api, method, body).await;
+    crate::metrics::api_command(method, started.elapsed(), outcome.as_ref().err());
+    outcome
+}
+
 /// Runs one API method; the result is its JSON (what goes under `result`).
 /// Each method is its own function over its typed request.
-pub(crate) async fn call(
+async fn call(
     node: &Node,
     api: &ApiSettings,
     method: &str,
@@ -264,16 +294,23 @@ async fn broadcast(
         ));
     }
     let data = payload(req.data, &req.b64data)?;
-    let publishes = req.channels.iter().map(|channel| {
-        publish(
-            node,
-            channel,
-            &data,
-            req.skip_history,
-            &req.tags,
-            &req.idempotency_key,
-        )
-    });
+    // Collected first: a stream holding the closure is not provably `Send`
+    // (a limit of the compiler's closure lifetimes), and the gRPC API runs
+    // this on tonic's `Send` tasks.
+    let publishes: Vec<_> = req
+        .channels
+        .iter()
+        .map(|channel| {
+            publish(
+                node,
+                channel,
+                &data,
+                req.skip_history,
+                &req.tags,
+                &req.idempotency_key,
+            )
+        })
+        .collect();
     let responses = futures_util::stream::iter(publishes)
         .buffered(PARALLELISM)
         .map(|outcome| match outcome {
@@ -764,9 +801,7 @@ async fn batch_command(node: &Node, api: &ApiSettings, command: &[u8]) -> Box<Ra
             ErrorCode::MethodNotFound.into(),
         ));
     }
-    let started = std::time::Instant::now();
-    let outcome = call(node, api, &method, params.get().as_bytes()).await;
-    crate::metrics::api_command(&method, started.elapsed(), outcome.as_ref().err());
+    let outcome = call_counted(node, api, &method, params.get().as_bytes()).await;
     match outcome {
         // Raw values pass through untouched: payloads stay byte-exact.
         Ok(result) => to_raw(&std::collections::BTreeMap::from([(method, result)])),

@@ -758,3 +758,55 @@ fn debug_output_never_shows_proxy_signing_secrets() {
         assert!(!debug.contains(key.as_str()), "{debug}");
     }
 }
+
+#[test]
+fn grpc_api_section_takes_env_values_a_key_file_and_checks() {
+    let key = TempFile::new("grpc-key", "grpc-key-from-file-x9\n");
+    let key_path = key.path().display().to_string();
+    let loaded = toml(
+        "[grpc_api]\nenabled = true\n",
+        &[
+            ("HERALD_GRPC_API__PORT", "0"),
+            ("HERALD_GRPC_API__MAX_RECEIVE_MESSAGE_SIZE", "1024"),
+            ("HERALD_GRPC_API__KEY_FILE", &key_path),
+        ],
+    )
+    .expect("grpc_api loads");
+    let gateway = loaded.config.gateway();
+    let grpc_api = &gateway.grpc_api;
+    assert!(grpc_api.enabled);
+    assert_eq!((grpc_api.address.as_str(), grpc_api.port), ("127.0.0.1", 0));
+    assert_eq!(grpc_api.max_receive_message_size, 1024);
+    assert_eq!(
+        grpc_api.effective_key(&gateway.http_api),
+        "grpc-key-from-file-x9"
+    );
+    let debug = format!("{:?}", loaded.config);
+    assert!(!debug.contains("grpc-key-from-file-x9"), "{debug}");
+
+    // Without its own key it takes http_api.key; without either it is refused.
+    let loaded = toml(
+        "[grpc_api]\nenabled = true\n[http_api]\nkey = \"http-key\"\n",
+        &[],
+    )
+    .unwrap();
+    let gateway = loaded.config.gateway();
+    assert_eq!(
+        gateway.grpc_api.effective_key(&gateway.http_api),
+        "http-key"
+    );
+    assert_eq!(gateway.grpc_api.port, 10000);
+    assert!(toml_err("[grpc_api]\nenabled = true\n", &[]).contains("grpc_api.key"));
+    assert!(toml_err(
+        "[grpc_api]\nenabled = true\nkey = \"k\"\ntls = { enabled = true }\n",
+        &[]
+    )
+    .contains("grpc_api.tls.cert_pem_file"));
+    assert!(toml_err(
+        "[grpc_api]\nenabled = true\nkey = \"k\"\nmax_receive_message_size = 0\n",
+        &[]
+    )
+    .contains("grpc_api.max_receive_message_size"));
+    // Disabled, nothing is checked.
+    assert!(toml("[grpc_api]\nmax_receive_message_size = 0\n", &[]).is_ok());
+}
