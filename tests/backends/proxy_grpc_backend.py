@@ -11,24 +11,14 @@ for either backend), then a plain HTTP port where GET /requests returns every
 call received so far as a JSON list of {"method", "metadata", "call"} (`call` as
 the HTTP proxy's JSON: `data` and `meta` parsed from their JSON bytes).
 
-RPC answers by the call's `method` (the part after a namespace's `:`):
-  echo     result, data {"echo":<data>,"user","transport","protocol","encoding"}
-  refuse   error {code 1000, message "refused by the backend"}
-  bye      disconnect {code 4501, reason "bye"}
-  boom     gRPC status INTERNAL (the twin of HTTP 500)
-  slow     waits 3 s, then a result (past any test timeout)
-  garbage  result whose data bytes are not JSON
-  big      result with a 2 MB data
-  code100  error {code 100} (outside [400, 1999])
-Connect answers by the `session` cookie (the `cookie` metadata herald forwards
-when the proxy's `http_headers` lists Cookie):
-  session=<user>    result {user, data {"hello":<user>}, channels ["proxy-news"]}
-  session=refuse    error {code 1001, message "log in first"}
-  session=boom      gRPC status INTERNAL
-  no session        disconnect {code 4501, reason "no session"}
-Subscribe: a channel containing `refuse` gets error 1000, `bye` disconnect 4501,
-any other a result with data {"channel":<channel>}. Publish: a result with the
-publication's data. Refresh and SubRefresh: a result expiring in an hour.
+Every call is answered as proxy_backend.py answers the same call over HTTP (its
+answer functions are imported and their JSON translated to protobuf), so a test
+asserts the same outcomes over either transport: see that file's docstring for
+the answers of Connect (by the `cookie` metadata herald forwards when the
+proxy's `http_headers` lists Cookie), RPC, Subscribe, Publish, Refresh and
+SubRefresh. The translation: an HTTP 500 is the gRPC status INTERNAL; the
+answer `garbage` (a body that is not JSON) is a result whose data bytes are not
+JSON; `data`, `info` and `meta` go as their JSON text in bytes.
 """
 
 import importlib
@@ -45,6 +35,12 @@ from pathlib import Path
 import grpc
 
 PROTO = Path(__file__).resolve().parents[2] / "crates" / "proxy" / "proto" / "proxy.proto"
+
+# The HTTP twin's answers (stdlib only; its main() runs only as a script).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import proxy_backend as http_twin  # noqa: E402
+
+PAYLOADS = ("data", "info", "meta")
 
 RECEIVED = []
 LOCK = threading.Lock()
@@ -89,6 +85,42 @@ def jbytes(value):
     return json.dumps(value).encode()
 
 
+def call_json(message):
+    """The call as the HTTP proxy's JSON, every scalar field present (as herald's
+    HTTP request has them), payloads parsed from their JSON bytes (absent when empty)."""
+    out = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        if field.name in PAYLOADS:
+            if value:
+                try:
+                    out[field.name] = json.loads(value)
+                except ValueError:
+                    out[field.name] = {"not_json": value.decode("latin-1")}
+        elif isinstance(value, (str, bytes, int, float, bool)):
+            out[field.name] = value
+        else:
+            out[field.name] = list(value)
+    return out
+
+
+def to_response(pb, kind, status, body, context):
+    """The HTTP twin's answer (status, JSON body) as the `kind`Response."""
+    if status != 200:
+        context.abort(grpc.StatusCode.INTERNAL, f"the HTTP twin answers {status}")
+    response, result_type = getattr(pb, f"{kind}Response"), getattr(pb, f"{kind}Result")
+    if isinstance(body, str):  # `garbage`: an answer that is not JSON
+        return response(result=result_type(data=body.encode()))
+    if "error" in body:
+        return response(error=pb.Error(**body["error"]))
+    if "disconnect" in body:
+        return response(disconnect=pb.Disconnect(**body["disconnect"]))
+    fields = {}
+    for name, value in body.get("result", {}).items():
+        fields[name] = jbytes(value) if name in PAYLOADS else value
+    return response(result=result_type(**fields))
+
+
 def make_servicer(pb, pb_grpc):
     class Backend(pb_grpc.CentrifugoProxyServicer):
         def record(self, method, request, context):
@@ -97,75 +129,37 @@ def make_servicer(pb, pb_grpc):
                 metadata.setdefault(key, value)
             with LOCK:
                 RECEIVED.append({"method": method, "metadata": metadata, "call": as_json(request)})
-            return metadata
+            return metadata, call_json(request)
 
         def Connect(self, request, context):
-            metadata = self.record("Connect", request, context)
-            session = None
-            for part in metadata.get("cookie", "").split(";"):
-                name, _, value = part.strip().partition("=")
-                if name == "session":
-                    session = value
-            if session is None:
-                return pb.ConnectResponse(disconnect=pb.Disconnect(code=4501, reason="no session"))
-            if session == "refuse":
-                return pb.ConnectResponse(error=pb.Error(code=1001, message="log in first"))
-            if session == "boom":
-                context.abort(grpc.StatusCode.INTERNAL, "boom")
-            return pb.ConnectResponse(
-                result=pb.ConnectResult(
-                    user=session, data=jbytes({"hello": session}), channels=["proxy-news"]
-                )
-            )
+            metadata, _ = self.record("Connect", request, context)
+            status, body = http_twin.connect_answer(metadata.get("cookie"))
+            return to_response(pb, "Connect", status, body, context)
 
         def RPC(self, request, context):
-            self.record("RPC", request, context)
-            method = request.method.split(":")[-1]
-            if method == "echo":
-                echo = json.loads(request.data) if request.data else None
-                keys = ("user", "transport", "protocol", "encoding")
-                data = {"echo": echo, **{k: getattr(request, k) for k in keys}}
-                return pb.RPCResponse(result=pb.RPCResult(data=jbytes(data)))
-            if method == "refuse":
-                return pb.RPCResponse(error=pb.Error(code=1000, message="refused by the backend"))
-            if method == "bye":
-                return pb.RPCResponse(disconnect=pb.Disconnect(code=4501, reason="bye"))
-            if method == "boom":
-                context.abort(grpc.StatusCode.INTERNAL, "boom")
-            if method == "slow":
-                time.sleep(3)
-                return pb.RPCResponse(result=pb.RPCResult())
-            if method == "garbage":
-                return pb.RPCResponse(result=pb.RPCResult(data=b"not json at all"))
-            if method == "big":
-                return pb.RPCResponse(result=pb.RPCResult(data=jbytes({"pad": "x" * 2_000_000})))
-            if method == "code100":
-                return pb.RPCResponse(error=pb.Error(code=100, message="reserved"))
-            return pb.RPCResponse(error=pb.Error(code=404, message=f"no method {method!r}"))
+            _, call = self.record("RPC", request, context)
+            status, body = http_twin.answer_for(call)
+            return to_response(pb, "RPC", status, body, context)
 
         def Subscribe(self, request, context):
-            self.record("Subscribe", request, context)
-            if "refuse" in request.channel:
-                return pb.SubscribeResponse(error=pb.Error(code=1000, message="refused by the backend"))
-            if "bye" in request.channel:
-                return pb.SubscribeResponse(disconnect=pb.Disconnect(code=4501, reason="bye"))
-            return pb.SubscribeResponse(
-                result=pb.SubscribeResult(data=jbytes({"channel": request.channel}))
-            )
+            _, call = self.record("Subscribe", request, context)
+            status, body = http_twin.subscribe_answer(call)
+            return to_response(pb, "Subscribe", status, body, context)
 
         def Publish(self, request, context):
-            self.record("Publish", request, context)
-            return pb.PublishResponse(result=pb.PublishResult(data=request.data))
+            _, call = self.record("Publish", request, context)
+            status, body = http_twin.publish_answer(call)
+            return to_response(pb, "Publish", status, body, context)
 
         def Refresh(self, request, context):
-            self.record("Refresh", request, context)
-            return pb.RefreshResponse(result=pb.RefreshResult(expire_at=int(time.time()) + 3600))
+            _, call = self.record("Refresh", request, context)
+            status, body = http_twin.refresh_answer(call)
+            return to_response(pb, "Refresh", status, body, context)
 
         def SubRefresh(self, request, context):
-            self.record("SubRefresh", request, context)
-            return pb.SubRefreshResponse(
-                result=pb.SubRefreshResult(expire_at=int(time.time()) + 3600)
-            )
+            _, call = self.record("SubRefresh", request, context)
+            status, body = http_twin.sub_refresh_answer(call)
+            return to_response(pb, "SubRefresh", status, body, context)
 
     return Backend()
 
