@@ -659,6 +659,7 @@ fn sub_refresh_by_the_table_and_with_a_good_token() {
 }
 
 mod binary;
+mod channel_proxies;
 mod later;
 mod proxy;
 mod rpc;
