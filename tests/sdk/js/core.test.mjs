@@ -237,3 +237,16 @@ suite.test('join and leave are pushed to other subscribers (force_push_join_leav
   assert.equal(leave.channel, channel);
   assert.equal(leave.info.user, benUser);
 });
+
+suite.test('rpc buffered till connected: answered once connected, 108 without an RPC proxy', async () => {
+  // centrifuge-js's own case: an rpc() made before connect waits for the
+  // connection, then goes out; herald has no RPC proxy here, so 108.
+  const h = suite.client({ label: 'rpc-early', token: connectionToken({ sub: uniq('rpc-early') }) });
+  const early = h.client.rpc('anything', { q: 1 });
+  h.client.connect();
+  await assert.rejects(within(early, 5_000, 'the buffered rpc'), (e) => {
+    assert.equal(e.code, 108, JSON.stringify(e));
+    return true;
+  });
+  assert.equal(h.client.state, 'connected');
+});
