@@ -34,61 +34,8 @@ pub const NEGATIVE_TTL: Duration = Duration::from_secs(10);
 /// is, new answers are not cached.
 const MAX_CACHED: usize = 65_536;
 
-/// Failed requests in a row after which the server is not asked for a while.
-pub const BREAKER_THRESHOLD: u32 = 5;
-
-/// The first pause after [`BREAKER_THRESHOLD`] failures; each failed probe
-/// doubles it, up to [`BREAKER_MAX_PAUSE`].
-pub const BREAKER_PAUSE: Duration = Duration::from_secs(1);
-
-const BREAKER_MAX_PAUSE: Duration = Duration::from_secs(4);
-
-/// When requests to a failing authorization server may go out.
-#[derive(Debug, Default)]
-struct Breaker {
-    /// Failed requests since the last answer.
-    failures: u32,
-    /// The current pause; zero while closed.
-    pause: Duration,
-    /// While paused: when the next probe may go out.
-    resume_at: Option<Instant>,
-}
-
-impl Breaker {
-    /// Whether a request may go out at `now`. The first caller after a pause
-    /// is the probe: it starts the next pause, so the others wait for it.
-    fn admit(&mut self, now: Instant) -> bool {
-        match self.resume_at {
-            None => true,
-            Some(at) if now < at => false,
-            Some(_) => {
-                self.resume_at = Some(now + self.pause);
-                true
-            }
-        }
-    }
-
-    /// Records a request's outcome: any answer closes the breaker; a failure
-    /// past the threshold starts (or doubles) the pause. Returns the pause
-    /// when one starts.
-    fn record(&mut self, answered: bool, now: Instant) -> Option<Duration> {
-        if answered {
-            *self = Self::default();
-            return None;
-        }
-        self.failures = self.failures.saturating_add(1);
-        if self.failures < BREAKER_THRESHOLD {
-            return None;
-        }
-        self.pause = if self.pause.is_zero() {
-            BREAKER_PAUSE
-        } else {
-            (self.pause * 2).min(BREAKER_MAX_PAUSE)
-        };
-        self.resume_at = Some(now + self.pause);
-        Some(self.pause)
-    }
-}
+use herald_breaker::Breaker;
+pub use herald_breaker::{BREAKER_PAUSE, BREAKER_THRESHOLD};
 
 /// Config section `client.introspection`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,7 +136,7 @@ struct RequestParts {
     endpoint: String,
     /// `Basic base64(urlencode(id):urlencode(secret))`.
     authorization: String,
-    breaker: Mutex<Breaker>,
+    breaker: Breaker,
 }
 
 impl Introspector {
@@ -204,7 +151,7 @@ impl Introspector {
                 http,
                 endpoint: config.endpoint.clone(),
                 authorization: format!("Basic {}", STANDARD.encode(credentials)),
-                breaker: Mutex::new(Breaker::default()),
+                breaker: Breaker::new(),
             }),
             cache_ttl: config.cache_ttl,
             scope_prefix: config.subscribe_scope_prefix.clone(),
@@ -315,7 +262,7 @@ impl RequestParts {
         prefix: &str,
         now: u64,
     ) -> Result<Introspected, IntrospectionError> {
-        if !self.breaker.lock().admit(Instant::now()) {
+        if !self.breaker.admit(Instant::now()) {
             METRICS
                 .introspection_requests
                 .with_label_values(&["skipped"])
@@ -328,7 +275,7 @@ impl RequestParts {
             .exchange(token)
             .await
             .and_then(|body| parse_answer(&body, prefix, now).map_err(IntrospectionError));
-        let paused = self.breaker.lock().record(outcome.is_ok(), Instant::now());
+        let paused = self.breaker.record(outcome.is_ok(), Instant::now());
         if let Some(pause) = paused {
             warn!(
                 endpoint = %self.endpoint,
@@ -518,42 +465,6 @@ mod tests {
             let got = parse_answer(body.as_bytes(), prefix, NOW).map_err(|_| ());
             assert_eq!(got, want, "{body}");
         }
-    }
-
-    #[test]
-    fn breaker_pauses_after_failures_and_one_probe_reopens_it() {
-        let t0 = Instant::now();
-        let mut breaker = Breaker::default();
-        for _ in 1..BREAKER_THRESHOLD {
-            assert!(breaker.admit(t0));
-            assert_eq!(breaker.record(false, t0), None);
-        }
-        assert!(breaker.admit(t0));
-        assert_eq!(breaker.record(false, t0), Some(BREAKER_PAUSE));
-        assert!(!breaker.admit(t0 + BREAKER_PAUSE / 2), "paused");
-
-        // One probe after the pause; the others wait for it.
-        let t1 = t0 + BREAKER_PAUSE;
-        assert!(breaker.admit(t1));
-        assert!(!breaker.admit(t1), "only one probe");
-        assert_eq!(
-            breaker.record(false, t1),
-            Some(BREAKER_PAUSE * 2),
-            "doubled"
-        );
-        let mut at = t1;
-        for _ in 0..6 {
-            at += BREAKER_MAX_PAUSE;
-            assert!(breaker.admit(at));
-            assert!(breaker.record(false, at).unwrap() <= BREAKER_MAX_PAUSE);
-        }
-
-        // An answer (inactive counts) closes it.
-        at += BREAKER_MAX_PAUSE;
-        assert!(breaker.admit(at));
-        assert_eq!(breaker.record(true, at), None);
-        assert!(breaker.admit(at) && breaker.admit(at));
-        assert_eq!(breaker.record(false, at), None, "the count starts again");
     }
 
     #[test]

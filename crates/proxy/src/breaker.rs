@@ -6,32 +6,23 @@
 //! numbers are the introspection client's (herald-identity's
 //! `introspection.rs`), so both outbound calls back off alike.
 //!
-//! Any [`Answer`] (a result, an error for the client, a disconnect) means
-//! the backend is up; any [`Failure`] (unreachable, timeout, a status other
-//! than 200, an answer that is not one) counts against it. Time comes in as
-//! an argument: the rules are tested without a clock.
+//! Any [`Answer`] (a result, an error for the client, a disconnect), or an
+//! answer that is only wrong, means the backend is up; an outage
+//! ([`Failure::is_outage`]: unreachable, timeout, 5xx, a gRPC status)
+//! counts against it. The rule itself is herald-breaker's.
 
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use herald_breaker::Breaker;
+pub use herald_breaker::{BREAKER_MAX_PAUSE, BREAKER_PAUSE, BREAKER_THRESHOLD};
 
 use crate::wire::{Answer, Failure};
 
-/// Failed calls in a row after which the backend is not asked for a while.
-pub const BREAKER_THRESHOLD: u32 = 5;
-
-/// The first pause after [`BREAKER_THRESHOLD`] failures; each failed probe
-/// doubles it, up to [`BREAKER_MAX_PAUSE`].
-pub const BREAKER_PAUSE: Duration = Duration::from_secs(1);
-
-/// The longest pause between probes.
-pub const BREAKER_MAX_PAUSE: Duration = Duration::from_secs(4);
-
-/// When calls to one proxy's backend may go out. Shared by every call of
-/// the proxy (`&self` methods; a lock held for a few instructions).
+/// When calls to one proxy's backend may go out (herald-breaker's rule),
+/// shared by every call of the proxy.
 #[derive(Debug, Default)]
 pub struct ProxyBreaker {
-    state: Mutex<State>,
+    breaker: Breaker,
 }
 
 impl ProxyBreaker {
@@ -39,21 +30,16 @@ impl ProxyBreaker {
         Self::default()
     }
 
-    /// Whether a call may go out at `now`. `false` while paused: the caller
-    /// fails the call at once, as temporary, without asking the backend.
-    /// The first caller after a pause is the probe; it starts the next
-    /// pause itself, so the others keep waiting for its outcome (and a
-    /// probe whose outcome is never recorded lets another go after one more
-    /// pause).
+    /// Whether a call may go out at `now`; `false` while paused: the caller
+    /// fails the call at once ([`Failure::Paused`]).
     pub fn admit(&self, now: Instant) -> bool {
-        self.state.lock().admit(now)
+        self.breaker.admit(now)
     }
 
-    /// Records an admitted call's outcome: `ok` (an answer of any kind)
-    /// closes the breaker; a failure past the threshold starts or doubles
-    /// the pause. Returns the pause when one starts, for a log line.
+    /// Records an admitted call's outcome (`ok`: the backend answered).
+    /// Returns the pause when one starts, for a log line.
     pub fn record(&self, ok: bool, now: Instant) -> Option<Duration> {
-        self.state.lock().record(ok, now)
+        self.breaker.record(ok, now)
     }
 
     /// [`record`](Self::record) of a call's result: a failure that says
@@ -69,50 +55,9 @@ impl ProxyBreaker {
         self.record(!outage, now)
     }
 
-    /// Whether calls are being held back at `now` (for a gauge or a log).
+    /// Whether calls are being held back at `now`.
     pub fn paused(&self, now: Instant) -> bool {
-        self.state.lock().resume_at.is_some_and(|at| now < at)
-    }
-}
-
-#[derive(Debug, Default)]
-struct State {
-    /// Failed calls since the last answer.
-    failures: u32,
-    /// The current pause; zero while closed.
-    pause: Duration,
-    /// While open: when the next probe may go out.
-    resume_at: Option<Instant>,
-}
-
-impl State {
-    fn admit(&mut self, now: Instant) -> bool {
-        match self.resume_at {
-            None => true,
-            Some(at) if now < at => false,
-            Some(_) => {
-                self.resume_at = Some(now + self.pause);
-                true
-            }
-        }
-    }
-
-    fn record(&mut self, ok: bool, now: Instant) -> Option<Duration> {
-        if ok {
-            *self = Self::default();
-            return None;
-        }
-        self.failures = self.failures.saturating_add(1);
-        if self.failures < BREAKER_THRESHOLD {
-            return None;
-        }
-        self.pause = if self.pause.is_zero() {
-            BREAKER_PAUSE
-        } else {
-            (self.pause * 2).min(BREAKER_MAX_PAUSE)
-        };
-        self.resume_at = Some(now + self.pause);
-        Some(self.pause)
+        self.breaker.paused(now)
     }
 }
 
