@@ -319,6 +319,7 @@ def main():
     parser = argparse.ArgumentParser(description="herald's test backend for proxies")
     parser.add_argument("--signing-key", action="append", default=[], metavar="KID=SECRET")
     parser.add_argument("--max-age", type=int, default=30, metavar="SECONDS")
+    parser.add_argument("--port", type=int, default=0, help="0: a free one")
     args = parser.parse_args()
     for pair in args.signing_key:
         kid, sep, secret = pair.partition("=")
@@ -326,7 +327,7 @@ def main():
             parser.error(f"--signing-key wants KID=SECRET, got {pair!r}")
         SIGNING_KEYS[kid] = decode_secret(secret)
     MAX_AGE = args.max_age
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     PORT = server.server_address[1]
     print(f"listening {PORT}", flush=True)

@@ -18,6 +18,7 @@ import {
   metricsText,
   serverSuite,
   testConfig,
+  sleep,
   uniq,
   within,
 } from './harness.mjs';
@@ -239,13 +240,26 @@ suite.test('connect proxy: an http_stream connect forwards its Cookie too', asyn
   await reader.cancel();
 });
 
-suite.test('rpc: the backend down is error 100 (unreachable)', async () => {
+suite.test('rpc: the backend down is error 100; the breaker pauses after 5, one probe reopens it', async () => {
   const { h } = await connected('grace');
   backend.child.kill();
   await new Promise((resolve) => backend.child.once('exit', resolve));
-  const got = await rpc(h, 'echo', {});
-  assert.equal(got.error?.code, 100, JSON.stringify(got));
-  const text = await metricsText(suite.server.apiUrl);
-  assert.ok(metricSample(text, 'herald_proxy_requests_total', { proxy: 'rpc', result: 'unreachable' }) >= 1);
+  const before = await metricsText(suite.server.apiUrl);
+  for (let i = 0; i < 8; i += 1) {
+    const got = await rpc(h, 'echo', {});
+    assert.equal(got.error?.code, 100, `call ${i}: ${JSON.stringify(got)}`);
+  }
+  const after = await metricsText(suite.server.apiUrl);
+  const moved = (result) =>
+    metricSample(after, 'herald_proxy_requests_total', { proxy: 'rpc', result }) -
+    metricSample(before, 'herald_proxy_requests_total', { proxy: 'rpc', result });
+  assert.equal(moved('unreachable'), 5, 'five calls reached for the backend');
+  assert.equal(moved('paused'), 3, 'then the breaker held the others back');
   assert.equal(h.client.state, 'connected');
+  // The backend comes back on its port: after the pause one probe goes, and it answers.
+  const again = await startBackend(['--port', String(BACKEND_PORT)]);
+  await sleep(1_100);
+  const got = await rpc(h, 'echo', { back: true });
+  assert.deepEqual(got.data?.echo, { back: true }, JSON.stringify(got));
+  again.child.kill();
 });
