@@ -11,13 +11,27 @@
 //!   first subscribe), connects per second and failures;
 //! - `idle`: N idle subscribed connections held for the duration, server RSS
 //!   per connection when `--server-pid` is given;
-//! - `cluster`: fanout with subscribers spread over several `--url`s.
+//! - `cluster`: fanout with subscribers spread over several `--url`s;
+//! - `rpc`: `--subscribers` connections each keeping `--window` client `rpc`
+//!   calls (`--rpc-method`, answered by herald's RPC proxy) in flight, round
+//!   trips per second and their latency;
+//! - `subscribe`: the same with subscribes, each to a new channel of
+//!   `--channel` (a namespace's prefix, e.g. `sp:b`) and unsubscribed at once,
+//!   timed from the subscribe to its answer;
+//! - `backend`: the RPC proxy's requests POSTed straight to the backend
+//!   (`--url http://…/rpc`) on `--subscribers` keep-alive connections: the
+//!   backend's share of an `rpc` round trip, without herald.
+//!
+//! `--auth proxy` connects without a token and with a `Cookie:
+//! session=bench-<i>` upgrade header, for herald's connect proxy to answer.
+//! `--server-pid` and `--backend-pid` add the CPU each used per operation.
 //!
 //! Publications go through a subscribed client, or through `POST
 //! /api/publish` with `--api-key`. Each carries its send time; receivers
 //! record publish→receive latency in an HDR histogram. The last stdout line
 //! is one JSON object (interface.md).
 
+mod calls;
 mod stream;
 mod wire;
 
@@ -43,7 +57,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::stream::Transport;
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
@@ -52,6 +66,19 @@ enum Scenario {
     Connect,
     Idle,
     Cluster,
+    Rpc,
+    Subscribe,
+    Backend,
+}
+
+/// How WebSocket clients authenticate (`--auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AuthArg {
+    /// A connection token (HS256 with `--secret`, or ES256 with `--es256-key`).
+    Jwt,
+    /// No token, a `Cookie: session=bench-<i>` header on the upgrade: herald's
+    /// connect proxy asks the backend.
+    Proxy,
 }
 
 /// The format clients speak (`--format`).
@@ -141,11 +168,27 @@ struct Args {
     /// host and port; the publisher stays a WebSocket client (or the API).
     #[arg(long, value_enum, default_value = "websocket")]
     transport: Transport,
+    /// How clients authenticate: jwt, or proxy (no token, a session cookie
+    /// for the connect proxy; WebSocket only).
+    #[arg(long, value_enum, default_value = "jwt")]
+    auth: AuthArg,
+    /// Operations each connection keeps in flight (`rpc`, `subscribe`).
+    #[arg(long, default_value_t = 1)]
+    window: usize,
+    /// The method of `rpc` calls.
+    #[arg(long, default_value = "echo")]
+    rpc_method: String,
+    /// The backend's process, whose CPU is read from /proc like --server-pid's.
+    #[arg(long)]
+    backend_pid: Option<u32>,
 }
 
 impl Args {
     /// Why `--transport` cannot serve this run, if it cannot.
     fn transport_conflict(&self) -> Option<String> {
+        if self.auth == AuthArg::Proxy && self.transport != Transport::Websocket {
+            return Some("--auth proxy works with --transport websocket only".into());
+        }
         if self.transport == Transport::Websocket {
             return None;
         }
@@ -253,6 +296,7 @@ struct Receiver {
 async fn open_client(
     url: &str,
     token: &str,
+    cookie: Option<&str>,
     channels: &[String],
     format: Format,
 ) -> anyhow::Result<Ws> {
@@ -266,6 +310,11 @@ async fn open_client(
         "sec-websocket-protocol",
         HeaderValue::from_static(wire::subprotocol(format)),
     );
+    if let Some(cookie) = cookie {
+        request
+            .headers_mut()
+            .insert("cookie", HeaderValue::from_str(cookie)?);
+    }
     let (mut ws, _) =
         tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector)
             .await
@@ -376,7 +425,7 @@ async fn publish(
         None => {
             let token = Signer::from_args(args)?.token("bench-publisher", &[])?;
             let format = args.format.publisher();
-            let ws = open_client(&args.url[0], &token, channels, format).await?;
+            let ws = open_client(&args.url[0], &token, None, channels, format).await?;
             let (sink, stream) = ws.split();
             let errors = counters.clone();
             tokio::spawn(read_publish_replies(stream, format, errors));
@@ -522,7 +571,7 @@ impl Client {
     async fn open(
         transport: Transport,
         url: &str,
-        signer: &Signer,
+        auth: Option<&Signer>,
         user: &str,
         channels: &[String],
         format: Format,
@@ -532,11 +581,16 @@ impl Client {
         } else {
             &[]
         };
-        let token = signer.token(user, claimed)?;
+        // No signer: no token, the session cookie for the connect proxy.
+        let (token, cookie) = match auth {
+            Some(signer) => (signer.token(user, claimed)?, None),
+            None => (String::new(), Some(format!("session={user}"))),
+        };
         Ok(match transport {
-            Transport::Websocket => {
-                Client::Ws(open_client(url, &token, channels, format).await?, format)
-            }
+            Transport::Websocket => Client::Ws(
+                open_client(url, &token, cookie.as_deref(), channels, format).await?,
+                format,
+            ),
             _ => Client::Stream(stream::open(transport, url, &token, channels).await?),
         })
     }
@@ -587,11 +641,13 @@ async fn open_many(
         let gate = gate.clone();
         let format = args.format.subscriber(i);
         let transport = args.transport;
+        let jwt = args.auth == AuthArg::Jwt;
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await;
             let started = Instant::now();
             let user = format!("bench-{i}");
-            let client = Client::open(transport, &url, &signer, &user, &channels, format).await?;
+            let auth = jwt.then_some(&signer);
+            let client = Client::open(transport, &url, auth, &user, &channels, format).await?;
             anyhow::Ok((client, started.elapsed()))
         }));
     }
@@ -759,6 +815,149 @@ async fn run_publishing(
     })
 }
 
+/// Server and backend CPU (`--server-pid`, `--backend-pid`) over a window.
+struct CpuWatch {
+    pids: [(&'static str, Option<u32>, Option<u64>); 2],
+}
+
+impl CpuWatch {
+    fn start(args: &Args) -> Self {
+        let read = |pid: Option<u32>| pid.and_then(cpu_micros);
+        Self {
+            pids: [
+                ("server", args.server_pid, read(args.server_pid)),
+                ("backend", args.backend_pid, read(args.backend_pid)),
+            ],
+        }
+    }
+
+    /// The CPU each used since `start`.
+    fn stop(&self) -> CpuUsed {
+        CpuUsed(self.pids.map(|(who, pid, before)| {
+            let after = pid.and_then(cpu_micros);
+            (who, before.zip(after).map(|(b, a)| a.saturating_sub(b)))
+        }))
+    }
+}
+
+/// Microseconds of CPU the server and the backend used in a window.
+struct CpuUsed([(&'static str, Option<u64>); 2]);
+
+impl CpuUsed {
+    /// Adds `<who>_cpu_ms` and `<who>_cpu_us_per_<op>` over `ops` operations.
+    fn insert(&self, extra: &mut serde_json::Map<String, serde_json::Value>, op: &str, ops: u64) {
+        for (who, used) in self.0 {
+            if let Some(used) = used {
+                extra.insert(format!("{who}_cpu_ms"), (used / 1000).into());
+                extra.insert(
+                    format!("{who}_cpu_us_per_{op}"),
+                    calls::per_op(used, ops).into(),
+                );
+            }
+        }
+    }
+}
+
+/// The `rpc`, `subscribe` and `backend` scenarios: round trips on open
+/// connections for warm-up + duration.
+async fn run_calls(args: &Args, counters: &Counters) -> anyhow::Result<Report> {
+    let data = format!("{{\"p\":\"{}\"}}", payload(args.payload));
+    let warmup = args.warmup.as_micros() as u64;
+    let duration = args.duration.as_micros() as u64;
+    let (name, op): (&'static str, _) = match args.scenario {
+        Scenario::Rpc => (
+            "rpc",
+            calls::Op::Rpc {
+                method: args.rpc_method.clone(),
+                data: data.clone(),
+            },
+        ),
+        Scenario::Subscribe => (
+            "subscribe",
+            calls::Op::Subscribe {
+                prefix: args.channel.clone(),
+            },
+        ),
+        _ => (
+            "backend",
+            calls::Op::Rpc {
+                method: String::new(),
+                data: String::new(),
+            },
+        ),
+    };
+    let mut tasks = Vec::new();
+    let (measure_from, started);
+    if args.scenario == Scenario::Backend {
+        // The body herald's RPC proxy sends for the same call.
+        let body = serde_json::json!({
+            "client": "00000000-0000-0000-0000-000000000000", "transport": "websocket",
+            "protocol": "json", "encoding": "json", "user": "bench-0",
+            "method": args.rpc_method, "data": serde_json::from_str::<serde_json::Value>(&data)?,
+        })
+        .to_string();
+        let mut posters = Vec::new();
+        for _ in 0..args.subscribers {
+            posters.push(calls::Poster::connect(&args.url[0], &body, &[]).await?);
+        }
+        started = tokio::time::Instant::now();
+        measure_from = now_micros() + warmup;
+        let until = measure_from + duration;
+        for poster in posters {
+            tasks.push(tokio::spawn(calls::drive_http(poster, measure_from, until)));
+        }
+    } else {
+        let (clients, _) = open_many(args, args.subscribers, |_| Vec::new(), counters).await;
+        started = tokio::time::Instant::now();
+        measure_from = now_micros() + warmup;
+        let until = measure_from + duration;
+        for (conn, client) in clients.into_iter().enumerate() {
+            let Client::Ws(ws, format) = client else {
+                bail!("{name} needs WebSocket clients");
+            };
+            let op = op.clone();
+            let window = args.window;
+            tasks.push(tokio::spawn(async move {
+                calls::drive(ws, format, conn, &op, window, measure_from, until).await
+            }));
+        }
+    }
+    tokio::time::sleep_until(started + args.warmup).await;
+    let cpu = CpuWatch::start(args);
+    tokio::time::sleep(args.duration).await;
+    let cpu = cpu.stop();
+    let mut extra = serde_json::Map::new();
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let (mut done, mut errors, mut first_error) =
+        (0, counters.errors.load(Ordering::Relaxed), None);
+    let connections = tasks.len();
+    for task in tasks {
+        let outcome = task.await?;
+        histogram.add(&outcome.histogram).ok();
+        done += outcome.done;
+        errors += outcome.errors;
+        if first_error.is_none() {
+            first_error = outcome.first_error;
+        }
+    }
+    cpu.insert(&mut extra, "op", done);
+    if let Some(e) = first_error {
+        eprintln!("herald-bench: some {name} operations failed, first: {e}");
+    }
+    extra.insert("connections".into(), connections.into());
+    extra.insert("window".into(), args.window.into());
+    extra.insert("operations".into(), done.into());
+    let per_sec = done as f64 / args.duration.as_secs_f64();
+    extra.insert("ops_per_sec".into(), per_sec.round().into());
+    Ok(Report {
+        scenario: name,
+        deliveries_per_sec: 0.0,
+        histogram,
+        errors,
+        extra,
+    })
+}
+
 async fn run(args: Args) -> anyhow::Result<Report> {
     let counters = Arc::new(Counters::default());
     match args.scenario {
@@ -789,14 +988,16 @@ async fn run(args: Args) -> anyhow::Result<Report> {
             run_publishing(&args, "channels", clients, channels, counters).await
         }
         Scenario::Connect => {
+            let cpu = CpuWatch::start(&args);
             let started = Instant::now();
             let (clients, histogram) = open_on_one_channel(&args, &counters).await;
             let took = started.elapsed();
             let connected = clients.len();
+            let mut extra = serde_json::Map::new();
+            cpu.stop().insert(&mut extra, "connect", connected as u64);
             for client in clients {
                 client.close().await;
             }
-            let mut extra = serde_json::Map::new();
             extra.insert("connections".into(), connected.into());
             extra.insert(
                 "connects_per_sec".into(),
@@ -809,6 +1010,9 @@ async fn run(args: Args) -> anyhow::Result<Report> {
                 errors: counters.errors.load(Ordering::Relaxed),
                 extra,
             })
+        }
+        Scenario::Rpc | Scenario::Subscribe | Scenario::Backend => {
+            run_calls(&args, &counters).await
         }
         Scenario::Idle => {
             let before = args.server_pid.and_then(rss_kib);
@@ -889,13 +1093,14 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let (format, transport) = (args.format, args.transport);
+    let (format, transport, auth) = (args.format, args.transport, args.auth);
     match runtime.block_on(run(args)) {
         Ok(mut report) => {
             report.extra.insert("format".into(), label(format).into());
             report
                 .extra
                 .insert("transport".into(), label(transport).into());
+            report.extra.insert("auth".into(), label(auth).into());
             report.print()
         }
         Err(e) => {
