@@ -234,6 +234,13 @@ test('scripts/cluster: clients through nginx and on a node exchange messages; a 
       timeout: 5_000,
       what: 'the balancer client receives what the direct client published',
     });
+    // Its own publication comes back to the direct client through the bus too:
+    // wait for it, or it may land after the mark below.
+    await sDirect.log.waitFor('publication', {
+      pred: (p) => p.data?.from === 'direct',
+      timeout: 5_000,
+      what: 'the direct client receives its own publication',
+    });
     const before = sLb.log.all('publication');
     assert.deepEqual(before.map((p) => p.data.from), ['balancer', 'direct'], 'the balancer client got both, in order');
     const lastOffset = before[before.length - 1].offset;
