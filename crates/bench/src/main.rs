@@ -124,12 +124,14 @@ struct Args {
     /// instead of HS256 with `--secret`.
     #[arg(long)]
     es256_key: Option<std::path::PathBuf>,
-    /// Subscribers (per channel for `channels`; connections for `connect` and `idle`).
+    /// Subscribers (per channel for `channels`); connections for `connect`,
+    /// `idle`, `rpc`, `subscribe` and `backend`.
     #[arg(long, default_value_t = 100)]
     subscribers: usize,
     /// Channels of the `channels` scenario.
     #[arg(long, default_value_t = 10)]
     channels: usize,
+    /// The channel; for `subscribe`, the prefix of its channels (`ns:name`).
     #[arg(long, default_value = "bench")]
     channel: String,
     /// Publications per second (all channels together).
