@@ -31,11 +31,13 @@ enum Transport {
 
 impl Proxy {
     /// Builds the proxy's client; bad TLS files or metadata of a gRPC
-    /// proxy are reported here, at start. HTTP requests are signed by
-    /// `signer` (`proxy_signing`; a default signer signs nothing).
+    /// proxy are reported here, at start. Calls are signed by `signer`
+    /// (`proxy_signing`; a default signer signs nothing).
     pub fn new(settings: ProxyEndpoint, signer: &ProxySigner) -> Result<Self, ProxyBuildError> {
         let transport = if settings.is_grpc() {
-            Transport::Grpc(Box::new(GrpcProxy::new(&settings)?))
+            Transport::Grpc(Box::new(
+                GrpcProxy::new(&settings)?.with_signer(signer.clone()),
+            ))
         } else {
             Transport::Http(HttpProxy::new(&settings)?.with_signer(signer.clone()))
         };

@@ -13,7 +13,7 @@
 //! as "connection failed".
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf as _, BufMut as _, Bytes};
 use serde::de::DeserializeOwned;
@@ -27,6 +27,7 @@ use tonic::{Code, Status};
 use crate::config::{GrpcTls, ProxyEndpoint};
 use crate::http::{ProxyBuildError, MAX_ANSWER};
 use crate::message;
+use crate::signing::ProxySigner;
 use crate::wire::{self, Answer, Failure, ProxyKind};
 
 /// The client of one gRPC proxy endpoint. Clones share the connection.
@@ -43,6 +44,10 @@ pub struct GrpcProxy {
     /// call.
     static_metadata: Arc<[(AsciiMetadataKey, AsciiMetadataValue)]>,
     credentials: Option<(AsciiMetadataKey, AsciiMetadataValue)>,
+    /// Signs every call (`proxy_signing`): the metadata
+    /// `x-herald-signature` over `POST`, the method's path and the
+    /// protobuf request bytes.
+    signer: ProxySigner,
 }
 
 impl GrpcProxy {
@@ -88,7 +93,14 @@ impl GrpcProxy {
             compression: options.compression,
             static_metadata: static_metadata.into(),
             credentials,
+            signer: ProxySigner::default(),
         })
+    }
+
+    /// Signs every call with `signer`'s active key (none: unsigned).
+    pub fn with_signer(mut self, signer: ProxySigner) -> Self {
+        self.signer = signer;
+        self
     }
 
     /// Calls the backend's method of `kind` with `request` (the JSON call of
@@ -129,10 +141,23 @@ impl GrpcProxy {
         grpc.ready()
             .await
             .map_err(|e| Failure::Transport(e.to_string()))?;
+        let now_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let signature = self.signer.sign("POST", method(kind), &message, now_unix);
         let mut request = tonic::Request::new(Bytes::from(message));
         // Tells the backend the deadline (`grpc-timeout`).
         request.set_timeout(self.timeout);
         self.fill(request.metadata_mut(), metadata);
+        // Only herald's signature goes out: a forwarded or static one of
+        // the same name is replaced or dropped.
+        let key = AsciiMetadataKey::from_static(SIGNATURE_METADATA);
+        request.metadata_mut().remove(SIGNATURE_METADATA);
+        if let Some((_, value)) = signature {
+            if let Ok(value) = AsciiMetadataValue::try_from(value) {
+                request.metadata_mut().insert(key, value);
+            }
+        }
         grpc.unary(request, PathAndQuery::from_static(method(kind)), RawCodec)
             .await
             .map(tonic::Response::into_inner)
@@ -155,6 +180,10 @@ impl GrpcProxy {
         }
     }
 }
+
+/// The signature's metadata name: the HTTP header's, lowercase as gRPC
+/// metadata must be.
+const SIGNATURE_METADATA: &str = "x-herald-signature";
 
 /// The path of the method that serves `kind`.
 fn method(kind: ProxyKind) -> &'static str {
@@ -479,6 +508,46 @@ mod tests {
             method,
             data: None,
         }
+    }
+
+    #[tokio::test]
+    async fn calls_are_signed_over_the_method_and_the_request_bytes() {
+        let backend = Backend::default();
+        let seen = backend.seen.clone();
+        let addr = start(backend).await;
+        let keyring = crate::signing::ProxySigningKeyring::new(
+            "k1",
+            vec![crate::signing::ProxySigningKey {
+                id: "k1".into(),
+                secret: zeroize::Zeroizing::new(b"0123456789abcdef0123456789abcdef".to_vec()),
+            }],
+        )
+        .unwrap();
+        let signer = ProxySigner::new(keyring);
+        let proxy = GrpcProxy::new(&endpoint(addr, GrpcOptions::default()))
+            .unwrap()
+            .with_signer(signer.clone());
+        let call = rpc_call("ns:m");
+        let forged = [("x-herald-signature".to_owned(), "v1,kid=client".to_owned())];
+        let _: Result<Answer<RpcReply>, _> = proxy.call(ProxyKind::Rpc, &call, &forged).await;
+        let (_, metadata) = seen.lock().unwrap().pop().unwrap();
+        let values: Vec<_> = metadata.get_all("x-herald-signature").iter().collect();
+        assert_eq!(values.len(), 1, "only herald's: {values:?}");
+        let header = values[0].to_str().unwrap();
+        let ts: u64 = header
+            .split(',')
+            .find_map(|part| part.strip_prefix("ts="))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let bytes = message::request(ProxyKind::Rpc, &serde_json::to_vec(&call).unwrap()).unwrap();
+        let (_, want) = signer
+            .sign("POST", method(ProxyKind::Rpc), &bytes, ts)
+            .unwrap();
+        assert_eq!(
+            header, want,
+            "over POST, the method's path and the protobuf bytes"
+        );
     }
 
     #[tokio::test]
