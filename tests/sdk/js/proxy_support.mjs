@@ -10,13 +10,12 @@ import { after } from 'node:test';
 import { repoRoot, within } from './harness.mjs';
 
 /**
- * Starts the backend (extra `args` for its command line) and resolves with
- * `{ port, child, log(), received() }` once it prints `listening PORT`; it is
- * killed after the file's tests.
+ * Spawns `python script args` and resolves, once its stdout matches `ready`,
+ * with `{ match, child, log() }` (the match's numbers); the child is killed
+ * after the file's tests. `what` names it in errors.
  */
-export async function startBackend(args = []) {
-  const script = path.join(repoRoot, 'tests', 'backends', 'proxy_backend.py');
-  const child = spawn('python3', [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+async function spawnBackend(python, script, args, ready, what, timeout) {
+  const child = spawn(python, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (d) => {
@@ -28,22 +27,32 @@ export async function startBackend(args = []) {
     child.stdout.setEncoding('utf8');
     child.stdout.on('data', (d) => {
       out += d;
-      const m = /listening (\d+)/.exec(out);
-      if (m) resolve(Number(m[1]));
+      const m = ready.exec(out);
+      if (m) resolve(m.slice(1).map(Number));
     });
-    child.on('exit', (code) => reject(new Error(`the backend exited (${code}): ${log}`)));
+    child.on('error', (err) => reject(new Error(`cannot start ${what}: ${err.message}`)));
+    child.on('exit', (code) => reject(new Error(`${what} exited (${code}): ${log}`)));
   });
-  const port = await within(listening, 10_000, 'the proxy backend to listen');
-  return {
-    port,
-    child,
-    log: () => log,
-    /** Every request the backend received so far. */
-    async received() {
-      const res = await fetch(`http://127.0.0.1:${port}/requests`);
-      return res.json();
-    },
-  };
+  const match = await within(listening, timeout, `${what} to listen`);
+  return { match, child, log: () => log };
+}
+
+/** GET /requests of a backend on `port`: every request it received so far. */
+async function requestsOn(port) {
+  const res = await fetch(`http://127.0.0.1:${port}/requests`);
+  return res.json();
+}
+
+/**
+ * Starts the backend (extra `args` for its command line) and resolves with
+ * `{ port, child, log(), received() }` once it prints `listening PORT`; it is
+ * killed after the file's tests.
+ */
+export async function startBackend(args = []) {
+  const script = path.join(repoRoot, 'tests', 'backends', 'proxy_backend.py');
+  const { match, child, log } = await spawnBackend('python3', script, args, /listening (\d+)/, 'the proxy backend', 10_000);
+  const [port] = match;
+  return { port, child, log, received: () => requestsOn(port) };
 }
 
 /**
@@ -73,35 +82,15 @@ export function venvPython() {
  */
 export async function startGrpcBackend(args = []) {
   const script = path.join(repoRoot, 'tests', 'backends', 'proxy_grpc_backend.py');
-  const child = spawn(venvPython(), [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (d) => {
-    log += d;
-  });
-  after(() => child.kill());
-  const listening = new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = /listening (\d+) requests (\d+)/.exec(out);
-      if (m) resolve([Number(m[1]), Number(m[2])]);
-    });
-    child.on('error', (err) => reject(new Error(`cannot start the gRPC backend: ${err.message}`)));
-    child.on('exit', (code) => reject(new Error(`the gRPC backend exited (${code}): ${log}`)));
-  });
-  // Generating the stubs (grpc_tools.protoc) comes first.
-  const [port, requestsPort] = await within(listening, 30_000, 'the gRPC proxy backend to listen');
-  return {
-    port,
-    requestsPort,
-    child,
-    log: () => log,
-    /** Every call the backend received so far. */
-    async received() {
-      const res = await fetch(`http://127.0.0.1:${requestsPort}/requests`);
-      return res.json();
-    },
-  };
+  // Generating the stubs (grpc_tools.protoc) comes first: a longer wait.
+  const { match, child, log } = await spawnBackend(
+    venvPython(),
+    script,
+    args,
+    /listening (\d+) requests (\d+)/,
+    'the gRPC proxy backend',
+    30_000,
+  );
+  const [port, requestsPort] = match;
+  return { port, requestsPort, child, log, received: () => requestsOn(requestsPort) };
 }

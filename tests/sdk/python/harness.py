@@ -412,3 +412,55 @@ class RecordingSubscriptionEvents(SubscriptionEventHandler):
 
     async def on_error(self, ctx):
         await self.log.push("error", ctx)
+
+
+# ---------------------------------------------------------------------------
+# gRPC: stubs generated at test time from herald's proto files, and the
+# addresses of the gRPC ports from the ready line
+
+
+class GrpcStubs:
+    """The `<name>_pb2` and `<name>_pb2_grpc` modules of one proto file."""
+
+    def __init__(self, pb2: Any, pb2_grpc: Any) -> None:
+        self.pb = pb2
+        self.grpc = pb2_grpc
+
+
+def generate_grpc_stubs(proto: Path, out: Path) -> GrpcStubs:
+    """Runs grpcio-tools' protoc on `proto` into `out` and imports the result."""
+    import importlib
+    import sys
+
+    assert proto.is_file(), f"herald's proto file is missing: {proto}"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "grpc_tools.protoc",
+            f"-I{proto.parent}", f"--python_out={out}", f"--grpc_python_out={out}",
+            str(proto),
+        ],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, f"grpc_tools.protoc failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
+    # The generated *_pb2_grpc module imports `<name>_pb2` by its top-level name.
+    names = (f"{proto.stem}_pb2", f"{proto.stem}_pb2_grpc")
+    sys.path.insert(0, str(out))
+    try:
+        for name in names:
+            sys.modules.pop(name, None)
+        pb2, pb2_grpc = (importlib.import_module(name) for name in names)
+    finally:
+        sys.path.remove(str(out))
+    return GrpcStubs(pb2, pb2_grpc)
+
+
+def ready_line_addr(server: "Herald", listener: str) -> str:
+    """The `<listener>=127.0.0.1:PORT` address of the ready line (stdout)."""
+    pattern = re.compile(rf"\b{re.escape(listener)}=(127\.0\.0\.1:(\d+))")
+    for line in list(server._stdout_lines):
+        if "herald listening" in line:
+            m = pattern.search(line)
+            assert m, f"the ready line lacks {listener}=127.0.0.1:PORT: {line!r}"
+            assert int(m.group(2)) > 0, f"{listener} port 0 printed instead of the bound one: {line!r}"
+            return m.group(1)
+    raise AssertionError("no ready line on stdout:\n" + server.logs(tail=50))

@@ -20,12 +20,8 @@ Every call has a deadline; the conftest hook adds herald's log tail to a failure
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
-import re
 import secrets
-import subprocess
-import sys
 from typing import Any
 
 import grpc
@@ -34,6 +30,9 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness import (
+    GrpcStubs,
+    generate_grpc_stubs,
+    ready_line_addr,
     REPO_ROOT,
     Herald,
     connection_token,
@@ -45,7 +44,6 @@ from test_uni_grpc import make_test_certificates
 
 PROTO = REPO_ROOT / "crates" / "protocol" / "proto" / "api.proto"
 API_KEY = f"api-key-{secrets.token_hex(16)}"
-GRPC_API_RE = re.compile(r"\bgrpc_api=(127\.0\.0\.1:(\d+))")
 SERVICE = "centrifugal.centrifugo.api.CentrifugoApi"
 
 # Loopback only: never through an http_proxy/grpc_proxy of the environment.
@@ -88,35 +86,12 @@ def herald_config():
 # Stubs generated at test time
 
 
-class Stubs:
-    def __init__(self, pb2: Any, pb2_grpc: Any) -> None:
-        self.pb = pb2
-        self.grpc = pb2_grpc
+Stubs = GrpcStubs
 
 
 @pytest.fixture(scope="module")
 def stubs(tmp_path_factory) -> Stubs:
-    out = tmp_path_factory.mktemp("api_stubs")
-    assert PROTO.is_file(), f"herald's proto file is missing: {PROTO}"
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "grpc_tools.protoc",
-            f"-I{PROTO.parent}", f"--python_out={out}", f"--grpc_python_out={out}",
-            str(PROTO),
-        ],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert proc.returncode == 0, f"grpc_tools.protoc failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
-    # The generated *_pb2_grpc module imports `api_pb2` by its top-level name.
-    sys.path.insert(0, str(out))
-    try:
-        for name in ("api_pb2", "api_pb2_grpc"):
-            sys.modules.pop(name, None)
-        pb2 = importlib.import_module("api_pb2")
-        pb2_grpc = importlib.import_module("api_pb2_grpc")
-    finally:
-        sys.path.remove(str(out))
-    return Stubs(pb2, pb2_grpc)
+    return generate_grpc_stubs(PROTO, tmp_path_factory.mktemp("api_stubs"))
 
 
 # ---------------------------------------------------------------------------
@@ -125,13 +100,7 @@ def stubs(tmp_path_factory) -> Stubs:
 
 def grpc_api_addr(server: Herald) -> str:
     """The `grpc_api=127.0.0.1:PORT` address of the ready line (stdout)."""
-    for line in list(server._stdout_lines):
-        if "herald listening" in line:
-            m = GRPC_API_RE.search(line)
-            assert m, f"the ready line lacks grpc_api=127.0.0.1:PORT: {line!r}"
-            assert int(m.group(2)) > 0, f"grpc_api port 0 printed instead of the bound one: {line!r}"
-            return m.group(1)
-    raise AssertionError("no ready line on stdout:\n" + server.logs(tail=50))
+    return ready_line_addr(server, "grpc_api")
 
 
 @pytest.fixture

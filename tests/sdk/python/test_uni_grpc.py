@@ -20,14 +20,11 @@ gRPC status; the conftest hook adds herald's log tail."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import queue
-import re
 import secrets
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -37,13 +34,21 @@ import grpc
 import pytest
 import requests
 
-from harness import REPO_ROOT, Herald, server_config, sign_hs256, uniq
+from harness import (
+    REPO_ROOT,
+    GrpcStubs,
+    Herald,
+    generate_grpc_stubs,
+    ready_line_addr,
+    server_config,
+    sign_hs256,
+    uniq,
+)
 
 PROTO = REPO_ROOT / "crates" / "protocol" / "proto" / "unistream.proto"
 API_KEY = f"api-key-{secrets.token_hex(16)}"
 NS = "uni"
 HISTORY = {"history_size": 100, "history_ttl": "300s"}
-UNI_GRPC_RE = re.compile(r"\buni_grpc=(127\.0\.0\.1:(\d+))")
 
 # Loopback only: never through an http_proxy/grpc_proxy of the environment.
 CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
@@ -79,35 +84,12 @@ def herald_config():
 # Stubs generated at test time
 
 
-class Stubs:
-    def __init__(self, pb2: Any, pb2_grpc: Any) -> None:
-        self.pb = pb2
-        self.grpc = pb2_grpc
+Stubs = GrpcStubs
 
 
 @pytest.fixture(scope="module")
 def stubs(tmp_path_factory) -> Stubs:
-    out = tmp_path_factory.mktemp("unistream_stubs")
-    assert PROTO.is_file(), f"herald's proto file is missing: {PROTO}"
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "grpc_tools.protoc",
-            f"-I{PROTO.parent}", f"--python_out={out}", f"--grpc_python_out={out}",
-            str(PROTO),
-        ],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert proc.returncode == 0, f"grpc_tools.protoc failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
-    # The generated *_pb2_grpc module imports `unistream_pb2` by its top-level name.
-    sys.path.insert(0, str(out))
-    try:
-        for name in ("unistream_pb2", "unistream_pb2_grpc"):
-            sys.modules.pop(name, None)
-        pb2 = importlib.import_module("unistream_pb2")
-        pb2_grpc = importlib.import_module("unistream_pb2_grpc")
-    finally:
-        sys.path.remove(str(out))
-    return Stubs(pb2, pb2_grpc)
+    return generate_grpc_stubs(PROTO, tmp_path_factory.mktemp("unistream_stubs"))
 
 
 # ---------------------------------------------------------------------------
@@ -116,13 +98,7 @@ def stubs(tmp_path_factory) -> Stubs:
 
 def uni_grpc_addr(server: Herald) -> str:
     """The `uni_grpc=127.0.0.1:PORT` address of the ready line (stdout)."""
-    for line in list(server._stdout_lines):
-        if "herald listening" in line:
-            m = UNI_GRPC_RE.search(line)
-            assert m, f"the ready line lacks uni_grpc=127.0.0.1:PORT: {line!r}"
-            assert int(m.group(2)) > 0, f"uni_grpc port 0 printed instead of the bound one: {line!r}"
-            return m.group(1)
-    raise AssertionError("no ready line on stdout:\n" + server.logs(tail=50))
+    return ready_line_addr(server, "uni_grpc")
 
 
 def uni_token(user: str, channels: list[str], **claims: Any) -> str:

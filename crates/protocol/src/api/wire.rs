@@ -7,6 +7,9 @@
 
 use std::collections::BTreeMap;
 
+// The same messages, with the same numbers, as the client protocol's.
+pub use crate::protobuf::wire::{ClientInfo, StreamPosition};
+
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct Error {
     #[prost(uint32, tag = "1")]
@@ -217,18 +220,6 @@ pub type HistoryRemoveRequest = ChannelRequest;
 pub type InfoRequest = Empty;
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct ClientInfo {
-    #[prost(string, tag = "1")]
-    pub user: String,
-    #[prost(string, tag = "2")]
-    pub client: String,
-    #[prost(bytes = "vec", tag = "3")]
-    pub conn_info: Vec<u8>,
-    #[prost(bytes = "vec", tag = "4")]
-    pub chan_info: Vec<u8>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
 pub struct PresenceResult {
     #[prost(btree_map = "string, message", tag = "1")]
     pub presence: BTreeMap<String, ClientInfo>,
@@ -240,14 +231,6 @@ pub struct PresenceStatsResult {
     pub num_clients: u32,
     #[prost(uint32, tag = "2")]
     pub num_users: u32,
-}
-
-#[derive(Clone, PartialEq, Eq, prost::Message)]
-pub struct StreamPosition {
-    #[prost(uint64, tag = "1")]
-    pub offset: u64,
-    #[prost(string, tag = "2")]
-    pub epoch: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
