@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::config::{AuthConfigError, ChannelConfig, ChannelOptions};
+use regex::Regex;
+
+use crate::config::{AuthConfigError, ChannelConfig, ChannelOptions, RecoveryMode};
 
 /// Longest channel name, in bytes (Centrifugo's `channel.max_length`).
 pub const MAX_CHANNEL_LENGTH: usize = 255;
@@ -17,8 +19,9 @@ const USER_SEPARATOR: char = ',';
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ChannelError {
-    /// Empty, longer than 255 bytes, non-ASCII or with control characters
-    /// (wire error 107).
+    /// Empty, longer than 255 bytes, with control characters, non-ASCII
+    /// where the namespace has no `channel_regex`, or not matching the
+    /// namespace's `channel_regex` (wire error 107).
     #[error("bad channel name")]
     BadName,
     /// The namespace is not configured (wire error 102).
@@ -70,20 +73,30 @@ pub struct ChannelPolicy {
     history_meta_ttl: Duration,
     without_namespace: ChannelOptions,
     namespaces: HashMap<String, ChannelOptions>,
+    /// The `channel_regex` of each namespace that has one, compiled once;
+    /// `""` is `without_namespace`.
+    channel_regex: HashMap<String, Regex>,
 }
 
 impl ChannelPolicy {
     /// Validates `config`: namespace names unique, non-empty, of
     /// `[A-Za-z0-9_.-]`; `history_size` and `history_ttl` set together;
     /// `history_ttl` not above the effective `history_meta_ttl`;
-    /// `force_recovery` only with history.
+    /// `force_recovery` only with history; `auto_cache_recover` only with
+    /// `force_recovery` in cache mode; `channel_regex` a valid expression.
     pub fn new(config: &ChannelConfig) -> Result<Self, AuthConfigError> {
         let meta_ttl = config.history_meta_ttl;
+        let mut channel_regex = HashMap::new();
         check_options(
             "channel.without_namespace",
             &config.without_namespace,
             meta_ttl,
         )?;
+        if let Some(regex) =
+            compile_channel_regex("channel.without_namespace", &config.without_namespace)?
+        {
+            channel_regex.insert(String::new(), regex);
+        }
         let mut namespaces = HashMap::with_capacity(config.namespaces.len());
         for (index, namespace) in config.namespaces.iter().enumerate() {
             let name = namespace.name.as_str();
@@ -105,6 +118,9 @@ impl ChannelPolicy {
             }
             let prefix = format!("channel.namespaces[{name}]");
             check_options(&prefix, &namespace.options, meta_ttl)?;
+            if let Some(regex) = compile_channel_regex(&prefix, &namespace.options)? {
+                channel_regex.insert(name.to_owned(), regex);
+            }
             if namespaces
                 .insert(name.to_owned(), namespace.options.clone())
                 .is_some()
@@ -119,6 +135,7 @@ impl ChannelPolicy {
             history_meta_ttl: config.history_meta_ttl,
             without_namespace: config.without_namespace.clone(),
             namespaces,
+            channel_regex,
         })
     }
 
@@ -130,13 +147,14 @@ impl ChannelPolicy {
 
     /// Validates `channel` and finds its namespace: the part before the first
     /// `:` once the private prefix `$` is stripped; no `:` (or nothing before
-    /// it) means `channel.without_namespace`.
+    /// it) means `channel.without_namespace`. A namespace with a
+    /// `channel_regex` takes the names it matches (the part after the `:`,
+    /// or the whole name without a namespace), non-ASCII ones included, as
+    /// Centrifugo does; one without takes ASCII names.
     pub fn resolve<'a>(&'a self, channel: &'a str) -> Result<ResolvedChannel<'a>, ChannelError> {
         if channel.is_empty()
             || channel.len() > MAX_CHANNEL_LENGTH
-            || !channel
-                .bytes()
-                .all(|b| b.is_ascii() && !b.is_ascii_control())
+            || channel.chars().any(char::is_control)
         {
             return Err(ChannelError::BadName);
         }
@@ -144,9 +162,9 @@ impl ChannelPolicy {
             Some(rest) => (true, rest),
             None => (false, channel),
         };
-        let namespace = rest
+        let (namespace, name) = rest
             .split_once(NAMESPACE_BOUNDARY)
-            .map_or("", |(namespace, _)| namespace);
+            .unwrap_or(("", channel));
         let options = if namespace.is_empty() {
             &self.without_namespace
         } else {
@@ -154,6 +172,13 @@ impl ChannelPolicy {
                 .get(namespace)
                 .ok_or(ChannelError::UnknownNamespace)?
         };
+        let valid = match self.channel_regex.get(namespace) {
+            Some(regex) => regex.is_match(name),
+            None => channel.is_ascii(),
+        };
+        if !valid {
+            return Err(ChannelError::BadName);
+        }
         Ok(ResolvedChannel {
             name: channel,
             namespace,
@@ -284,7 +309,31 @@ fn check_options(
             "needs history_size and history_ttl",
         ));
     }
+    if options.auto_cache_recover
+        && !(options.force_recovery && options.force_recovery_mode == RecoveryMode::Cache)
+    {
+        return Err(AuthConfigError::invalid(
+            format!("{prefix}.auto_cache_recover"),
+            "needs force_recovery = true and force_recovery_mode = \"cache\"",
+        ));
+    }
     Ok(())
+}
+
+/// A namespace's `channel_regex`, compiled once at config load.
+fn compile_channel_regex(
+    prefix: &str,
+    options: &ChannelOptions,
+) -> Result<Option<Regex>, AuthConfigError> {
+    if options.channel_regex.is_empty() {
+        return Ok(None);
+    }
+    Regex::new(&options.channel_regex).map(Some).map_err(|e| {
+        AuthConfigError::invalid(
+            format!("{prefix}.channel_regex"),
+            format!("is not a valid regular expression: {e}"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -349,6 +398,52 @@ mod tests {
                 assert_eq!(r.name, channel);
                 (r.namespace, r.private, *r.options == chat)
             });
+            assert_eq!(got, want, "channel {channel:?}");
+        }
+    }
+
+    #[test]
+    fn channel_regex_decides_the_name_after_the_namespace() {
+        let digits = ChannelOptions {
+            channel_regex: "^[0-9]+$".into(),
+            ..ChannelOptions::default()
+        };
+        let any_letter = ChannelOptions {
+            channel_regex: r"^\p{L}+$".into(),
+            ..ChannelOptions::default()
+        };
+        let p = policy(
+            ChannelOptions {
+                channel_regex: "^(room|\\$room)$".into(),
+                ..ChannelOptions::default()
+            },
+            vec![
+                namespace("n", digits),
+                namespace("words", any_letter),
+                namespace("free", ChannelOptions::default()),
+            ],
+        );
+        let table: Vec<(&str, Result<&str, ChannelError>)> = vec![
+            ("n:123", Ok("n")),
+            ("$n:123", Ok("n")),
+            ("n:12a", Err(ChannelError::BadName)),
+            ("n:", Err(ChannelError::BadName)),
+            ("n:1:2", Err(ChannelError::BadName)),
+            // With a regex, non-ASCII names are the regex's to take.
+            ("words:café", Ok("words")),
+            ("words:cafe1", Err(ChannelError::BadName)),
+            ("words:caf\u{85}", Err(ChannelError::BadName)),
+            // Without one, ASCII only.
+            ("free:café", Err(ChannelError::BadName)),
+            ("free:anything-goes", Ok("free")),
+            // Without a namespace the whole name is matched.
+            ("room", Ok("")),
+            ("$room", Ok("")),
+            ("other", Err(ChannelError::BadName)),
+            ("unknown:1", Err(ChannelError::UnknownNamespace)),
+        ];
+        for (channel, want) in table {
+            let got = p.resolve(channel).map(|r| r.namespace);
             assert_eq!(got, want, "channel {channel:?}");
         }
     }
@@ -619,11 +714,79 @@ mod tests {
                 },
                 "channel.without_namespace.force_recovery: needs history_size and history_ttl",
             ),
+            (
+                ChannelConfig {
+                    namespaces: vec![namespace(
+                        "state",
+                        ChannelOptions {
+                            auto_cache_recover: true,
+                            force_recovery: true,
+                            ..with_history(1, 60)
+                        },
+                    )],
+                    ..ChannelConfig::default()
+                },
+                "channel.namespaces[state].auto_cache_recover: needs force_recovery = true and force_recovery_mode = \"cache\"",
+            ),
+            (
+                ChannelConfig {
+                    without_namespace: ChannelOptions {
+                        auto_cache_recover: true,
+                        force_recovery_mode: RecoveryMode::Cache,
+                        ..with_history(1, 60)
+                    },
+                    ..ChannelConfig::default()
+                },
+                "channel.without_namespace.auto_cache_recover: needs force_recovery = true and force_recovery_mode = \"cache\"",
+            ),
         ];
         for (config, want) in table {
             let err = ChannelPolicy::new(&config).unwrap_err();
             assert_eq!(err.to_string(), want);
         }
+    }
+
+    #[test]
+    fn an_invalid_channel_regex_is_refused_at_load() {
+        let config = ChannelConfig {
+            namespaces: vec![namespace(
+                "n",
+                ChannelOptions {
+                    channel_regex: "([a-z]".into(),
+                    ..ChannelOptions::default()
+                },
+            )],
+            ..ChannelConfig::default()
+        };
+        let err = ChannelPolicy::new(&config).unwrap_err().to_string();
+        assert!(
+            err.starts_with("channel.namespaces[n].channel_regex: is not a valid regular expression"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cache_recovery_with_auto_recover_is_accepted() {
+        let options = ChannelOptions {
+            history_size: 1,
+            history_ttl: Duration::from_secs(60),
+            force_recovery: true,
+            force_recovery_mode: RecoveryMode::Cache,
+            auto_cache_recover: true,
+            ..ChannelOptions::default()
+        };
+        assert!(ChannelPolicy::new(&ChannelConfig {
+            namespaces: vec![namespace("state", options)],
+            ..ChannelConfig::default()
+        })
+        .is_ok());
+        let parsed: ChannelOptions =
+            serde_json::from_str(r#"{"force_recovery_mode": ""}"#).unwrap();
+        assert_eq!(parsed.force_recovery_mode, RecoveryMode::Stream);
+        let parsed: ChannelOptions =
+            serde_json::from_str(r#"{"force_recovery_mode": "cache"}"#).unwrap();
+        assert_eq!(parsed.force_recovery_mode, RecoveryMode::Cache);
+        assert!(serde_json::from_str::<ChannelOptions>(r#"{"force_recovery_mode": "ring"}"#).is_err());
     }
 
     #[test]

@@ -102,6 +102,13 @@ pub struct ChannelOptions {
     pub force_recovery: bool,
     /// Client may ask for recovery.
     pub allow_recovery: bool,
+    /// How a recovering subscriber catches up: `stream` (every missed
+    /// publication) or `cache` (only the latest one).
+    pub force_recovery_mode: RecoveryMode,
+    /// In cache mode, every subscribe recovers (the latest publication
+    /// arrives) without the client asking; needs `force_recovery` and
+    /// `force_recovery_mode = "cache"`.
+    pub auto_cache_recover: bool,
     /// Server forces position tracking on every subscription.
     pub force_positioning: bool,
     /// Client may ask for position tracking.
@@ -130,6 +137,10 @@ pub struct ChannelOptions {
     pub allow_history_for_anonymous: bool,
     /// Channels with `#` list the users allowed to subscribe after the last `#`.
     pub allow_user_limited_channels: bool,
+    /// A regular expression the channel name after the namespace must
+    /// match (the whole name for `without_namespace`); other names are
+    /// refused with 107. Empty: names must be ASCII.
+    pub channel_regex: String,
     /// Overrides `channel.history_meta_ttl` for this namespace.
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub history_meta_ttl: Option<Duration>,
@@ -162,6 +173,30 @@ pub enum PublicationDataFormat {
     /// Publication data is any bytes; only protobuf clients may subscribe,
     /// publish and read history (JSON clients get error 107).
     Binary,
+}
+
+/// `force_recovery_mode` of a namespace (docs/protocol.md, "Cache recovery").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum RecoveryMode {
+    /// Every publication the subscriber missed, or `recovered: false`.
+    #[default]
+    Stream,
+    /// Only the channel's latest publication.
+    Cache,
+}
+
+impl TryFrom<String> for RecoveryMode {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.as_str() {
+            // Centrifugo reads an empty value as the default.
+            "" | "stream" => Ok(Self::Stream),
+            "cache" => Ok(Self::Cache),
+            _ => Err(format!("{value:?} is not one of stream, cache")),
+        }
+    }
 }
 
 impl ChannelOptions {

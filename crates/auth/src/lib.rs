@@ -21,7 +21,7 @@ pub use channel::{ChannelError, ChannelPolicy, ResolvedChannel, MAX_CHANNEL_LENG
 pub use claim::{ChannelOverride, ConnectionClaims, SubOptions, SubscriptionClaims};
 pub use config::{
     check_endpoint, AuthConfigError, ChannelConfig, ChannelOptions, NamespaceConfig,
-    PublicationDataFormat, SubscriptionTokenConfig, TokenConfig,
+    PublicationDataFormat, RecoveryMode, SubscriptionTokenConfig, TokenConfig,
 };
 pub use error::{InvalidReason, TokenError};
 pub use jwk::{JwkKeys, JwksError, JwksSlot};

@@ -160,6 +160,12 @@ pub struct ClientConfig {
     pub channel_limit: usize,
     pub user_connection_limit: usize,
     pub connection_limit_per_ip: usize,
+    /// Most clients connected to this node at once; a connection request
+    /// past it gets HTTP 503 (the SDKs retry). 0 = no limit.
+    pub connection_limit: usize,
+    /// Most new connections this node accepts per second (burst the same);
+    /// past it HTTP 503. 0 = no limit.
+    pub connection_rate_limit: u32,
     pub command_rate_limit: u32,
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
@@ -176,6 +182,17 @@ pub struct ClientConfig {
     /// Most publications a recovery returns; beyond it `recovered: false`.
     pub recovery_max_publication_limit: usize,
     pub allow_anonymous_connect_without_token: bool,
+    /// A connection token without `sub` (anonymous) is refused with 3507.
+    pub disallow_anonymous_connection_tokens: bool,
+    /// Name of an HTTP header of the request that opens a connection whose
+    /// value is the user, when the connect carries no token. Only behind a
+    /// proxy that sets it and strips it from clients (docs/security.md).
+    pub user_id_http_header: String,
+    /// The connect result carries the server's time (`time`, Unix ms).
+    pub connect_include_server_time: bool,
+    /// Every connection of a user is subscribed to the user's personal
+    /// channel, server-side.
+    pub subscribe_to_user_personal_channel: PersonalChannelConfig,
     pub tls_identity_as_user: bool,
     /// Which part of a client certificate names the user, first found wins:
     /// `san_uri`, `san_dns`, `cn`.
@@ -202,6 +219,8 @@ impl Default for ClientConfig {
             channel_limit: 128,
             user_connection_limit: 0,
             connection_limit_per_ip: 0,
+            connection_limit: 0,
+            connection_rate_limit: 0,
             command_rate_limit: 0,
             handshake_timeout: Duration::from_secs(10),
             expired_close_delay: Duration::from_secs(25),
@@ -210,6 +229,10 @@ impl Default for ClientConfig {
             history_max_publication_limit: 300,
             recovery_max_publication_limit: 300,
             allow_anonymous_connect_without_token: false,
+            disallow_anonymous_connection_tokens: false,
+            user_id_http_header: String::new(),
+            connect_include_server_time: false,
+            subscribe_to_user_personal_channel: PersonalChannelConfig::default(),
             tls_identity_as_user: false,
             tls_identity_order: vec![
                 IdentitySource::SanUri,
@@ -222,6 +245,31 @@ impl Default for ClientConfig {
             introspection: IntrospectionConfig::default(),
             connect_code_to_unidirectional_disconnect: Default::default(),
             proxy: Default::default(),
+        }
+    }
+}
+
+/// `client.subscribe_to_user_personal_channel`: a server-side subscription
+/// of every connection with a user to `<namespace>:#<user>` (`#<user>`
+/// without a namespace).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PersonalChannelConfig {
+    pub enabled: bool,
+    /// The personal channel's namespace; empty: `channel.without_namespace`.
+    pub personal_channel_namespace: String,
+    /// A user keeps one connection: a new one closes the user's others, on
+    /// every node, with 3504. Needs presence in the personal namespace.
+    pub single_connection: bool,
+}
+
+impl PersonalChannelConfig {
+    /// `user`'s personal channel.
+    pub fn channel(&self, user: &str) -> String {
+        if self.personal_channel_namespace.is_empty() {
+            format!("#{user}")
+        } else {
+            format!("{}:#{user}", self.personal_channel_namespace)
         }
     }
 }

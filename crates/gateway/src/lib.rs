@@ -41,7 +41,8 @@ use crate::node::{Node, NodeEvents};
 
 pub use config::{
     ClientAuth, ClientConfig, EndpointsConfig, GatewayConfig, GrpcApiConfig, HttpApiConfig,
-    HttpServerConfig, IdentitySource, IntrospectionConfig, MinVersion, ShutdownConfig, TlsConfig,
+    HttpServerConfig, IdentitySource, IntrospectionConfig, MinVersion, PersonalChannelConfig,
+    ShutdownConfig, TlsConfig,
 };
 pub use error::GatewayError;
 

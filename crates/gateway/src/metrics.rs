@@ -104,6 +104,10 @@ pub(crate) const HANDSHAKE_REFUSAL_REASONS: [&str; 10] = [
 /// closed at accept over `client.connection_limit_per_ip` (listener.rs).
 pub(crate) const ADDRESS_LIMIT: &str = "address_limit";
 
+/// `limit` values of `herald_client_connection_limit_refusals_total`:
+/// `client.connection_limit` (`node`) and `client.connection_rate_limit` (`rate`).
+pub(crate) const CONNECTION_LIMITS: [&str; 2] = ["node", "rate"];
+
 /// `reason` values of `herald_client_bad_messages_total` (`format::BadMessage`).
 pub(crate) const BAD_MESSAGE_REASONS: [&str; 3] = ["undecodable", "wrong_type", "payload_not_json"];
 
@@ -201,6 +205,8 @@ pub(crate) struct Metrics {
     pub(crate) engine_streams_evicted: IntCounter,
     /// Connections closed because their bounded mailbox was full.
     pub(crate) mailbox_overflows: IntCounter,
+    /// Connection requests answered 503 over a node limit, by limit.
+    pub(crate) connection_limit_refusals: IntCounterVec,
     pub(crate) tls_reloads: IntCounterVec,
     /// Client messages refused, by format and reason (`format::BadMessage`).
     pub(crate) bad_messages: IntCounterVec,
@@ -380,6 +386,11 @@ impl Metrics {
                 "herald_engine_streams",
                 "History streams the memory engine keeps (0 with Redis, which keeps its own).",
             ),
+            connection_limit_refusals: counter_vec(
+                "herald_client_connection_limit_refusals_total",
+                "Connection requests answered with HTTP 503 because the node was at client.connection_limit (node) or client.connection_rate_limit (rate), by limit.",
+                &["limit"],
+            ),
             mailbox_overflows: counter(
                 "herald_client_mailbox_overflows_total",
                 "Connections closed with 3010 because control commands and gap signals for them piled up past their bounded mailbox.",
@@ -484,6 +495,9 @@ impl Metrics {
         }
         for reason in BODY_CUT_REASONS {
             self.bodies_cut.with_label_values(&[reason]);
+        }
+        for limit in CONNECTION_LIMITS {
+            self.connection_limit_refusals.with_label_values(&[limit]);
         }
         for reason in API_REFUSAL_REASONS {
             self.api_refused.with_label_values(&[reason]);

@@ -52,6 +52,10 @@ pub(crate) struct Node {
     /// Open WebSocket connections per client address
     /// (`client.connection_limit_per_ip`); only kept when the limit is set.
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// `client.connection_rate_limit`: the node's new connections.
+    connection_rate: Option<Mutex<crate::conn::rate::RateLimiter>>,
+    /// When a refusal over a node limit was last logged (Unix seconds).
+    limit_logged: AtomicU64,
     /// Emulated connections by session id (`/emulation`).
     pub(crate) emulation: emulation::EmulationRegistry,
     /// The proxies to the application backend (docs/proxy.md).
@@ -187,6 +191,13 @@ impl Node {
             started: std::time::Instant::now(),
             draining: std::sync::atomic::AtomicBool::new(false),
             per_ip: Arc::new(Mutex::new(HashMap::new())),
+            connection_rate: (client.connection_rate_limit > 0).then(|| {
+                Mutex::new(crate::conn::rate::RateLimiter::new(
+                    client.connection_rate_limit,
+                    std::time::Instant::now(),
+                ))
+            }),
+            limit_logged: AtomicU64::new(0),
             emulation: emulation::EmulationRegistry::default(),
             proxies,
             client: Arc::new(client),
@@ -213,6 +224,53 @@ impl Node {
             ip,
             counts: self.per_ip.clone(),
         }))
+    }
+
+    /// Whether a new connection may open (`client.connection_limit`, then
+    /// `client.connection_rate_limit`); Err names the limit, one of
+    /// [`crate::metrics::CONNECTION_LIMITS`], counted and logged (at most
+    /// once a second). The caller answers HTTP 503.
+    pub(crate) fn admit_connection(&self) -> Result<(), &'static str> {
+        let limit = self.client.connection_limit;
+        let refused = if limit > 0 && self.num_clients() >= limit {
+            "node"
+        } else if self
+            .connection_rate
+            .as_ref()
+            .is_some_and(|bucket| !bucket.lock().allow(std::time::Instant::now()))
+        {
+            "rate"
+        } else {
+            return Ok(());
+        };
+        crate::metrics::METRICS
+            .connection_limit_refusals
+            .with_label_values(&[refused])
+            .inc();
+        let second = unix_now();
+        if self.limit_logged.swap(second, Ordering::Relaxed) != second {
+            tracing::warn!(
+                limit = refused,
+                connection_limit = self.client.connection_limit,
+                connection_rate_limit = self.client.connection_rate_limit,
+                "node connection limit reached: connection refused with 503"
+            );
+        }
+        Err(refused)
+    }
+
+    /// The user the `client.user_id_http_header` header names, when that
+    /// header is configured and present with a non-empty value.
+    pub(crate) fn header_user(&self, headers: &actix_http::header::HeaderMap) -> Option<String> {
+        let name = &self.client.user_id_http_header;
+        if name.is_empty() {
+            return None;
+        }
+        headers
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
     }
 
     pub(crate) fn start_draining(&self) {

@@ -947,6 +947,7 @@ fn validate(config: &Config) -> Result<Vec<String>, ConfigError> {
     }
 
     ChannelPolicy::new(&config.channel.policy())?;
+    warnings.extend(validate_client_options(config)?);
     let verifier = TokenVerifier::new(&client.token, &client.subscription_token)?;
     warnings.extend(verifier.warnings());
     warnings.extend(herald_identity::check_introspection(&client.introspection)?);
@@ -999,6 +1000,52 @@ fn validate(config: &Config) -> Result<Vec<String>, ConfigError> {
 
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
         return Err(ConfigError::invalid("log.level", e));
+    }
+    Ok(warnings)
+}
+
+/// The personal channel's namespace and the user id header.
+fn validate_client_options(config: &Config) -> Result<Vec<String>, ConfigError> {
+    let mut warnings = Vec::new();
+    let client = &config.client;
+    let personal = &client.subscribe_to_user_personal_channel;
+    if personal.enabled {
+        let name = &personal.personal_channel_namespace;
+        let options = if name.is_empty() {
+            Some(&config.channel.without_namespace)
+        } else {
+            config
+                .channel
+                .namespaces
+                .iter()
+                .find(|n| n.name == *name)
+                .map(|n| &n.options)
+        };
+        let Some(options) = options else {
+            return Err(ConfigError::invalid(
+                "client.subscribe_to_user_personal_channel.personal_channel_namespace",
+                format!("namespace {name:?} is not in channel.namespaces"),
+            ));
+        };
+        if personal.single_connection && !options.presence {
+            return Err(ConfigError::invalid(
+                "client.subscribe_to_user_personal_channel.single_connection",
+                "needs presence = true in the personal channel's namespace",
+            ));
+        }
+    }
+    let header = &client.user_id_http_header;
+    if !header.is_empty() {
+        if actix_web::http::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+            return Err(ConfigError::invalid(
+                "client.user_id_http_header",
+                "is not a valid HTTP header name",
+            ));
+        }
+        warnings.push(format!(
+            "client.user_id_http_header is {header:?}: whoever can send this header connects \
+             as any user; safe only behind a proxy that sets it and strips it from clients"
+        ));
     }
     Ok(warnings)
 }

@@ -480,6 +480,7 @@ fn connect_result_to_wire(r: &ConnectResult) -> wire::ConnectResult {
         pong: r.pong,
         session: r.session.clone(),
         node: r.node.clone(),
+        time: r.time,
     }
 }
 

@@ -97,6 +97,10 @@ pub struct ConnectResult {
     /// `/emulation` requests go).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub node: String,
+    /// The server's time at connect, Unix milliseconds
+    /// (`client.connect_include_server_time`); 0 = not sent.
+    #[serde(skip_serializing_if = "is_zero_i64")]
+    pub time: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -261,6 +265,10 @@ pub struct MessagePush {
 fn is_zero_u64(v: &u64) -> bool {
     *v == 0
 }
+fn is_zero_i64(v: &i64) -> bool {
+    *v == 0
+}
+
 fn is_zero_u32(v: &u32) -> bool {
     *v == 0
 }

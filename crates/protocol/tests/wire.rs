@@ -228,6 +228,17 @@ fn replies_encode_exactly() {
             r#"{"id":1,"connect":{"client":"c","version":"0.1.0","ping":25,"pong":true}}"#,
         ),
         (
+            result(
+                1,
+                CommandResult::Connect(ConnectResult {
+                    client: "c".into(),
+                    time: 1_700_000_000_123,
+                    ..Default::default()
+                }),
+            ),
+            r#"{"id":1,"connect":{"client":"c","time":1700000000123}}"#,
+        ),
+        (
             result(5, CommandResult::Presence(PresenceResult::default())),
             r#"{"id":5,"presence":{"presence":{}}}"#,
         ),
@@ -1411,8 +1422,9 @@ fn command_result(p: &Payloads) -> BoxedStrategy<CommandResult> {
         map_of(subscribe_result(p)),
         u32e(),
         any::<bool>(),
+        any::<i64>(),
     )
-        .prop_map(|(client, version, expires, ttl, data, subs, ping, pong)| {
+        .prop_map(|(client, version, expires, ttl, data, subs, ping, pong, time)| {
             CommandResult::Connect(ConnectResult {
                 client,
                 version,
@@ -1424,6 +1436,7 @@ fn command_result(p: &Payloads) -> BoxedStrategy<CommandResult> {
                 pong,
                 session: String::new(),
                 node: String::new(),
+                time,
             })
         });
     prop_oneof![

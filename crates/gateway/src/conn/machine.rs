@@ -71,6 +71,9 @@ pub(crate) struct Setup {
     /// The verified client certificate's identity
     /// (`client.tls_identity_as_user`): the user when connect has no token.
     pub(crate) tls_identity: Option<String>,
+    /// The user of the `client.user_id_http_header` header of the request
+    /// that opened the connection: the user when connect has no token.
+    pub(crate) header_user: Option<String>,
     /// The token of the upgrade's `Authorization: Bearer` header.
     pub(crate) upgrade_token: Option<String>,
     /// Where in `[interval/2, interval)` the first ping goes, as a fraction
@@ -112,6 +115,7 @@ pub(crate) struct Machine {
     token_id: Option<String>,
     issued_at: Option<u64>,
     tls_identity: Option<String>,
+    header_user: Option<String>,
     upgrade_token: Option<String>,
     takes_binary_data: bool,
     unidirectional: bool,
@@ -213,6 +217,7 @@ impl Machine {
             token_id: None,
             issued_at: None,
             tls_identity: setup.tls_identity,
+            header_user: setup.header_user,
             upgrade_token: setup.upgrade_token,
             takes_binary_data: setup.takes_binary_data,
             unidirectional: setup.unidirectional,

@@ -33,7 +33,7 @@ impl RateLimiter {
             self.refused = 0;
             true
         } else {
-            self.refused += 1;
+            self.refused = self.refused.saturating_add(1);
             false
         }
     }

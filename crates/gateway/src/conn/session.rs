@@ -47,6 +47,9 @@ pub(crate) struct Opening {
     pub(crate) format: Format,
     /// The verified client certificate's identity (`tls_identity_as_user`).
     pub(crate) tls_identity: Option<String>,
+    /// The user named by the `client.user_id_http_header` header of the
+    /// request that opened the connection.
+    pub(crate) header_user: Option<String>,
     /// A token sent with the request that opened the connection
     /// (`Authorization: Bearer`).
     pub(crate) upgrade_token: Option<String>,
@@ -76,6 +79,7 @@ impl Opening {
             transport,
             format,
             tls_identity: None,
+            header_user: None,
             upgrade_token: None,
             session: String::new(),
             headers: Vec::new(),
@@ -124,9 +128,13 @@ impl GapListener for GapToMailbox {
 }
 
 fn now() -> Now {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     Now {
         at: Instant::now(),
-        unix: unix_now(),
+        unix: wall.as_secs(),
+        unix_ms: i64::try_from(wall.as_millis()).unwrap_or(i64::MAX),
     }
 }
 
@@ -142,6 +150,7 @@ impl Session {
             transport,
             format,
             tls_identity,
+            header_user,
             upgrade_token,
             session,
             headers,
@@ -160,6 +169,7 @@ impl Session {
             version: node.version,
             client: uuid::Uuid::new_v4().to_string(),
             tls_identity,
+            header_user,
             upgrade_token,
             ping_jitter: rand::rng().random_range(0.0..1.0),
             takes_binary_data: format == Format::Protobuf,
@@ -490,6 +500,15 @@ impl Session {
                 });
             }
             Effect::Unregister { user } => node.unregister(&user, self.id),
+            Effect::KeepSingleConnection {
+                channel,
+                user,
+                client,
+            } => {
+                actix_web::rt::spawn(async move {
+                    keep_single_connection(&node, &channel, user, client).await;
+                });
+            }
             other => warn!(effect = ?other, "a waited effect spawned without an id"),
         }
     }
@@ -531,6 +550,34 @@ async fn admit(
         }
     }
     Ok(())
+}
+
+/// `single_connection`: the personal channel's presence says whether the
+/// user has another connection; if so, every node closes the user's
+/// connections but `client` with 3504 (at most once delivery, as in
+/// Centrifugo: a lost control message leaves the older one open).
+async fn keep_single_connection(node: &Node, channel: &str, user: String, client: String) {
+    let stats = match node.engine.presence.presence_stats(channel).await {
+        Ok(stats) => stats,
+        Err(e) => {
+            warn!(error = %e, "single connection: presence stats failed");
+            return;
+        }
+    };
+    if stats.num_clients < 2 {
+        return;
+    }
+    let limit = herald_protocol::Disconnect::CONNECTION_LIMIT;
+    let command = herald_bus::ControlCommand::Disconnect {
+        user,
+        client: String::new(),
+        whitelist: vec![client],
+        code: limit.code,
+        reason: limit.reason.to_string(),
+    };
+    if let Err(e) = node.engine.broker.publish_control(&command).await {
+        warn!(error = %e, "single connection: disconnecting the older connections failed");
+    }
 }
 
 /// Takes a subscription out of the node: Hub, presence, leave event.

@@ -53,6 +53,18 @@ fn bad_cf_connect() -> Vec<u8> {
     .into_bytes()
 }
 
+/// The 503 for a connection over `client.connection_limit` or
+/// `client.connection_rate_limit`: the SDKs try again later.
+fn over_node_limit() -> Vec<u8> {
+    let body = "connection limit reached\n";
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// The connect request in a `cf_connect` query parameter: None without one.
 fn uni_connect(query: Option<&str>) -> Result<Option<ConnectRequest>, ()> {
     #[derive(serde::Deserialize)]
@@ -101,12 +113,25 @@ pub(crate) async fn upgrade<T>(
         Some(Route::Unidirectional) if decision.is_ok() => uni_connect(req.uri().query()),
         _ => Ok(None),
     };
+    // A client connection counts against the node's limits; the echo
+    // route is no client.
+    let over_limit = decision.is_ok()
+        && uni_connect.is_ok()
+        && route != Some(Route::Echo)
+        && node.admit_connection().is_err();
     let status = match (&decision, &uni_connect) {
         (Err(refusal), _) => refusal.status().0,
         (Ok(_), Err(())) => 400,
+        (Ok(_), Ok(_)) if over_limit => 503,
         (Ok(_), Ok(_)) => 101,
     };
     crate::access_log::log_request(req.method(), req.path(), status, started);
+    if over_limit {
+        let _ = io.write_all(&over_node_limit()).await;
+        let _ = io.shutdown().await;
+        return;
+    }
+    let header_user = node.header_user(req.head().headers());
     let Ok(uni_connect) = uni_connect else {
         crate::metrics::transport_refused(Transport::UniWebSocket, "bad_request");
         let _ = io.write_all(&bad_cf_connect()).await;
@@ -151,6 +176,7 @@ pub(crate) async fn upgrade<T>(
         opening.upgrade_token = bearer;
         opening.headers = forwarded;
         opening.session = uuid::Uuid::new_v4().to_string();
+        opening.header_user = header_user;
         opening.commands = uni_connect.map(connect_command).into_iter().collect();
         let limit = settings
             .unidirectional
@@ -179,6 +205,7 @@ pub(crate) async fn upgrade<T>(
         crate::metrics::upgraded(format);
         let mut opening = Opening::new(Transport::WebSocket, format);
         opening.tls_identity = identity;
+        opening.header_user = header_user;
         opening.upgrade_token = bearer;
         opening.headers = forwarded;
         let limit = node.client.message_size_limit;

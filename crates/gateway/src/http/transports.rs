@@ -98,6 +98,12 @@ fn admit(
             HttpResponse::ServiceUnavailable().body("shutting down\n"),
         ));
     }
+    if node.admit_connection().is_err() {
+        // Counted by limit (herald_client_connection_limit_refusals_total).
+        return Err(Box::new(
+            HttpResponse::ServiceUnavailable().body("connection limit reached\n"),
+        ));
+    }
     Ok(cors)
 }
 
@@ -188,6 +194,7 @@ fn open_emulated(
     opening.emulation = Some(node.emulation.register(&session));
     opening.session = session;
     opening.commands = commands;
+    opening.header_user = node.header_user(req.headers());
     opening.headers = node.proxies.forwarded(req.headers());
     opening.abort = req.conn_data::<AbortHandle>().cloned();
     let opened = open(node, opening);
@@ -421,6 +428,7 @@ async fn open_unidirectional(
     opening.session = uuid::Uuid::new_v4().to_string();
     opening.commands = vec![connect_command(connect)];
     opening.outcome = Some(outcome_tx);
+    opening.header_user = node.header_user(req.headers());
     opening.headers = node.proxies.forwarded(req.headers());
     opening.abort = req.conn_data::<AbortHandle>().cloned();
     let opened = open(node, opening);

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use herald_auth::{ChannelOptions, ChannelPolicy, ResolvedChannel};
+use herald_auth::{ChannelOptions, ChannelPolicy, RecoveryMode, ResolvedChannel};
 use herald_bus::HistoryOptions;
 use herald_protocol::{ClientInfo, RawJson, StreamPosition};
 
@@ -26,8 +26,12 @@ pub(crate) struct SubscribePlan {
     pub(crate) history: Option<HistoryOptions>,
     pub(crate) recoverable: bool,
     pub(crate) positioned: bool,
-    /// The client's last known position when it asked to recover.
+    /// The client's last known position when it asked to recover (or the
+    /// empty position when `auto_cache_recover` recovers for it).
     pub(crate) recover: Option<StreamPosition>,
+    /// Recovery gives only the latest publication (`force_recovery_mode =
+    /// "cache"`), not every missed one.
+    pub(crate) cache_recovery: bool,
     /// Subscribe flag bit 2: error 112 instead of `recovered: false`.
     pub(crate) reject_unrecovered: bool,
     /// The subscriber receives join/leave pushes.
@@ -64,12 +68,23 @@ impl SubscribePlan {
                 || (request.positioned && (options.allow_positioning || request.history_access)));
         let push_join_leave = options.join_leave
             && (options.force_push_join_leave || (request.join_leave && request.presence_access));
+        let cache_recovery = recoverable && options.force_recovery_mode == RecoveryMode::Cache;
+        let recover = if request.recover && recoverable {
+            Some(request.position)
+        } else if cache_recovery && options.auto_cache_recover {
+            // The subscriber gets the latest publication without asking,
+            // as if it had subscribed with an empty `since`.
+            Some(StreamPosition::default())
+        } else {
+            None
+        };
         Self {
             channel,
             history,
             recoverable,
             positioned,
-            recover: (request.recover && recoverable).then_some(request.position),
+            recover,
+            cache_recovery,
             reject_unrecovered: request.reject_unrecovered,
             push_join_leave,
             info,

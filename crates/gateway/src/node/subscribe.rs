@@ -127,6 +127,9 @@ async fn read_position(
             .map_err(|e| engine_error(&e))?;
         return Ok((page.position, None));
     };
+    if plan.cache_recovery {
+        return read_latest(node, plan, requested, &top_only).await;
+    }
     let max = node.client.recovery_max_publication_limit;
     let query = HistoryQuery {
         since: Some(requested.clone()),
@@ -151,6 +154,63 @@ async fn read_position(
         }
         Err(e) => Err(engine_error(&e)),
     }
+}
+
+/// Cache recovery (docs/protocol.md, "Cache recovery"): the stream's
+/// latest publication, read newest first, instead of every missed one.
+async fn read_latest(
+    node: &Node,
+    plan: &SubscribePlan,
+    requested: &StreamPosition,
+    top_only: &HistoryQuery,
+) -> Result<(StreamPosition, Option<Vec<herald_protocol::Publication>>), ErrorCode> {
+    let broker = &node.engine.broker;
+    let newest = HistoryQuery {
+        since: None,
+        limit: Some(1),
+        reverse: true,
+        meta_ttl: top_only.meta_ttl,
+    };
+    match broker.history(&plan.channel, &newest).await {
+        Ok(page) => {
+            let latest = page.publications.into_iter().next();
+            // What the subscriber is given is the latest publication; a
+            // filter of the subscription picks among the newest ones here.
+            let given = latest.clone();
+            let recovered = cache_recovered(requested, &page.position, latest.as_ref(), given);
+            Ok((page.position, recovered))
+        }
+        Err(BusError::UnrecoverablePosition | BusError::Undecryptable) => {
+            let page = broker
+                .history(&plan.channel, top_only)
+                .await
+                .map_err(|e| engine_error(&e))?;
+            Ok((page.position, None))
+        }
+        Err(e) => Err(engine_error(&e)),
+    }
+}
+
+/// The cache recovery rule, Centrifugo's: `latest` is the stream's newest
+/// publication, `given` the one the subscriber takes (the same, or the
+/// newest its filter passes). Recovered when the newest publication is the
+/// stream's top, giving `given` unless the client already has the top;
+/// with nothing to give, recovered only when the client is at the top.
+fn cache_recovered(
+    requested: &StreamPosition,
+    top: &StreamPosition,
+    latest: Option<&herald_protocol::Publication>,
+    given: Option<herald_protocol::Publication>,
+) -> Option<Vec<herald_protocol::Publication>> {
+    let at_top =
+        requested.offset > 0 && requested.offset == top.offset && requested.epoch == top.epoch;
+    let (Some(latest), Some(given)) = (latest, given) else {
+        return at_top.then(Vec::new);
+    };
+    if latest.offset != top.offset {
+        return None;
+    }
+    Some(if at_top { Vec::new() } else { vec![given] })
 }
 
 /// The recovery rule (docs/protocol.md, "History, positioning and recovery").
@@ -214,6 +274,44 @@ mod tests {
             offset,
             epoch: epoch.into(),
         }
+    }
+
+    #[test]
+    fn cache_recovery_rule_table() {
+        let publication = |offset: u64| Publication {
+            data: RawJson::from_str("1").unwrap(),
+            info: None,
+            offset,
+            tags: Default::default(),
+        };
+        // (requested, top, latest offset, want: None = not recovered,
+        // Some(offsets given))
+        let cases: [(StreamPosition, StreamPosition, Option<u64>, Option<Vec<u64>>); 8] = [
+            // A fresh subscriber (empty `since`) gets the latest.
+            (at(0, ""), at(7, "E"), Some(7), Some(vec![7])),
+            // Behind, in another epoch or a lost one: still just the latest.
+            (at(3, "E"), at(7, "E"), Some(7), Some(vec![7])),
+            (at(3, "OLD"), at(7, "E"), Some(7), Some(vec![7])),
+            // Already at the top: recovered, nothing to give again.
+            (at(7, "E"), at(7, "E"), Some(7), Some(vec![])),
+            // Nothing kept (history expired): only a client at the top is recovered.
+            (at(0, ""), at(7, "E"), None, None),
+            (at(7, "E"), at(7, "E"), None, Some(vec![])),
+            (at(0, ""), at(0, ""), None, None),
+            // The newest kept is not the top (a torn read): not recovered.
+            (at(0, ""), at(7, "E"), Some(6), None),
+        ];
+        for (i, (requested, top, latest, want)) in cases.into_iter().enumerate() {
+            let latest = latest.map(publication);
+            let got = cache_recovered(&requested, &top, latest.as_ref(), latest.clone())
+                .map(|pubs| pubs.iter().map(|p| p.offset).collect::<Vec<_>>());
+            assert_eq!(got, want, "case {i}");
+        }
+        // What is given may differ from the newest (a filter's pick).
+        let got = cache_recovered(&at(0, ""), &at(7, "E"), Some(&publication(7)), Some(publication(5)));
+        assert_eq!(got.map(|p| p[0].offset), Some(5));
+        let got = cache_recovered(&at(0, ""), &at(7, "E"), Some(&publication(7)), None);
+        assert_eq!(got, None);
     }
 
     #[test]

@@ -182,6 +182,7 @@ pub fn reply_from_wire(w: wire::Reply) -> Option<Reply> {
             pong: r.pong,
             session: r.session,
             node: r.node,
+            time: r.time,
         })
     } else if let Some(r) = w.subscribe {
         CommandResult::Subscribe(subscribe_result_from_wire(r)?)

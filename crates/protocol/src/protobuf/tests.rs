@@ -272,3 +272,24 @@ fn an_empty_server_side_subscribe_result_is_still_written() {
     want.extend_from_slice(&connect);
     assert_eq!(out, delimited(&want));
 }
+
+#[test]
+fn connect_time_is_field_11() {
+    let mut out = Vec::new();
+    encode_reply_protobuf(
+        &Reply::Result {
+            id: 1,
+            result: CommandResult::Connect(ConnectResult {
+                client: "c".into(),
+                time: 300,
+                ..Default::default()
+            }),
+        },
+        &mut out,
+    );
+    // Reply{id=1, connect=5 {client=1 "c", time=11 varint 300}}.
+    let connect = [0x0A, 1, b'c', 0x58, 0xAC, 0x02];
+    let mut want = vec![0x08, 1, 0x2A, connect.len() as u8];
+    want.extend_from_slice(&connect);
+    assert_eq!(out, delimited(&want));
+}

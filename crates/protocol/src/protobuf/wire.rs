@@ -265,6 +265,8 @@ pub struct ConnectResult {
     pub session: String,
     #[prost(string, tag = "10")]
     pub node: String,
+    #[prost(int64, tag = "11")]
+    pub time: i64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -63,6 +63,10 @@ impl Machine {
             if let Some(identity) = &self.tls_identity {
                 // Possession of the certificate's key proved who this is.
                 self.user = identity.clone();
+            } else if let Some(user) = &self.header_user {
+                // A trusted proxy in front said who this is
+                // (`client.user_id_http_header`).
+                self.user = user.clone();
             } else if self.connect_proxy {
                 // The backend says who this is (cookies, a session).
                 let effect = Effect::ProxyConnect {
@@ -129,6 +133,10 @@ impl Machine {
                 return;
             }
         };
+        if principal.claims.user.is_empty() && self.config.disallow_anonymous_connection_tokens {
+            info!(client = %self.client, "anonymous connection token refused");
+            return self.close(Disconnect::PERMISSION_DENIED);
+        }
         if principal.introspected {
             self.introspected_token = Some(std::mem::take(&mut connecting.token));
         }
@@ -186,28 +194,30 @@ impl Machine {
         self.registered = Some(self.user.clone());
         metrics::METRICS.connections_accepted.inc();
         // Server-side subscriptions: `subs` takes precedence over `channels`.
+        let mut wanted: Vec<(String, Option<SubOptions>)> = Vec::new();
         if let Some(c) = &connecting.claims {
-            let mut wanted: Vec<(String, Option<SubOptions>)> = c
-                .subs
-                .iter()
-                .map(|(ch, o)| (ch.clone(), Some(o.clone())))
-                .collect();
+            wanted.extend(c.subs.iter().map(|(ch, o)| (ch.clone(), Some(o.clone()))));
             for ch in &c.channels {
                 if !c.subs.contains_key(ch) {
                     wanted.push((ch.clone(), None));
                 }
             }
-            for (channel, sub_options) in wanted {
-                let requested = connecting.req.subs.get(&channel).cloned();
-                match self.server_side_plan(&channel, sub_options, requested.as_ref()) {
-                    Ok(plan) => connecting.plans.push(plan),
-                    Err(code) => {
-                        for plan in &connecting.plans {
-                            self.state.remove(&plan.channel);
-                        }
-                        self.state.connect_failed();
-                        return self.error(connecting.id, code);
+        }
+        if let Some(personal) = self.personal_channel() {
+            if !wanted.iter().any(|(ch, _)| *ch == personal) {
+                wanted.push((personal, None));
+            }
+        }
+        for (channel, sub_options) in wanted {
+            let requested = connecting.req.subs.get(&channel).cloned();
+            match self.server_side_plan(&channel, sub_options, requested.as_ref()) {
+                Ok(plan) => connecting.plans.push(plan),
+                Err(code) => {
+                    for plan in &connecting.plans {
+                        self.state.remove(&plan.channel);
                     }
+                    self.state.connect_failed();
+                    return self.error(connecting.id, code);
                 }
             }
         }
@@ -321,6 +331,11 @@ impl Machine {
             pong: ping > 0 && !self.config.pong_timeout.is_zero() && !self.unidirectional,
             session: self.session.clone(),
             node: self.node.clone(),
+            time: if self.config.connect_include_server_time {
+                now.unix_ms
+            } else {
+                0
+            },
         };
         if self.unidirectional {
             self.send(Reply::Push(Push {
@@ -333,8 +348,25 @@ impl Machine {
         for (channel, position) in live {
             self.actions.push_back(Action::GoLive { channel, position });
         }
+        if self.config.subscribe_to_user_personal_channel.single_connection {
+            if let Some(channel) = self.personal_channel() {
+                self.actions
+                    .push_back(Action::Spawn(Effect::KeepSingleConnection {
+                        channel,
+                        user: self.user.clone(),
+                        client: self.client.clone(),
+                    }));
+            }
+        }
         debug!(client = %self.client, user = %self.user, "connected");
         self.start_timers(now);
+    }
+
+    /// The user's personal channel, when connections subscribe to it
+    /// (`client.subscribe_to_user_personal_channel`; not for anonymous).
+    fn personal_channel(&self) -> Option<String> {
+        let personal = &self.config.subscribe_to_user_personal_channel;
+        (personal.enabled && !self.user.is_empty()).then(|| personal.channel(&self.user))
     }
 
     pub(super) fn server_side_plan(

@@ -25,6 +25,8 @@ pub(crate) type EffectId = u64;
 pub(crate) struct Now {
     pub(crate) at: Instant,
     pub(crate) unix: u64,
+    /// The wall clock in Unix milliseconds (the connect result's `time`).
+    pub(crate) unix_ms: i64,
 }
 
 /// Work the machine asks the driver to do. [`Action::Run`] effects report
@@ -108,6 +110,14 @@ pub(crate) enum Effect {
     /// Fetch the subscription JWKS again in the background (an unknown
     /// `kid` at `sub_refresh`, which does not wait).
     RefetchSubscriptionKeys,
+    /// `single_connection` of the personal channel: when the user's
+    /// personal channel has another client, close every connection of
+    /// `user` but `client`, on every node, with 3504.
+    KeepSingleConnection {
+        channel: String,
+        user: String,
+        client: String,
+    },
     /// Refresh these presence entries (channel, info) with `ttl`.
     RefreshPresence {
         entries: Vec<(String, ClientInfo)>,

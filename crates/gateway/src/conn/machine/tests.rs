@@ -113,6 +113,7 @@ impl Harness {
         let now = Now {
             at: Instant::now(),
             unix: T0_UNIX,
+            unix_ms: T0_UNIX as i64 * 1000,
         };
         let setup = Setup {
             config: Arc::new(config),
@@ -120,6 +121,7 @@ impl Harness {
             version: "test",
             client: "c1".into(),
             tls_identity: None,
+            header_user: None,
             upgrade_token: None,
             ping_jitter: 0.0,
             takes_binary_data,
@@ -206,6 +208,7 @@ impl Harness {
         let at_time = |at: Instant| Now {
             at,
             unix: start_unix + (at - start).as_secs(),
+            unix_ms: (start_unix * 1000) as i64 + (at - start).as_millis() as i64,
         };
         while let Some(at) = self.machine.poll_timeout() {
             if at > until {
