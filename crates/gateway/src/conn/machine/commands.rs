@@ -256,6 +256,14 @@ impl Machine {
                         data: result.data,
                     }),
                 }));
+                // A subscribe push has no publications: what the subscribe
+                // recovered (`auto_cache_recover`) follows it, before live ones.
+                for publication in result.publications {
+                    self.send(Reply::Push(Push {
+                        channel: plan.channel.clone(),
+                        body: PushBody::Publication(publication),
+                    }));
+                }
                 self.actions.push_back(Action::GoLive {
                     channel: plan.channel,
                     position,

@@ -66,6 +66,38 @@ fn open_channels() -> ChannelConfig {
                     ..open.clone()
                 },
             },
+            // tests/options.rs: cache recovery, a channel_regex, personal channels.
+            NamespaceConfig {
+                name: "state".into(),
+                options: ChannelOptions {
+                    force_recovery: true,
+                    force_recovery_mode: herald_auth::RecoveryMode::Cache,
+                    auto_cache_recover: true,
+                    ..open.clone()
+                },
+            },
+            NamespaceConfig {
+                name: "cache".into(),
+                options: ChannelOptions {
+                    allow_recovery: true,
+                    force_recovery_mode: herald_auth::RecoveryMode::Cache,
+                    ..open.clone()
+                },
+            },
+            NamespaceConfig {
+                name: "digits".into(),
+                options: ChannelOptions {
+                    channel_regex: "^[0-9]+$".into(),
+                    ..open.clone()
+                },
+            },
+            NamespaceConfig {
+                name: "personal".into(),
+                options: ChannelOptions {
+                    presence: true,
+                    ..ChannelOptions::default()
+                },
+            },
         ],
         ..Default::default()
     }
@@ -664,6 +696,7 @@ fn sub_refresh_by_the_table_and_with_a_good_token() {
 mod binary;
 mod channel_proxies;
 mod later;
+mod options;
 mod proxy;
 mod rpc;
 mod unidirectional;
