@@ -810,3 +810,109 @@ fn grpc_api_section_takes_env_values_a_key_file_and_checks() {
     // Disabled, nothing is checked.
     assert!(toml("[grpc_api]\nmax_receive_message_size = 0\n", &[]).is_ok());
 }
+
+#[test]
+fn issue_21_client_and_channel_options_load_with_centrifugo_names() {
+    let loaded = toml(
+        &format!(
+            r#"
+[client]
+connection_limit = 1000
+connection_rate_limit = 50
+disallow_anonymous_connection_tokens = true
+user_id_http_header = "X-User-Id"
+connect_include_server_time = true
+[client.token]
+hmac_secret_key = "{SECRET}"
+[client.subscribe_to_user_personal_channel]
+enabled = true
+personal_channel_namespace = "personal"
+single_connection = true
+[[channel.namespaces]]
+name = "personal"
+presence = true
+[[channel.namespaces]]
+name = "state"
+history_size = 1
+history_ttl = "1h"
+force_recovery = true
+force_recovery_mode = "cache"
+auto_cache_recover = true
+channel_regex = "^[a-z0-9_-]+$"
+"#
+        ),
+        &[],
+    )
+    .unwrap();
+    let client = &loaded.config.client;
+    assert_eq!(client.connection_limit, 1000);
+    assert_eq!(client.connection_rate_limit, 50);
+    assert!(client.disallow_anonymous_connection_tokens);
+    assert!(client.connect_include_server_time);
+    assert_eq!(client.user_id_http_header, "X-User-Id");
+    let personal = &client.subscribe_to_user_personal_channel;
+    assert!(personal.enabled && personal.single_connection);
+    assert_eq!(personal.channel("42"), "personal:#42");
+    let state = &loaded.config.channel.namespaces[1].options;
+    assert_eq!(state.force_recovery_mode, herald_auth::RecoveryMode::Cache);
+    assert!(state.auto_cache_recover);
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.contains("client.user_id_http_header") && w.contains("strips")),
+        "{:?}",
+        loaded.warnings
+    );
+    // Off by default.
+    let defaults = ClientConfig::default();
+    assert_eq!(defaults.connection_limit, 0);
+    assert_eq!(defaults.connection_rate_limit, 0);
+    assert!(defaults.user_id_http_header.is_empty());
+    assert!(!defaults.subscribe_to_user_personal_channel.enabled);
+}
+
+#[test]
+fn issue_21_options_refused_at_load() {
+    let cases: &[Case] = &[
+        (
+            "[[channel.namespaces]]\nname = \"n\"\nchannel_regex = \"([a-z]\"\n",
+            &[],
+            "channel.namespaces[n].channel_regex: is not a valid regular expression",
+        ),
+        (
+            "[channel.without_namespace]\nchannel_regex = \"(\"\n",
+            &[],
+            "channel.without_namespace.channel_regex: is not a valid regular expression",
+        ),
+        (
+            "[[channel.namespaces]]\nname = \"s\"\nhistory_size = 1\nhistory_ttl = \"1h\"\nauto_cache_recover = true\n",
+            &[],
+            "channel.namespaces[s].auto_cache_recover: needs force_recovery",
+        ),
+        (
+            "[[channel.namespaces]]\nname = \"s\"\nforce_recovery_mode = \"ring\"\n",
+            &[],
+            "channel.namespaces",
+        ),
+        (
+            "[client.subscribe_to_user_personal_channel]\nenabled = true\npersonal_channel_namespace = \"nope\"\n",
+            &[],
+            "client.subscribe_to_user_personal_channel.personal_channel_namespace: namespace \"nope\"",
+        ),
+        (
+            "[client.subscribe_to_user_personal_channel]\nenabled = true\nsingle_connection = true\n",
+            &[],
+            "client.subscribe_to_user_personal_channel.single_connection: needs presence",
+        ),
+        (
+            "[client]\nuser_id_http_header = \"bad header\"\n",
+            &[],
+            "client.user_id_http_header: is not a valid HTTP header name",
+        ),
+    ];
+    for (text, pairs, want) in cases {
+        let got = toml_err(text, pairs);
+        assert!(got.starts_with(want), "{text}\ngot:  {got}\nwant: {want}");
+    }
+}
