@@ -162,9 +162,7 @@ impl ChannelPolicy {
             Some(rest) => (true, rest),
             None => (false, channel),
         };
-        let (namespace, name) = rest
-            .split_once(NAMESPACE_BOUNDARY)
-            .unwrap_or(("", channel));
+        let (namespace, name) = rest.split_once(NAMESPACE_BOUNDARY).unwrap_or(("", channel));
         let options = if namespace.is_empty() {
             &self.without_namespace
         } else {
@@ -760,7 +758,9 @@ mod tests {
         };
         let err = ChannelPolicy::new(&config).unwrap_err().to_string();
         assert!(
-            err.starts_with("channel.namespaces[n].channel_regex: is not a valid regular expression"),
+            err.starts_with(
+                "channel.namespaces[n].channel_regex: is not a valid regular expression"
+            ),
             "{err}"
         );
     }
@@ -786,7 +786,9 @@ mod tests {
         let parsed: ChannelOptions =
             serde_json::from_str(r#"{"force_recovery_mode": "cache"}"#).unwrap();
         assert_eq!(parsed.force_recovery_mode, RecoveryMode::Cache);
-        assert!(serde_json::from_str::<ChannelOptions>(r#"{"force_recovery_mode": "ring"}"#).is_err());
+        assert!(
+            serde_json::from_str::<ChannelOptions>(r#"{"force_recovery_mode": "ring"}"#).is_err()
+        );
     }
 
     #[test]

@@ -1424,21 +1424,23 @@ fn command_result(p: &Payloads) -> BoxedStrategy<CommandResult> {
         any::<bool>(),
         any::<i64>(),
     )
-        .prop_map(|(client, version, expires, ttl, data, subs, ping, pong, time)| {
-            CommandResult::Connect(ConnectResult {
-                client,
-                version,
-                expires,
-                ttl,
-                data,
-                subs,
-                ping,
-                pong,
-                session: String::new(),
-                node: String::new(),
-                time,
-            })
-        });
+        .prop_map(
+            |(client, version, expires, ttl, data, subs, ping, pong, time)| {
+                CommandResult::Connect(ConnectResult {
+                    client,
+                    version,
+                    expires,
+                    ttl,
+                    data,
+                    subs,
+                    ping,
+                    pong,
+                    session: String::new(),
+                    node: String::new(),
+                    time,
+                })
+            },
+        );
     prop_oneof![
         connect,
         subscribe_result(p).prop_map(CommandResult::Subscribe),

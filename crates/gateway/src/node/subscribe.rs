@@ -286,7 +286,12 @@ mod tests {
         };
         // (requested, top, latest offset, want: None = not recovered,
         // Some(offsets given))
-        let cases: [(StreamPosition, StreamPosition, Option<u64>, Option<Vec<u64>>); 8] = [
+        let cases: [(
+            StreamPosition,
+            StreamPosition,
+            Option<u64>,
+            Option<Vec<u64>>,
+        ); 8] = [
             // A fresh subscriber (empty `since`) gets the latest.
             (at(0, ""), at(7, "E"), Some(7), Some(vec![7])),
             // Behind, in another epoch or a lost one: still just the latest.
@@ -308,7 +313,12 @@ mod tests {
             assert_eq!(got, want, "case {i}");
         }
         // What is given may differ from the newest (a filter's pick).
-        let got = cache_recovered(&at(0, ""), &at(7, "E"), Some(&publication(7)), Some(publication(5)));
+        let got = cache_recovered(
+            &at(0, ""),
+            &at(7, "E"),
+            Some(&publication(7)),
+            Some(publication(5)),
+        );
         assert_eq!(got.map(|p| p[0].offset), Some(5));
         let got = cache_recovered(&at(0, ""), &at(7, "E"), Some(&publication(7)), None);
         assert_eq!(got, None);

@@ -348,7 +348,11 @@ impl Machine {
         for (channel, position) in live {
             self.actions.push_back(Action::GoLive { channel, position });
         }
-        if self.config.subscribe_to_user_personal_channel.single_connection {
+        if self
+            .config
+            .subscribe_to_user_personal_channel
+            .single_connection
+        {
             if let Some(channel) = self.personal_channel() {
                 self.actions
                     .push_back(Action::Spawn(Effect::KeepSingleConnection {

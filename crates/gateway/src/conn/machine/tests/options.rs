@@ -141,7 +141,10 @@ fn connect_collecting_plans(h: &mut Harness, claims: ConnectionClaims) -> Vec<St
             panic!("{effect:?}");
         };
         channels.push(plan.channel.clone());
-        h.answer(id, Outcome::Subscribed(Ok((SubscribeResult::default(), None))));
+        h.answer(
+            id,
+            Outcome::Subscribed(Ok((SubscribeResult::default(), None))),
+        );
     }
     channels
 }
@@ -150,17 +153,24 @@ fn connect_collecting_plans(h: &mut Harness, claims: ConnectionClaims) -> Vec<St
 fn the_personal_channel_is_subscribed_at_connect_for_users_only() {
     let personal = |h: &mut ClientConfig| {
         h.subscribe_to_user_personal_channel.enabled = true;
-        h.subscribe_to_user_personal_channel.personal_channel_namespace = "personal".into();
+        h.subscribe_to_user_personal_channel
+            .personal_channel_namespace = "personal".into();
     };
     let mut h = Harness::with(personal);
     let mut c = claims("42");
     c.channels = vec!["news".into()];
     let channels = connect_collecting_plans(&mut h, c);
     assert_eq!(channels, ["news", "personal:#42"]);
-    assert!(h.sent[0]["connect"]["subs"]["personal:#42"].is_object(), "{:?}", h.sent);
+    assert!(
+        h.sent[0]["connect"]["subs"]["personal:#42"].is_object(),
+        "{:?}",
+        h.sent
+    );
     assert_eq!(h.live, ["news", "personal:#42"]);
     assert!(
-        !h.spawned.iter().any(|e| matches!(e, Effect::KeepSingleConnection { .. })),
+        !h.spawned
+            .iter()
+            .any(|e| matches!(e, Effect::KeepSingleConnection { .. })),
         "single_connection is off"
     );
 
@@ -183,7 +193,8 @@ fn the_personal_channel_is_subscribed_at_connect_for_users_only() {
 fn single_connection_asks_the_node_to_close_the_users_other_connections() {
     let mut h = Harness::with(|c| {
         c.subscribe_to_user_personal_channel.enabled = true;
-        c.subscribe_to_user_personal_channel.personal_channel_namespace = "personal".into();
+        c.subscribe_to_user_personal_channel
+            .personal_channel_namespace = "personal".into();
         c.subscribe_to_user_personal_channel.single_connection = true;
     });
     connect_collecting_plans(&mut h, claims("42"));
@@ -244,7 +255,12 @@ fn connect_time_only_with_connect_include_server_time() {
     h.answer_next(|_| true, Outcome::Verified(Ok(principal(claims("u")))));
     h.answer_next(|_| true, Outcome::Registered(true));
     h.answer_next(|_| true, Outcome::Admitted(Ok(())));
-    assert_eq!(h.sent[0]["connect"]["time"], json!(h.now.unix_ms), "{:?}", h.sent);
+    assert_eq!(
+        h.sent[0]["connect"]["time"],
+        json!(h.now.unix_ms),
+        "{:?}",
+        h.sent
+    );
     let mut h = Harness::new();
     h.send(&[json!({"id": 1, "connect": {"token": "t"}})]);
     h.answer_next(|_| true, Outcome::Verified(Ok(principal(claims("u")))));
