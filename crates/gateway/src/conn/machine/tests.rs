@@ -663,4 +663,5 @@ mod channel_proxies;
 mod later;
 mod proxy;
 mod rpc;
+mod tags_filter;
 mod unidirectional;
