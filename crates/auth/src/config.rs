@@ -161,6 +161,10 @@ pub struct ChannelOptions {
     /// for a new one instead of the client.
     pub sub_refresh_proxy_enabled: bool,
     pub sub_refresh_proxy_name: String,
+    /// Clients may send a tags filter (`tf`) on subscribe and then receive
+    /// only the publications whose tags match it; without this a subscribe
+    /// with `tf` gets error 107.
+    pub allow_tags_filter: bool,
 }
 
 /// `publication_data_format` of a namespace (docs/protocol.md, "Protobuf").

@@ -121,8 +121,33 @@ pub struct SubscribeRequest {
     pub join_leave: bool,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub delta: String,
+    /// Tags filter (docs/protocol.md, "Tags filter"); checked by
+    /// `TagsFilter::new` when the subscribe is served, not when decoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tf: Option<FilterNode>,
     #[serde(skip_serializing_if = "is_zero_i64")]
     pub flag: i64,
+}
+
+/// One node of a subscribe's tags filter, as on the wire: a comparison
+/// (`op` empty: `key`, `cmp`, `val` or `vals`) or a logical node (`op`
+/// `and`, `or`, `not` over `nodes`). Any shape decodes; `crate::filter`
+/// says which are valid.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FilterNode {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub op: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub key: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cmp: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub val: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub vals: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<FilterNode>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -9,6 +9,7 @@
 pub mod api;
 mod code;
 mod command;
+pub mod filter;
 mod frame;
 pub mod protobuf;
 mod raw;
@@ -16,10 +17,11 @@ mod reply;
 
 pub use code::{Disconnect, ErrorCode, ErrorReply, UnsubscribeCode};
 pub use command::{
-    Command, ConnectRequest, HistoryRequest, Method, PresenceRequest, PresenceStatsRequest,
-    PublishRequest, RefreshRequest, RpcRequest, SendRequest, SubRefreshRequest, SubscribeRequest,
-    UnsubscribeRequest, SUBSCRIBE_FLAG_REJECT_UNRECOVERED,
+    Command, ConnectRequest, FilterNode, HistoryRequest, Method, PresenceRequest,
+    PresenceStatsRequest, PublishRequest, RefreshRequest, RpcRequest, SendRequest,
+    SubRefreshRequest, SubscribeRequest, UnsubscribeRequest, SUBSCRIBE_FLAG_REJECT_UNRECOVERED,
 };
+pub use filter::{FilterError, TagsFilter};
 pub use frame::{decode_frame, encode_frame, FrameError, FrameWriter};
 pub use raw::RawJson;
 

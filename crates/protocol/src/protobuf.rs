@@ -18,9 +18,9 @@ use prost::Message as _;
 
 use crate::code::ErrorReply;
 use crate::command::{
-    Command, ConnectRequest, HistoryRequest, Method, PresenceRequest, PresenceStatsRequest,
-    PublishRequest, RefreshRequest, RpcRequest, SendRequest, SubRefreshRequest, SubscribeRequest,
-    UnsubscribeRequest,
+    Command, ConnectRequest, FilterNode, HistoryRequest, Method, PresenceRequest,
+    PresenceStatsRequest, PublishRequest, RefreshRequest, RpcRequest, SendRequest,
+    SubRefreshRequest, SubscribeRequest, UnsubscribeRequest,
 };
 use crate::frame::FrameError;
 use crate::raw::RawJson;
@@ -300,8 +300,32 @@ fn subscribe_from_wire(r: wire::SubscribeRequest) -> Result<SubscribeRequest, No
         recoverable: r.recoverable,
         join_leave: r.join_leave,
         delta: r.delta,
+        tf: r.tf.map(filter_from_wire),
         flag: r.flag,
     })
+}
+
+/// Depth is bounded by prost's recursion limit at decode time.
+fn filter_from_wire(n: wire::FilterNode) -> FilterNode {
+    FilterNode {
+        op: n.op,
+        key: n.key,
+        cmp: n.cmp,
+        val: n.val,
+        vals: n.vals,
+        nodes: n.nodes.into_iter().map(filter_from_wire).collect(),
+    }
+}
+
+pub(crate) fn filter_to_wire(n: &FilterNode) -> wire::FilterNode {
+    wire::FilterNode {
+        op: n.op.clone(),
+        key: n.key.clone(),
+        cmp: n.cmp.clone(),
+        val: n.val.clone(),
+        vals: n.vals.clone(),
+        nodes: n.nodes.iter().map(filter_to_wire).collect(),
+    }
 }
 
 // ---- herald → wire ----

@@ -7,12 +7,12 @@ use std::fmt::Debug;
 
 use herald_protocol::{
     decode_frame, encode_frame, ClientInfo, Command, CommandResult, ConnectRequest, ConnectResult,
-    ErrorCode, ErrorReply, FrameError, FrameWriter, HistoryRequest, HistoryResult, JoinPush,
-    LeavePush, MessagePush, Method, PresenceRequest, PresenceResult, PresenceStatsRequest,
-    PresenceStatsResult, Publication, PublishRequest, Push, PushBody, RawJson, RefreshRequest,
-    RefreshResult, Reply, RpcRequest, RpcResult, SendRequest, StreamPosition, SubRefreshRequest,
-    SubRefreshResult, SubscribePush, SubscribeRequest, SubscribeResult, UnsubscribeCode,
-    UnsubscribePush, UnsubscribeRequest,
+    ErrorCode, ErrorReply, FilterNode, FrameError, FrameWriter, HistoryRequest, HistoryResult,
+    JoinPush, LeavePush, MessagePush, Method, PresenceRequest, PresenceResult,
+    PresenceStatsRequest, PresenceStatsResult, Publication, PublishRequest, Push, PushBody,
+    RawJson, RefreshRequest, RefreshResult, Reply, RpcRequest, RpcResult, SendRequest,
+    StreamPosition, SubRefreshRequest, SubRefreshResult, SubscribePush, SubscribeRequest,
+    SubscribeResult, UnsubscribeCode, UnsubscribePush, UnsubscribeRequest,
 };
 use proptest::prelude::*;
 use serde_json::Value;
@@ -667,13 +667,17 @@ fn commands_decode_as_centrifugo_classifies_them() {
         ),
         (
             "unknown fields ignored, known extras kept",
-            r#"{"id":2,"subscribe":{"channel":"a","flag":3,"delta":"fossil","tf":{"op":1},"type":1,"future":[1,{"x":null}]},"extra":true}"#,
+            r#"{"id":2,"subscribe":{"channel":"a","flag":3,"delta":"fossil","tf":{"op":"and","future":1},"type":1,"future":[1,{"x":null}]},"extra":true}"#,
             cmd(
                 2,
                 Method::Subscribe(SubscribeRequest {
                     channel: "a".into(),
                     flag: 3,
                     delta: "fossil".into(),
+                    tf: Some(FilterNode {
+                        op: "and".into(),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
             ),
@@ -1260,6 +1264,7 @@ fn subscribe_request(p: &Payloads) -> BoxedStrategy<SubscribeRequest> {
         any::<bool>(),
         any::<bool>(),
         text(),
+        prop::option::of(filter_node()),
         i64e(),
     )
         .prop_map(
@@ -1274,6 +1279,7 @@ fn subscribe_request(p: &Payloads) -> BoxedStrategy<SubscribeRequest> {
                 recoverable,
                 join_leave,
                 delta,
+                tf,
                 flag,
             )| {
                 SubscribeRequest {
@@ -1287,11 +1293,42 @@ fn subscribe_request(p: &Payloads) -> BoxedStrategy<SubscribeRequest> {
                     recoverable,
                     join_leave,
                     delta,
+                    tf,
                     flag,
                 }
             },
         )
         .boxed()
+}
+
+/// Any tags-filter tree, valid or not: the wire carries both.
+fn filter_node() -> BoxedStrategy<FilterNode> {
+    let leaf = (
+        text(),
+        text(),
+        text(),
+        text(),
+        prop::collection::vec(text(), 0..3),
+    )
+        .prop_map(|(op, key, cmp, val, vals)| FilterNode {
+            op,
+            key,
+            cmp,
+            val,
+            vals,
+            nodes: Vec::new(),
+        });
+    leaf.prop_recursive(3, 12, 3, |inner| {
+        (text(), text(), prop::collection::vec(inner, 0..3)).prop_map(|(op, key, nodes)| {
+            FilterNode {
+                op,
+                key,
+                nodes,
+                ..Default::default()
+            }
+        })
+    })
+    .boxed()
 }
 
 fn method(p: &Payloads) -> BoxedStrategy<Method> {

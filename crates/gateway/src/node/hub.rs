@@ -4,14 +4,16 @@
 //! core without a global lock. A publication is encoded once per format its
 //! subscribers on this node speak (JSON, and protobuf only when one of them
 //! speaks it) into a WebSocket frame, and every recipient's Outbox gets a
-//! reference-counted copy of the same bytes.
+//! reference-counted copy of the same bytes. A subscriber with a tags
+//! filter gets that frame only when the publication's tags match; whether
+//! or not it does, its position moves past the offset.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use herald_protocol::{ClientInfo, Disconnect, Format, Publication};
+use herald_protocol::{ClientInfo, Disconnect, Format, Publication, TagsFilter};
 use parking_lot::{Mutex, RwLock};
 
 use crate::format::{self, LazyFrames};
@@ -44,6 +46,8 @@ pub(crate) struct Subscriber {
     outbox: Arc<Outbox>,
     format: Format,
     join_leave: bool,
+    /// Only publications whose tags match are delivered.
+    filter: Option<Arc<TagsFilter>>,
     delivery: Mutex<Delivery>,
     gaps: Arc<dyn GapListener>,
 }
@@ -65,7 +69,9 @@ enum Delivery {
 struct Buffered {
     /// `None` for join/leave.
     position: Option<(u64, String)>,
-    frame: DataFrame,
+    /// `None` for a publication the tags filter holds back: only its
+    /// position is kept, so that going live counts it as seen.
+    frame: Option<DataFrame>,
 }
 
 impl Subscriber {
@@ -83,9 +89,23 @@ impl Subscriber {
             outbox,
             format,
             join_leave,
+            filter: None,
             delivery: Mutex::new(Delivery::Buffering(Vec::new(), 0)),
             gaps,
         }
+    }
+
+    /// Delivers only the publications this filter passes.
+    pub(crate) fn with_filter(mut self, filter: Option<Arc<TagsFilter>>) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Whether a publication with these tags is for this subscriber.
+    fn wants(&self, publication: &Publication) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|f| f.matches(&publication.tags))
     }
 
     pub(crate) fn session(&self) -> u64 {
@@ -118,7 +138,10 @@ impl Subscriber {
                 Some((offset, epoch)) => {
                     self.deliver_locked(&mut delivery, *offset, epoch, item.frame)
                 }
-                None => self.push(&mut delivery, item.frame),
+                None => match item.frame {
+                    Some(frame) => self.push(&mut delivery, frame),
+                    None => true,
+                },
             };
             if !keep_going {
                 break;
@@ -140,17 +163,23 @@ impl Subscriber {
         *self.delivery.lock() = Delivery::Gone;
     }
 
-    fn deliver_publication(&self, offset: u64, epoch: &str, frame: &DataFrame) {
+    /// A publication at `offset`; `frame` is `None` when the tags filter
+    /// holds it back, which still moves a positioned subscription past it.
+    fn deliver_publication(&self, offset: u64, epoch: &str, frame: Option<&DataFrame>) {
         let mut delivery = self.delivery.lock();
         if let Delivery::Buffering(..) = &*delivery {
+            if frame.is_none() && offset == 0 {
+                // Neither delivered nor positioned: nothing to remember.
+                return;
+            }
             let item = Buffered {
                 position: Some((offset, epoch.to_owned())),
-                frame: frame.clone(),
+                frame: frame.cloned(),
             };
             self.buffer(&mut delivery, item);
             return;
         }
-        self.deliver_locked(&mut delivery, offset, epoch, frame.clone());
+        self.deliver_locked(&mut delivery, offset, epoch, frame.cloned());
     }
 
     /// A join or leave push (only for subscribers with `join_leave`).
@@ -159,7 +188,7 @@ impl Subscriber {
         if let Delivery::Buffering(..) = &*delivery {
             let item = Buffered {
                 position: None,
-                frame: frame.clone(),
+                frame: Some(frame.clone()),
             };
             self.buffer(&mut delivery, item);
             return;
@@ -171,22 +200,30 @@ impl Subscriber {
         let Delivery::Buffering(buffer, bytes) = delivery else {
             return;
         };
-        if *bytes + item.frame.len() > self.outbox.limit() {
+        // A held-back publication costs its position; count it so that
+        // filtered-out traffic cannot grow the buffer without bound either.
+        let size = item
+            .frame
+            .as_ref()
+            .map_or(std::mem::size_of::<Buffered>(), DataFrame::len);
+        if *bytes + size > self.outbox.limit() {
             *delivery = Delivery::Gone;
             self.outbox.close_now(Disconnect::SLOW);
             return;
         }
-        *bytes += item.frame.len();
+        *bytes += size;
         buffer.push(item);
     }
 
-    /// Returns false when the subscription ended.
+    /// Returns false when the subscription ended. A `None` frame (held back
+    /// by the tags filter) is checked and counted like a delivered one, so
+    /// the next matching offset is not taken for a gap.
     fn deliver_locked(
         &self,
         delivery: &mut Delivery,
         offset: u64,
         epoch: &str,
-        frame: DataFrame,
+        frame: Option<DataFrame>,
     ) -> bool {
         if let Delivery::Positioned {
             next,
@@ -210,7 +247,10 @@ impl Subscriber {
                 }
             }
         }
-        self.push(delivery, frame)
+        match frame {
+            Some(frame) => self.push(delivery, frame),
+            None => !matches!(delivery, Delivery::Gone),
+        }
     }
 
     fn push(&self, delivery: &mut Delivery, frame: DataFrame) -> bool {
@@ -337,10 +377,14 @@ impl Hub {
         }
         let mut frames = LazyFrames::new(|f| format::frame_publication(f, channel, &publication));
         let offset = publication.offset;
-        let n = self.for_each(channel, |s| {
-            s.deliver_publication(offset, epoch, frames.get(s.format))
+        let mut sent = 0;
+        self.for_each(channel, |s| {
+            // Encoded only for a format some subscriber wants it in.
+            let frame = s.wants(&publication).then(|| frames.get(s.format));
+            sent += u64::from(frame.is_some());
+            s.deliver_publication(offset, epoch, frame);
         });
-        crate::metrics::METRICS.sent_publication.inc_by(n);
+        crate::metrics::METRICS.sent_publication.inc_by(sent);
     }
 
     pub(crate) fn on_join(&self, channel: &str, info: ClientInfo) {
@@ -567,6 +611,159 @@ mod tests {
         hub.on_join("ch", ClientInfo::default());
         hub.on_leave("ch", ClientInfo::default());
         assert_eq!(quiet.queued_bytes(), 0);
+    }
+
+    fn tagged(offset: u64, kind: &str) -> Publication {
+        Publication {
+            tags: [("kind".to_string(), kind.to_string())].into(),
+            ..publication(offset)
+        }
+    }
+
+    fn goals_only() -> Option<Arc<TagsFilter>> {
+        let node = herald_protocol::FilterNode {
+            key: "kind".into(),
+            cmp: "eq".into(),
+            val: "goal".into(),
+            ..Default::default()
+        };
+        Some(Arc::new(TagsFilter::new(&node).unwrap()))
+    }
+
+    fn filtered(id: u64, outbox: &Arc<Outbox>, gaps: &Arc<Gaps>) -> Arc<Subscriber> {
+        Arc::new(
+            Subscriber::new(
+                id,
+                "ch".into(),
+                outbox.clone(),
+                Format::Json,
+                false,
+                gaps.clone(),
+            )
+            .with_filter(goals_only()),
+        )
+    }
+
+    /// Everything queued so far, as text.
+    async fn drain_all(outbox: &Outbox) -> String {
+        let mut all = String::new();
+        while outbox.queued_bytes() > 0 {
+            all.push_str(&drain(outbox).await);
+        }
+        all
+    }
+
+    #[tokio::test]
+    async fn a_filter_delivers_only_matching_publications_and_skips_no_position() {
+        let hub = Hub::new(2);
+        let gaps = Arc::new(Gaps::default());
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let sub = filtered(1, &outbox, &gaps);
+        hub.add(sub.clone());
+        sub.go_live(Some(Position {
+            offset: 0,
+            epoch: "E".into(),
+        }));
+        hub.on_publication("ch", tagged(1, "goal"), "E");
+        hub.on_publication("ch", tagged(2, "shot"), "E");
+        hub.on_publication("ch", tagged(3, "shot"), "E");
+        hub.on_publication("ch", tagged(4, "goal"), "E");
+        let text = drain_all(&outbox).await;
+        assert!(
+            text.contains("\"offset\":1") && text.contains("\"offset\":4"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("\"offset\":2") && !text.contains("\"offset\":3"),
+            "{text}"
+        );
+        // Offsets 2 and 3 were held back, not lost: no gap.
+        assert!(gaps.0.lock().is_empty());
+        // A real gap is still one, even when it hides only unwanted offsets.
+        hub.on_publication("ch", tagged(6, "shot"), "E");
+        assert_eq!(gaps.0.lock().as_slice(), ["ch".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn held_back_publications_while_buffering_count_as_seen() {
+        let hub = Hub::new(2);
+        let gaps = Arc::new(Gaps::default());
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let sub = filtered(1, &outbox, &gaps);
+        hub.add(sub.clone());
+        // Published while the subscribe is in flight: 5 is in the reply
+        // (position 5), 6 and 7 are filtered out, 8 matches.
+        for (offset, kind) in [(5, "goal"), (6, "shot"), (7, "shot"), (8, "goal")] {
+            hub.on_publication("ch", tagged(offset, kind), "E");
+        }
+        outbox.push(DataFrame::text(b"REPLY"));
+        sub.go_live(Some(Position {
+            offset: 5,
+            epoch: "E".into(),
+        }));
+        let text = drain_all(&outbox).await;
+        assert!(text.starts_with("REPLY\n"), "{text}");
+        assert!(text.contains("\"offset\":8"), "{text}");
+        assert!(
+            !text.contains("\"offset\":5") && !text.contains("\"offset\":6"),
+            "{text}"
+        );
+        hub.on_publication("ch", tagged(9, "goal"), "E");
+        assert!(drain_all(&outbox).await.contains("\"offset\":9"));
+        assert!(gaps.0.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn held_back_publications_are_bounded_while_buffering() {
+        let hub = Hub::new(2);
+        let gaps = Arc::new(Gaps::default());
+        let outbox = Arc::new(Outbox::new(4096));
+        let sub = filtered(1, &outbox, &gaps);
+        hub.add(sub.clone());
+        for offset in 1..=10_000 {
+            hub.on_publication("ch", tagged(offset, "shot"), "E");
+        }
+        assert_eq!(
+            drain(&outbox).await,
+            format!("close {}", Disconnect::SLOW.code)
+        );
+    }
+
+    #[tokio::test]
+    async fn filtering_subscribers_share_the_one_encoding() {
+        let hub = Hub::new(2);
+        let gaps = Arc::new(Gaps::default());
+        let (a, b, c) = (
+            Arc::new(Outbox::new(1 << 20)),
+            Arc::new(Outbox::new(1 << 20)),
+            Arc::new(Outbox::new(1 << 20)),
+        );
+        let (sa, sb, sc) = (
+            filtered(1, &a, &gaps),
+            subscriber(2, &b, &gaps),
+            filtered(3, &c, &gaps),
+        );
+        for s in [&sa, &sb, &sc] {
+            hub.add(s.clone());
+            s.go_live(None);
+        }
+        // The unfiltered one gets the shot; the filtered ones nothing.
+        hub.on_publication("ch", tagged(0, "shot"), "");
+        let Next::Write(shot) = b.next().await else {
+            panic!("expected a write")
+        };
+        assert!(String::from_utf8_lossy(shot.payload()).contains("shot"));
+        assert_eq!(a.queued_bytes() + c.queued_bytes(), 0);
+        // The goal reaches all three in the very same buffer.
+        hub.on_publication("ch", tagged(0, "goal"), "");
+        let (Next::Write(x), Next::Write(y), Next::Write(z)) =
+            (a.next().await, b.next().await, c.next().await)
+        else {
+            panic!("expected writes");
+        };
+        assert!(String::from_utf8_lossy(x.payload()).contains("\"tags\":{\"kind\":\"goal\"}"));
+        assert_eq!(x.as_bytes().as_ptr(), y.as_bytes().as_ptr());
+        assert_eq!(z.as_bytes().as_ptr(), y.as_bytes().as_ptr());
     }
 
     #[tokio::test]

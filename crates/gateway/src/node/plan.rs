@@ -2,11 +2,12 @@
 //! other pure rules the connection machine and the server API share: history
 //! options and limits, presence TTL, the user-connection presence key.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use herald_auth::{ChannelOptions, ChannelPolicy, RecoveryMode, ResolvedChannel};
 use herald_bus::HistoryOptions;
-use herald_protocol::{ClientInfo, RawJson, StreamPosition};
+use herald_protocol::{ClientInfo, FilterError, FilterNode, RawJson, StreamPosition, TagsFilter};
 
 use crate::config::ClientConfig;
 
@@ -42,6 +43,11 @@ pub(crate) struct SubscribePlan {
     /// client is not told its expiry, so it does not ask for a token.
     pub(crate) refreshed_by_backend: bool,
     pub(crate) data: Option<RawJson>,
+    /// The client's tags filter: only matching publications are delivered,
+    /// live and recovered. A filtered subscription never negotiates delta
+    /// compression (Centrifugo's rule, centrifuge PR #634): it gets full
+    /// publications and `delta: false`.
+    pub(crate) tags_filter: Option<Arc<TagsFilter>>,
 }
 
 impl SubscribePlan {
@@ -91,6 +97,7 @@ impl SubscribePlan {
             expires_at: None,
             refreshed_by_backend: false,
             data: None,
+            tags_filter: None,
             options,
         }
     }
@@ -107,6 +114,45 @@ pub(crate) struct SubscribeFlags {
     pub(crate) reject_unrecovered: bool,
     pub(crate) history_access: bool,
     pub(crate) presence_access: bool,
+}
+
+/// Why a subscribe's tags filter is refused (error 107 either way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TagsFilterRefusal {
+    /// The namespace lacks `allow_tags_filter`.
+    NotAllowed,
+    Invalid(FilterError),
+}
+
+/// The checked tags filter of a subscribe, if it sent one (docs/protocol.md,
+/// "Tags filter").
+pub(crate) fn tags_filter(
+    tf: Option<&FilterNode>,
+    options: &ChannelOptions,
+) -> Result<Option<Arc<TagsFilter>>, TagsFilterRefusal> {
+    let Some(tf) = tf else {
+        return Ok(None);
+    };
+    if !options.allow_tags_filter {
+        return Err(TagsFilterRefusal::NotAllowed);
+    }
+    TagsFilter::new(tf)
+        .map(|f| Some(Arc::new(f)))
+        .map_err(TagsFilterRefusal::Invalid)
+}
+
+/// The publications of a subscribe reply that its subscriber receives: all,
+/// or those passing its tags filter. Every way a reply gets publications
+/// (stream recovery, and any later mode) goes through here, as live
+/// delivery goes through `Subscriber::wants`.
+pub(crate) fn deliverable(
+    plan: &SubscribePlan,
+    mut publications: Vec<herald_protocol::Publication>,
+) -> Vec<herald_protocol::Publication> {
+    if let Some(filter) = &plan.tags_filter {
+        publications.retain(|p| filter.matches(&p.tags));
+    }
+    publications
 }
 
 /// What a publication to `channel` keeps in history, if anything. One place
@@ -145,4 +191,66 @@ pub(crate) fn presence_ttl(config: &ClientConfig) -> Duration {
 /// character, which no client channel name may contain.
 pub(crate) fn user_connections_key(user: &str) -> String {
     format!("\u{1}user_connections:{user}")
+}
+
+#[cfg(test)]
+mod tags_filter_tests {
+    use super::*;
+    use herald_protocol::Publication;
+
+    fn node(cmp: &str) -> FilterNode {
+        FilterNode {
+            key: "k".into(),
+            cmp: cmp.into(),
+            val: "v".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn refusals_and_acceptance() {
+        let allowing = ChannelOptions {
+            allow_tags_filter: true,
+            ..Default::default()
+        };
+        assert_eq!(tags_filter(None, &ChannelOptions::default()), Ok(None));
+        assert_eq!(
+            tags_filter(Some(&node("eq")), &ChannelOptions::default()),
+            Err(TagsFilterRefusal::NotAllowed)
+        );
+        assert!(matches!(
+            tags_filter(Some(&node("zz")), &allowing),
+            Err(TagsFilterRefusal::Invalid(FilterError::UnknownCmp))
+        ));
+        assert!(matches!(
+            tags_filter(Some(&node("eq")), &allowing),
+            Ok(Some(_))
+        ));
+    }
+
+    #[test]
+    fn recovered_publications_pass_the_filter_in_order() {
+        let publication = |offset: u64, v: &str| Publication {
+            data: RawJson::from_str("1").unwrap(),
+            info: None,
+            offset,
+            tags: [("k".to_string(), v.to_string())].into(),
+        };
+        let all = vec![
+            publication(1, "v"),
+            publication(2, "w"),
+            publication(3, "v"),
+        ];
+        let mut plan = SubscribePlan::new(
+            "ch".into(),
+            &ChannelOptions::default(),
+            Duration::ZERO,
+            SubscribeFlags::default(),
+            ClientInfo::default(),
+        );
+        assert_eq!(deliverable(&plan, all.clone()).len(), 3);
+        plan.tags_filter = Some(Arc::new(TagsFilter::new(&node("eq")).unwrap()));
+        let offsets: Vec<u64> = deliverable(&plan, all).iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, [1, 3]);
+    }
 }

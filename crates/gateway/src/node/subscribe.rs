@@ -9,7 +9,7 @@ use herald_bus::{BusError, HistoryOptions, HistoryPage, HistoryQuery};
 use herald_protocol::{ErrorCode, StreamPosition, SubscribeResult};
 
 use crate::node::hub::Subscriber;
-use crate::node::plan::{Position, SubscribePlan};
+use crate::node::plan::{self, Position, SubscribePlan};
 use crate::node::{unix_now, Node};
 
 /// Runs the engine side of a subscribe. On success the subscriber is in the
@@ -62,7 +62,10 @@ async fn finish(
                             p.data.mark_binary();
                         }
                     }
-                    result.publications = publications;
+                    // `offset` stays the requested one: the client moves to
+                    // the stream top through what it receives next, and a
+                    // filtered-out offset is no gap (hub.rs, `go_live`).
+                    result.publications = plan::deliverable(plan, publications);
                 }
                 None if plan.reject_unrecovered => return Err(ErrorCode::UnrecoverablePosition),
                 None => {}

@@ -131,6 +131,7 @@ fn subscribe_to_wire(r: &SubscribeRequest) -> wire::SubscribeRequest {
         recoverable: r.recoverable,
         join_leave: r.join_leave,
         delta: r.delta.clone(),
+        tf: r.tf.as_ref().map(super::filter_to_wire),
         flag: r.flag,
     }
 }

@@ -131,6 +131,15 @@ impl Machine {
             self.state.remove(&req.channel);
             return self.error(id, ErrorCode::TokenExpired);
         }
+        // After the grant, as Centrifugo checks it after its OnSubscribe.
+        let tags_filter = match plan::tags_filter(req.tf.as_ref(), &options) {
+            Ok(filter) => filter,
+            Err(refusal) => {
+                debug!(client = %self.client, channel = %req.channel, reason = ?refusal, "tags filter refused");
+                self.state.remove(&req.channel);
+                return self.error(id, ErrorCode::BadRequest);
+            }
+        };
         let flags = SubscribeFlags {
             recover: req.recover,
             position: StreamPosition {
@@ -150,6 +159,7 @@ impl Machine {
         plan.expires_at = grant.expires_at;
         plan.refreshed_by_backend = resolved.options.sub_refresh_proxy_enabled;
         plan.data = grant.data;
+        plan.tags_filter = tags_filter;
         self.chan_info.insert(req.channel.clone(), grant.info);
         self.wait(
             Effect::Subscribe { plan: plan.clone() },

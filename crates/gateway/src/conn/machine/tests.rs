@@ -699,4 +699,5 @@ mod later;
 mod options;
 mod proxy;
 mod rpc;
+mod tags_filter;
 mod unidirectional;
