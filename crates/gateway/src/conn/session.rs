@@ -344,14 +344,17 @@ impl Session {
                 self.later(id, work, ctx);
             }
             Effect::Subscribe { plan } => {
-                let subscriber = Arc::new(Subscriber::new(
-                    self.id,
-                    plan.channel.clone(),
-                    self.outbox.clone(),
-                    self.format,
-                    plan.push_join_leave,
-                    self.gaps.clone(),
-                ));
+                let subscriber = Arc::new(
+                    Subscriber::new(
+                        self.id,
+                        plan.channel.clone(),
+                        self.outbox.clone(),
+                        self.format,
+                        plan.push_join_leave,
+                        self.gaps.clone(),
+                    )
+                    .with_delta(plan.delta),
+                );
                 self.subscribers
                     .insert(plan.channel.clone(), subscriber.clone());
                 let channel = plan.channel.clone();

@@ -38,6 +38,9 @@ pub(crate) struct SubscribePlan {
     /// client is not told its expiry, so it does not ask for a token.
     pub(crate) refreshed_by_backend: bool,
     pub(crate) data: Option<RawJson>,
+    /// Delta compression (fossil) negotiated: publications go as deltas
+    /// against the subscriber's previous one (node/delta.rs).
+    pub(crate) delta: bool,
 }
 
 impl SubscribePlan {
@@ -76,6 +79,7 @@ impl SubscribePlan {
             expires_at: None,
             refreshed_by_backend: false,
             data: None,
+            delta: false,
             options,
         }
     }

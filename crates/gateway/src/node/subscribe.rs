@@ -8,6 +8,7 @@ use std::sync::Arc;
 use herald_bus::{BusError, HistoryOptions, HistoryPage, HistoryQuery};
 use herald_protocol::{ErrorCode, StreamPosition, SubscribeResult};
 
+use crate::node::delta;
 use crate::node::hub::Subscriber;
 use crate::node::plan::{Position, SubscribePlan};
 use crate::node::{unix_now, Node};
@@ -21,10 +22,10 @@ pub(crate) async fn subscribe(
     subscriber: Arc<Subscriber>,
 ) -> Result<(SubscribeResult, Option<Position>), ErrorCode> {
     let session = subscriber.session();
-    node.attach(&plan.channel, subscriber)
+    node.attach(&plan.channel, subscriber.clone())
         .await
         .map_err(|e| engine_error(&e))?;
-    match finish(&node, &plan).await {
+    match finish(&node, &plan, &subscriber).await {
         Ok(done) => Ok(done),
         Err(code) => {
             node.detach(&plan.channel, session).await;
@@ -36,8 +37,12 @@ pub(crate) async fn subscribe(
 async fn finish(
     node: &Node,
     plan: &SubscribePlan,
+    subscriber: &Subscriber,
 ) -> Result<(SubscribeResult, Option<Position>), ErrorCode> {
-    let mut result = SubscribeResult::default();
+    let mut result = SubscribeResult {
+        delta: plan.delta,
+        ..SubscribeResult::default()
+    };
     let mut position = None;
     if let Some(history) = plan.history {
         // Read even when not positioned: a subscribe keeps an existing
@@ -61,6 +66,13 @@ async fn finish(
                         for p in &mut publications {
                             p.data.mark_binary();
                         }
+                    }
+                    if plan.delta {
+                        // The first full, then deltas; live delivery goes
+                        // on from the last one.
+                        let (chain, last) = delta::chain(subscriber.format(), publications);
+                        subscriber.set_delta_base(last);
+                        publications = chain;
                     }
                     result.publications = publications;
                 }
@@ -200,6 +212,7 @@ mod tests {
                     info: None,
                     offset: *o,
                     tags: Default::default(),
+                    delta: false,
                 })
                 .collect(),
             position: StreamPosition {
