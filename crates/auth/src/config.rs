@@ -165,6 +165,31 @@ pub struct ChannelOptions {
     /// only the publications whose tags match it; without this a subscribe
     /// with `tf` gets error 107.
     pub allow_tags_filter: bool,
+    /// Delta types a subscriber may ask for (`delta` of subscribe): empty
+    /// (the default) turns delta compression off; `["fossil"]` allows it.
+    pub allowed_delta_types: Vec<DeltaType>,
+    /// Every publication of the namespace asks for delta delivery, as a
+    /// publish call's `delta: true` does.
+    pub delta_publish: bool,
+}
+
+/// A delta compression a subscriber may negotiate (docs/protocol.md,
+/// "Delta compression").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeltaType {
+    /// Fossil SCM's delta format.
+    Fossil,
+}
+
+impl DeltaType {
+    /// The type a subscribe's `delta` names, if herald knows it.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "fossil" => Some(DeltaType::Fossil),
+            _ => None,
+        }
+    }
 }
 
 /// `publication_data_format` of a namespace (docs/protocol.md, "Protobuf").

@@ -20,7 +20,7 @@ mod token;
 pub use channel::{ChannelError, ChannelPolicy, ResolvedChannel, MAX_CHANNEL_LENGTH};
 pub use claim::{ChannelOverride, ConnectionClaims, SubOptions, SubscriptionClaims};
 pub use config::{
-    check_endpoint, AuthConfigError, ChannelConfig, ChannelOptions, NamespaceConfig,
+    check_endpoint, AuthConfigError, ChannelConfig, ChannelOptions, DeltaType, NamespaceConfig,
     PublicationDataFormat, RecoveryMode, SubscriptionTokenConfig, TokenConfig,
 };
 pub use error::{InvalidReason, TokenError};

@@ -20,7 +20,11 @@
 //!   timed from the subscribe to its answer;
 //! - `backend`: the RPC proxy's requests POSTed straight to the backend
 //!   (`--url http://…/rpc`) on `--subscribers` keep-alive connections: the
-//!   backend's share of an `rpc` round trip, without herald.
+//!   backend's share of an `rpc` round trip, without herald;
+//! - `document`: fanout of a ~2 KB JSON document of which ~1% changes per
+//!   publication (docs/benchmarks.md uses 2,000 subscribers); with `--delta`
+//!   the subscribers negotiate fossil delta compression and apply every
+//!   delta, and the report adds the WebSocket payload bytes per delivery.
 //!
 //! `--auth proxy` connects without a token and with a `Cookie:
 //! session=bench-<i>` upgrade header, for herald's connect proxy to answer.
@@ -69,6 +73,7 @@ enum Scenario {
     Rpc,
     Subscribe,
     Backend,
+    Document,
 }
 
 /// How WebSocket clients authenticate (`--auth`).
@@ -183,6 +188,30 @@ struct Args {
     /// The backend's process, whose CPU is read from /proc like --server-pid's.
     #[arg(long)]
     backend_pid: Option<u32>,
+    /// Subscribers negotiate delta compression (`delta: "fossil"`) and
+    /// publications through the API ask for it (`delta: true`); a client
+    /// publisher needs the namespace's `delta_publish`.
+    #[arg(long)]
+    delta: bool,
+}
+
+/// How subscribers ask for publications to be encoded on the wire (more
+/// such switches, e.g. permessage-deflate, belong here).
+#[derive(Debug, Clone, Copy, Default)]
+struct Encoding {
+    /// `delta: "fossil"` on every subscribe.
+    delta: bool,
+}
+
+impl Encoding {
+    fn from_args(args: &Args) -> Self {
+        Self { delta: args.delta }
+    }
+
+    /// The report's fields that say how the run was encoded.
+    fn describe(self, extra: &mut serde_json::Map<String, serde_json::Value>) {
+        extra.insert("delta".into(), self.delta.into());
+    }
 }
 
 impl Args {
@@ -292,6 +321,8 @@ struct Counters {
 struct Receiver {
     histogram: Histogram<u64>,
     deliveries: u64,
+    /// WebSocket payload bytes of the messages that carried measured deliveries.
+    bytes: u64,
 }
 
 /// Connects, authenticates and subscribes to `channels`, in `format`.
@@ -301,6 +332,7 @@ async fn open_client(
     cookie: Option<&str>,
     channels: &[String],
     format: Format,
+    encoding: Encoding,
 ) -> anyhow::Result<Ws> {
     let connector = TLS
         .get()
@@ -336,6 +368,11 @@ async fn open_client(
             id,
             method: Method::Subscribe(SubscribeRequest {
                 channel: channel.clone(),
+                delta: if encoding.delta {
+                    "fossil".into()
+                } else {
+                    String::new()
+                },
                 ..Default::default()
             }),
         };
@@ -376,6 +413,9 @@ static MEASURE_FROM: AtomicU64 = AtomicU64::new(u64::MAX);
 async fn receive(mut client: Client, stop: Arc<AtomicBool>, counters: Arc<Counters>) -> Receiver {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let mut deliveries = 0;
+    let mut bytes = 0;
+    // A delta subscriber's last publication: the base of the next delta.
+    let mut held: Vec<u8> = Vec::new();
     loop {
         let next = tokio::time::timeout(Duration::from_millis(200), client.next()).await;
         let (now, received) = match next {
@@ -394,17 +434,95 @@ async fn receive(mut client: Client, stop: Arc<AtomicBool>, counters: Arc<Counte
             }
         };
         client.answer(received.pings).await;
-        for stamp in received.stamps {
-            if stamp >= MEASURE_FROM.load(Ordering::Relaxed) {
-                deliveries += 1;
-                let _ = histogram.record(now.saturating_sub(stamp).max(1));
+        let mut stamps = received.stamps;
+        for (is_delta, data) in received.payloads {
+            let document = if is_delta {
+                match herald_fossil::decode(&held, &data) {
+                    Ok(document) => document,
+                    Err(_) => {
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+            } else {
+                data
+            };
+            if let Ok(stamp) = serde_json::from_slice::<wire::Stamp>(&document) {
+                stamps.push(stamp.t);
             }
+            held = document;
+        }
+        let measure_from = MEASURE_FROM.load(Ordering::Relaxed);
+        let measured = stamps.iter().filter(|s| **s >= measure_from).count() as u64;
+        if measured > 0 {
+            bytes += received.bytes as u64;
+        }
+        deliveries += measured;
+        for stamp in stamps.into_iter().filter(|s| *s >= measure_from) {
+            let _ = histogram.record(now.saturating_sub(stamp).max(1));
         }
     }
     client.close().await;
     Receiver {
         histogram,
         deliveries,
+        bytes,
+    }
+}
+
+/// The `document` scenario's JSON document: `FIELDS` string fields of
+/// `FIELD_LEN` characters (~2 KB in all); each version rewrites `CHANGE`
+/// characters of one field (~1%), chosen by a fixed-seed generator.
+struct Document {
+    fields: Vec<Vec<u8>>,
+    seed: u64,
+}
+
+const FIELDS: usize = 40;
+const FIELD_LEN: usize = 42;
+const CHANGE: usize = 20;
+
+impl Document {
+    fn new() -> Self {
+        let mut document = Self {
+            fields: Vec::with_capacity(FIELDS),
+            seed: 0x9e37_79b9_7f4a_7c15,
+        };
+        for _ in 0..FIELDS {
+            let field = (0..FIELD_LEN).map(|_| document.letter()).collect();
+            document.fields.push(field);
+        }
+        document
+    }
+
+    /// xorshift64*: reproducible, no dependency.
+    fn next(&mut self) -> u64 {
+        self.seed ^= self.seed >> 12;
+        self.seed ^= self.seed << 25;
+        self.seed ^= self.seed >> 27;
+        self.seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn letter(&mut self) -> u8 {
+        b'a' + (self.next() % 26) as u8
+    }
+
+    /// The next version, stamped with the send time.
+    fn next_version(&mut self, stamp: u64) -> String {
+        let field = (self.next() % FIELDS as u64) as usize;
+        let at = (self.next() % (FIELD_LEN - CHANGE) as u64) as usize;
+        for i in at..at + CHANGE {
+            let letter = self.letter();
+            self.fields[field][i] = letter;
+        }
+        let mut out = format!("{{\"t\":{stamp}");
+        for (i, value) in self.fields.iter().enumerate() {
+            out.push_str(&format!(",\"f{i:02}\":\""));
+            out.push_str(std::str::from_utf8(value).unwrap_or_default());
+            out.push('"');
+        }
+        out.push('}');
+        out
     }
 }
 
@@ -422,12 +540,14 @@ async fn publish(
     counters: Arc<Counters>,
 ) -> anyhow::Result<()> {
     let pad = payload(args.payload);
+    let mut document = (args.scenario == Scenario::Document).then(Document::new);
     let mut publisher = match &args.api_key {
-        Some(key) => Publisher::Api(ApiClient::connect(&args.url[0], key).await?),
+        Some(key) => Publisher::Api(ApiClient::connect(&args.url[0], key).await?, args.delta),
         None => {
             let token = Signer::from_args(args)?.token("bench-publisher", &[])?;
             let format = args.format.publisher();
-            let ws = open_client(&args.url[0], &token, None, channels, format).await?;
+            let encoding = Encoding::default();
+            let ws = open_client(&args.url[0], &token, None, channels, format, encoding).await?;
             let (sink, stream) = ws.split();
             let errors = counters.clone();
             tokio::spawn(read_publish_replies(stream, format, errors));
@@ -443,7 +563,10 @@ async fn publish(
         let due = (start.elapsed().as_secs_f64() * args.rate) as u64;
         while sent < due {
             let channel = &channels[sent as usize % channels.len()];
-            let data = format!("{{\"t\":{},\"p\":\"{pad}\"}}", now_micros());
+            let data = match &mut document {
+                Some(document) => document.next_version(now_micros()),
+                None => format!("{{\"t\":{},\"p\":\"{pad}\"}}", now_micros()),
+            };
             publisher.publish(channel, &data, &counters).await?;
             sent += 1;
         }
@@ -455,7 +578,8 @@ async fn publish(
 enum Publisher {
     /// A client: its sink, the last command id, its format.
     Ws(SplitSink<Ws, Message>, u32, Format),
-    Api(ApiClient),
+    /// The API, and whether publications ask for delta delivery.
+    Api(ApiClient, bool),
 }
 
 impl Publisher {
@@ -477,9 +601,10 @@ impl Publisher {
                 };
                 sink.send(wire::command(*format, &command)).await?;
             }
-            Publisher::Api(api) => {
+            Publisher::Api(api, delta) => {
+                let delta = if *delta { ",\"delta\":true" } else { "" };
                 let body = format!(
-                    "{{\"channel\":{},\"data\":{data}}}",
+                    "{{\"channel\":{},\"data\":{data}{delta}}}",
                     serde_json::to_string(channel)?
                 );
                 if !api.post("/api/publish", &body).await? {
@@ -564,7 +689,9 @@ impl ApiClient {
 /// larger variant costs nothing.
 #[allow(clippy::large_enum_variant)]
 enum Client {
-    Ws(Ws, Format),
+    /// A WebSocket, its format, and whether it holds documents to apply
+    /// deltas to (`--delta`).
+    Ws(Ws, Format, bool),
     Stream(stream::StreamClient),
 }
 
@@ -577,6 +704,7 @@ impl Client {
         user: &str,
         channels: &[String],
         format: Format,
+        encoding: Encoding,
     ) -> anyhow::Result<Self> {
         let claimed: &[String] = if transport.subscribes_by_token() {
             channels
@@ -590,8 +718,9 @@ impl Client {
         };
         Ok(match transport {
             Transport::Websocket => Client::Ws(
-                open_client(url, &token, cookie.as_deref(), channels, format).await?,
+                open_client(url, &token, cookie.as_deref(), channels, format, encoding).await?,
                 format,
+                encoding.delta,
             ),
             _ => Client::Stream(stream::open(transport, url, &token, channels).await?),
         })
@@ -601,17 +730,19 @@ impl Client {
     /// microseconds); None once the connection is closed.
     async fn next(&mut self) -> Option<anyhow::Result<(u64, wire::Received)>> {
         match self {
-            Client::Ws(ws, format) => Some(ws.next().await?.map_err(Into::into).map(|message| {
-                let now = now_micros();
-                (now, wire::read(*format, &message))
-            })),
+            Client::Ws(ws, format, delta) => {
+                Some(ws.next().await?.map_err(Into::into).map(|message| {
+                    let now = now_micros();
+                    (now, wire::read_documents(*format, &message, *delta))
+                }))
+            }
             Client::Stream(stream) => stream.next().await,
         }
     }
 
     /// Answers `pings` server pings (a stream answered them as it read).
     async fn answer(&mut self, pings: usize) {
-        if let Client::Ws(ws, format) = self {
+        if let Client::Ws(ws, format, _) = self {
             for _ in 0..pings {
                 let _ = ws.send(wire::pong(*format)).await;
             }
@@ -619,7 +750,7 @@ impl Client {
     }
 
     async fn close(self) {
-        if let Client::Ws(mut ws, _) = self {
+        if let Client::Ws(mut ws, ..) = self {
             let _ = ws.close(None).await;
         }
     }
@@ -643,13 +774,15 @@ async fn open_many(
         let gate = gate.clone();
         let format = args.format.subscriber(i);
         let transport = args.transport;
+        let encoding = Encoding::from_args(args);
         let jwt = args.auth == AuthArg::Jwt;
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await;
             let started = Instant::now();
             let user = format!("bench-{i}");
             let auth = jwt.then_some(&signer);
-            let client = Client::open(transport, &url, auth, &user, &channels, format).await?;
+            let client =
+                Client::open(transport, &url, auth, &user, &channels, format, encoding).await?;
             anyhow::Ok((client, started.elapsed()))
         }));
     }
@@ -782,10 +915,12 @@ async fn run_publishing(
     stop.store(true, Ordering::Relaxed);
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let mut delivered = 0;
+    let mut bytes = 0;
     for receiver in receivers {
         if let Ok(r) = receiver.await {
             histogram.add(&r.histogram).ok();
             delivered += r.deliveries;
+            bytes += r.bytes;
         }
     }
     let published = counters.published.load(Ordering::Relaxed);
@@ -797,6 +932,11 @@ async fn run_publishing(
     extra.insert("publications".into(), published.into());
     extra.insert("expected_deliveries".into(), expected.into());
     extra.insert("missing_deliveries".into(), missing.into());
+    extra.insert(
+        "wire_bytes_per_delivery".into(),
+        ((bytes as f64 / delivered.max(1) as f64 * 10.0).round() / 10.0).into(),
+    );
+    Encoding::from_args(args).describe(&mut extra);
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
         let per = after.saturating_sub(before) as f64 / delivered.max(1) as f64;
         extra.insert(
@@ -914,7 +1054,7 @@ async fn run_calls(args: &Args, counters: &Counters) -> anyhow::Result<Report> {
         measure_from = now_micros() + warmup;
         let until = measure_from + duration;
         for (conn, client) in clients.into_iter().enumerate() {
-            let Client::Ws(ws, format) = client else {
+            let Client::Ws(ws, format, _) = client else {
                 bail!("{name} needs WebSocket clients");
             };
             let op = op.clone();
@@ -963,15 +1103,15 @@ async fn run_calls(args: &Args, counters: &Counters) -> anyhow::Result<Report> {
 async fn run(args: Args) -> anyhow::Result<Report> {
     let counters = Arc::new(Counters::default());
     match args.scenario {
-        Scenario::Fanout | Scenario::Cluster => {
+        Scenario::Fanout | Scenario::Cluster | Scenario::Document => {
             if args.scenario == Scenario::Cluster && args.url.len() < 2 {
                 bail!("cluster needs at least two --url");
             }
             let (clients, _) = open_on_one_channel(&args, &counters).await;
-            let name = if args.scenario == Scenario::Fanout {
-                "fanout"
-            } else {
-                "cluster"
+            let name = match args.scenario {
+                Scenario::Fanout => "fanout",
+                Scenario::Document => "document",
+                _ => "cluster",
             };
             run_publishing(&args, name, clients, vec![args.channel.clone()], counters).await
         }

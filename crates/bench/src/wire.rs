@@ -43,12 +43,28 @@ pub(crate) struct Received {
     pub(crate) answers: Vec<(u32, Option<String>)>,
     /// Send stamps (bench microseconds) of the publications pushed.
     pub(crate) stamps: Vec<u64>,
+    /// The data of publications to a delta subscriber (`--delta`), which
+    /// holds no readable stamp until the receiver applies it: (is a fossil
+    /// delta, the bytes).
+    pub(crate) payloads: Vec<(bool, Vec<u8>)>,
+    /// The WebSocket payload bytes of the message.
+    pub(crate) bytes: usize,
 }
 
 /// Reads a server message of `format`; a message of the other kind, or one
 /// that does not decode, holds nothing.
 pub(crate) fn read(format: Format, message: &Message) -> Received {
-    let mut received = Received::default();
+    read_documents(format, message, false)
+}
+
+/// [`read`] for a subscriber that applies deltas (`documents`): every
+/// publication's data goes to `payloads`, full ones too, since each is the
+/// base of the next delta.
+pub(crate) fn read_documents(format: Format, message: &Message, documents: bool) -> Received {
+    let mut received = Received {
+        bytes: message.len(),
+        ..Received::default()
+    };
     match (format, message) {
         (Format::Json, Message::Text(text)) => {
             for line in text.split('\n') {
@@ -61,7 +77,14 @@ pub(crate) fn read(format: Format, message: &Message) -> Received {
                     Reply::Ping => received.pings += 1,
                     Reply::Push(push) => {
                         if let PushBody::Publication(p) = push.body {
-                            if let Ok(stamp) = serde_json::from_str::<Stamp>(p.data.get()) {
+                            if p.delta {
+                                let patch = p.data.binary_bytes().unwrap_or_default();
+                                received.payloads.push((true, patch));
+                            } else if documents {
+                                let full = p.data.binary_bytes();
+                                let full = full.unwrap_or_else(|| p.data.get().as_bytes().to_vec());
+                                received.payloads.push((false, full));
+                            } else if let Ok(stamp) = serde_json::from_str::<Stamp>(p.data.get()) {
                                 received.stamps.push(stamp.t);
                             }
                         }
@@ -100,7 +123,18 @@ pub(crate) fn read_json_line(line: &str, received: &mut Received) {
         .and_then(|p| p.publication)
         .or(parsed.publication);
     if let Some(publication) = publication {
-        received.stamps.push(publication.data.t);
+        let data = publication.data.get();
+        if data.starts_with('"') {
+            // A delta subscriber's data: a JSON string of a delta or of the
+            // full payload.
+            if let Ok(text) = serde_json::from_str::<String>(data) {
+                received
+                    .payloads
+                    .push((publication.delta, text.into_bytes()));
+            }
+        } else if let Ok(stamp) = serde_json::from_str::<Stamp>(data) {
+            received.stamps.push(stamp.t);
+        }
     } else if parsed.id > 0 {
         let error = parsed.error.map(|e| e.to_string());
         received.answers.push((parsed.id, error));
@@ -115,27 +149,31 @@ struct Line<'a> {
     id: u32,
     #[serde(borrow, default)]
     push: Option<PushLine<'a>>,
-    #[serde(rename = "pub", default)]
-    publication: Option<PublicationLine>,
+    #[serde(rename = "pub", borrow, default)]
+    publication: Option<PublicationLine<'a>>,
     #[serde(default)]
     error: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
 struct PushLine<'a> {
-    #[serde(rename = "pub", default)]
-    publication: Option<PublicationLine>,
+    #[serde(rename = "pub", borrow, default)]
+    publication: Option<PublicationLine<'a>>,
     #[serde(borrow, default)]
     #[allow(dead_code)]
     channel: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
-struct PublicationLine {
-    data: Stamp,
+struct PublicationLine<'a> {
+    #[serde(borrow)]
+    data: &'a serde_json::value::RawValue,
+    #[serde(default)]
+    delta: bool,
 }
 
+/// The send time every bench publication starts with.
 #[derive(Deserialize)]
-struct Stamp {
-    t: u64,
+pub(crate) struct Stamp {
+    pub(crate) t: u64,
 }

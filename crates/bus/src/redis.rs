@@ -1255,6 +1255,8 @@ fn parse_history(
         let mut publication = envelope::decode_publication(&body)
             .map_err(|e| malformed(&format!("publication {offset}: {e}")))?;
         publication.offset = offset;
+        // The publisher's delta request concerns live delivery only.
+        publication.delta = false;
         publications.push(publication);
     }
     if unopened > 0 {

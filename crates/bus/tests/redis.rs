@@ -320,6 +320,7 @@ fn publication(data: &str) -> Publication {
         info: Some(info("publisher", "pub-client")),
         offset: 0,
         tags: [("k".to_string(), "v".to_string())].into(),
+        delta: false,
     }
 }
 

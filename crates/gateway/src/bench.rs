@@ -71,6 +71,7 @@ impl FanoutRig {
             info: None,
             offset,
             tags: Default::default(),
+            delta: false,
         };
         self.hub.on_publication(CHANNEL, publication, "");
     }

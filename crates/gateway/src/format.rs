@@ -269,6 +269,7 @@ mod tests {
             info: None,
             offset: 3,
             tags: Default::default(),
+            delta: false,
         };
         let mut frames = LazyFrames::new(|f| frame_publication(f, "ch", &publication));
         assert_eq!(frames.encodings(), 0);

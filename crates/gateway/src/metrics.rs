@@ -228,6 +228,11 @@ pub(crate) struct Metrics {
     pub(crate) sent_publication: IntCounter,
     pub(crate) sent_join: IntCounter,
     pub(crate) sent_leave: IntCounter,
+    /// Pre-resolved series of `herald_delta_encodings_total`: fossil deltas
+    /// computed for delta subscribers, `delta` (sent as a delta) or `full`
+    /// (the delta was not smaller than the data).
+    pub(crate) delta_patch: IntCounter,
+    pub(crate) delta_full: IntCounter,
     /// Engine counters already added to `bus_rejected`, by reason.
     seen_rejected: [AtomicU64; REJECT_REASONS.len()],
     /// Engine count already added to `history_undecryptable`.
@@ -286,6 +291,11 @@ impl Metrics {
             .register(Box::new(publish_duration.clone()))
             .expect("unique metric");
 
+        let delta_encodings = counter_vec(
+            "herald_delta_encodings_total",
+            "Fossil deltas computed for delta subscribers (once per publication per format for those in step), by result: delta (sent) or full (not smaller than the data).",
+            &["result"],
+        );
         let messages_sent = counter_vec(
             "herald_transport_messages_sent_total",
             "Frames queued to clients.",
@@ -460,6 +470,8 @@ impl Metrics {
             sent_join: messages_sent.with_label_values(&["push_join"]),
             sent_leave: messages_sent.with_label_values(&["push_leave"]),
             messages_sent,
+            delta_patch: delta_encodings.with_label_values(&["delta"]),
+            delta_full: delta_encodings.with_label_values(&["full"]),
             registry,
         };
         metrics.preinitialise();

@@ -16,6 +16,7 @@ use herald_proxy::{Proxy, ProxyKind};
 use parking_lot::Mutex;
 
 use crate::config::ClientConfig;
+pub(crate) mod delta;
 pub(crate) mod emulation;
 pub(crate) mod events;
 pub(crate) mod hub;

@@ -160,6 +160,7 @@ fn publication(offset: u64, info: Option<ClientInfo>) -> Publication {
         info,
         offset,
         tags: Default::default(),
+        delta: false,
     }
 }
 

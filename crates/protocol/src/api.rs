@@ -61,6 +61,8 @@ pub struct ApiPublishRequest {
     pub skip_history: bool,
     pub tags: BTreeMap<String, String>,
     pub idempotency_key: String,
+    /// Delta delivery to subscribers that negotiated delta compression.
+    pub delta: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -73,6 +75,8 @@ pub struct ApiBroadcastRequest {
     pub skip_history: bool,
     pub tags: BTreeMap<String, String>,
     pub idempotency_key: String,
+    /// Delta delivery to subscribers that negotiated delta compression.
+    pub delta: bool,
 }
 
 /// `{"offset":N,"epoch":"E"}`; `{}` for a channel without history.

@@ -357,6 +357,7 @@ fn publication_to_wire(p: &Publication) -> wire::Publication {
         info: p.info.as_ref().map(info_to_wire),
         offset: p.offset,
         tags: p.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        delta: p.delta,
     }
 }
 
@@ -372,6 +373,7 @@ fn subscribe_result_to_wire(r: &SubscribeResult) -> wire::SubscribeResult {
         positioned: r.positioned,
         data: bytes(r.data.as_ref()),
         was_recovering: r.was_recovering,
+        delta: r.delta,
     }
 }
 

@@ -67,6 +67,13 @@ pub struct Publication {
     pub offset: u64,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// To a client: `data` is a fossil delta against the subscription's
+    /// previous publication (a JSON string of it in the JSON format). In
+    /// the engines: the publisher asked for delta delivery (namespace
+    /// `delta_publish` or a publish call's `delta`); engines keep it on live
+    /// publications only, never in what history reads return.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub delta: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -127,6 +134,10 @@ pub struct SubscribeResult {
     pub data: Option<RawJson>,
     #[serde(skip_serializing_if = "is_false")]
     pub was_recovering: bool,
+    /// Delta compression was negotiated (the subscribe asked for `fossil`
+    /// and the namespace allows it).
+    #[serde(skip_serializing_if = "is_false")]
+    pub delta: bool,
 }
 
 /// `{"presence":{clientId: ClientInfo}}`; the map is always emitted.

@@ -168,6 +168,7 @@ fn replies_encode_exactly() {
         info: None,
         offset: 12,
         tags: BTreeMap::new(),
+        delta: false,
     };
     let result = |id, result| Reply::Result { id, result };
     let push = |body| {
@@ -342,8 +343,9 @@ fn replies_encode_exactly() {
                 info: Some(anonymous.clone()),
                 offset: 0,
                 tags: BTreeMap::from([("k".into(), "v".into())]),
+                delta: true,
             })),
-            r#"{"push":{"channel":"ch","pub":{"data":1,"info":{"user":"","client":""},"tags":{"k":"v"}}}}"#,
+            r#"{"push":{"channel":"ch","pub":{"data":1,"info":{"user":"","client":""},"tags":{"k":"v"},"delta":true}}}"#,
         ),
         (
             Reply::Push(Push {
@@ -396,6 +398,7 @@ fn replies_encode_exactly() {
                 info: None,
                 offset: 0,
                 tags: BTreeMap::new(),
+                delta: false,
             })),
             r#"{"push":{"channel":"ch","pub":{"data":null}}}"#,
         ),
@@ -504,6 +507,7 @@ fn push_shortcuts_encode_exactly() {
         info: None,
         offset: 12,
         tags: BTreeMap::new(),
+        delta: false,
     };
     let info = ClientInfo::default();
     let cases = [
@@ -1236,12 +1240,14 @@ fn publication(p: &Payloads) -> BoxedStrategy<Publication> {
         prop::option::of(client_info(p)),
         u64e(),
         map_of(text()),
+        any::<bool>(),
     )
-        .prop_map(|(data, info, offset, tags)| Publication {
+        .prop_map(|(data, info, offset, tags, delta)| Publication {
             data,
             info,
             offset,
             tags,
+            delta,
         })
         .boxed()
 }
@@ -1418,6 +1424,7 @@ fn subscribe_result(p: &Payloads) -> BoxedStrategy<SubscribeResult> {
         any::<bool>(),
         opt(p),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
             |(
@@ -1431,6 +1438,7 @@ fn subscribe_result(p: &Payloads) -> BoxedStrategy<SubscribeResult> {
                 positioned,
                 data,
                 was_recovering,
+                delta,
             )| {
                 SubscribeResult {
                     expires,
@@ -1443,6 +1451,7 @@ fn subscribe_result(p: &Payloads) -> BoxedStrategy<SubscribeResult> {
                     positioned,
                     data,
                     was_recovering,
+                    delta,
                 }
             },
         )

@@ -327,6 +327,8 @@ pub struct PublishGrant {
     pub skip_history: bool,
     pub tags: BTreeMap<String, String>,
     pub idempotency_key: Option<String>,
+    /// Delta delivery to subscribers that negotiated delta compression.
+    pub delta: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -338,6 +340,7 @@ struct RawPublishGrant {
     skip_history: bool,
     tags: BTreeMap<String, String>,
     idempotency_key: String,
+    delta: bool,
 }
 
 impl TryFrom<RawPublishGrant> for PublishGrant {
@@ -348,6 +351,7 @@ impl TryFrom<RawPublishGrant> for PublishGrant {
             skip_history: raw.skip_history,
             tags: raw.tags,
             idempotency_key: Some(raw.idempotency_key).filter(|k| !k.is_empty()),
+            delta: raw.delta,
         })
     }
 }
@@ -655,11 +659,12 @@ mod tests {
             Err(Failure::Invalid(_))
         ));
         let Ok(Answer::Result(publish)) = answer::<PublishGrant>(
-            br#"{"result":{"b64data":"AAEC","skip_history":true,"tags":{"t":"1"},"idempotency_key":"k"}}"#,
+            br#"{"result":{"b64data":"AAEC","skip_history":true,"tags":{"t":"1"},"idempotency_key":"k","delta":true}}"#,
         ) else {
             panic!("publish result not read")
         };
         assert!(publish.skip_history);
+        assert!(publish.delta);
         assert_eq!(publish.idempotency_key.as_deref(), Some("k"));
         let data = publish.data.unwrap();
         assert!(data.clone().into_json().is_err());

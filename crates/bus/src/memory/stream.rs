@@ -160,7 +160,11 @@ impl Stream {
         let mut unopened = 0;
         for kept in selected {
             match kept.open(channel, &position.epoch, keys) {
-                Ok(publication) => publications.push(publication),
+                Ok(mut publication) => {
+                    // The publisher's delta request concerns live delivery only.
+                    publication.delta = false;
+                    publications.push(publication);
+                }
                 Err(_) => unopened += 1,
             }
         }

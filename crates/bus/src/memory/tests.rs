@@ -89,6 +89,7 @@ fn publication(n: u64) -> Publication {
         info: None,
         offset: 0,
         tags: BTreeMap::new(),
+        delta: false,
     }
 }
 

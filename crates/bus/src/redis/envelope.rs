@@ -174,6 +174,7 @@ mod tests {
             }),
             offset: 0,
             tags: [("k".to_string(), "v".to_string())].into(),
+            delta: false,
         }
     }
 

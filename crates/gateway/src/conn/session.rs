@@ -363,7 +363,8 @@ impl Session {
                         plan.push_join_leave,
                         self.gaps.clone(),
                     )
-                    .with_filter(plan.tags_filter.clone()),
+                    .with_filter(plan.tags_filter.clone())
+                    .with_delta(plan.delta),
                 );
                 self.subscribers
                     .insert(plan.channel.clone(), subscriber.clone());

@@ -266,6 +266,7 @@ async fn publish_method(node: &Node, req: ApiPublishRequest) -> Result<Box<RawVa
         req.skip_history,
         &req.tags,
         &req.idempotency_key,
+        req.delta,
     )
     .await?;
     Ok(to_raw(&position))
@@ -308,6 +309,7 @@ async fn broadcast(
                 req.skip_history,
                 &req.tags,
                 &req.idempotency_key,
+                req.delta,
             )
         })
         .collect();
@@ -639,6 +641,7 @@ async fn publish(
     skip_history: bool,
     tags: &std::collections::BTreeMap<String, String>,
     idempotency_key: &str,
+    delta: bool,
 ) -> Result<StreamPosition, ApiError> {
     let resolved = resolve(node, channel)?;
     let data = payload.for_channel(resolved.options.binary_data())?;
@@ -648,6 +651,7 @@ async fn publish(
         info: None,
         offset: 0,
         tags: tags.clone(),
+        delta: delta || resolved.options.delta_publish,
     };
     let options = PublishOptions {
         history,

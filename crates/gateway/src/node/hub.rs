@@ -7,6 +7,13 @@
 //! reference-counted copy of the same bytes. A subscriber with a tags
 //! filter gets that frame only when the publication's tags match; whether
 //! or not it does, its position moves past the offset.
+//!
+//! Delta subscribers (`delta: "fossil"`, node/delta.rs) get their data
+//! relative to the last publication they were sent. The channel keeps its
+//! previous publication on this node while it has delta subscribers, and the
+//! delta against it is computed once per format and shared by every
+//! subscriber that received that previous publication; only a subscriber
+//! out of step (just recovered, say) gets a delta of its own.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -17,6 +24,7 @@ use herald_protocol::{ClientInfo, Disconnect, Format, Publication, TagsFilter};
 use parking_lot::{Mutex, RwLock};
 
 use crate::format::{self, LazyFrames};
+use crate::node::delta::PublicationFrames;
 use crate::node::plan::Position;
 use crate::outbox::{Outbox, Pushed};
 use crate::ws::frame::DataFrame;
@@ -37,6 +45,11 @@ pub(crate) struct Hub {
 #[derive(Default)]
 struct Channel {
     subscribers: HashMap<u64, Arc<Subscriber>>,
+    /// How many of the subscribers use delta compression.
+    delta_subscribers: usize,
+    /// The channel's last publication on this node, kept while it has delta
+    /// subscribers: the base of the delta they share.
+    last: Mutex<Option<Arc<Publication>>>,
 }
 
 /// One session's subscription to one channel, as the fan-out sees it.
@@ -46,9 +59,14 @@ pub(crate) struct Subscriber {
     outbox: Arc<Outbox>,
     format: Format,
     join_leave: bool,
+    /// Delta compression was negotiated (never with a tags filter).
+    delta: bool,
     /// Only publications whose tags match are delivered.
     filter: Option<Arc<TagsFilter>>,
     delivery: Mutex<Delivery>,
+    /// A delta subscriber's last received publication, the base of its next
+    /// delta. Locked only under `delivery`.
+    held: Mutex<Option<Arc<Publication>>>,
     gaps: Arc<dyn GapListener>,
 }
 
@@ -69,9 +87,38 @@ enum Delivery {
 struct Buffered {
     /// `None` for join/leave.
     position: Option<(u64, String)>,
-    /// `None` for a publication the tags filter holds back: only its
-    /// position is kept, so that going live counts it as seen.
-    frame: Option<DataFrame>,
+    item: BufferedItem,
+}
+
+enum BufferedItem {
+    Frame(DataFrame),
+    /// For a delta subscriber, whose frame depends on what it holds when it
+    /// goes live: the publication and whether its publisher asked for delta.
+    Publication(Arc<Publication>, bool),
+    /// A publication the tags filter holds back: only its position is
+    /// kept, so that going live counts it as seen.
+    HeldBack,
+}
+
+impl BufferedItem {
+    fn len(&self) -> usize {
+        match self {
+            BufferedItem::Frame(frame) => frame.len(),
+            BufferedItem::Publication(p, _) => p.data.get().len() + 64,
+            // Counted so that filtered-out traffic cannot grow the buffer
+            // without bound either.
+            BufferedItem::HeldBack => std::mem::size_of::<Buffered>(),
+        }
+    }
+}
+
+/// Whether a publication goes to a positioned subscriber.
+enum Admit {
+    Deliver,
+    /// Already delivered.
+    Skip,
+    /// The subscription ended (a gap).
+    Ended,
 }
 
 impl Subscriber {
@@ -89,10 +136,18 @@ impl Subscriber {
             outbox,
             format,
             join_leave,
+            delta: false,
             filter: None,
             delivery: Mutex::new(Delivery::Buffering(Vec::new(), 0)),
+            held: Mutex::new(None),
             gaps,
         }
+    }
+
+    /// A subscriber with delta compression (`delta: "fossil"` negotiated).
+    pub(crate) fn with_delta(mut self, delta: bool) -> Self {
+        self.delta = delta;
+        self
     }
 
     /// Delivers only the publications this filter passes.
@@ -106,6 +161,17 @@ impl Subscriber {
         self.filter
             .as_ref()
             .is_none_or(|f| f.matches(&publication.tags))
+    }
+
+    pub(crate) fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The publication a delta subscriber holds once its subscribe reply is
+    /// queued (the last recovered one): its next delta's base.
+    pub(crate) fn set_delta_base(&self, base: Option<Arc<Publication>>) {
+        let _delivery = self.delivery.lock();
+        *self.held.lock() = base;
     }
 
     pub(crate) fn session(&self) -> u64 {
@@ -133,15 +199,22 @@ impl Subscriber {
                 epoch: p.epoch,
             };
         }
-        for item in buffered {
-            let keep_going = match &item.position {
-                Some((offset, epoch)) => {
-                    self.deliver_locked(&mut delivery, *offset, epoch, item.frame)
+        for buffered in buffered {
+            let keep_going = match (&buffered.position, buffered.item) {
+                (Some((offset, epoch)), BufferedItem::Frame(frame)) => {
+                    self.deliver_locked(&mut delivery, *offset, epoch, frame)
                 }
-                None => match item.frame {
-                    Some(frame) => self.push(&mut delivery, frame),
-                    None => true,
-                },
+                (Some((offset, epoch)), BufferedItem::Publication(publication, wants_delta)) => {
+                    // Not in step with the channel: a delta of its own.
+                    let mut frames =
+                        PublicationFrames::new(&self.channel, publication, wants_delta, None);
+                    self.deliver_delta_locked(&mut delivery, *offset, epoch, &mut frames)
+                }
+                (Some((offset, epoch)), BufferedItem::HeldBack) => {
+                    self.pass_locked(&mut delivery, *offset, epoch)
+                }
+                (None, BufferedItem::Frame(frame)) => self.push(&mut delivery, frame),
+                (None, BufferedItem::Publication(..) | BufferedItem::HeldBack) => true,
             };
             if !keep_going {
                 break;
@@ -163,23 +236,81 @@ impl Subscriber {
         *self.delivery.lock() = Delivery::Gone;
     }
 
-    /// A publication at `offset`; `frame` is `None` when the tags filter
-    /// holds it back, which still moves a positioned subscription past it.
-    fn deliver_publication(&self, offset: u64, epoch: &str, frame: Option<&DataFrame>) {
+    /// Returns whether the publication was for this subscriber (its tags
+    /// filter passed it); one held back still moves a positioned
+    /// subscription past its offset.
+    fn deliver_publication(
+        &self,
+        offset: u64,
+        epoch: &str,
+        frames: &mut PublicationFrames<'_>,
+    ) -> bool {
+        let wanted = self.wants(&frames.publication);
         let mut delivery = self.delivery.lock();
         if let Delivery::Buffering(..) = &*delivery {
-            if frame.is_none() && offset == 0 {
+            if !wanted && offset == 0 {
                 // Neither delivered nor positioned: nothing to remember.
-                return;
+                return false;
             }
+            let item = if !wanted {
+                BufferedItem::HeldBack
+            } else if self.delta {
+                BufferedItem::Publication(frames.publication.clone(), frames.wants_delta)
+            } else {
+                BufferedItem::Frame(frames.plain(self.format).clone())
+            };
             let item = Buffered {
                 position: Some((offset, epoch.to_owned())),
-                frame: frame.cloned(),
+                item,
             };
             self.buffer(&mut delivery, item);
-            return;
+            return wanted;
         }
-        self.deliver_locked(&mut delivery, offset, epoch, frame.cloned());
+        if !wanted {
+            self.pass_locked(&mut delivery, offset, epoch);
+        } else if self.delta {
+            self.deliver_delta_locked(&mut delivery, offset, epoch, frames);
+        } else {
+            self.deliver_locked(
+                &mut delivery,
+                offset,
+                epoch,
+                frames.plain(self.format).clone(),
+            );
+        }
+        wanted
+    }
+
+    /// A publication the tags filter holds back: checked and counted like a
+    /// delivered one, so the next matching offset is not taken for a gap.
+    /// Returns false when the subscription ended.
+    fn pass_locked(&self, delivery: &mut Delivery, offset: u64, epoch: &str) -> bool {
+        match self.admit(delivery, offset, epoch) {
+            Admit::Deliver | Admit::Skip => !matches!(delivery, Delivery::Gone),
+            Admit::Ended => false,
+        }
+    }
+
+    /// A delta subscriber's delivery: the frame depends on what it holds,
+    /// and what it is sent becomes what it holds.
+    fn deliver_delta_locked(
+        &self,
+        delivery: &mut Delivery,
+        offset: u64,
+        epoch: &str,
+        frames: &mut PublicationFrames<'_>,
+    ) -> bool {
+        match self.admit(delivery, offset, epoch) {
+            Admit::Deliver => {
+                let mut held = self.held.lock();
+                let frame = frames.for_delta_subscriber(self.format, held.as_ref());
+                *held = Some(frames.publication.clone());
+                drop(held);
+                self.push(delivery, frame)
+            }
+            Admit::Skip => true,
+            Admit::Ended => false,
+        }
     }
 
     /// A join or leave push (only for subscribers with `join_leave`).
@@ -188,7 +319,7 @@ impl Subscriber {
         if let Delivery::Buffering(..) = &*delivery {
             let item = Buffered {
                 position: None,
-                frame: Some(frame.clone()),
+                item: BufferedItem::Frame(frame.clone()),
             };
             self.buffer(&mut delivery, item);
             return;
@@ -200,31 +331,32 @@ impl Subscriber {
         let Delivery::Buffering(buffer, bytes) = delivery else {
             return;
         };
-        // A held-back publication costs its position; count it so that
-        // filtered-out traffic cannot grow the buffer without bound either.
-        let size = item
-            .frame
-            .as_ref()
-            .map_or(std::mem::size_of::<Buffered>(), DataFrame::len);
-        if *bytes + size > self.outbox.limit() {
+        let len = item.item.len();
+        if *bytes + len > self.outbox.limit() {
             *delivery = Delivery::Gone;
             self.outbox.close_now(Disconnect::SLOW);
             return;
         }
-        *bytes += size;
+        *bytes += len;
         buffer.push(item);
     }
 
-    /// Returns false when the subscription ended. A `None` frame (held back
-    /// by the tags filter) is checked and counted like a delivered one, so
-    /// the next matching offset is not taken for a gap.
+    /// Returns false when the subscription ended.
     fn deliver_locked(
         &self,
         delivery: &mut Delivery,
         offset: u64,
         epoch: &str,
-        frame: Option<DataFrame>,
+        frame: DataFrame,
     ) -> bool {
+        match self.admit(delivery, offset, epoch) {
+            Admit::Deliver => self.push(delivery, frame),
+            Admit::Skip => true,
+            Admit::Ended => false,
+        }
+    }
+
+    fn admit(&self, delivery: &mut Delivery, offset: u64, epoch: &str) -> Admit {
         if let Delivery::Positioned {
             next,
             epoch: expected,
@@ -232,14 +364,16 @@ impl Subscriber {
         {
             if offset > 0 {
                 if epoch != expected.as_str() && !expected.is_empty() {
-                    return self.gap(delivery);
+                    self.gap(delivery);
+                    return Admit::Ended;
                 }
                 if offset < *next {
                     // Already delivered (in the subscribe reply or live).
-                    return true;
+                    return Admit::Skip;
                 }
                 if offset > *next {
-                    return self.gap(delivery);
+                    self.gap(delivery);
+                    return Admit::Ended;
                 }
                 *next = offset + 1;
                 if expected.is_empty() {
@@ -247,10 +381,7 @@ impl Subscriber {
                 }
             }
         }
-        match frame {
-            Some(frame) => self.push(delivery, frame),
-            None => !matches!(delivery, Delivery::Gone),
-        }
+        Admit::Deliver
     }
 
     fn push(&self, delivery: &mut Delivery, frame: DataFrame) -> bool {
@@ -295,12 +426,12 @@ impl Hub {
         let mut shard = self.shard(&subscriber.channel).write();
         let channel = shard.entry(subscriber.channel.clone()).or_default();
         let first = channel.subscribers.is_empty();
-        if channel
-            .subscribers
-            .insert(subscriber.session, subscriber)
-            .is_none()
-        {
-            self.num_subscriptions.fetch_add(1, Ordering::Relaxed);
+        channel.delta_subscribers += usize::from(subscriber.delta);
+        match channel.subscribers.insert(subscriber.session, subscriber) {
+            None => {
+                self.num_subscriptions.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(replaced) => channel.delta_subscribers -= usize::from(replaced.delta),
         }
         if first {
             self.num_channels.fetch_add(1, Ordering::Relaxed);
@@ -316,6 +447,7 @@ impl Hub {
         };
         if let Some(subscriber) = entry.subscribers.remove(&session) {
             subscriber.close();
+            entry.delta_subscribers -= usize::from(subscriber.delta);
             self.num_subscriptions.fetch_sub(1, Ordering::Relaxed);
         } else {
             return false;
@@ -375,16 +507,31 @@ impl Hub {
         if !self.has_subscribers(channel) {
             return;
         }
-        let mut frames = LazyFrames::new(|f| format::frame_publication(f, channel, &publication));
+        let mut publication = publication;
+        // The publisher's request, not something a client is told as such.
+        let wants_delta = std::mem::take(&mut publication.delta);
+        let publication = Arc::new(publication);
         let offset = publication.offset;
-        let mut sent = 0;
-        self.for_each(channel, |s| {
-            // Encoded only for a format some subscriber wants it in.
-            let frame = s.wants(&publication).then(|| frames.get(s.format));
-            sent += u64::from(frame.is_some());
-            s.deliver_publication(offset, epoch, frame);
-        });
-        crate::metrics::METRICS.sent_publication.inc_by(sent);
+        let shard = self.shard(channel).read();
+        let Some(entry) = shard.get(channel) else {
+            return;
+        };
+        let previous = {
+            let mut last = entry.last.lock();
+            if entry.delta_subscribers > 0 {
+                last.replace(publication.clone())
+            } else {
+                last.take();
+                None
+            }
+        };
+        let mut frames = PublicationFrames::new(channel, publication, wants_delta, previous);
+        let mut n = 0;
+        for subscriber in entry.subscribers.values() {
+            n += u64::from(subscriber.deliver_publication(offset, epoch, &mut frames));
+        }
+        drop(shard);
+        crate::metrics::METRICS.sent_publication.inc_by(n);
     }
 
     pub(crate) fn on_join(&self, channel: &str, info: ClientInfo) {
@@ -422,7 +569,7 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::outbox::Next;
-    use herald_protocol::RawJson;
+    use herald_protocol::{Push, PushBody, RawJson};
 
     #[derive(Default)]
     struct Gaps(Mutex<Vec<String>>);
@@ -438,6 +585,7 @@ mod tests {
             info: None,
             offset,
             tags: Default::default(),
+            delta: false,
         }
     }
 
@@ -613,6 +761,201 @@ mod tests {
         assert_eq!(quiet.queued_bytes(), 0);
     }
 
+    #[tokio::test]
+    async fn one_encoding_shared_by_all_recipients() {
+        let hub = Hub::new(2);
+        let gaps = Arc::new(Gaps::default());
+        let a = Arc::new(Outbox::new(1 << 20));
+        let b = Arc::new(Outbox::new(1 << 20));
+        let sa = subscriber(1, &a, &gaps);
+        let sb = subscriber(2, &b, &gaps);
+        hub.add(sa.clone());
+        hub.add(sb.clone());
+        sa.go_live(None);
+        sb.go_live(None);
+        hub.on_publication("ch", publication(0), "");
+        let (Next::Write(x), Next::Write(y)) = (a.next().await, b.next().await) else {
+            panic!("expected writes");
+        };
+        assert_eq!(
+            x.as_bytes().as_ptr(),
+            y.as_bytes().as_ptr(),
+            "recipients share one buffer"
+        );
+    }
+
+    fn delta_subscriber(
+        id: u64,
+        format: Format,
+        gaps: &Arc<Gaps>,
+    ) -> (Arc<Subscriber>, Arc<Outbox>) {
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let sub = Arc::new(
+            Subscriber::new(id, "ch".into(), outbox.clone(), format, false, gaps.clone())
+                .with_delta(true),
+        );
+        (sub, outbox)
+    }
+
+    fn document(offset: u64, value: &str) -> Publication {
+        let mut p = publication(offset);
+        p.data = RawJson::from_str(&format!(
+            "{{\"title\":\"a fairly long document that barely changes\",\"value\":\"{value}\",\"tail\":\"0123456789abcdefghijklmnopqrstuvwxyz\"}}"
+        ))
+        .unwrap();
+        p.delta = true;
+        p
+    }
+
+    /// The `pub` object of a JSON publication push.
+    fn json_pub(frame: &DataFrame) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_slice(frame.payload()).unwrap();
+        v["push"]["pub"].clone()
+    }
+
+    async fn write(outbox: &Outbox) -> DataFrame {
+        match outbox.next().await {
+            Next::Write(frame) => frame,
+            Next::Close(d) => panic!("closed {}", d.code),
+        }
+    }
+
+    #[tokio::test]
+    async fn delta_subscribers_in_step_share_one_delta_per_format() {
+        let hub = Hub::new(2);
+        let gaps = Arc::new(Gaps::default());
+        let (a, a_out) = delta_subscriber(1, Format::Json, &gaps);
+        let (b, b_out) = delta_subscriber(2, Format::Json, &gaps);
+        let (c, c_out) = delta_subscriber(3, Format::Protobuf, &gaps);
+        let (d, d_out) = delta_subscriber(4, Format::Protobuf, &gaps);
+        let plain_out = Arc::new(Outbox::new(1 << 20));
+        let plain = subscriber(5, &plain_out, &gaps);
+        for s in [&a, &b, &c, &d, &plain] {
+            hub.add(s.clone());
+            s.go_live(None);
+        }
+        let first = document(1, "one");
+        let second = document(2, "two");
+        hub.on_publication("ch", first.clone(), "E");
+        // First: the full payload as a JSON string, without `delta`, shared.
+        let (fa, fb) = (write(&a_out).await, write(&b_out).await);
+        assert_eq!(fa.as_bytes().as_ptr(), fb.as_bytes().as_ptr());
+        let full = json_pub(&fa);
+        assert_eq!(full["data"].as_str(), Some(first.data.get()));
+        assert!(full.get("delta").is_none(), "{full}");
+        // In protobuf the full payload is the plain push: one encoding.
+        let (fc, fd) = (write(&c_out).await, write(&d_out).await);
+        assert_eq!(fc.as_bytes().as_ptr(), fd.as_bytes().as_ptr());
+        // A subscriber without delta gets the plain push, no `delta` anywhere.
+        let plain_first = write(&plain_out).await;
+        assert!(json_pub(&plain_first)["data"].is_object());
+        assert!(json_pub(&plain_first).get("delta").is_none());
+
+        hub.on_publication("ch", second.clone(), "E");
+        let (da, db) = (write(&a_out).await, write(&b_out).await);
+        assert_eq!(
+            da.as_bytes().as_ptr(),
+            db.as_bytes().as_ptr(),
+            "one delta shared by the subscribers in step"
+        );
+        let patch = json_pub(&da);
+        assert_eq!(patch["delta"], serde_json::Value::Bool(true));
+        let patch = patch["data"].as_str().unwrap().as_bytes().to_vec();
+        assert!(patch.len() < second.data.get().len());
+        assert_eq!(
+            herald_fossil::decode(first.data.get().as_bytes(), &patch).unwrap(),
+            second.data.get().as_bytes()
+        );
+        let (dc, dd) = (write(&c_out).await, write(&d_out).await);
+        assert_eq!(dc.as_bytes().as_ptr(), dd.as_bytes().as_ptr());
+        let replies = herald_protocol::protobuf::client::decode_replies(dc.payload()).unwrap();
+        let [herald_protocol::Reply::Push(Push {
+            body: PushBody::Publication(p),
+            ..
+        })] = &replies[..]
+        else {
+            panic!("{replies:?}");
+        };
+        assert!(p.delta);
+        let bytes = p.data.binary_bytes().unwrap();
+        assert_eq!(
+            herald_fossil::decode(first.data.get().as_bytes(), &bytes).unwrap(),
+            second.data.get().as_bytes()
+        );
+        let plain_second = write(&plain_out).await;
+        assert_eq!(json_pub(&plain_second)["data"]["value"], "two");
+        assert!(json_pub(&plain_second).get("delta").is_none());
+
+        // A subscriber out of step (it holds the first publication) gets a
+        // delta of its own, against what it holds.
+        let (late, late_out) = delta_subscriber(6, Format::Json, &gaps);
+        hub.add(late.clone());
+        late.set_delta_base(Some(Arc::new(first.clone())));
+        late.go_live(None);
+        let third = document(3, "three");
+        hub.on_publication("ch", third.clone(), "E");
+        let (ta, tl) = (write(&a_out).await, write(&late_out).await);
+        assert_ne!(ta.as_bytes().as_ptr(), tl.as_bytes().as_ptr());
+        let own = json_pub(&tl)["data"].as_str().unwrap().as_bytes().to_vec();
+        assert_eq!(
+            herald_fossil::decode(first.data.get().as_bytes(), &own).unwrap(),
+            third.data.get().as_bytes()
+        );
+        // From then on it is in step and shares the channel's delta.
+        hub.on_publication("ch", document(4, "four"), "E");
+        let (qa, ql) = (write(&a_out).await, write(&late_out).await);
+        assert_eq!(qa.as_bytes().as_ptr(), ql.as_bytes().as_ptr());
+    }
+
+    #[tokio::test]
+    async fn without_the_publishers_request_delta_subscribers_get_full_payloads() {
+        let hub = Hub::new(2);
+        let gaps = Arc::new(Gaps::default());
+        let (a, a_out) = delta_subscriber(1, Format::Json, &gaps);
+        hub.add(a.clone());
+        a.go_live(None);
+        for offset in 1..=3 {
+            let mut p = document(offset, "same");
+            p.delta = false;
+            hub.on_publication("ch", p.clone(), "E");
+            let frame = json_pub(&write(&a_out).await);
+            assert_eq!(frame["data"].as_str(), Some(p.data.get()));
+            assert!(frame.get("delta").is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn buffered_publications_of_a_delta_subscriber_chain_from_its_base() {
+        let hub = Hub::new(2);
+        let gaps = Arc::new(Gaps::default());
+        let (a, a_out) = delta_subscriber(1, Format::Json, &gaps);
+        hub.add(a.clone());
+        let base = document(5, "five");
+        hub.on_publication("ch", base.clone(), "E");
+        hub.on_publication("ch", document(6, "six"), "E");
+        // The reply recovered up to offset 5, ending the chain at `base`.
+        a.set_delta_base(Some(Arc::new(base.clone())));
+        a_out.push(DataFrame::text(b"REPLY"));
+        a.go_live(Some(Position {
+            offset: 5,
+            epoch: "E".into(),
+        }));
+        let batch = write(&a_out).await;
+        let text = String::from_utf8(batch.payload().to_vec()).unwrap();
+        let mut lines = text.split('\n');
+        assert_eq!(lines.next(), Some("REPLY"));
+        let v: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        let p = &v["push"]["pub"];
+        assert_eq!(p["offset"], 6);
+        assert_eq!(p["delta"], true);
+        let target = herald_fossil::decode(
+            base.data.get().as_bytes(),
+            p["data"].as_str().unwrap().as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(target, document(6, "six").data.get().as_bytes());
+    }
+
     fn tagged(offset: u64, kind: &str) -> Publication {
         Publication {
             tags: [("kind".to_string(), kind.to_string())].into(),
@@ -764,28 +1107,5 @@ mod tests {
         assert!(String::from_utf8_lossy(x.payload()).contains("\"tags\":{\"kind\":\"goal\"}"));
         assert_eq!(x.as_bytes().as_ptr(), y.as_bytes().as_ptr());
         assert_eq!(z.as_bytes().as_ptr(), y.as_bytes().as_ptr());
-    }
-
-    #[tokio::test]
-    async fn one_encoding_shared_by_all_recipients() {
-        let hub = Hub::new(2);
-        let gaps = Arc::new(Gaps::default());
-        let a = Arc::new(Outbox::new(1 << 20));
-        let b = Arc::new(Outbox::new(1 << 20));
-        let sa = subscriber(1, &a, &gaps);
-        let sb = subscriber(2, &b, &gaps);
-        hub.add(sa.clone());
-        hub.add(sb.clone());
-        sa.go_live(None);
-        sb.go_live(None);
-        hub.on_publication("ch", publication(0), "");
-        let (Next::Write(x), Next::Write(y)) = (a.next().await, b.next().await) else {
-            panic!("expected writes");
-        };
-        assert_eq!(
-            x.as_bytes().as_ptr(),
-            y.as_bytes().as_ptr(),
-            "recipients share one buffer"
-        );
     }
 }

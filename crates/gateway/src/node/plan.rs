@@ -48,6 +48,9 @@ pub(crate) struct SubscribePlan {
     /// compression (Centrifugo's rule, centrifuge PR #634): it gets full
     /// publications and `delta: false`.
     pub(crate) tags_filter: Option<Arc<TagsFilter>>,
+    /// Delta compression (fossil) negotiated: publications go as deltas
+    /// against the subscriber's previous one (node/delta.rs).
+    pub(crate) delta: bool,
 }
 
 impl SubscribePlan {
@@ -98,6 +101,7 @@ impl SubscribePlan {
             refreshed_by_backend: false,
             data: None,
             tags_filter: None,
+            delta: false,
             options,
         }
     }

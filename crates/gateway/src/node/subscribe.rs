@@ -8,6 +8,7 @@ use std::sync::Arc;
 use herald_bus::{BusError, HistoryOptions, HistoryPage, HistoryQuery};
 use herald_protocol::{ErrorCode, StreamPosition, SubscribeResult};
 
+use crate::node::delta;
 use crate::node::hub::Subscriber;
 use crate::node::plan::{self, Position, SubscribePlan};
 use crate::node::{unix_now, Node};
@@ -21,10 +22,10 @@ pub(crate) async fn subscribe(
     subscriber: Arc<Subscriber>,
 ) -> Result<(SubscribeResult, Option<Position>), ErrorCode> {
     let session = subscriber.session();
-    node.attach(&plan.channel, subscriber)
+    node.attach(&plan.channel, subscriber.clone())
         .await
         .map_err(|e| engine_error(&e))?;
-    match finish(&node, &plan).await {
+    match finish(&node, &plan, &subscriber).await {
         Ok(done) => Ok(done),
         Err(code) => {
             node.detach(&plan.channel, session).await;
@@ -36,8 +37,12 @@ pub(crate) async fn subscribe(
 async fn finish(
     node: &Node,
     plan: &SubscribePlan,
+    subscriber: &Subscriber,
 ) -> Result<(SubscribeResult, Option<Position>), ErrorCode> {
-    let mut result = SubscribeResult::default();
+    let mut result = SubscribeResult {
+        delta: plan.delta,
+        ..SubscribeResult::default()
+    };
     let mut position = None;
     if let Some(history) = plan.history {
         // Read even when not positioned: a subscribe keeps an existing
@@ -65,7 +70,15 @@ async fn finish(
                     // `offset` stays the requested one: the client moves to
                     // the stream top through what it receives next, and a
                     // filtered-out offset is no gap (hub.rs, `go_live`).
-                    result.publications = plan::deliverable(plan, publications);
+                    let mut publications = plan::deliverable(plan, publications);
+                    if plan.delta {
+                        // The first full, then deltas; live delivery goes
+                        // on from the last one. (Never with a tags filter.)
+                        let (chain, last) = delta::chain(subscriber.format(), publications);
+                        subscriber.set_delta_base(last);
+                        publications = chain;
+                    }
+                    result.publications = publications;
                 }
                 None if plan.reject_unrecovered => return Err(ErrorCode::UnrecoverablePosition),
                 None => {}
@@ -263,6 +276,7 @@ mod tests {
                     info: None,
                     offset: *o,
                     tags: Default::default(),
+                    delta: false,
                 })
                 .collect(),
             position: StreamPosition {

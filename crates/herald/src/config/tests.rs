@@ -916,3 +916,26 @@ fn issue_21_options_refused_at_load() {
         assert!(got.starts_with(want), "{text}\ngot:  {got}\nwant: {want}");
     }
 }
+
+#[test]
+fn delta_compression_keys() {
+    let config = toml(
+        "[[channel.namespaces]]\nname = \"doc\"\nallowed_delta_types = [\"fossil\"]\ndelta_publish = true\n",
+        &[],
+    )
+    .unwrap()
+    .config;
+    let doc = &config.channel.namespaces[0].options;
+    assert_eq!(doc.allowed_delta_types, [herald_auth::DeltaType::Fossil]);
+    assert!(doc.delta_publish);
+    let off = &config.channel.without_namespace;
+    assert!(off.allowed_delta_types.is_empty() && !off.delta_publish);
+    let error = toml_err(
+        "[channel.without_namespace]\nallowed_delta_types = [\"zstd\"]\n",
+        &[],
+    );
+    assert!(
+        error.starts_with("channel.without_namespace.allowed_delta_types"),
+        "{error}"
+    );
+}

@@ -411,6 +411,7 @@ fn publish_params(r: wire::PublishRequest) -> Params {
         skip_history: r.skip_history,
         tags: r.tags,
         idempotency_key: r.idempotency_key,
+        delta: r.delta,
     })
 }
 
@@ -423,6 +424,7 @@ fn broadcast_params(r: wire::BroadcastRequest) -> Params {
         skip_history: r.skip_history,
         tags: r.tags,
         idempotency_key: r.idempotency_key,
+        delta: r.delta,
     })
 }
 

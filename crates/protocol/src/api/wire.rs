@@ -125,6 +125,8 @@ pub struct PublishRequest {
     pub tags: BTreeMap<String, String>,
     #[prost(string, tag = "6")]
     pub idempotency_key: String,
+    #[prost(bool, tag = "7")]
+    pub delta: bool,
 }
 
 #[derive(Clone, PartialEq, Eq, prost::Message)]
@@ -149,6 +151,8 @@ pub struct BroadcastRequest {
     pub tags: BTreeMap<String, String>,
     #[prost(string, tag = "6")]
     pub idempotency_key: String,
+    #[prost(bool, tag = "7")]
+    pub delta: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

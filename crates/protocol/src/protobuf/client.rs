@@ -303,6 +303,7 @@ fn publication_from_wire(p: wire::Publication) -> Option<Publication> {
         },
         offset: p.offset,
         tags: p.tags.into_iter().collect(),
+        delta: p.delta,
     })
 }
 
@@ -322,5 +323,6 @@ fn subscribe_result_from_wire(r: wire::SubscribeResult) -> Option<SubscribeResul
         positioned: r.positioned,
         data: optional(&r.data)?,
         was_recovering: r.was_recovering,
+        delta: r.delta,
     })
 }

@@ -19,6 +19,7 @@ fn golden_bytes_of_a_publication_push() {
         info: None,
         offset: 2,
         tags: Default::default(),
+        delta: false,
     };
     // Publication{data=4 "1", offset=6 2}.
     let publication_bytes = [0x22, 1, b'1', 0x30, 2];

@@ -183,6 +183,8 @@ pub struct Publication {
     pub offset: u64,
     #[prost(map = "string, string", tag = "7")]
     pub tags: HashMap<String, String>,
+    #[prost(bool, tag = "8")]
+    pub delta: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -355,6 +357,8 @@ pub struct SubscribeResult {
     pub data: Vec<u8>,
     #[prost(bool, tag = "12")]
     pub was_recovering: bool,
+    #[prost(bool, tag = "13")]
+    pub delta: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

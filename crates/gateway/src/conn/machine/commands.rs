@@ -1,7 +1,7 @@
 //! The commands after connect: subscribe, unsubscribe, publish, presence,
 //! history, refresh, sub_refresh, and the subscriptions the server adds.
 
-use herald_auth::{SubOptions, SubscriptionClaims, TokenError};
+use herald_auth::{DeltaType, SubOptions, SubscriptionClaims, TokenError};
 use herald_bus::{BusError, HistoryQuery, PublishOptions};
 use herald_identity::Principal;
 use herald_protocol::{
@@ -19,9 +19,25 @@ use crate::codes::{self, Stage, Wire};
 use crate::metrics;
 use crate::node::plan::{self, Position, SubscribeFlags, SubscribePlan};
 
+/// Whether a subscribe gets delta compression: it asked for a type the
+/// namespace allows (Centrifugo answers `delta: false`, not an error, when
+/// the namespace does not allow it, whether or not the subscription is
+/// positioned). A subscription with a tags filter (`tf`) never gets it
+/// (centrifuge PR #634).
+fn negotiate_delta(req: &SubscribeRequest, options: &herald_auth::ChannelOptions) -> bool {
+    // A filtered subscription gets full publications and `delta: false`
+    // (Centrifugo's rule, centrifuge PR #634).
+    req.tf.is_none()
+        && DeltaType::parse(&req.delta).is_some_and(|t| options.allowed_delta_types.contains(&t))
+}
+
 impl Machine {
     pub(super) fn subscribe(&mut self, id: u32, req: SubscribeRequest, now: Now) {
         if req.channel.is_empty() {
+            return self.close(Disconnect::BAD_REQUEST);
+        }
+        if !req.delta.is_empty() && DeltaType::parse(&req.delta).is_none() {
+            debug!(client = %self.client, "unknown delta type");
             return self.close(Disconnect::BAD_REQUEST);
         }
         match self.policy.resolve(&req.channel) {
@@ -160,6 +176,7 @@ impl Machine {
         plan.refreshed_by_backend = resolved.options.sub_refresh_proxy_enabled;
         plan.data = grant.data;
         plan.tags_filter = tags_filter;
+        plan.delta = negotiate_delta(&req, &options);
         self.chan_info.insert(req.channel.clone(), grant.info);
         self.wait(
             Effect::Subscribe { plan: plan.clone() },
@@ -335,6 +352,7 @@ impl Machine {
             info: Some(self.info_with(self.chan_info.get(&req.channel).cloned().flatten())),
             offset: 0,
             tags: Default::default(),
+            delta: resolved.options.delta_publish,
         };
         let options = PublishOptions {
             history,

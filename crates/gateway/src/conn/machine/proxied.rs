@@ -94,6 +94,7 @@ impl Machine {
             options.history = None;
         }
         publication.tags = grant.tags;
+        publication.delta |= grant.delta;
         options.idempotency_key = grant.idempotency_key;
         self.wait(
             Effect::Publish {

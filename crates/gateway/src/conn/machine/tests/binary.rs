@@ -110,6 +110,7 @@ fn history_of_a_binary_channel_sends_bytes() {
         info: None,
         offset: 1,
         tags: Default::default(),
+        delta: false,
     };
     h.answer_next(
         |e| matches!(e, Effect::History { .. }),

@@ -177,6 +177,7 @@ fn the_publish_proxy_decides_and_rewrites() {
         skip_history: true,
         tags: [("t".to_owned(), "1".to_owned())].into(),
         idempotency_key: Some("k".into()),
+        delta: true,
     };
     h.answer_next(
         |e| matches!(e, Effect::ProxyPublish { channel, data, .. } if channel == "pp:a" && data.get() == r#"{"x":1}"#),
@@ -195,6 +196,7 @@ fn the_publish_proxy_decides_and_rewrites() {
     assert_eq!(publication.tags.get("t").map(String::as_str), Some("1"));
     assert!(options.history.is_none(), "skip_history");
     assert_eq!(options.idempotency_key.as_deref(), Some("k"));
+    assert!(publication.delta, "the proxy's delta reaches the engine");
     h.answer(id, Outcome::Published(Ok(())));
     assert!(h.sent[0]["publish"].is_object(), "{:?}", h.sent);
     // A refusal reaches the client; nothing is published.
