@@ -68,6 +68,9 @@ pub(crate) struct Opening {
     /// Bidirectional emulation: the registration `/emulation` finds it by,
     /// and where its commands arrive.
     pub(crate) emulation: Option<(Registration, mpsc::Receiver<EmulatedCommands>)>,
+    /// A WebSocket with permessage-deflate: messages from this many payload
+    /// bytes are compressed (`Outbox::compressing`).
+    pub(crate) compress_from: Option<usize>,
 }
 
 impl Opening {
@@ -83,6 +86,7 @@ impl Opening {
             outcome: None,
             abort: None,
             emulation: None,
+            compress_from: None,
         }
     }
 }
@@ -149,6 +153,7 @@ impl Session {
             outcome,
             abort,
             emulation,
+            compress_from: _,
         } = opening;
         let emulation = emulation.map(|(registration, commands)| {
             ctx.add_stream(commands);
