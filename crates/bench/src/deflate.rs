@@ -146,7 +146,12 @@ fn push_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
 
 /// One message of a no-context-takeover stream.
 fn inflate(decompress: &mut Decompress, compressed: &[u8]) -> io::Result<Vec<u8>> {
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("permessage-deflate: {what}"));
+    let bad = |what: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("permessage-deflate: {what}"),
+        )
+    };
     decompress.reset(false);
     let mut out = Vec::with_capacity(compressed.len() * 4 + 64);
     for input in [compressed, &SYNC_TAIL[..]] {
@@ -189,7 +194,9 @@ impl AsyncRead for Wire {
         };
         loop {
             if inflater.ready_at < inflater.ready.len() {
-                let n = buf.remaining().min(inflater.ready.len() - inflater.ready_at);
+                let n = buf
+                    .remaining()
+                    .min(inflater.ready.len() - inflater.ready_at);
                 buf.put_slice(&inflater.ready[inflater.ready_at..inflater.ready_at + n]);
                 inflater.ready_at += n;
                 if inflater.ready_at == inflater.ready.len() {
@@ -238,7 +245,8 @@ mod tests {
     fn compress(payload: &[u8]) -> Vec<u8> {
         let mut c = Compress::new(Compression::new(1), false);
         let mut out = Vec::with_capacity(payload.len() + 64);
-        c.compress_vec(payload, &mut out, FlushCompress::Sync).unwrap();
+        c.compress_vec(payload, &mut out, FlushCompress::Sync)
+            .unwrap();
         out.truncate(out.len() - 4);
         out
     }

@@ -271,7 +271,10 @@ mod tests {
 
     #[test]
     fn garbage_is_corrupt_and_empty_is_empty() {
-        assert_eq!(inflate(&[0xff, 0xff, 0xff], 1000), Err(InflateError::Corrupt));
+        assert_eq!(
+            inflate(&[0xff, 0xff, 0xff], 1000),
+            Err(InflateError::Corrupt)
+        );
         // An empty message compresses to one empty stored block (00) or
         // nothing; both inflate to nothing.
         assert_eq!(inflate(&[0x00], 1000).unwrap(), b"");

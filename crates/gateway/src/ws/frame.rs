@@ -254,11 +254,14 @@ impl Reader {
                 if !fin {
                     return Ok(None);
                 }
-                let done = self.partial.take().map(|p| (p.opcode, p.compressed, p.body));
+                let done = self
+                    .partial
+                    .take()
+                    .map(|p| (p.opcode, p.compressed, p.body));
                 match done {
-                    Some((op, compressed, body)) => self
-                        .data_message(op, compressed, body.freeze())
-                        .map(Some),
+                    Some((op, compressed, body)) => {
+                        self.data_message(op, compressed, body.freeze()).map(Some)
+                    }
                     None => Ok(None),
                 }
             }
@@ -758,7 +761,10 @@ mod tests {
             Err(WsError::Protocol("reserved bits set"))
         );
         assert_eq!(
-            read_all(&mut inflating(1024), &rsv1(client_frame(true, OP_PING, b""))),
+            read_all(
+                &mut inflating(1024),
+                &rsv1(client_frame(true, OP_PING, b""))
+            ),
             Err(WsError::Protocol("compressed control frame"))
         );
         let mut continued = rsv1(client_frame(false, OP_TEXT, &compressed));
@@ -819,7 +825,10 @@ mod tests {
         );
         // A frame for one connection is compressed each time it is asked.
         let own = DataFrame::text(&[b'a'; 300]);
-        assert_ne!(own.deflated(&deflate).as_ptr(), own.deflated(&deflate).as_ptr());
+        assert_ne!(
+            own.deflated(&deflate).as_ptr(),
+            own.deflated(&deflate).as_ptr()
+        );
         // Another window: compressed for that connection, not from the cache.
         let narrow = deflate.with_window(9);
         assert_ne!(shared.deflated(&narrow).as_ptr(), first.as_ptr());

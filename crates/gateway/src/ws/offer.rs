@@ -231,7 +231,8 @@ mod tests {
         negotiate(&map)
     }
 
-    const PLAIN: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+    const PLAIN: &str =
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
 
     #[test]
     fn what_browsers_and_ws_offer() {
