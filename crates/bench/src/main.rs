@@ -26,6 +26,11 @@
 //!   the subscribers negotiate fossil delta compression and apply every
 //!   delta, and the report adds the WebSocket payload bytes per delivery.
 //!
+//! `--compression` makes every WebSocket client offer permessage-deflate
+//! and inflate what the server compresses (deflate.rs); every report of a
+//! publishing scenario says how many WebSocket bytes the clients read per
+//! delivery, with or without it.
+//!
 //! `--auth proxy` connects without a token and with a `Cookie:
 //! session=bench-<i>` upgrade header, for herald's connect proxy to answer.
 //! `--server-pid` and `--backend-pid` add the CPU each used per operation.
@@ -36,6 +41,7 @@
 //! is one JSON object (interface.md).
 
 mod calls;
+mod deflate;
 mod stream;
 mod wire;
 
@@ -61,7 +67,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::stream::Transport;
 
-pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<deflate::Wire>>;
+
+/// `--compression`: WebSocket clients offer permessage-deflate.
+static COMPRESSION: AtomicBool = AtomicBool::new(false);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
@@ -193,6 +202,11 @@ struct Args {
     /// publisher needs the namespace's `delta_publish`.
     #[arg(long)]
     delta: bool,
+    /// Every WebSocket client (subscribers and publisher, every scenario)
+    /// offers permessage-deflate and inflates the compressed messages it
+    /// gets; the run fails if the server does not negotiate it. ws:// only.
+    #[arg(long)]
+    compression: bool,
 }
 
 /// How subscribers ask for publications to be encoded on the wire (more
@@ -217,6 +231,9 @@ impl Encoding {
 impl Args {
     /// Why `--transport` cannot serve this run, if it cannot.
     fn transport_conflict(&self) -> Option<String> {
+        if self.compression && self.url.iter().any(|u| u.starts_with("wss:")) {
+            return Some("--compression works with ws:// URLs only".into());
+        }
         if self.auth == AuthArg::Proxy && self.transport != Transport::Websocket {
             return Some("--auth proxy works with --transport websocket only".into());
         }
@@ -349,10 +366,36 @@ async fn open_client(
             .headers_mut()
             .insert("cookie", HeaderValue::from_str(cookie)?);
     }
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector)
+    let compression = COMPRESSION.load(Ordering::Relaxed);
+    if compression {
+        request.headers_mut().insert(
+            "sec-websocket-extensions",
+            HeaderValue::from_static(deflate::OFFER),
+        );
+    }
+    let host = request.uri().host().unwrap_or("127.0.0.1").to_owned();
+    let port = request
+        .uri()
+        .port_u16()
+        .unwrap_or(if url.starts_with("wss:") { 443 } else { 80 });
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .with_context(|| format!("connect to {url}"))?;
+    tcp.set_nodelay(true)?;
+    let stream = deflate::Wire::new(tcp, compression);
+    let (mut ws, response) =
+        tokio_tungstenite::client_async_tls_with_config(request, stream, None, connector)
             .await
             .with_context(|| format!("connect to {url}"))?;
+    if compression
+        && !response
+            .headers()
+            .get("sec-websocket-extensions")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("permessage-deflate"))
+    {
+        bail!("{url} did not negotiate permessage-deflate (websocket.compression off?)");
+    }
     let connect = Command {
         id: 1,
         method: Method::Connect(ConnectRequest {
@@ -906,12 +949,14 @@ async fn run_publishing(
     }
     MEASURE_FROM.store(now_micros(), Ordering::Relaxed);
     let cpu_before = args.server_pid.and_then(cpu_micros);
+    let wire_before = deflate::WIRE_BYTES_READ.load(Ordering::Relaxed);
     let started = Instant::now();
     publish(args, &channels, started + args.duration, counters.clone()).await?;
     let published_for = started.elapsed();
     // Let the last publications arrive.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cpu_after = args.server_pid.and_then(cpu_micros);
+    let wire_read = deflate::WIRE_BYTES_READ.load(Ordering::Relaxed) - wire_before;
     stop.store(true, Ordering::Relaxed);
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let mut delivered = 0;
@@ -937,6 +982,17 @@ async fn run_publishing(
         ((bytes as f64 / delivered.max(1) as f64 * 10.0).round() / 10.0).into(),
     );
     Encoding::from_args(args).describe(&mut extra);
+    extra.insert("compression".into(), args.compression.into());
+    if args.transport == Transport::Websocket {
+        // Everything the WebSocket clients read while measuring (the
+        // publisher's replies included), per delivery.
+        extra.insert("ws_bytes_read".into(), wire_read.into());
+        let per = wire_read as f64 / delivered.max(1) as f64;
+        extra.insert(
+            "ws_bytes_per_delivery".into(),
+            ((per * 10.0).round() / 10.0).into(),
+        );
+    }
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
         let per = after.saturating_sub(before) as f64 / delivered.max(1) as f64;
         extra.insert(
@@ -1207,6 +1263,7 @@ fn main() {
         eprintln!("herald-bench: {conflict}");
         std::process::exit(2);
     }
+    COMPRESSION.store(args.compression, Ordering::Relaxed);
     match tls_config(args.ca_file.as_deref()) {
         Ok(config) => {
             let _ = TLS.set(config);

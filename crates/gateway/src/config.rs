@@ -373,11 +373,47 @@ impl Default for ShutdownConfig {
     }
 }
 
+/// `websocket`: permessage-deflate on `/connection/websocket` (Centrifugo
+/// v6's names and defaults; docs/protocol.md, "WebSocket compression").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebSocketConfig {
+    /// Accept a client's permessage-deflate offer.
+    pub compression: bool,
+    /// Messages with fewer payload bytes go uncompressed; 0 compresses all.
+    pub compression_min_size: usize,
+    /// zlib level: 0 (stored) to 9 (smallest), -1 for zlib's default (6).
+    pub compression_level: i32,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            compression: false,
+            compression_min_size: 0,
+            compression_level: 1,
+        }
+    }
+}
+
+impl WebSocketConfig {
+    /// The zlib level to compress with (`compression_level`, -1 being 6;
+    /// outside 0–9 is refused by the config check).
+    pub fn zlib_level(&self) -> u32 {
+        match self.compression_level {
+            -1 => 6,
+            level => level.clamp(0, 9) as u32,
+        }
+    }
+}
+
 /// Everything the gateway needs to run a node.
 #[derive(Debug, Clone, Default)]
 pub struct GatewayConfig {
     pub http_server: HttpServerConfig,
     pub client: ClientConfig,
+    /// `websocket`: compression of the bidirectional WebSocket.
+    pub websocket: WebSocketConfig,
     pub channel: ChannelConfig,
     pub http_api: HttpApiConfig,
     pub grpc_api: GrpcApiConfig,

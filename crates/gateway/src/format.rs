@@ -171,6 +171,8 @@ pub(crate) fn frame_join_leave(
 
 /// The frames of one push, each format's encoded on first use: a channel
 /// whose subscribers on this node all speak one format costs one encoding.
+/// Each frame is [`DataFrame::shared`]: its compressed form, too, is made
+/// at most once, by the first subscriber with permessage-deflate.
 pub(crate) struct LazyFrames<F> {
     encode: F,
     json: Option<DataFrame>,
@@ -191,7 +193,7 @@ impl<F: Fn(Format) -> DataFrame> LazyFrames<F> {
             Format::Json => &mut self.json,
             Format::Protobuf => &mut self.protobuf,
         };
-        slot.get_or_insert_with(|| (self.encode)(format))
+        slot.get_or_insert_with(|| (self.encode)(format).shared())
     }
 
     /// How many encodings were made (tests, the benchmark).

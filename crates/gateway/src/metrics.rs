@@ -149,6 +149,13 @@ pub(crate) const BODY_CUT_REASONS: [&str; 3] = ["timeout", "too_large", "unread"
 pub(crate) const API_REFUSAL_REASONS: [&str; 4] =
     ["unauthorized", "method", "not_found", "concurrency"];
 
+/// `kind` values of `herald_websocket_compressions_total`: a shared frame's
+/// one compression per node, or a message compressed for one connection.
+pub(crate) const COMPRESSION_KINDS: [&str; 2] = ["shared", "connection"];
+
+/// `result` values of `herald_websocket_inflations_total`.
+pub(crate) const INFLATION_RESULTS: [&str; 3] = ["ok", "too_big", "corrupt"];
+
 /// `reason` values of `herald_bus_rejected_envelopes_total`.
 pub(crate) const REJECT_REASONS: [&str; 7] = [
     "malformed",
@@ -233,6 +240,15 @@ pub(crate) struct Metrics {
     /// (the delta was not smaller than the data).
     pub(crate) delta_patch: IntCounter,
     pub(crate) delta_full: IntCounter,
+    /// Messages compressed with permessage-deflate, by kind
+    /// ([`COMPRESSION_KINDS`]), and its two series resolved.
+    pub(crate) compressions: IntCounterVec,
+    compressed_shared: IntCounter,
+    compressed_connection: IntCounter,
+    /// Compressed client messages, by result ([`INFLATION_RESULTS`]).
+    pub(crate) inflations: IntCounterVec,
+    /// WebSocket connections that negotiated permessage-deflate.
+    pub(crate) deflate_negotiated: IntCounter,
     /// Engine counters already added to `bus_rejected`, by reason.
     seen_rejected: [AtomicU64; REJECT_REASONS.len()],
     /// Engine count already added to `history_undecryptable`.
@@ -300,6 +316,11 @@ impl Metrics {
             "herald_transport_messages_sent_total",
             "Frames queued to clients.",
             &["frame_type"],
+        );
+        let compressions = counter_vec(
+            "herald_websocket_compressions_total",
+            "Messages compressed with permessage-deflate: shared (a publication's one compression on this node, sent to every subscriber with compression) or connection (for one connection).",
+            &["kind"],
         );
         let metrics = Self {
             num_clients: gauge("herald_node_num_clients", "Connected clients on this node."),
@@ -463,6 +484,18 @@ impl Metrics {
                 "Time of one call to the application backend, by proxy.",
                 &["proxy"],
             ),
+            compressed_shared: compressions.with_label_values(&["shared"]),
+            compressed_connection: compressions.with_label_values(&["connection"]),
+            compressions,
+            inflations: counter_vec(
+                "herald_websocket_inflations_total",
+                "Compressed client messages inflated, by result (too_big: past client.message_size_limit, closed 1009).",
+                &["result"],
+            ),
+            deflate_negotiated: counter(
+                "herald_websocket_compression_negotiated_total",
+                "WebSocket connections that negotiated permessage-deflate.",
+            ),
             seen_rejected: std::array::from_fn(|_| AtomicU64::new(0)),
             seen_undecryptable: AtomicU64::new(0),
             seen_evicted: AtomicU64::new(0),
@@ -516,6 +549,12 @@ impl Metrics {
         }
         for result in ["loaded", "refused"] {
             self.tls_reloads.with_label_values(&[result]);
+        }
+        for result in INFLATION_RESULTS {
+            self.inflations.with_label_values(&[result]);
+        }
+        for kind in COMPRESSION_KINDS {
+            self.compressions.with_label_values(&[kind]);
         }
         for transport in Transport::ALL {
             self.transport_connections
@@ -694,6 +733,21 @@ pub(crate) fn transport_connection(transport: Transport, open: bool) {
     } else {
         gauge.dec();
     }
+}
+
+/// One message compressed: a shared frame's one compression per node
+/// (`shared`), or one for a single connection.
+pub(crate) fn deflated(shared: bool) {
+    if shared {
+        METRICS.compressed_shared.inc();
+    } else {
+        METRICS.compressed_connection.inc();
+    }
+}
+
+/// A compressed client message inflated; `result` is one of [`INFLATION_RESULTS`].
+pub(crate) fn inflated(result: &'static str) {
+    METRICS.inflations.with_label_values(&[result]).inc();
 }
 
 /// A WebSocket connection upgraded on the client route.

@@ -8,6 +8,14 @@
 //! is woken only when it is waiting: pushes that land while it is busy cost
 //! no wake-up at all.
 //!
+//! On a connection with permessage-deflate a message is compressed when its
+//! payload reaches `websocket.compression_min_size`; such a frame goes out as
+//! a message of its own (a publication's compressed form is then made once
+//! per node and shared), and smaller frames are joined only while the
+//! joined message stays below that size, so a batch always goes out
+//! uncompressed and no connection compresses publications for itself.
+//! Frames keep their order either way.
+//!
 //! The queue is bounded in bytes: a push that would pass `limit` closes the
 //! connection with 3008 (slow) and drops what was queued, so one slow client
 //! never costs more than `limit` bytes here nor slows anyone else.
@@ -43,6 +51,9 @@ pub(crate) struct Outbox {
     limit: usize,
     /// Most payload bytes joined into one message; 0 never joins.
     max_batch: usize,
+    /// Payload size from which a frame is compressed and so goes alone;
+    /// joined messages stay below it. `usize::MAX` without compression.
+    compress_from: usize,
 }
 
 struct State {
@@ -80,6 +91,17 @@ impl Outbox {
             }),
             limit,
             max_batch: MAX_BATCH_BYTES,
+            compress_from: usize::MAX,
+        }
+    }
+
+    /// For a connection that compresses messages of `min_size` payload
+    /// bytes and more: such frames are never joined, and joined messages
+    /// stay below `min_size`.
+    pub(crate) fn compressing(self, min_size: usize) -> Self {
+        Self {
+            compress_from: min_size,
+            ..self
         }
     }
 
@@ -180,7 +202,7 @@ impl Outbox {
     /// woken by the next push or close. Only the connection's socket task calls it.
     pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
         let mut state = self.state.lock();
-        match Self::take(&mut state, self.max_batch) {
+        match Self::take(&mut state, self.max_batch, self.compress_from) {
             Some(next) => Poll::Ready(next),
             None => {
                 // Registered under the same lock a push takes, so no push is missed.
@@ -224,7 +246,7 @@ impl Outbox {
         std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
 
-    fn take(state: &mut State, max_batch: usize) -> Option<Next> {
+    fn take(state: &mut State, max_batch: usize, compress_from: usize) -> Option<Next> {
         let Some(first) = state.frames.front() else {
             return state
                 .close
@@ -234,8 +256,16 @@ impl Outbox {
         // How many queued frames of the first one's kind fit in one message.
         let mut count = 1;
         let mut joined = first.payload().len();
+        // A frame to be compressed goes alone (never joined onto others
+        // either: a joined message stays below `compress_from`).
+        let alone = joined >= compress_from;
         for frame in state.frames.iter().skip(1) {
-            if frame.is_binary() != first.is_binary() || joined + frame.joined_len() > max_batch {
+            let grown = joined + frame.joined_len();
+            if alone
+                || frame.is_binary() != first.is_binary()
+                || grown > max_batch
+                || grown >= compress_from
+            {
                 break;
             }
             joined += frame.joined_len();
@@ -296,6 +326,33 @@ mod tests {
             Next::Write(DataFrame::binary(&[1, 7, 0]))
         );
         assert_eq!(outbox.next().await, Next::Write(DataFrame::text(b"{}")));
+    }
+
+    #[tokio::test]
+    async fn a_compressing_connection_sends_big_frames_alone_and_small_ones_joined() {
+        let outbox = Outbox::new(1 << 20).compressing(10);
+        outbox.push(DataFrame::text(b"a"));
+        outbox.push(DataFrame::text(b"b"));
+        outbox.push(DataFrame::text(b"0123456789"));
+        outbox.push(DataFrame::text(b"c"));
+        outbox.push(DataFrame::text(b"1234"));
+        outbox.push(DataFrame::text(b"5678"));
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            let Next::Write(frame) = outbox.next().await else {
+                panic!("expected a write");
+            };
+            got.push(String::from_utf8(frame.payload().to_vec()).unwrap());
+        }
+        // In order; the 10-byte frame alone; "c\n1234\n5678" would reach
+        // 10 bytes, so it stops before.
+        assert_eq!(got, ["a\nb", "0123456789", "c\n1234", "5678"]);
+        // Compressing everything (min size 0): nothing is joined.
+        let outbox = Outbox::new(1 << 20).compressing(0);
+        outbox.push(DataFrame::text(b"x"));
+        outbox.push(DataFrame::text(b"y"));
+        assert_eq!(outbox.next().await, Next::Write(DataFrame::text(b"x")));
+        assert_eq!(outbox.next().await, Next::Write(DataFrame::text(b"y")));
     }
 
     #[tokio::test]

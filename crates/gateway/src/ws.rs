@@ -1,5 +1,8 @@
 //! The WebSocket protocol, without I/O: the handshake's checks
-//! (`handshake.rs`) and the frame layer (`frame.rs`).
+//! (`handshake.rs`), permessage-deflate's negotiation (`offer.rs`) and
+//! messages (`deflate.rs`), and the frame layer (`frame.rs`).
 
+pub(crate) mod deflate;
 pub(crate) mod frame;
 pub(crate) mod handshake;
+pub(crate) mod offer;

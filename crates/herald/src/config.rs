@@ -23,7 +23,7 @@ use herald_gateway::config::{
 };
 use herald_gateway::{
     ClientAuth, ClientConfig, GatewayConfig, GrpcApiConfig, HttpApiConfig, HttpServerConfig,
-    ShutdownConfig,
+    ShutdownConfig, WebSocketConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -116,6 +116,8 @@ pub struct UnknownKey {
 pub struct Config {
     pub http_server: HttpServerConfig,
     pub client: ClientConfig,
+    /// `websocket`: permessage-deflate on `/connection/websocket`.
+    pub websocket: WebSocketConfig,
     pub channel: ChannelSection,
     pub http_api: HttpApiConfig,
     /// `grpc_api`: the server API over gRPC (docs/protocol.md).
@@ -460,6 +462,7 @@ impl Config {
         GatewayConfig {
             http_server: self.http_server.clone(),
             client: self.client.clone(),
+            websocket: self.websocket.clone(),
             channel: self.channel.policy(),
             http_api: self.http_api.clone(),
             grpc_api: self.grpc_api.clone(),
@@ -1059,6 +1062,12 @@ enum KeyLength {
 /// The transport sections: paths that can be routed, limits above 0, TLS
 /// files for uni_grpc's TLS.
 fn validate_transports(config: &Config) -> Result<(), ConfigError> {
+    if !(-1..=9).contains(&config.websocket.compression_level) {
+        return Err(ConfigError::invalid(
+            "websocket.compression_level",
+            "must be -1 (zlib's default, 6) or 0 to 9",
+        ));
+    }
     let prefixes = [
         (
             "http_stream.handler_prefix",

@@ -28,7 +28,11 @@ pub(crate) struct Opened {
 /// Starts the Session of a new connection on this thread's arbiter.
 pub(crate) fn open(node: Arc<Node>, opening: Opening) -> Opened {
     let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
-    let outbox = Arc::new(Outbox::new(node.client.queue_max_size));
+    let mut outbox = Outbox::new(node.client.queue_max_size);
+    if let Some(min_size) = opening.compress_from {
+        outbox = outbox.compressing(min_size);
+    }
+    let outbox = Arc::new(outbox);
     let session_outbox = outbox.clone();
     let (mailbox, events) = Mailbox::new(outbox.clone());
     Session::create(move |ctx| {

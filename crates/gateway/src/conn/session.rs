@@ -71,6 +71,9 @@ pub(crate) struct Opening {
     /// Bidirectional emulation: the registration `/emulation` finds it by,
     /// and where its commands arrive.
     pub(crate) emulation: Option<(Registration, mpsc::Receiver<EmulatedCommands>)>,
+    /// A WebSocket with permessage-deflate: messages from this many payload
+    /// bytes are compressed (`Outbox::compressing`).
+    pub(crate) compress_from: Option<usize>,
 }
 
 impl Opening {
@@ -87,6 +90,7 @@ impl Opening {
             outcome: None,
             abort: None,
             emulation: None,
+            compress_from: None,
         }
     }
 }
@@ -158,6 +162,7 @@ impl Session {
             outcome,
             abort,
             emulation,
+            compress_from: _,
         } = opening;
         let emulation = emulation.map(|(registration, commands)| {
             ctx.add_stream(commands);

@@ -27,6 +27,7 @@ use crate::conn::abort::AbortHandle;
 use crate::format::{self, ClientMessage};
 use crate::metrics;
 use crate::outbox::{Next, Outbox, CLOSE_LINGER};
+use crate::ws::deflate::Deflate;
 use crate::ws::frame::{self as wsframe, DataFrame, Message, Reader, WsError};
 
 /// Per-thread read buffer: a read lands here and only an unfinished frame
@@ -105,6 +106,9 @@ pub(crate) struct Socket<T> {
     /// `uni_websocket`: pushes go out without their `{"push":…}` wrapper,
     /// and a disconnect push goes before the close frame.
     unidirectional: bool,
+    /// permessage-deflate was negotiated: messages from its minimum size
+    /// go compressed (the Outbox sends those alone).
+    deflate: Option<Deflate>,
 }
 
 impl<T: ByteStream> Socket<T> {
@@ -130,7 +134,18 @@ impl<T: ByteStream> Socket<T> {
             linger: None,
             flushed: true,
             unidirectional: false,
+            deflate: None,
         }
+    }
+
+    /// A connection that negotiated permessage-deflate: compressed client
+    /// messages are inflated, and what it sends is compressed with
+    /// `deflate` (its Outbox must be `Outbox::compressing` with the same
+    /// minimum size).
+    pub(crate) fn compressing(mut self, deflate: Deflate) -> Self {
+        self.reader.accept_compressed();
+        self.deflate = Some(deflate);
+        self
     }
 
     /// A `uni_websocket` connection (the `unidirectional` field).
@@ -158,11 +173,15 @@ impl<T: ByteStream> Socket<T> {
                             } else {
                                 batch
                             };
-                            metrics::METRICS
-                                .bytes_sent
-                                .inc_by(batch.payload().len() as u64);
+                            let frame = match &self.deflate {
+                                Some(deflate) if deflate.wants(batch.payload().len()) => {
+                                    batch.deflated(deflate)
+                                }
+                                _ => batch.as_bytes().clone(),
+                            };
+                            metrics::METRICS.bytes_sent.inc_by(frame.len() as u64);
                             self.writing = Some(Outgoing {
-                                frame: batch.as_bytes().clone(),
+                                frame,
                                 written: 0,
                                 last: false,
                             });

@@ -24,6 +24,7 @@ use herald_protocol::{ConnectRequest, Format};
 
 use crate::tls;
 use crate::transport::Transport;
+use crate::ws::deflate::Deflate;
 use crate::ws::handshake::{bearer_token, handshake, route, Route};
 
 /// Most frames one fragmented message may take.
@@ -40,6 +41,10 @@ pub(crate) struct UpgradeSettings {
     pub(crate) echo: bool,
     /// `uni_websocket`, when enabled: its endpoint and message size limit.
     pub(crate) unidirectional: Option<(Arc<str>, usize)>,
+    /// `websocket.compression`: how the client route (and the conformance
+    /// echo) compress when a client offers permessage-deflate; None never
+    /// negotiates it. `uni_websocket` does not compress.
+    pub(crate) deflate: Option<Deflate>,
 }
 
 /// The 400 for a `cf_connect` that is not a connect request.
@@ -138,7 +143,7 @@ pub(crate) async fn upgrade<T>(
         let _ = io.shutdown().await;
         return;
     };
-    let accepted = match decision {
+    let mut accepted = match decision {
         Ok(accepted) => accepted,
         Err(refusal) => {
             tracing::debug!(?refusal, "handshake refused");
@@ -151,6 +156,19 @@ pub(crate) async fn upgrade<T>(
             return;
         }
     };
+    // permessage-deflate, when on, for the routes that speak it.
+    let deflate = match (settings.deflate, route) {
+        (Some(node_deflate), Some(Route::Client | Route::Echo)) => {
+            accepted.negotiate_deflate(req.head().headers());
+            accepted
+                .deflate()
+                .map(|agreed| node_deflate.with_window(agreed.window_bits))
+        }
+        _ => None,
+    };
+    if deflate.is_some() {
+        crate::metrics::METRICS.deflate_negotiated.inc();
+    }
     if io.write_all(&accepted.response()).await.is_err() {
         return;
     }
@@ -169,7 +187,11 @@ pub(crate) async fn upgrade<T>(
     drop(req);
     let (outbox, inbound, limit, fragments) = if route == Some(Route::Echo) {
         // The socket task echoes by itself: no Session, no channel.
-        let outbox = Arc::new(Outbox::unbatched(2 * ECHO_MESSAGE_LIMIT));
+        let mut outbox = Outbox::unbatched(2 * ECHO_MESSAGE_LIMIT);
+        if let Some(deflate) = &deflate {
+            outbox = outbox.compressing(deflate.min_size);
+        }
+        let outbox = Arc::new(outbox);
         (outbox, None, ECHO_MESSAGE_LIMIT, ECHO_MAX_FRAGMENTS)
     } else if route == Some(Route::Unidirectional) {
         let mut opening = Opening::new(Transport::UniWebSocket, Format::Json);
@@ -208,6 +230,7 @@ pub(crate) async fn upgrade<T>(
         opening.header_user = header_user;
         opening.upgrade_token = bearer;
         opening.headers = forwarded;
+        opening.compress_from = deflate.map(|d| d.min_size);
         let limit = node.client.message_size_limit;
         let opened = open(node, opening);
         (opened.outbox, Some(opened.inbound), limit, MAX_FRAGMENTS)
@@ -215,5 +238,9 @@ pub(crate) async fn upgrade<T>(
     // Its own task, so the HTTP dispatcher's task (and its allocation) ends
     // here: a connection costs the socket task and the Session, nothing more.
     // The stream holds the connection's per-address place (listener.rs).
-    actix_web::rt::spawn(Socket::new(io, unread, outbox, inbound, limit, fragments));
+    let socket = Socket::new(io, unread, outbox, inbound, limit, fragments);
+    match deflate {
+        Some(deflate) => actix_web::rt::spawn(socket.compressing(deflate)),
+        None => actix_web::rt::spawn(socket),
+    };
 }

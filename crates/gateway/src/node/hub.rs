@@ -1107,5 +1107,55 @@ mod tests {
         assert!(String::from_utf8_lossy(x.payload()).contains("\"tags\":{\"kind\":\"goal\"}"));
         assert_eq!(x.as_bytes().as_ptr(), y.as_bytes().as_ptr());
         assert_eq!(z.as_bytes().as_ptr(), y.as_bytes().as_ptr());
+    #[tokio::test]
+    async fn one_compression_shared_by_all_compressing_recipients() {
+        use crate::ws::deflate::{inflate, Deflate, DEFAULT_WINDOW_BITS};
+        let deflate = Deflate {
+            level: 1,
+            window_bits: DEFAULT_WINDOW_BITS,
+            min_size: 64,
+        };
+        let hub = Hub::new(2);
+        let gaps = Arc::new(Gaps::default());
+        let outboxes: Vec<Arc<Outbox>> = (0..3)
+            .map(|_| Arc::new(Outbox::new(1 << 20).compressing(deflate.min_size)))
+            .collect();
+        for (i, outbox) in outboxes.iter().enumerate() {
+            let sub = subscriber(i as u64, outbox, &gaps);
+            hub.add(sub.clone());
+            sub.go_live(None);
+        }
+        let big = Publication {
+            data: RawJson::from_str(&format!("{{\"text\":\"{}\"}}", "abc".repeat(100))).unwrap(),
+            info: None,
+            offset: 1,
+            tags: Default::default(),
+        };
+        let before = crate::metrics::METRICS
+            .compressions
+            .with_label_values(&["shared"])
+            .get();
+        hub.on_publication("ch", big, "");
+        let mut wire = Vec::new();
+        for outbox in &outboxes {
+            let Next::Write(frame) = outbox.next().await else {
+                panic!("expected a write");
+            };
+            // What each connection's socket task writes.
+            wire.push(frame.deflated(&deflate));
+        }
+        assert_eq!(wire[0].as_ptr(), wire[1].as_ptr(), "one compressed buffer");
+        assert_eq!(wire[0].as_ptr(), wire[2].as_ptr(), "one compressed buffer");
+        assert_eq!(wire[0][0] & 0x40, 0x40, "RSV1: compressed");
+        let header = if wire[0][1] & 0x7f < 126 { 2 } else { 4 };
+        let inflated = inflate(&wire[0][header..], 1 << 20).unwrap();
+        assert!(String::from_utf8(inflated).unwrap().contains("abcabc"));
+        // Compressed once (other tests may compress in parallel: at least one,
+        // and the three recipients did not each compress).
+        let after = crate::metrics::METRICS
+            .compressions
+            .with_label_values(&["shared"])
+            .get();
+        assert!(after > before);
     }
 }

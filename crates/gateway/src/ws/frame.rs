@@ -2,14 +2,19 @@
 //! frames out of a byte buffer into whole messages, and the few bytes of
 //! header a server frame needs.
 //!
-//! Only what a server without extensions accepts: client frames must be
-//! masked and carry no RSV bits; control frames are short and unfragmented;
-//! a fragmented message is capped in size and in number of frames; text must
-//! be UTF-8. Every violation is a [`WsError`] that maps to the close code the
-//! RFC asks for.
+//! Client frames must be masked and carry no RSV bits, but RSV1 on the
+//! first frame of a data message when permessage-deflate was negotiated
+//! (`ws/deflate.rs` inflates it); control frames are short and
+//! unfragmented; a fragmented message is capped in size and in number of
+//! frames; text must be UTF-8. Every violation is a [`WsError`] that maps
+//! to the close code the RFC asks for.
+
+use std::sync::{Arc, OnceLock};
 
 use bytes::{Buf, Bytes, BytesMut};
 use herald_protocol::Disconnect;
+
+use super::deflate::{self, Deflate, InflateError, RSV1};
 
 pub(crate) const OP_CONTINUATION: u8 = 0x0;
 pub(crate) const OP_TEXT: u8 = 0x1;
@@ -43,6 +48,9 @@ pub(crate) enum WsError {
     TooManyFragments,
     #[error("text that is not UTF-8")]
     InvalidUtf8,
+    /// A compressed message that does not inflate.
+    #[error("compressed message that is not a deflate stream")]
+    BadDeflate,
 }
 
 impl WsError {
@@ -51,7 +59,7 @@ impl WsError {
         match self {
             WsError::Protocol(_) => Disconnect::PROTOCOL_ERROR,
             WsError::TooBig | WsError::TooManyFragments => Disconnect::MESSAGE_TOO_BIG,
-            WsError::InvalidUtf8 => Disconnect::INVALID_TEXT,
+            WsError::InvalidUtf8 | WsError::BadDeflate => Disconnect::INVALID_TEXT,
         }
     }
 
@@ -62,6 +70,7 @@ impl WsError {
             WsError::TooBig => "size",
             WsError::TooManyFragments => "fragments",
             WsError::InvalidUtf8 => "utf8",
+            WsError::BadDeflate => "deflate",
         }
     }
 }
@@ -69,6 +78,8 @@ impl WsError {
 /// A data message being put together from fragments.
 struct Fragmented {
     opcode: u8,
+    /// The first frame had RSV1: `body` is compressed.
+    compressed: bool,
     body: BytesMut,
     frames: usize,
 }
@@ -78,12 +89,15 @@ pub(crate) struct Reader {
     max_message: usize,
     max_fragments: usize,
     partial: Option<Fragmented>,
+    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
+    deflate: bool,
 }
 
 /// One frame's header, parsed.
 struct Header {
     fin: bool,
     opcode: u8,
+    compressed: bool,
     mask: [u8; 4],
     header_len: usize,
     payload_len: usize,
@@ -97,7 +111,15 @@ impl Reader {
             max_message,
             max_fragments: max_fragments.max(1),
             partial: None,
+            deflate: false,
         }
+    }
+
+    /// Takes compressed messages (permessage-deflate was negotiated). The
+    /// size limit then bounds both a message's compressed bytes and what
+    /// they inflate to.
+    pub(crate) fn accept_compressed(&mut self) {
+        self.deflate = true;
     }
 
     /// Takes the next whole message out of `buf`. `Ok(None)` means more
@@ -113,7 +135,9 @@ impl Reader {
             buf.advance(header.header_len);
             let mut payload = buf.split_to(header.payload_len);
             unmask(&mut payload, header.mask);
-            if let Some(message) = self.on_frame(header.fin, header.opcode, payload)? {
+            if let Some(message) =
+                self.on_frame(header.fin, header.opcode, header.compressed, payload)?
+            {
                 return Ok(Some(message));
             }
         }
@@ -130,7 +154,8 @@ impl Reader {
             return Ok(None);
         }
         let (b0, b1) = (buf[0], buf[1]);
-        if b0 & 0x70 != 0 {
+        let compressed = b0 & RSV1 != 0;
+        if b0 & 0x30 != 0 || (compressed && !self.deflate) {
             return Err(WsError::Protocol("reserved bits set"));
         }
         let fin = b0 & 0x80 != 0;
@@ -139,6 +164,13 @@ impl Reader {
         match opcode {
             OP_CONTINUATION | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG => {}
             _ => return Err(WsError::Protocol("reserved opcode")),
+        }
+        // RFC 7692 §6.1: RSV1 marks the first frame of a data message only.
+        if compressed && control {
+            return Err(WsError::Protocol("compressed control frame"));
+        }
+        if compressed && opcode == OP_CONTINUATION {
+            return Err(WsError::Protocol("RSV1 on a continuation frame"));
         }
         if b1 & 0x80 == 0 {
             return Err(WsError::Protocol("unmasked client frame"));
@@ -191,6 +223,7 @@ impl Reader {
         Ok(Some(Header {
             fin,
             opcode,
+            compressed,
             mask,
             header_len,
             // Bounded above by max_message or 125, so it fits.
@@ -202,6 +235,7 @@ impl Reader {
         &mut self,
         fin: bool,
         opcode: u8,
+        compressed: bool,
         payload: BytesMut,
     ) -> Result<Option<Message>, WsError> {
         match opcode {
@@ -220,9 +254,14 @@ impl Reader {
                 if !fin {
                     return Ok(None);
                 }
-                let done = self.partial.take().map(|p| (p.opcode, p.body));
+                let done = self
+                    .partial
+                    .take()
+                    .map(|p| (p.opcode, p.compressed, p.body));
                 match done {
-                    Some((op, body)) => data_message(op, body.freeze()).map(Some),
+                    Some((op, compressed, body)) => {
+                        self.data_message(op, compressed, body.freeze()).map(Some)
+                    }
                     None => Ok(None),
                 }
             }
@@ -231,16 +270,41 @@ impl Reader {
                     return Err(WsError::Protocol("new message inside a fragmented one"));
                 }
                 if fin {
-                    return data_message(opcode, payload.freeze()).map(Some);
+                    return self
+                        .data_message(opcode, compressed, payload.freeze())
+                        .map(Some);
                 }
                 self.partial = Some(Fragmented {
                     opcode,
+                    compressed,
                     body: payload,
                     frames: 1,
                 });
                 Ok(None)
             }
         }
+    }
+}
+
+impl Reader {
+    /// A whole data message, inflated first when it came compressed.
+    fn data_message(&self, opcode: u8, compressed: bool, body: Bytes) -> Result<Message, WsError> {
+        let body = if compressed {
+            let inflated = deflate::inflate(&body, self.max_message);
+            crate::metrics::inflated(match inflated {
+                Ok(_) => "ok",
+                Err(InflateError::TooBig) => "too_big",
+                Err(InflateError::Corrupt) => "corrupt",
+            });
+            match inflated {
+                Ok(inflated) => Bytes::from(inflated),
+                Err(InflateError::TooBig) => return Err(WsError::TooBig),
+                Err(InflateError::Corrupt) => return Err(WsError::BadDeflate),
+            }
+        } else {
+            body
+        };
+        data_message(opcode, body)
     }
 }
 
@@ -289,7 +353,12 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 /// Writes the header of an unmasked, final server frame carrying `len`
 /// bytes into `out`; returns how many bytes of `out` it used.
 pub(crate) fn server_header(opcode: u8, len: usize, out: &mut [u8; MAX_HEADER]) -> usize {
-    out[0] = 0x80 | opcode;
+    header_with(0x80 | opcode, len, out)
+}
+
+/// The same with the whole first byte given (FIN, RSV bits, opcode).
+pub(crate) fn header_with(first: u8, len: usize, out: &mut [u8; MAX_HEADER]) -> usize {
+    out[0] = first;
     if len < 126 {
         out[1] = len as u8;
         2
@@ -307,8 +376,25 @@ pub(crate) fn server_header(opcode: u8, len: usize, out: &mut [u8; MAX_HEADER]) 
 /// A whole server data frame (text for JSON, binary for protobuf): header
 /// and payload in one buffer, built once and shared by every connection it
 /// goes to, so a delivery is one contiguous write of bytes nobody copies.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct DataFrame(Bytes);
+///
+/// A frame made for many connections (the Hub's, [`DataFrame::shared`])
+/// also carries the slot of its compressed form: the first connection with
+/// permessage-deflate that sends it compresses it, and every other one
+/// sends those same bytes.
+#[derive(Clone, Debug)]
+pub(crate) struct DataFrame(Bytes, Option<Arc<Compressed>>);
+
+/// The compressed form of a shared frame, made once on first use: None
+/// inside when compressing did not make it smaller.
+type Compressed = OnceLock<Option<Bytes>>;
+
+impl PartialEq for DataFrame {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for DataFrame {}
 
 impl DataFrame {
     /// Frames one text message (the one copy of its bytes).
@@ -327,7 +413,35 @@ impl DataFrame {
         let mut frame = Vec::with_capacity(header_len + payload.len());
         frame.extend_from_slice(&header[..header_len]);
         frame.extend_from_slice(payload);
-        Self(Bytes::from(frame))
+        Self(Bytes::from(frame), None)
+    }
+
+    /// The same frame with a slot for its compressed form, for a frame
+    /// that goes to many connections.
+    pub(crate) fn shared(self) -> Self {
+        Self(self.0, Some(Arc::default()))
+    }
+
+    /// What goes on the wire for a connection that compresses with
+    /// `deflate`: the frame compressed (RSV1 set), or as it is when that is
+    /// not smaller. A shared frame is compressed once, by the first
+    /// connection that asks, for every connection with the node's window;
+    /// other frames are compressed for this connection.
+    pub(crate) fn deflated(&self, deflate: &Deflate) -> Bytes {
+        let opcode = self.0[0] & 0x0F;
+        let compressed = match &self.1 {
+            Some(slot) if deflate.shares_frames() => slot
+                .get_or_init(|| {
+                    crate::metrics::deflated(true);
+                    deflate::compress_frame(opcode, self.payload(), deflate)
+                })
+                .clone(),
+            _ => {
+                crate::metrics::deflated(false);
+                deflate::compress_frame(opcode, self.payload(), deflate)
+            }
+        };
+        compressed.unwrap_or_else(|| self.0.clone())
     }
 
     /// Whether the frame is binary (a text frame otherwise).
@@ -365,7 +479,7 @@ impl DataFrame {
             }
             out.extend_from_slice(frame.payload());
         }
-        Self(Bytes::from(out))
+        Self(Bytes::from(out), None)
     }
 
     /// The payload the frame carries.
@@ -589,6 +703,138 @@ mod tests {
                 "{bytes:x?}"
             );
         }
+    }
+
+    /// A raw deflate message as a client sends it: sync flush, tail removed.
+    fn client_deflate(payload: &[u8]) -> Vec<u8> {
+        let mut c = flate2::Compress::new(flate2::Compression::new(6), false);
+        let mut out = Vec::with_capacity(payload.len() + 64);
+        c.compress_vec(payload, &mut out, flate2::FlushCompress::Sync)
+            .unwrap();
+        assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    fn rsv1(mut frame: Vec<u8>) -> Vec<u8> {
+        frame[0] |= RSV1;
+        frame
+    }
+
+    fn inflating(max: usize) -> Reader {
+        let mut reader = Reader::new(max, 4);
+        reader.accept_compressed();
+        reader
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated() {
+        let text = "{\"id\":1,\"publish\":{\"channel\":\"a\",\"data\":\"ééé\"}}".repeat(20);
+        let compressed = client_deflate(text.as_bytes());
+        let frame = rsv1(client_frame(true, OP_TEXT, &compressed));
+        assert_eq!(
+            read_all(&mut inflating(1 << 16), &frame),
+            Ok(vec![Message::Text(Bytes::from(text.clone()))])
+        );
+        // Fragmented: RSV1 on the first frame only, then plain messages.
+        let (a, b) = compressed.split_at(compressed.len() / 2);
+        let mut bytes = rsv1(client_frame(false, OP_BINARY, a));
+        bytes.extend(client_frame(true, OP_PING, b"p"));
+        bytes.extend(client_frame(true, OP_CONTINUATION, b));
+        bytes.extend(client_frame(true, OP_TEXT, b"plain"));
+        assert_eq!(
+            read_all(&mut inflating(1 << 16), &bytes),
+            Ok(vec![
+                Message::Ping(Bytes::from_static(b"p")),
+                Message::Binary(Bytes::from(text)),
+                Message::Text(Bytes::from_static(b"plain")),
+            ])
+        );
+    }
+
+    #[test]
+    fn rsv1_outside_a_negotiated_data_message_is_a_protocol_error() {
+        let compressed = client_deflate(b"hello hello hello");
+        let data = rsv1(client_frame(true, OP_TEXT, &compressed));
+        assert_eq!(
+            read_all(&mut Reader::new(1024, 4), &data),
+            Err(WsError::Protocol("reserved bits set"))
+        );
+        assert_eq!(
+            read_all(
+                &mut inflating(1024),
+                &rsv1(client_frame(true, OP_PING, b""))
+            ),
+            Err(WsError::Protocol("compressed control frame"))
+        );
+        let mut continued = rsv1(client_frame(false, OP_TEXT, &compressed));
+        continued.extend(rsv1(client_frame(true, OP_CONTINUATION, b"")));
+        assert_eq!(
+            read_all(&mut inflating(1024), &continued),
+            Err(WsError::Protocol("RSV1 on a continuation frame"))
+        );
+        // RSV2 and RSV3 stay reserved.
+        let mut rsv2 = client_frame(true, OP_TEXT, b"x");
+        rsv2[0] |= 0x20;
+        assert_eq!(
+            read_all(&mut inflating(1024), &rsv2),
+            Err(WsError::Protocol("reserved bits set"))
+        );
+        assert_eq!(WsError::Protocol("x").disconnect().code, 1002);
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_too_big_and_garbage_is_invalid() {
+        // 1 MiB of spaces in about a kilobyte: within the limit on the wire,
+        // far past it inflated.
+        let bomb = client_deflate(&vec![b' '; 1 << 20]);
+        assert!(bomb.len() < 2048, "{}", bomb.len());
+        let frame = rsv1(client_frame(true, OP_TEXT, &bomb));
+        let got = read_all(&mut inflating(65_536), &frame);
+        assert_eq!(got, Err(WsError::TooBig));
+        assert_eq!(WsError::TooBig.disconnect().code, 1009);
+        let garbage = rsv1(client_frame(true, OP_TEXT, &[0xff; 8]));
+        assert_eq!(
+            read_all(&mut inflating(1024), &garbage),
+            Err(WsError::BadDeflate)
+        );
+        // Inflated text must be UTF-8 too.
+        let latin1 = rsv1(client_frame(true, OP_TEXT, &client_deflate(&[0xe9; 40])));
+        assert_eq!(
+            read_all(&mut inflating(1024), &latin1),
+            Err(WsError::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn a_shared_frame_is_compressed_once_for_everyone() {
+        let deflate = Deflate {
+            level: 1,
+            window_bits: deflate::DEFAULT_WINDOW_BITS,
+            min_size: 0,
+        };
+        let shared = DataFrame::text(&[b'a'; 300]).shared();
+        let copy = shared.clone();
+        let first = shared.deflated(&deflate);
+        let second = copy.deflated(&deflate);
+        assert_eq!(first.as_ptr(), second.as_ptr(), "one compressed buffer");
+        assert_eq!(first[0], 0x80 | RSV1 | OP_TEXT);
+        assert_eq!(
+            deflate::inflate(&first[2..], 300).unwrap(),
+            shared.payload()
+        );
+        // A frame for one connection is compressed each time it is asked.
+        let own = DataFrame::text(&[b'a'; 300]);
+        assert_ne!(
+            own.deflated(&deflate).as_ptr(),
+            own.deflated(&deflate).as_ptr()
+        );
+        // Another window: compressed for that connection, not from the cache.
+        let narrow = deflate.with_window(9);
+        assert_ne!(shared.deflated(&narrow).as_ptr(), first.as_ptr());
+        // Not smaller: the plain frame goes.
+        let tiny = DataFrame::text(b"{}").shared();
+        assert_eq!(tiny.deflated(&deflate), tiny.as_bytes());
     }
 
     #[test]

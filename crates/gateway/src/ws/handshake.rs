@@ -8,6 +8,8 @@ use actix_http::{Method, Version};
 use base64::Engine as _;
 use herald_protocol::Format;
 
+use super::offer::{self, Agreed};
+
 pub(crate) const WEBSOCKET_PATH: &str = "/connection/websocket";
 const JSON_SUBPROTOCOL: &str = "centrifuge-json";
 const PROTOBUF_SUBPROTOCOL: &str = "centrifuge-protobuf";
@@ -110,11 +112,25 @@ pub(crate) struct Accepted {
     accept: [u8; 28],
     protocol: Option<&'static str>,
     format: Format,
+    /// The permessage-deflate offer taken, when compression is on.
+    deflate: Option<Agreed>,
 }
 
 impl Accepted {
     pub(crate) fn format(&self) -> Format {
         self.format
+    }
+
+    /// Takes the client's first permessage-deflate offer herald can honour
+    /// (`ws/offer.rs`); call it only when `websocket.compression` is on.
+    /// Offers it cannot honour are declined, the upgrade goes on.
+    pub(crate) fn negotiate_deflate(&mut self, headers: &HeaderMap) {
+        self.deflate = offer::negotiate(headers);
+    }
+
+    /// The offer taken, if any.
+    pub(crate) fn deflate(&self) -> Option<Agreed> {
+        self.deflate
     }
 
     pub(crate) fn response(&self) -> Vec<u8> {
@@ -126,6 +142,10 @@ impl Accepted {
         if let Some(protocol) = self.protocol {
             out.extend_from_slice(b"\r\nsec-websocket-protocol: ");
             out.extend_from_slice(protocol.as_bytes());
+        }
+        if let Some(deflate) = &self.deflate {
+            out.extend_from_slice(b"\r\nsec-websocket-extensions: ");
+            out.extend_from_slice(deflate.response().as_bytes());
         }
         out.extend_from_slice(b"\r\n\r\n");
         out
@@ -236,6 +256,7 @@ pub(crate) fn handshake(
         accept: actix_http::ws::hash_key(key),
         protocol,
         format,
+        deflate: None,
     })
 }
 
@@ -366,6 +387,36 @@ mod tests {
         assert!(response.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         assert!(response.ends_with("\r\n\r\n"));
         assert!(!response.contains("sec-websocket-protocol"));
+        assert!(!response.contains("sec-websocket-extensions"));
+    }
+
+    #[test]
+    fn deflate_is_answered_only_when_negotiated() {
+        let offer = [(
+            "sec-websocket-extensions",
+            "permessage-deflate; client_max_window_bits",
+        )];
+        // Compression off: the offer is never looked at.
+        let off = check(&offer, "").unwrap();
+        assert!(!String::from_utf8(off.response())
+            .unwrap()
+            .contains("extensions"));
+        let mut on = check(&offer, "").unwrap();
+        on.negotiate_deflate(&headers(&offer));
+        assert_eq!(on.deflate().map(|a| a.window_bits), Some(15));
+        let response = String::from_utf8(on.response()).unwrap();
+        assert!(response.contains(
+            "\r\nsec-websocket-extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"
+        ));
+        assert!(response.ends_with("\r\n\r\n"));
+        // An offer herald declines leaves the upgrade as it was.
+        let bad = [("sec-websocket-extensions", "permessage-deflate; bogus")];
+        let mut declined = check(&bad, "").unwrap();
+        declined.negotiate_deflate(&headers(&bad));
+        assert_eq!(declined.deflate(), None);
+        assert!(!String::from_utf8(declined.response())
+            .unwrap()
+            .contains("extensions"));
     }
 
     #[test]
