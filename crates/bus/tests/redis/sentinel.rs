@@ -186,3 +186,115 @@ async fn a_failover_is_followed_with_a_new_epoch_and_signed_sealed_messages() {
     let stream = format!("{prefix}.stream.feed");
     assert_eq!(setup.servers[promoted].scan(&stream), [stream]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publications_the_promoted_replica_lacks_never_have_their_offsets_reused() {
+    let setup = blocking(SentinelSetup::start).await;
+    let prefix = prefix("sentinel_lost");
+    let a = healthy_node(sentinel_config(&setup, &prefix, MASTER_NAME), "node-a").await;
+    let b = healthy_node(sentinel_config(&setup, &prefix, MASTER_NAME), "node-b").await;
+    a.subscribe("lost").await.unwrap();
+    for n in 1..=3 {
+        b.publish(
+            "lost",
+            publication(&format!(r#"{{"n":{n}}}"#)),
+            &history_options(500),
+        )
+        .await
+        .unwrap();
+    }
+    let master = setup.master_index();
+    let replica = 1 - master;
+    let meta = format!("{prefix}.stream.meta.lost");
+    let replicated = |setup: &SentinelSetup, index: usize| {
+        setup.servers[index]
+            .cli(&["HGET", &meta, "s"])
+            .trim()
+            .to_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while replicated(&setup, replica) != "3" {
+        assert!(Instant::now() < deadline, "the replica never got offset 3");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The replica stops reading while the master acknowledges more than
+    // the socket buffers between them hold; then the master dies. What the
+    // master had not sent is lost: asynchronous replication.
+    setup.servers[replica].pause();
+    let pad = "x".repeat(256 * 1024);
+    let mut acknowledged = StreamPosition::default();
+    for n in 4..=80 {
+        acknowledged = b
+            .publish(
+                "lost",
+                publication(&format!(r#"{{"n":{n},"pad":"{pad}"}}"#)),
+                &history_options(500),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(acknowledged.offset, 80);
+    let setup = blocking(move || {
+        let mut setup = setup;
+        setup.servers[master].stop();
+        setup.servers[replica].resume();
+        setup.wait_failover_to(replica);
+        setup
+    })
+    .await;
+    let kept: u64 = replicated(&setup, replica).parse().unwrap_or(0);
+    assert!(
+        kept < acknowledged.offset,
+        "the test needs a lossy failover, but the promoted replica holds offset {kept} of {}",
+        acknowledged.offset
+    );
+
+    for node in [&a, &b] {
+        let engine = node.engine.clone();
+        wait_until(
+            "healthy on the promoted master",
+            15.0,
+            || engine.healthy(),
+            || (),
+        )
+        .await;
+    }
+    // A subscriber positioned at the last acknowledged offset cannot recover
+    // it from the promoted replica: it is told, not given other data.
+    let recovery = a
+        .history("lost", &query(Some(acknowledged.clone()), None, false))
+        .await;
+    assert!(
+        matches!(recovery, Err(BusError::UnrecoverablePosition)),
+        "recovery from the lost offset: {recovery:?}"
+    );
+    // New publications never take an offset the lost ones had in their epoch.
+    let next = b
+        .publish("lost", publication(r#"{"n":81}"#), &history_options(500))
+        .await
+        .unwrap();
+    assert_ne!(
+        next.epoch, acknowledged.epoch,
+        "offset {} would name two publications in epoch {}",
+        next.offset, acknowledged.epoch
+    );
+    assert_eq!(next.offset, 1);
+    let events = a.events.clone();
+    wait_until(
+        "the first publication of the new epoch",
+        5.0,
+        || {
+            events
+                .publications("lost")
+                .iter()
+                .any(|(p, e)| *e == next.epoch && p.offset == 1)
+        },
+        || events.gaps("lost"),
+    )
+    .await;
+    assert!(
+        a.events.gaps("lost") >= 1,
+        "the subscriber's node was told to recover"
+    );
+}

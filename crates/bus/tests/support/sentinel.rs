@@ -215,7 +215,12 @@ impl SentinelSetup {
     pub(crate) fn kill_master_and_wait_failover(&mut self) -> usize {
         let old = self.master_index();
         self.servers[old].stop();
-        let new = 1 - old;
+        self.wait_failover_to(1 - old)
+    }
+
+    /// Waits until every live Sentinel names `servers[new]` and it says
+    /// `role:master`; returns `new`.
+    pub(crate) fn wait_failover_to(&self, new: usize) -> usize {
         let deadline = Instant::now() + FAILOVER_TIMEOUT;
         loop {
             let named = self
