@@ -5,6 +5,13 @@
 // publications; herald's promise is checked per subscriber: every publication
 // acknowledged to the publisher arrives in order and once, or the subscriber is told
 // (it resubscribes with recovered: false). Nothing is lost silently.
+//
+// The failover is made lossy on purpose: the replica is paused (SIGSTOP) while the
+// master acknowledges more than the sockets between them hold (ballast publications
+// on another channel, then publications of the checked channel), and the master is
+// killed before the replica reads on. One subscriber is disconnected over that window
+// and reconnects after the failover: it missed acknowledged publications the new
+// master does not have, and must be told.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -15,7 +22,10 @@ import { startSentinelRedis } from './sentinel_support.mjs';
 
 const API_KEY = 'sentinel-api-key';
 const COUNT = 1_000;
-const KILL_AT = 300; // SIGKILL the master once this many publications were acknowledged
+const KILL_AT = 300; // the lossy failover starts once this many publications were acknowledged
+const LOST_WINDOW = 20; // publications of the checked channel acknowledged while the replica is paused
+const BALLAST = { count: 40, bytes: 256 * 1024 }; // fills the master-to-replica sockets
+const AWAY_UNTIL = KILL_AT + LOST_WINDOW + 100; // the away subscriber reconnects at this many acknowledged
 const INTERVAL_MS = 3;
 const SUBSCRIBERS_PER_NODE = 2;
 const CASE_TIMEOUT_MS = 150_000;
@@ -37,13 +47,13 @@ const config = {
 };
 
 /** One server API publish; `{ ok: true }` when acknowledged, else what went wrong. */
-async function apiPublish(node, channel, n) {
+async function apiPublish(node, channel, n, extra = {}) {
   try {
     const res = await within(
       fetch(`${node.apiUrl}/api/publish`, {
         method: 'POST',
         headers: { 'X-API-Key': API_KEY, 'Content-Type': 'application/json' },
-        body: JSON.stringify({ channel, data: { n } }),
+        body: JSON.stringify({ channel, data: { n, ...extra } }),
       }),
       5_000,
       'POST /api/publish',
@@ -193,32 +203,61 @@ test(`Sentinel failover: ${COUNT} API publications, master SIGKILLed, every ackn
       }
     }
 
+    // Subscribed like the others, then away over the lossy window.
+    const awayLabel = 'away@node1';
+    const away = pool.client(cluster.url(0), { label: awayLabel, token: connectionToken({ sub: uniq('away') }) });
+    await connectClient(away);
+    const awaySub = pool.subscription(away, channel, { minResubscribeDelay: 100, maxResubscribeDelay: 1_000 });
+    await subscribeSub(awaySub);
+    subs.push({ label: awayLabel, s: awaySub });
+
+    const promoted = redis.servers.find((s) => s !== firstMaster);
     const acked = [];
+    const lastAckedBeforeKill = { offset: 0, epoch: '' };
     const failures = new Map();
     const deadline = Date.now() + CASE_TIMEOUT_MS - 40_000;
-    let killed = null;
+    let stage = 'steady'; // steady -> window (replica paused) -> killed -> back (away reconnected)
     let attempt = 0;
     let n = 0;
     while (acked.length < COUNT) {
       if (Date.now() > deadline) {
-        throw new Error(`only ${acked.length} of ${COUNT} publications acknowledged before the deadline; failures ${JSON.stringify([...failures])}`);
+        throw new Error(`only ${acked.length} of ${COUNT} publications acknowledged before the deadline (stage ${stage}); failures ${JSON.stringify([...failures])}`);
       }
       n += 1; // every attempt publishes a new n: a failed attempt may still have landed
       const node = cluster.nodes[attempt++ % 2];
       const result = await apiPublish(node, channel, n);
-      if (result.ok) acked.push(n);
-      else {
+      if (result.ok) {
+        acked.push(n);
+        if (stage !== 'killed' && stage !== 'back') Object.assign(lastAckedBeforeKill, { offset: result.offset, epoch: result.epoch });
+      } else {
         failures.set(result.why, (failures.get(result.why) || 0) + 1);
         await sleep(50);
       }
-      if (acked.length === KILL_AT && !killed) {
-        note(`n=${n}: SIGKILL the master :${firstMaster.port}`);
-        killed = firstMaster.kill('SIGKILL');
+      if (stage === 'steady' && acked.length === KILL_AT) {
+        stage = 'window';
+        away.client.disconnect();
+        promoted.child.kill('SIGSTOP');
+        const ballast = `ha:${uniq('ballast')}`;
+        const pad = 'x'.repeat(BALLAST.bytes);
+        for (let i = 0; i < BALLAST.count; i++) {
+          const r = await apiPublish(cluster.nodes[i % 2], ballast, i, { pad });
+          if (!r.ok) throw new Error(`ballast publication ${i} failed: ${r.why}`);
+        }
+        note(`n=${n}: ${awayLabel} disconnected, replica :${promoted.port} paused, ${BALLAST.count} x ${BALLAST.bytes} B of ballast acknowledged`);
+      } else if (stage === 'window' && acked.length === KILL_AT + LOST_WINDOW) {
+        stage = 'killed';
+        await firstMaster.kill('SIGKILL');
+        promoted.child.kill('SIGCONT');
+        await sleep(300); // the replica reads what reached it, then sees the master gone
+        const kept = (await promoted.cli(['hget', `${cluster.prefix}.stream.meta.${channel}`, 's'])).trim();
+        note(`n=${n}: master :${firstMaster.port} SIGKILLed, replica resumed; it holds offset ${kept} of the ${lastAckedBeforeKill.offset} acknowledged in epoch ${lastAckedBeforeKill.epoch}`);
+      } else if (stage === 'killed' && acked.length === AWAY_UNTIL) {
+        stage = 'back';
+        away.client.connect();
+        note(`n=${n}: ${awayLabel} reconnects`);
       }
       if (INTERVAL_MS > 0) await sleep(INTERVAL_MS);
     }
-    await killed;
-    const promoted = redis.servers.find((s) => s !== firstMaster);
     await redis.waitMaster(promoted);
     note(`${acked.length} acknowledged of ${n} attempts; failures ${JSON.stringify([...failures])}; master now :${(await redis.master()).port}`);
     t.diagnostic(`publish failures: ${JSON.stringify([...failures])}`);
@@ -236,6 +275,7 @@ test(`Sentinel failover: ${COUNT} API publications, master SIGKILLed, every ackn
     );
     await sleep(500); // late duplicates would show now
 
+    const awayMissed = checkSubscriber(awaySub.log.entries, acked).toldPairs;
     const totals = { silentLoss: 0, duplicates: 0, reorders: 0, toldPairs: 0, toldEvents: 0 };
     const details = [];
     for (const { label, s } of subs) {
@@ -255,6 +295,7 @@ test(`Sentinel failover: ${COUNT} API publications, master SIGKILLed, every ackn
     assert.equal(totals.silentLoss, 0, 'no acknowledged publication lost silently');
     assert.equal(totals.duplicates, 0, 'no publication delivered twice');
     assert.equal(totals.reorders, 0, 'no publication out of order');
+    assert.ok(awayMissed > 0, `${awayLabel} missed publications while away and was told: ${awayMissed}`);
     assert.ok(failures.size > 0, 'some publishes failed while there was no master');
     for (const why of failures.keys()) {
       assert.match(why, /^error 100$/, `publishes failed only with error 100 (temporary): ${JSON.stringify([...failures])}`);
