@@ -53,8 +53,9 @@ pub(crate) struct MasterWatch {
     sentinels: Vec<redis::Client>,
     /// Index of the Sentinel that answered last: asked first next time.
     preferred: AtomicUsize,
-    /// Builds the client of a master from its `host:port`.
-    master_client: Box<dyn Fn(&str) -> Result<redis::Client, RedisError> + Send + Sync>,
+    /// The engine settings the master's clients are made with (credentials,
+    /// TLS, CA).
+    master_config: RedisConfig,
     connect_timeout: Duration,
     command_timeout: Duration,
     current: watch::Sender<Option<Arc<Master>>>,
@@ -78,21 +79,26 @@ impl MasterWatch {
             let client = sentinel_client(sentinel, address).map_err(|e| (address.clone(), e))?;
             sentinels.push(client);
         }
-        let scheme = if config.master_tls { "rediss" } else { "redis" };
-        let master_config = config.clone();
-        let master_client = Box::new(move |host_port: &str| {
-            super::standalone_client_of(&master_config, &format!("{scheme}://{host_port}"))
-        });
         Ok(Arc::new(Self {
             master_name: sentinel.master_name.clone(),
             sentinels,
             preferred: AtomicUsize::new(0),
-            master_client,
+            master_config: config.clone(),
             connect_timeout: config.connect_timeout,
             command_timeout: config.command_timeout,
             current: watch::channel(None).0,
             recheck: Notify::new(),
         }))
+    }
+
+    /// The client of the master at `host_port`.
+    fn master_client(&self, host_port: &str) -> Result<redis::Client, RedisError> {
+        let scheme = if self.master_config.master_tls {
+            "rediss"
+        } else {
+            "redis"
+        };
+        super::standalone_client_of(&self.master_config, &format!("{scheme}://{host_port}"))
     }
 
     /// The master in use, if one is known and was checked.
@@ -257,7 +263,7 @@ impl MasterWatch {
         &self,
         address: &str,
     ) -> Result<(redis::Client, MultiplexedConnection, String), RedisError> {
-        let client = (self.master_client)(address)?;
+        let client = self.master_client(address)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.command_timeout));

@@ -46,7 +46,10 @@ async fn the_master_is_found_through_sentinel_even_with_a_sentinel_down() {
     // It went to the master, and the replica has it too.
     let master = setup.master_index();
     let stream = format!("{prefix}.stream.news");
-    assert_eq!(setup.servers[master].scan(&stream), [stream.clone()]);
+    assert_eq!(
+        setup.servers[master].scan(&stream),
+        std::slice::from_ref(&stream)
+    );
     let page = a.history("news", &query(None, None, false)).await.unwrap();
     assert_eq!(offsets(&page.publications), [1]);
     wait_until(
