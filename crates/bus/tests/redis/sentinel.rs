@@ -301,3 +301,65 @@ async fn publications_the_promoted_replica_lacks_never_have_their_offsets_reused
         "the subscriber's node was told to recover"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_and_masters_are_reached_over_tls() {
+    let tls = TlsMaterial::generate();
+    let ca = tls.ca_pem.clone().into_bytes();
+    let mut setup = blocking(move || SentinelSetup::start_tls(&tls)).await;
+    assert!(setup
+        .sentinel_urls()
+        .iter()
+        .all(|u| u.starts_with("rediss://")));
+    let prefix = prefix("sentinel_tls");
+    let mut config = sentinel_config(&setup, &prefix, MASTER_NAME);
+    config.master_tls = true;
+    config.tls_ca_pem = Some(ca.clone());
+    if let Some(sentinel) = &mut config.sentinel {
+        sentinel.tls_ca_pem = Some(ca);
+    }
+    let a = healthy_node(config.clone(), "node-a").await;
+    let b = healthy_node(config, "node-b").await;
+    a.subscribe("tls").await.unwrap();
+    let first = b
+        .publish("tls", publication(r#"{"n":1}"#), &history_options(10))
+        .await
+        .unwrap();
+    let events = a.events.clone();
+    wait_until(
+        "a publication over TLS",
+        5.0,
+        || events.data("tls").len() == 1,
+        || events.events(),
+    )
+    .await;
+
+    setup = blocking(move || {
+        setup.kill_master_and_wait_failover();
+        setup
+    })
+    .await;
+    for node in [&a, &b] {
+        let engine = node.engine.clone();
+        wait_until(
+            "healthy on the promoted TLS master",
+            15.0,
+            || engine.healthy(),
+            || (),
+        )
+        .await;
+    }
+    let second = b
+        .publish("tls", publication(r#"{"n":2}"#), &history_options(10))
+        .await
+        .unwrap();
+    assert_ne!(second.epoch, first.epoch);
+    wait_until(
+        "a publication after the failover",
+        5.0,
+        || events.data("tls").len() == 2,
+        || events.events(),
+    )
+    .await;
+    drop(setup);
+}

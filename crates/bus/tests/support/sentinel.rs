@@ -6,9 +6,11 @@
 
 use std::fs::{self, OpenOptions};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::server::{free_port, require_binaries, Options, RedisServer, TempDir, MISSING};
+use super::tls::{TlsFiles, TlsMaterial};
 
 /// The name the Sentinels monitor the master under.
 pub(crate) const MASTER_NAME: &str = "herald-master";
@@ -23,23 +25,36 @@ pub(crate) struct Sentinel {
     port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// TLS only (`port 0`, `tls-port`), also to the data servers.
+    tls: Option<Arc<TlsFiles>>,
 }
 
 impl Sentinel {
-    fn launch(master_port: u16) -> Self {
+    fn launch(master_port: u16, tls: Option<Arc<TlsFiles>>) -> Self {
         let mut sentinel = Self {
             port: free_port(),
             dir: TempDir::new("sentinel"),
             child: None,
+            tls,
+        };
+        let listen = match &sentinel.tls {
+            Some(tls) => format!(
+                "port 0\ntls-port {}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+                 tls-auth-clients no\ntls-replication yes\n",
+                sentinel.port,
+                tls.cert.display(),
+                tls.key.display(),
+                tls.ca.display()
+            ),
+            None => format!("port {}\n", sentinel.port),
         };
         let conf = format!(
-            "port {port}\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir {dir}\n\
+            "{listen}bind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir {dir}\n\
              requirepass {SENTINEL_PASSWORD}\n\
              sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
              sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
              sentinel failover-timeout {MASTER_NAME} 4000\n\
              sentinel parallel-syncs {MASTER_NAME} 1\n",
-            port = sentinel.port,
             dir = sentinel.dir.path().display(),
         );
         fs::write(sentinel.conf_path(), conf).expect("write sentinel.conf");
@@ -82,12 +97,21 @@ impl Sentinel {
     }
 
     pub(crate) fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// `redis-cli` against this Sentinel, authenticated; stdout.
     pub(crate) fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
+        let mut command = Command::new("redis-cli");
+        if let Some(tls) = &self.tls {
+            command.arg("--tls").arg("--cacert").arg(&tls.ca);
+        }
+        let out = command
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-a", SENTINEL_PASSWORD, "--no-auth-warning"])
             .args(args)
@@ -151,9 +175,27 @@ impl SentinelSetup {
     /// Starts everything and waits until every Sentinel knows the replica
     /// and the two other Sentinels (so a failover can be agreed on).
     pub(crate) fn start() -> Self {
+        Self::launch(None)
+    }
+
+    /// Like [`SentinelSetup::start`] with every process TLS only (a
+    /// certificate for 127.0.0.1 signed by `tls`'s CA), replication and the
+    /// Sentinels' own connections included.
+    pub(crate) fn start_tls(tls: &TlsMaterial) -> Self {
+        Self::launch(Some(Arc::new(TlsFiles::write(
+            tls,
+            TempDir::new("sentinel-tls"),
+        ))))
+    }
+
+    fn launch(tls: Option<Arc<TlsFiles>>) -> Self {
         require_binaries();
-        let master = RedisServer::start();
+        let master = RedisServer::launch(Options {
+            tls: tls.clone(),
+            ..Options::default()
+        });
         let replica = RedisServer::launch(Options {
+            tls: tls.clone(),
             replica_of: Some(master.port()),
             ..Options::default()
         });
@@ -165,7 +207,9 @@ impl SentinelSetup {
             assert!(Instant::now() < deadline, "the replica never synced");
             std::thread::sleep(Duration::from_millis(20));
         }
-        let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::launch(master.port())).collect();
+        let sentinels: Vec<Sentinel> = (0..3)
+            .map(|_| Sentinel::launch(master.port(), tls.clone()))
+            .collect();
         let setup = Self {
             servers: vec![master, replica],
             sentinels,

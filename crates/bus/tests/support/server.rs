@@ -230,6 +230,9 @@ impl RedisServer {
         }
         if let Some(master) = self.options.replica_of {
             args.extend(["--replicaof".into(), "127.0.0.1".into(), master.to_string()]);
+            if self.options.tls.is_some() {
+                args.extend(["--tls-replication".into(), "yes".into()]);
+            }
         }
         if let Some((user, password)) = &self.options.acl {
             let rules = self
