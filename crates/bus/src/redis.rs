@@ -1,9 +1,10 @@
 //! The Redis engine: publications, history, presence and node-to-node
 //! control through Redis, so any number of herald nodes act as one.
 //!
-//! Three modes: one Redis server; several independent servers with channels
+//! Four modes: one Redis server; several independent servers with channels
 //! sharded over them by consistent hash (jump hash over FNV-1a-64); one Redis
-//! Cluster, with hash-tagged keys and sharded pub/sub (SPUBLISH/SSUBSCRIBE).
+//! Cluster, with hash-tagged keys and sharded pub/sub (SPUBLISH/SSUBSCRIBE);
+//! one master found and followed through Sentinel (sentinel.rs).
 //! docs/redis.md has the key layout and the delivery guarantees.
 
 mod config;
@@ -11,6 +12,7 @@ mod envelope;
 mod keys;
 mod link;
 mod scripts;
+mod sentinel;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -28,11 +30,11 @@ use redis::cluster::ClusterClientBuilder;
 use redis::{IntoConnectionInfo, ProtocolVersion, RedisError, TlsCertificates, Value};
 use tokio::sync::mpsc;
 
-pub use self::config::{acl_rules, RedisConfig, ACL_COMMANDS};
+pub use self::config::{acl_rules, RedisConfig, SentinelConfig, ACL_COMMANDS};
 /// The stored JSON of a publication (no offset), shared with the memory engine.
 use self::envelope::{ChannelMessage, ControlBody, ControlMessage};
 use self::keys::{fnv1a64, shard_of, Keys};
-use self::link::{Commands, Inbox, Incoming, Link, LinkSignals, PubSubConnection};
+use self::link::{Commands, FollowingPubSub, Inbox, Incoming, Link, LinkSignals, PubSubConnection};
 use crate::integrity::{BusKeyring, Integrity, Rejection};
 use crate::seal::HistoryKeyring;
 use crate::{
@@ -243,7 +245,11 @@ impl Inner {
         let links_per_shard = config.pubsub_connections.max(1);
         let control = keys.control_channel();
         let mut shards = Vec::new();
-        if cluster {
+        if let Some(sentinel) = &config.sentinel {
+            shards.push(sentinel_shard(
+                &config, sentinel, &inbox, &keys, &node_uid, &control,
+            )?);
+        } else if cluster {
             shards.push(cluster_shard(&config, &inbox, &keys, &node_uid, &control).await?);
         } else {
             if config.addresses.is_empty() {
@@ -710,9 +716,13 @@ fn manager_config(config: &RedisConfig) -> ConnectionManagerConfig {
 }
 
 fn standalone_client(config: &RedisConfig, address: &str) -> Result<redis::Client, BusError> {
-    let info = address
-        .into_connection_info()
-        .map_err(|e| config_error(address, &e))?;
+    standalone_client_of(config, address).map_err(|e| config_error(address, &e))
+}
+
+/// A client of one server at `address` with the configured credentials,
+/// RESP3 and CA.
+fn standalone_client_of(config: &RedisConfig, address: &str) -> Result<redis::Client, RedisError> {
+    let info = address.into_connection_info()?;
     let mut settings = info.redis_settings().clone();
     if let Some(user) = &config.user {
         settings = settings.set_username(user);
@@ -721,7 +731,7 @@ fn standalone_client(config: &RedisConfig, address: &str) -> Result<redis::Clien
         settings = settings.set_password(password);
     }
     let info = info.set_redis_settings(settings.set_protocol(ProtocolVersion::RESP3));
-    let client = match &config.tls_ca_pem {
+    match &config.tls_ca_pem {
         Some(ca) => redis::Client::build_with_tls(
             info,
             TlsCertificates {
@@ -730,8 +740,7 @@ fn standalone_client(config: &RedisConfig, address: &str) -> Result<redis::Clien
             },
         ),
         None => redis::Client::open(info),
-    };
-    client.map_err(|e| config_error(address, &e))
+    }
 }
 
 async fn cluster_shard(
@@ -796,6 +805,55 @@ async fn cluster_shard(
     }
     Ok(Shard {
         commands: Commands::Cluster(commands),
+        commands_healthy: Arc::new(AtomicBool::new(false)),
+        links,
+    })
+}
+
+/// The shard of a master behind Sentinel: commands go to whichever master
+/// the watch holds, pub/sub links follow it. Nothing is connected here; the
+/// engine reports unhealthy until a master is found.
+fn sentinel_shard(
+    config: &RedisConfig,
+    sentinel: &SentinelConfig,
+    inbox: &Arc<Inbox>,
+    keys: &Keys,
+    node_uid: &str,
+    control: &str,
+) -> Result<Shard, BusError> {
+    if sentinel.addresses.is_empty() || sentinel.master_name.is_empty() {
+        return Err(BusError::Internal(
+            "engine.redis.sentinel_address and sentinel_master_name are both needed".into(),
+        ));
+    }
+    let watch = sentinel::MasterWatch::new(config, sentinel)
+        .map_err(|(address, e)| config_error(&address, &e))?;
+    let mut links = Vec::new();
+    for link in 0..config.pubsub_connections.max(1) {
+        let signals = Arc::new(LinkSignals::default());
+        let push = link::push_sender(inbox.clone(), signals.clone());
+        let following = FollowingPubSub::new(
+            &watch,
+            manager_config(config)
+                .set_push_sender(push)
+                .set_automatic_resubscription(),
+        );
+        let mut permanent = vec![keys.link_channel(node_uid, link)];
+        if link == 0 {
+            permanent.push(control.to_owned());
+        }
+        links.push(Link::spawn(
+            PubSubConnection::Sentinel(Box::new(following)),
+            signals,
+            inbox.clone(),
+            permanent,
+            PING_INTERVAL,
+            config.command_timeout,
+        ));
+    }
+    tokio::spawn(watch.clone().run());
+    Ok(Shard {
+        commands: Commands::Sentinel(watch),
         commands_healthy: Arc::new(AtomicBool::new(false)),
         links,
     })
@@ -938,22 +996,25 @@ impl Broker for RedisEngine {
             let (offset, epoch, outcome) = inner
                 .bounded(
                     "publish",
-                    inner.shard(channel).commands.script::<(u64, String, u8)>(
-                        &scripts::PUBLISH,
-                        &[&stream, &meta, &result, &client],
-                        &[
-                            &body,
-                            size.as_bytes(),
-                            ttl.as_bytes(),
-                            meta_ttl.as_bytes(),
-                            command.as_bytes(),
-                            idempotency_ttl.as_bytes(),
-                            signature,
-                            &record,
-                            expected_epoch.as_bytes(),
-                            expected_offset.as_bytes(),
-                        ],
-                    ),
+                    inner
+                        .shard(channel)
+                        .commands
+                        .script_with_lineage::<(u64, String, u8)>(
+                            &scripts::PUBLISH,
+                            &[&stream, &meta, &result, &client],
+                            &[
+                                &body,
+                                size.as_bytes(),
+                                ttl.as_bytes(),
+                                meta_ttl.as_bytes(),
+                                command.as_bytes(),
+                                idempotency_ttl.as_bytes(),
+                                signature,
+                                &record,
+                                expected_epoch.as_bytes(),
+                                expected_offset.as_bytes(),
+                            ],
+                        ),
                 )
                 .await?;
             if outcome != scripts::PUBLISH_CONFLICT {
@@ -1021,7 +1082,7 @@ impl Broker for RedisEngine {
         let reply = inner
             .bounded(
                 "history",
-                inner.shard(channel).commands.script::<Value>(
+                inner.shard(channel).commands.script_with_lineage::<Value>(
                     &scripts::HISTORY,
                     &[&stream, &meta],
                     &[

@@ -2,7 +2,8 @@
 //! two herald nodes; what one publishes the other's `BrokerEvents` receive.
 //!
 //! Standalone, sharded (several independent servers), Redis Cluster (sharded
-//! pub/sub), TLS, ACL, a Redis restart and garbage on the pub/sub channels.
+//! pub/sub), Sentinel (discovery and failover), TLS, ACL, a Redis restart and
+//! garbage on the pub/sub channels.
 //! Every test starts its own servers; every wait is bounded.
 
 mod support;
@@ -19,6 +20,8 @@ mod failure;
 mod integrity;
 #[path = "redis/sealed.rs"]
 mod sealed;
+#[path = "redis/sentinel.rs"]
+mod sentinel;
 #[path = "redis/sharded.rs"]
 mod sharded;
 #[path = "redis/standalone.rs"]
@@ -37,7 +40,7 @@ use herald_bus::{
 };
 use herald_protocol::{ClientInfo, Publication, RawJson, StreamPosition};
 use parking_lot::Mutex;
-use support::{RedisCluster, RedisServer, TlsMaterial};
+use support::{RedisCluster, RedisServer, SentinelSetup, TlsMaterial};
 
 // ---------------------------------------------------------------------------
 // A recording Hub

@@ -47,6 +47,7 @@ pub const FILE_KEYS: &[&str] = &[
     "http_api.key",
     "grpc_api.key",
     "engine.redis.password",
+    "engine.redis.sentinel_password",
 ];
 
 /// Keys whose environment value is a comma-separated list.
@@ -55,6 +56,7 @@ const LIST_KEYS: &[&str] = &[
     "client.tls_identity_order",
     "engine.redis.address",
     "engine.redis.cluster_address",
+    "engine.redis.sentinel_address",
 ];
 
 /// Why a configuration cannot be used. Every variant names the key at fault
@@ -254,6 +256,34 @@ pub struct RedisConfig {
     pub node_ttl: Duration,
     /// Pub/sub connections per Redis server (or per cluster).
     pub pubsub_connections: usize,
+    /// TLS to the servers herald is not given a URL for: the masters
+    /// Sentinel names.
+    pub tls: RedisTlsConfig,
+    /// Sentinels of the one master herald uses; replaces `address`.
+    pub sentinel_address: Vec<String>,
+    pub sentinel_master_name: String,
+    pub sentinel_user: String,
+    pub sentinel_password: String,
+    pub sentinel_tls: SentinelTlsConfig,
+}
+
+/// `[engine.redis.tls]`: TLS to Sentinel-named masters (`rediss://` URLs
+/// decide it for `address` and `cluster_address`; the CA is `tls_ca_pem_file`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisTlsConfig {
+    pub enabled: bool,
+}
+
+/// `[engine.redis.sentinel_tls]`: TLS to the Sentinels.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SentinelTlsConfig {
+    /// Sentinel addresses given as `host:port` or `redis://` are reached
+    /// over TLS (`rediss://` always is).
+    pub enabled: bool,
+    /// CA certificate(s) trusted for the Sentinels; empty = system roots.
+    pub server_ca_pem_file: String,
 }
 
 /// The engine's own defaults: one set, in herald-bus.
@@ -272,6 +302,14 @@ impl Default for RedisConfig {
             heartbeat_interval: engine.heartbeat_interval,
             node_ttl: engine.node_ttl,
             pubsub_connections: engine.pubsub_connections,
+            tls: RedisTlsConfig {
+                enabled: engine.master_tls,
+            },
+            sentinel_address: Vec::new(),
+            sentinel_master_name: String::new(),
+            sentinel_user: String::new(),
+            sentinel_password: String::new(),
+            sentinel_tls: SentinelTlsConfig::default(),
         }
     }
 }
@@ -343,6 +381,12 @@ impl std::fmt::Debug for RedisConfig {
             .field("user", &self.user)
             .field("password", &Redacted(&self.password))
             .field("tls_ca_pem_file", &self.tls_ca_pem_file)
+            .field("tls", &self.tls)
+            .field("sentinel_address", &self.sentinel_address)
+            .field("sentinel_master_name", &self.sentinel_master_name)
+            .field("sentinel_user", &self.sentinel_user)
+            .field("sentinel_password", &Redacted(&self.sentinel_password))
+            .field("sentinel_tls", &self.sentinel_tls)
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("heartbeat_interval", &self.heartbeat_interval)
@@ -1178,6 +1222,9 @@ fn validate_grpc_api(config: &Config) -> Result<(), ConfigError> {
 }
 
 fn validate_redis(redis: &RedisConfig) -> Result<(), ConfigError> {
+    if !redis.sentinel_address.is_empty() || !redis.sentinel_master_name.is_empty() {
+        validate_sentinel(redis)?;
+    }
     let (key, addresses) = if redis.cluster_address.is_empty() {
         ("engine.redis.address", &redis.address)
     } else {
@@ -1227,20 +1274,82 @@ fn validate_redis(redis: &RedisConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The Sentinel keys: both the addresses and the master name, no
+/// `cluster_address` beside them, addresses as `host:port` or URLs.
+fn validate_sentinel(redis: &RedisConfig) -> Result<(), ConfigError> {
+    if redis.sentinel_address.is_empty() {
+        return Err(ConfigError::invalid(
+            "engine.redis.sentinel_address",
+            "lists no Sentinel (sentinel_master_name is set)",
+        ));
+    }
+    if redis.sentinel_master_name.is_empty() {
+        return Err(ConfigError::invalid(
+            "engine.redis.sentinel_master_name",
+            "is needed with sentinel_address",
+        ));
+    }
+    if !redis.cluster_address.is_empty() {
+        return Err(ConfigError::invalid(
+            "engine.redis.sentinel_address",
+            "cannot be used with cluster_address",
+        ));
+    }
+    for address in &redis.sentinel_address {
+        let (_, host_port) = address.split_once("://").unwrap_or(("", address));
+        let scheme_ok = !address.contains("://")
+            || address.starts_with("redis://")
+            || address.starts_with("rediss://");
+        let port_ok = host_port
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !scheme_ok || !port_ok {
+            return Err(ConfigError::invalid(
+                "engine.redis.sentinel_address",
+                "every address must be host:port, redis://host:port or rediss://host:port",
+            ));
+        }
+    }
+    pem_file(
+        "engine.redis.sentinel_tls.server_ca_pem_file",
+        &redis.sentinel_tls.server_ca_pem_file,
+    )?;
+    Ok(())
+}
+
+/// The Sentinel URLs: `host:port` gets `redis://`, or `rediss://` with
+/// `sentinel_tls.enabled` (which also turns `redis://` into `rediss://`).
+fn sentinel_urls(redis: &RedisConfig) -> Vec<String> {
+    redis
+        .sentinel_address
+        .iter()
+        .map(|address| {
+            let host_port = address
+                .strip_prefix("redis://")
+                .or_else(|| address.strip_prefix("rediss://"))
+                .unwrap_or(address);
+            let tls = redis.sentinel_tls.enabled || address.starts_with("rediss://");
+            let scheme = if tls { "rediss" } else { "redis" };
+            format!("{scheme}://{host_port}")
+        })
+        .collect()
+}
+
 fn redis_ca(redis: &RedisConfig) -> Result<Option<Vec<u8>>, ConfigError> {
-    if redis.tls_ca_pem_file.is_empty() {
+    pem_file("engine.redis.tls_ca_pem_file", &redis.tls_ca_pem_file)
+}
+
+/// The PEM text of the CA file at `key` (`None` when the key is empty).
+fn pem_file(key: &str, path: &str) -> Result<Option<Vec<u8>>, ConfigError> {
+    if path.is_empty() {
         return Ok(None);
     }
-    let pem = std::fs::read(&redis.tls_ca_pem_file).map_err(|e| {
-        ConfigError::invalid(
-            "engine.redis.tls_ca_pem_file",
-            format!("cannot read {}: {e}", redis.tls_ca_pem_file),
-        )
-    })?;
+    let pem = std::fs::read(path)
+        .map_err(|e| ConfigError::invalid(key, format!("cannot read {path}: {e}")))?;
     if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
         return Err(ConfigError::invalid(
-            "engine.redis.tls_ca_pem_file",
-            format!("{} holds no PEM certificate", redis.tls_ca_pem_file),
+            key,
+            format!("{path} holds no PEM certificate"),
         ));
     }
     Ok(Some(pem))
@@ -1263,6 +1372,21 @@ impl Config {
             heartbeat_interval: redis.heartbeat_interval,
             node_ttl: redis.node_ttl,
             pubsub_connections: redis.pubsub_connections,
+            master_tls: redis.tls.enabled,
+            sentinel: if redis.sentinel_address.is_empty() {
+                None
+            } else {
+                Some(herald_bus::redis::SentinelConfig {
+                    addresses: sentinel_urls(redis),
+                    master_name: redis.sentinel_master_name.clone(),
+                    user: non_empty(&redis.sentinel_user),
+                    password: non_empty(&redis.sentinel_password),
+                    tls_ca_pem: pem_file(
+                        "engine.redis.sentinel_tls.server_ca_pem_file",
+                        &redis.sentinel_tls.server_ca_pem_file,
+                    )?,
+                })
+            },
             ..Default::default()
         })
     }

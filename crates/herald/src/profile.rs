@@ -309,6 +309,8 @@ type = "memory"                # memory | redis
 # user = ""                    # ACL user
 # password = ""                # or password_file
 # tls_ca_pem_file = ""         # CA for rediss:// (system roots when empty)
+# sentinel_address = []        # Sentinels ("host:port"); replaces address
+# sentinel_master_name = ""    # the master's name in the Sentinels' config
 
 [bus_integrity]                # HMAC-SHA256 tag on every envelope crossing Redis
 active = "bus1"                # key id to sign with (must be among keys)

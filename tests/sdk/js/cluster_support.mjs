@@ -88,7 +88,7 @@ const SERVICE_PORTS = (() => {
  * A free service port (see SERVICE_PORTS) not in `taken`; with `span`, port + span must
  * be free and in the range too (a Cluster node's bus port is port + 10000).
  */
-async function freeServicePort(taken, span = 0) {
+export async function freeServicePort(taken, span = 0) {
   const { min, end } = SERVICE_PORTS;
   for (let i = 0; i < 500; i++) {
     const port = min + Math.floor(Math.random() * (end - span - min));

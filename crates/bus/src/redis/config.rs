@@ -13,6 +13,13 @@ pub struct RedisConfig {
     pub addresses: Vec<String>,
     /// Seed nodes of one Redis Cluster (>= 7: sharded pub/sub is used).
     pub cluster_addresses: Vec<String>,
+    /// One Redis shard described by Sentinel: its master is asked from the
+    /// Sentinels and followed through failovers. When set, `addresses` and
+    /// `cluster_addresses` are ignored.
+    pub sentinel: Option<SentinelConfig>,
+    /// TLS to the masters Sentinel names (Sentinel gives a host and a port,
+    /// not a URL scheme); `tls_ca_pem` is the trusted CA.
+    pub master_tls: bool,
     /// Prefix of every key and pub/sub channel, so several herald clusters
     /// (or tests) can share one Redis.
     pub prefix: String,
@@ -45,6 +52,8 @@ impl Default for RedisConfig {
         Self {
             addresses: vec!["redis://127.0.0.1:6379".into()],
             cluster_addresses: Vec::new(),
+            sentinel: None,
+            master_tls: false,
             prefix: "herald".into(),
             user: None,
             password: None,
@@ -62,8 +71,25 @@ impl Default for RedisConfig {
 
 impl RedisConfig {
     pub(crate) fn is_cluster(&self) -> bool {
-        !self.cluster_addresses.is_empty()
+        self.sentinel.is_none() && !self.cluster_addresses.is_empty()
     }
+}
+
+/// Where the Sentinels of one master are and how to talk to them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SentinelConfig {
+    /// `redis://host:port` or `rediss://host:port` of each Sentinel, asked
+    /// in this order (the next one when one does not answer).
+    pub addresses: Vec<String>,
+    /// The name the Sentinels monitor the master under.
+    pub master_name: String,
+    /// ACL user of the Sentinels (not of the master).
+    pub user: Option<String>,
+    /// Password of the Sentinels.
+    pub password: Option<String>,
+    /// PEM CA certificate(s) trusted for `rediss://` Sentinels; `None` =
+    /// system roots.
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 /// The Redis commands herald sends, directly or from its Lua scripts

@@ -3,7 +3,9 @@
 //! Standalone servers are reached through `ConnectionManager`s (they
 //! reconnect by themselves; pub/sub ones also resubscribe); a Redis Cluster
 //! through `ClusterConnection`s, which follow the slot map and resubscribe
-//! sharded channels after a failover. Pub/sub uses RESP3 pushes on both, so
+//! sharded channels after a failover; a master behind Sentinel through the
+//! connections of its `MasterWatch` (sentinel.rs), replaced when the master
+//! changes. Pub/sub uses RESP3 pushes on both, so
 //! SSUBSCRIBE works and a resubscription is visible as a confirmation push
 //! nobody asked for, which is how the engine learns that messages may have
 //! been missed.
@@ -14,19 +16,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{FromRedisValue, PushInfo, PushKind, RedisResult, Script, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::keys::{fnv1a64, Keys};
+use super::sentinel::{Master, MasterWatch};
 use crate::BrokerEvents;
 
-/// Commands (scripts, PUBLISH, DEL) to one Redis server or one cluster.
+/// Commands (scripts, PUBLISH, DEL) to one Redis server, one cluster, or
+/// the current master of a Sentinel-described shard.
 #[derive(Clone)]
 pub(crate) enum Commands {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(Arc<MasterWatch>),
 }
 
 impl Commands {
@@ -36,6 +41,29 @@ impl Commands {
         keys: &[&str],
         args: &[&[u8]],
     ) -> RedisResult<T> {
+        self.run_script(script, keys, args, false).await
+    }
+
+    /// Like [`Commands::script`] with one more argument last: the lineage
+    /// of the master the script runs on (sentinel.rs), empty when the shard
+    /// is not behind Sentinel. Taken from the same connection the script is
+    /// sent on, so the two always match.
+    pub(crate) async fn script_with_lineage<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> RedisResult<T> {
+        self.run_script(script, keys, args, true).await
+    }
+
+    async fn run_script<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&[u8]],
+        lineage: bool,
+    ) -> RedisResult<T> {
         let mut invocation = script.prepare_invoke();
         for key in keys {
             invocation.key(*key);
@@ -44,8 +72,29 @@ impl Commands {
             invocation.arg(*arg);
         }
         match self {
-            Self::Single(c) => invocation.invoke_async(&mut c.clone()).await,
-            Self::Cluster(c) => invocation.invoke_async(&mut c.clone()).await,
+            Self::Single(c) => {
+                if lineage {
+                    invocation.arg("");
+                }
+                invocation.invoke_async(&mut c.clone()).await
+            }
+            Self::Cluster(c) => {
+                if lineage {
+                    invocation.arg("");
+                }
+                invocation.invoke_async(&mut c.clone()).await
+            }
+            Self::Sentinel(watch) => {
+                let master = watch.current().ok_or_else(no_master)?;
+                if lineage {
+                    invocation.arg(master.lineage.as_str());
+                }
+                let result = invocation.invoke_async(&mut master.commands.clone()).await;
+                if let Err(e) = &result {
+                    watch.report(&master, e);
+                }
+                result
+            }
         }
     }
 
@@ -53,6 +102,72 @@ impl Commands {
         match self {
             Self::Single(c) => cmd.query_async(&mut c.clone()).await,
             Self::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+            Self::Sentinel(watch) => {
+                let master = watch.current().ok_or_else(no_master)?;
+                let result = cmd.query_async(&mut master.commands.clone()).await;
+                if let Err(e) = &result {
+                    watch.report(&master, e);
+                }
+                result
+            }
+        }
+    }
+}
+
+fn no_master() -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "no redis master: Sentinel named none that could be reached",
+    ))
+}
+
+/// The pub/sub connection of a link to the master of a Sentinel-described
+/// shard: replaced by a new one (and every channel subscribed again) each
+/// time the `MasterWatch` moves to another master connection.
+pub(crate) struct FollowingPubSub {
+    masters: watch::Receiver<Option<Arc<Master>>>,
+    /// The master generation `connection` was made for (0 = none).
+    generation: u64,
+    connection: Option<ConnectionManager>,
+    /// The manager settings, push sender included.
+    config: ConnectionManagerConfig,
+}
+
+impl FollowingPubSub {
+    pub(crate) fn new(watch: &MasterWatch, config: ConnectionManagerConfig) -> Self {
+        Self {
+            masters: watch.subscribe(),
+            generation: 0,
+            connection: None,
+            config,
+        }
+    }
+
+    fn connection(&mut self) -> RedisResult<&mut ConnectionManager> {
+        self.connection.as_mut().ok_or_else(no_master)
+    }
+
+    /// Moves to the current master if it is not the one in use; true when
+    /// the connection was replaced (its channels must be subscribed again).
+    fn follow(&mut self) -> bool {
+        let master = self.masters.borrow_and_update().clone();
+        let generation = master.as_ref().map_or(0, |m| m.generation);
+        if generation == self.generation || generation == 0 {
+            // No master known: keep the old connection, it may come back.
+            return false;
+        }
+        let Some(master) = master else { return false };
+        match super::sentinel::pubsub_to(&master, self.config.clone()) {
+            Ok(connection) => {
+                tracing::info!(master = %master.address, "pub/sub link follows the new redis master");
+                self.connection = Some(connection);
+                self.generation = generation;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(master = %master.address, error = %e, "cannot open a pub/sub connection to the redis master");
+                false
+            }
         }
     }
 }
@@ -61,12 +176,35 @@ impl Commands {
 pub(crate) enum PubSubConnection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(Box<FollowingPubSub>),
 }
 
 impl PubSubConnection {
+    /// Resolves when the master changed (Sentinel only; never otherwise).
+    async fn master_changed(&mut self) {
+        match self {
+            Self::Sentinel(following) => {
+                if following.masters.changed().await.is_err() {
+                    // The watch is gone with the engine.
+                    std::future::pending::<()>().await;
+                }
+            }
+            _ => std::future::pending().await,
+        }
+    }
+
+    /// Moves a Sentinel link to the current master; true when it moved.
+    fn follow(&mut self) -> bool {
+        match self {
+            Self::Sentinel(following) => following.follow(),
+            _ => false,
+        }
+    }
+
     async fn subscribe(&mut self, channels: &[String]) -> RedisResult<()> {
         match self {
             Self::Single(c) => c.subscribe(channels).await,
+            Self::Sentinel(c) => c.connection()?.subscribe(channels).await,
             // A sharded subscription names channels of one slot only.
             Self::Cluster(c) => {
                 let calls = channels.iter().map(|channel| {
@@ -84,6 +222,7 @@ impl PubSubConnection {
     async fn unsubscribe(&mut self, channels: &[String]) -> RedisResult<()> {
         match self {
             Self::Single(c) => c.unsubscribe(channels).await,
+            Self::Sentinel(c) => c.connection()?.unsubscribe(channels).await,
             Self::Cluster(c) => {
                 let calls = channels.iter().map(|channel| {
                     let mut c = c.clone();
@@ -102,6 +241,7 @@ impl PubSubConnection {
         match self {
             Self::Single(c) => cmd.query_async(c).await,
             Self::Cluster(c) => cmd.query_async(c).await,
+            Self::Sentinel(c) => cmd.query_async(c.connection()?).await,
         }
     }
 }
@@ -407,26 +547,17 @@ impl LinkTask {
                             None => return,
                         },
                         _ = ticker.tick() => {
-                            if !permanent_done {
-                                let permanent = self.permanent.clone();
-                                permanent_done = self.apply(OpKind::Subscribe, &permanent).await.is_ok();
+                            self.check(&mut permanent_done).await;
+                            continue;
+                        }
+                        _ = self.connection.master_changed() => {
+                            if self.connection.follow() {
+                                // A new connection: everything it held was
+                                // on the old one.
+                                self.signals.resync.store(true, Ordering::Relaxed);
+                                self.stale.clear();
+                                self.check(&mut permanent_done).await;
                             }
-                            let alive = matches!(
-                                tokio::time::timeout(self.timeout, self.connection.ping()).await,
-                                Ok(Ok(()))
-                            );
-                            if alive && self.signals.resync.swap(false, Ordering::Relaxed) {
-                                self.resync().await;
-                            }
-                            if alive && !self.stale.is_empty() {
-                                let stale: Vec<String> = self.stale.iter().cloned().collect();
-                                if self.apply(OpKind::Unsubscribe, &stale).await.is_ok() {
-                                    self.stale.clear();
-                                }
-                            }
-                            self.signals
-                                .healthy
-                                .store(alive && permanent_done, Ordering::Relaxed);
                             continue;
                         }
                     }
@@ -466,6 +597,35 @@ impl LinkTask {
                 let _ = op.done.send(result.clone());
             }
         }
+    }
+
+    /// The periodic work: the permanent channels until they are held, a
+    /// ping, the resubscription after a reconnect, the failed unsubscribes.
+    async fn check(&mut self, permanent_done: &mut bool) {
+        if self.connection.follow() {
+            self.signals.resync.store(true, Ordering::Relaxed);
+            self.stale.clear();
+        }
+        if !*permanent_done {
+            let permanent = self.permanent.clone();
+            *permanent_done = self.apply(OpKind::Subscribe, &permanent).await.is_ok();
+        }
+        let alive = matches!(
+            tokio::time::timeout(self.timeout, self.connection.ping()).await,
+            Ok(Ok(()))
+        );
+        if alive && self.signals.resync.swap(false, Ordering::Relaxed) {
+            self.resync().await;
+        }
+        if alive && !self.stale.is_empty() {
+            let stale: Vec<String> = self.stale.iter().cloned().collect();
+            if self.apply(OpKind::Unsubscribe, &stale).await.is_ok() {
+                self.stale.clear();
+            }
+        }
+        self.signals
+            .healthy
+            .store(alive && *permanent_done, Ordering::Relaxed);
     }
 
     /// After a reconnect: subscribe everything again (the client library

@@ -22,6 +22,9 @@ pub(crate) const PUBLISH_CONFLICT: u8 = 2;
 /// - the meta key (prefix and channel);
 /// - the Redis server's `run_id`, new at every start: a server restarted
 ///   empty, or a replica promoted without the last writes, gives new epochs;
+///   behind Sentinel the master's lineage instead (`run_id` and
+///   `master_replid`, the last argument of PUBLISH and HISTORY), which also
+///   changes when a server is promoted again without a restart;
 /// - the `meta_ttl` period of the server clock: a meta expires `meta_ttl`
 ///   after its last touch, which followed its creation, so the stream that
 ///   follows is made in a later period.
@@ -29,8 +32,11 @@ pub(crate) const PUBLISH_CONFLICT: u8 = 2;
 /// Twelve hex digits of SHA-1. `INFO` and `TIME` are read only on this
 /// path (a stream that does not exist), about 6 µs.
 const FRESH_EPOCH: &str = r#"
-local function fresh_epoch(meta_key, meta_ttl)
-  local run_id = string.match(redis.call('info', 'server'), 'run_id:(%x+)') or ''
+local function fresh_epoch(meta_key, meta_ttl, lineage)
+  local run_id = lineage
+  if run_id == '' then
+    run_id = string.match(redis.call('info', 'server'), 'run_id:(%x+)') or ''
+  end
   local period = 0
   local ttl = tonumber(meta_ttl)
   if ttl > 0 then
@@ -50,7 +56,11 @@ end
 /// signature prefix of the pub/sub message (empty when signing is off;
 /// integrity.rs), 8 the sealed record to store instead of ARGV[1] (empty when
 /// history is stored in clear; seal.rs), 9 and 10 the epoch and offset it was
-/// sealed for. A new stream takes the epoch of [`FRESH_EPOCH`].
+/// sealed for, 11 the master's lineage behind Sentinel (empty otherwise). A
+/// new stream takes the epoch of [`FRESH_EPOCH`]; so does a stream whose meta
+/// holds another lineage (field `w`) than ARGV[11]: it was last written on
+/// another master, which may have had writes this one lacks, so its offsets
+/// start again at 1 in a new epoch and never name two publications.
 ///
 /// Returns `{offset, epoch, 0}`; `{offset, epoch, 1}` when an earlier publish
 /// with the same idempotency key answered and nothing was published;
@@ -71,10 +81,11 @@ local offset = 0
 local epoch = ''
 local stored = ARGV[1]
 if ARGV[2] ~= '0' then
-  epoch = redis.call('hget', KEYS[2], 'e')
-  local fresh = not epoch
+  local meta = redis.call('hmget', KEYS[2], 'e', 'w')
+  epoch = meta[1]
+  local fresh = not epoch or (ARGV[11] ~= '' and meta[2] ~= ARGV[11])
   if fresh then
-    epoch = fresh_epoch(KEYS[2], ARGV[4])
+    epoch = fresh_epoch(KEYS[2], ARGV[4], ARGV[11])
   end
   if ARGV[8] ~= '' then
     -- A sealed record is bound to the position it was sealed for.
@@ -88,7 +99,10 @@ if ARGV[2] ~= '0' then
     stored = ARGV[8]
   end
   if fresh then
-    redis.call('hset', KEYS[2], 'e', epoch)
+    redis.call('hset', KEYS[2], 'e', epoch, 's', 0)
+    if ARGV[11] ~= '' then
+      redis.call('hset', KEYS[2], 'w', ARGV[11])
+    end
   end
   offset = redis.call('hincrby', KEYS[2], 's', 1)
   if ARGV[4] ~= '0' then
@@ -115,20 +129,23 @@ return {offset, epoch, 0}
 
 /// Reads history. A stream without a meta stays without one: the read
 /// answers offset 0 of [`FRESH_EPOCH`] and writes nothing; an existing
-/// meta's TTL is refreshed.
+/// meta's TTL is refreshed. A meta of another lineage than ARGV[6] is read
+/// as no meta: the next publish starts the stream again (see PUBLISH).
 ///
 /// KEYS: 1 stream, 2 stream meta.
 /// ARGV: 1 `1` when a `since` offset is given, 2 that offset, 3 limit (-1 = no
-/// limit), 4 `1` = newest first, 5 meta TTL seconds (0 = none).
+/// limit), 4 `1` = newest first, 5 meta TTL seconds (0 = none), 6 the
+/// master's lineage behind Sentinel (empty otherwise).
 ///
 /// Returns `{top offset, epoch, entries}` with entries as XRANGE gives them.
 pub(crate) static HISTORY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{FRESH_EPOCH}{}",
         r#"
-local epoch = redis.call('hget', KEYS[2], 'e')
-if not epoch then
-  return {0, fresh_epoch(KEYS[2], ARGV[5]), {}}
+local meta = redis.call('hmget', KEYS[2], 'e', 'w')
+local epoch = meta[1]
+if not epoch or (ARGV[6] ~= '' and meta[2] ~= ARGV[6]) then
+  return {0, fresh_epoch(KEYS[2], ARGV[5], ARGV[6]), {}}
 end
 if ARGV[5] ~= '0' then
   redis.call('expire', KEYS[2], ARGV[5])

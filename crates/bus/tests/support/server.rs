@@ -105,6 +105,8 @@ pub(crate) struct Options {
     /// The ACL user's rules instead of every right.
     pub(crate) acl_rules: Option<String>,
     pub(crate) cluster: bool,
+    /// Starts as a replica of the server on this loopback port.
+    pub(crate) replica_of: Option<u16>,
 }
 
 /// A running (or stopped) `redis-server` bound to 127.0.0.1.
@@ -224,6 +226,12 @@ impl RedisServer {
             None => {
                 args.push("--port".into());
                 args.push(self.port.to_string());
+            }
+        }
+        if let Some(master) = self.options.replica_of {
+            args.extend(["--replicaof".into(), "127.0.0.1".into(), master.to_string()]);
+            if self.options.tls.is_some() {
+                args.extend(["--tls-replication".into(), "yes".into()]);
             }
         }
         if let Some((user, password)) = &self.options.acl {

@@ -145,6 +145,47 @@ fn env_list_keys_are_comma_separated() {
 }
 
 #[test]
+fn sentinel_keys_reach_the_engine() {
+    let password = TempFile::new("sentinel-password", "s3cret\n");
+    let password_path = password.0.display().to_string();
+    let config = toml(
+        "[engine]\ntype = \"redis\"\n[engine.redis]\nsentinel_master_name = \"main\"\n\
+         sentinel_user = \"watcher\"\ntls = { enabled = true }\n\
+         sentinel_tls = { enabled = true }\n",
+        &[
+            (
+                "HERALD_ENGINE__REDIS__SENTINEL_ADDRESS",
+                "10.0.0.1:26379,redis://10.0.0.2:26379,rediss://[::1]:26380",
+            ),
+            (
+                "HERALD_ENGINE__REDIS__SENTINEL_PASSWORD_FILE",
+                &password_path,
+            ),
+        ],
+    )
+    .unwrap()
+    .config;
+    let engine = config.redis_engine().unwrap();
+    let sentinel = engine.sentinel.expect("sentinel mode");
+    assert_eq!(
+        sentinel.addresses,
+        [
+            "rediss://10.0.0.1:26379",
+            "rediss://10.0.0.2:26379",
+            "rediss://[::1]:26380"
+        ]
+    );
+    assert_eq!(sentinel.master_name, "main");
+    assert_eq!(sentinel.user.as_deref(), Some("watcher"));
+    assert_eq!(sentinel.password.as_deref(), Some("s3cret"));
+    assert!(engine.master_tls);
+    assert!(!format!("{:?}", config.engine.redis).contains("s3cret"));
+
+    let plain = toml("", &[]).unwrap().config.redis_engine().unwrap();
+    assert!(plain.sentinel.is_none());
+}
+
+#[test]
 fn file_formats_follow_the_extension() {
     let yaml = TempFile::new(
         "herald.yaml",
@@ -338,6 +379,36 @@ fn bad_values_name_their_key() {
             "[engine]\ntype = \"redis\"\n[engine.redis]\ntls_ca_pem_file = \"/nonexistent/ca.pem\"\n",
             &[],
             "engine.redis.tls_ca_pem_file: cannot read /nonexistent/ca.pem",
+        ),
+        (
+            "[engine]\ntype = \"redis\"\n[engine.redis]\nsentinel_master_name = \"m\"\n",
+            &[],
+            "engine.redis.sentinel_address: lists no Sentinel",
+        ),
+        (
+            "[engine]\ntype = \"redis\"\n[engine.redis]\nsentinel_address = [\"127.0.0.1:26379\"]\n",
+            &[],
+            "engine.redis.sentinel_master_name: is needed with sentinel_address",
+        ),
+        (
+            "[engine]\ntype = \"redis\"\n[engine.redis]\nsentinel_master_name = \"m\"\nsentinel_address = [\"127.0.0.1\"]\n",
+            &[],
+            "engine.redis.sentinel_address: every address must be host:port",
+        ),
+        (
+            "[engine]\ntype = \"redis\"\n[engine.redis]\nsentinel_master_name = \"m\"\nsentinel_address = [\"http://h:1\"]\n",
+            &[],
+            "engine.redis.sentinel_address: every address must be host:port",
+        ),
+        (
+            "[engine]\ntype = \"redis\"\n[engine.redis]\nsentinel_master_name = \"m\"\nsentinel_address = [\"h:1\"]\ncluster_address = [\"redis://h:2\"]\n",
+            &[],
+            "engine.redis.sentinel_address: cannot be used with cluster_address",
+        ),
+        (
+            "[engine]\ntype = \"redis\"\n[engine.redis]\nsentinel_master_name = \"m\"\nsentinel_address = [\"h:1\"]\nsentinel_tls = { server_ca_pem_file = \"/nonexistent/s.pem\" }\n",
+            &[],
+            "engine.redis.sentinel_tls.server_ca_pem_file: cannot read /nonexistent/s.pem",
         ),
         (
             "[client]\nping_interval = \"5s\"\npong_timeout = \"8s\"\n",
