@@ -42,12 +42,33 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Write a commented config with fresh secrets, to FILE or to stdout.
+    ///
+    /// The config is a commented TOML file with secrets generated for it: an
+    /// HMAC key for connection tokens, a server API key, a bus signing key and
+    /// a history sealing key. Every other key and its default is listed in
+    /// config/herald.toml; config/examples/ has complete files for other set-ups.
+    ///
+    /// With FILE: writes it with mode 0600 (owner read/write only, as it holds
+    /// secrets) and prints "wrote FILE". It refuses to overwrite an existing
+    /// file (exit 2), and warns on stderr when FILE is in a git work tree that
+    /// does not ignore it.
+    ///
+    /// Without FILE: prints the config to stdout, e.g. to pipe it into a
+    /// secret store; nothing is written to disk.
+    ///
+    /// Exit codes: 0 written or printed, 2 FILE exists or a bad argument,
+    /// 1 FILE cannot be written.
     Genconfig {
-        /// `dev` (what `serve` runs without a config) or `production`
-        /// (internal routes on their own port, limits on, channels closed).
+        /// `dev`: what `serve` runs without a config (one node on
+        /// 127.0.0.1:8000, every route on that port, channels without a
+        /// namespace open to authenticated clients). `production`: every
+        /// interface, the server API, metrics and probes on the internal port
+        /// 9000, per-address and command rate limits on, no channel open to
+        /// clients until you open one.
         #[arg(long, value_enum, default_value = "dev")]
         profile: ProfileArg,
-        /// Refuses to overwrite an existing file.
+        /// Where to write the config (created with mode 0600; an existing
+        /// file is never overwritten). Omitted: the config goes to stdout.
         file: Option<PathBuf>,
     },
     /// Validate a config; names the bad key.
@@ -70,9 +91,31 @@ enum Command {
         channel: Option<String>,
     },
     /// Verify a token against a config and print its claims as JSON.
+    ///
+    /// Loads the config as `serve` does, fetches each configured JWKS once (a
+    /// failed fetch is reported on stderr as "JWKS <url>: <error>"), then
+    /// checks TOKEN as `serve` would: as a subscription token when its payload
+    /// has a `channel` claim, otherwise as a connection token (asked of
+    /// client.introspection.endpoint when the config sends it there).
+    ///
+    /// Valid: prints the claims as JSON on stdout and exits 0, e.g.
+    /// {"user": "alice", "exp": 1767225600, ...} (a subscription token's also
+    /// has "channel").
+    ///
+    /// Invalid: prints the reason on stdout and exits 1. The reasons: "token
+    /// expired"; "invalid token: <why>" (a bad signature, a key or algorithm
+    /// the config does not accept, a wrong aud or iss, not a JWT, ...);
+    /// "unknown key id" (a kid no JWKS holds); "credentials cannot be checked
+    /// now" (the JWKS or introspection endpoint did not answer).
+    ///
+    /// Exit codes: 0 valid, 1 invalid, 2 the config is missing or invalid
+    /// (the reason on stderr, as `checkconfig` prints it).
     Checktoken {
         #[arg(long, value_name = "FILE", env = CONFIG_PATH_ENV)]
         config: PathBuf,
+        /// The token: a JWT (three base64url parts joined by ".", as `herald
+        /// gentoken` prints, "eyJ...") or, with client.introspection, an opaque
+        /// access token.
         token: String,
     },
     /// Print a new random key (base64 of 32 bytes) for a keyring.

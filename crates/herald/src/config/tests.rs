@@ -1,3 +1,4 @@
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -1008,5 +1009,200 @@ fn delta_compression_keys() {
     assert!(
         error.starts_with("channel.without_namespace.allowed_delta_types"),
         "{error}"
+    );
+}
+
+// config/herald.toml, the reference of every key: it must name every key the
+// code has, and what it sets must be the defaults.
+
+/// config/herald.toml as committed.
+const REFERENCE: &str = include_str!("../../../../config/herald.toml");
+
+/// The reference with its example entries (lines starting with `#: `) in.
+fn reference_with_examples() -> String {
+    REFERENCE
+        .lines()
+        .map(|line| line.strip_prefix("#: ").unwrap_or(line))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A default item of every list of tables, by the list's key (`[]` for an
+/// index). A list whose default is empty shows its item's keys only so.
+fn list_item(path: &str) -> Option<serde_json::Value> {
+    use herald_gateway::config::{
+        HttpResponseTo, HttpResponseTransform, UniDisconnectTo, UniDisconnectTransform,
+    };
+    let to_value = |v: Result<serde_json::Value, serde_json::Error>| Some(v.unwrap());
+    let last = path.rsplit('.').next().unwrap_or(path);
+    match path {
+        "channel.namespaces" => {
+            to_value(serde_json::to_value(herald_auth::NamespaceConfig::default()))
+        }
+        "proxies" => to_value(serde_json::to_value(herald_proxy::NamedProxy::default())),
+        "rpc.namespaces" => to_value(serde_json::to_value(herald_proxy::RpcNamespace::default())),
+        "bus_integrity.keys" => to_value(serde_json::to_value(BusKeyConfig::default())),
+        "history_encryption.keys" => to_value(serde_json::to_value(HistoryKeyConfig::default())),
+        "proxy_signing.keys" => to_value(serde_json::to_value(ProxySigningKeyConfig::default())),
+        _ if path.ends_with("http.status_to_code_transforms") => to_value(serde_json::to_value(
+            herald_proxy::StatusTransform::default(),
+        )),
+        _ if path.ends_with("connect_code_to_http_response.transforms") => {
+            to_value(serde_json::to_value(HttpResponseTransform {
+                code: 0,
+                to: HttpResponseTo {
+                    status_code: 0,
+                    body: String::new(),
+                },
+            }))
+        }
+        "client.connect_code_to_unidirectional_disconnect.transforms" => {
+            to_value(serde_json::to_value(UniDisconnectTransform {
+                code: 0,
+                to: UniDisconnectTo {
+                    code: 0,
+                    reason: String::new(),
+                },
+            }))
+        }
+        // Lists of strings.
+        "client.allowed_origins" | "engine.redis.cluster_address" => None,
+        _ if matches!(last, "http_headers" | "grpc_metadata" | "emulated_headers") => None,
+        _ => panic!(
+            "{path} is a list that is empty by default and list_item does not know it: \
+             add its item type (or, for a list of strings, its key) to list_item in \
+             crates/herald/src/config/tests.rs"
+        ),
+    }
+}
+
+/// Keys that serialize only when set (`Option` with `skip_serializing_if`),
+/// so a default config does not show them.
+const SET_ONLY_KEYS: &[&str] = &["channel.namespaces[].history_meta_ttl"];
+
+/// Every key path of `value`, tables included: `a.b`, `list[].c`. Lists of
+/// tables contribute their item's keys (from `item` when the list is empty).
+fn key_paths(
+    value: &serde_json::Value,
+    path: &str,
+    item: &dyn Fn(&str) -> Option<serde_json::Value>,
+    out: &mut BTreeSet<String>,
+) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                let at = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                out.insert(at.clone());
+                key_paths(value, &at, item, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            let first = match items.first() {
+                Some(first) => Some(first.clone()),
+                None => item(path),
+            };
+            if let Some(first @ serde_json::Value::Object(_)) = first {
+                key_paths(&first, &format!("{path}[]"), item, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every leaf value of `value` by key path (`list[0].c` for list items).
+fn leaves(value: &serde_json::Value, path: &str, out: &mut BTreeMap<String, serde_json::Value>) {
+    match value {
+        serde_json::Value::Object(map) if !map.is_empty() => {
+            for (key, value) in map {
+                let at = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                leaves(value, &at, out);
+            }
+        }
+        other => {
+            out.insert(path.to_owned(), other.clone());
+        }
+    }
+}
+
+#[test]
+fn reference_config_names_every_key_of_the_code() {
+    let defaults = serde_json::to_value(Config::default()).unwrap();
+    let mut in_code = BTreeSet::new();
+    key_paths(&defaults, "", &list_item, &mut in_code);
+    in_code.extend(FILE_KEYS.iter().map(|key| format!("{key}_file")));
+    in_code.extend(SET_ONLY_KEYS.iter().map(|key| (*key).to_owned()));
+
+    let reference: toml::Value = toml::from_str(&reference_with_examples())
+        .unwrap_or_else(|e| panic!("config/herald.toml with its examples is not TOML: {e}"));
+    let reference = serde_json::to_value(reference).unwrap();
+    let mut in_reference = BTreeSet::new();
+    key_paths(&reference, "", &|_| None, &mut in_reference);
+
+    let missing: Vec<&String> = in_code.difference(&in_reference).collect();
+    assert!(
+        missing.is_empty(),
+        "config/herald.toml does not name these keys of the code ({} of them):\n  {}\n\
+         Add each to config/herald.toml with its default value and a one-line comment \
+         (the meaning as docs/configuration.md gives it); a key of a list item (`[]`) goes \
+         into that list's example entry, on a line starting with \"#: \".",
+        missing.len(),
+        missing
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    );
+}
+
+#[test]
+fn reference_config_sets_only_defaults_and_its_examples_load() {
+    // As committed (examples commented out): exactly the built-in defaults.
+    let loaded = toml(REFERENCE, &[]).unwrap_or_else(|e| panic!("config/herald.toml: {e}"));
+    let mut got = BTreeMap::new();
+    leaves(&serde_json::to_value(&loaded.config).unwrap(), "", &mut got);
+    let mut want = BTreeMap::new();
+    leaves(
+        &serde_json::to_value(Config::default()).unwrap(),
+        "",
+        &mut want,
+    );
+    let differ: Vec<String> = want
+        .iter()
+        .filter(|(key, value)| got.get(*key) != Some(value))
+        .map(|(key, value)| format!("{key}: default {value}, the file gives {:?}", got.get(key)))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "config/herald.toml must set every key to its default; these differ:\n  {}",
+        differ.join("\n  ")
+    );
+    assert_eq!(got.len(), want.len(), "{got:?}");
+
+    // With its example entries in: valid, the key files they name made here.
+    let dir = TempFile::new("hist1", &profile::random_key_base64());
+    let dir = dir.path().parent().unwrap().to_owned();
+    for name in ["bus1", "proxy1"] {
+        std::fs::write(dir.join(name), profile::random_key_base64()).unwrap();
+    }
+    let text = reference_with_examples().replace("\"secrets/", &format!("\"{}/", dir.display()));
+    let loaded = toml(&text, &[]).unwrap_or_else(|e| panic!("config/herald.toml + examples: {e}"));
+    let config = loaded.config;
+    assert_eq!(config.channel.namespaces.len(), 1);
+    assert_eq!(config.proxies.len(), 1);
+    assert_eq!(config.rpc.namespaces.len(), 1);
+    assert_eq!(config.bus_integrity.keys.len(), 1);
+    assert_eq!(config.history_encryption.keys[0].key.len(), 44);
+    assert_eq!(config.proxy_signing.keys.len(), 1);
+    assert_eq!(
+        config.client.proxy.connect.http.status_to_code_transforms[0].status_code,
+        404
     );
 }
