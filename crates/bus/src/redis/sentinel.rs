@@ -65,6 +65,8 @@ pub(crate) struct MasterWatch {
 
 /// How often the master is checked and the Sentinels asked.
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Least time between two rounds asked for by failing commands.
+const RECHECK_GAP: Duration = Duration::from_millis(50);
 /// Characters of `run_id` and of `master_replid` kept in the lineage.
 const LINEAGE_PART: usize = 20;
 
@@ -153,7 +155,11 @@ impl MasterWatch {
             self.refresh(&mut generation, &mut asked).await;
             tokio::select! {
                 _ = ticker.tick() => {}
-                _ = self.recheck.notified() => {}
+                _ = self.recheck.notified() => {
+                    // Failing commands ask for rechecks in bursts: one round
+                    // per gap is enough.
+                    tokio::time::sleep(RECHECK_GAP).await;
+                }
             }
         }
     }
