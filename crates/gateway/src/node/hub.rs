@@ -1107,6 +1107,8 @@ mod tests {
         assert!(String::from_utf8_lossy(x.payload()).contains("\"tags\":{\"kind\":\"goal\"}"));
         assert_eq!(x.as_bytes().as_ptr(), y.as_bytes().as_ptr());
         assert_eq!(z.as_bytes().as_ptr(), y.as_bytes().as_ptr());
+    }
+
     #[tokio::test]
     async fn one_compression_shared_by_all_compressing_recipients() {
         use crate::ws::deflate::{inflate, Deflate, DEFAULT_WINDOW_BITS};
@@ -1130,6 +1132,7 @@ mod tests {
             info: None,
             offset: 1,
             tags: Default::default(),
+            delta: false,
         };
         let before = crate::metrics::METRICS
             .compressions
