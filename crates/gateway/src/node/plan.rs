@@ -239,6 +239,7 @@ mod tags_filter_tests {
             info: None,
             offset,
             tags: [("k".to_string(), v.to_string())].into(),
+            delta: false,
         };
         let all = vec![
             publication(1, "v"),

@@ -300,6 +300,7 @@ mod tests {
             info: None,
             offset,
             tags: Default::default(),
+            delta: false,
         };
         // (requested, top, latest offset, want: None = not recovered,
         // Some(offsets given))
