@@ -304,12 +304,13 @@ mod tests {
         };
         // (requested, top, latest offset, want: None = not recovered,
         // Some(offsets given))
-        let cases: [(
+        type Case = (
             StreamPosition,
             StreamPosition,
             Option<u64>,
             Option<Vec<u64>>,
-        ); 8] = [
+        );
+        let cases: [Case; 8] = [
             // A fresh subscriber (empty `since`) gets the latest.
             (at(0, ""), at(7, "E"), Some(7), Some(vec![7])),
             // Behind, in another epoch or a lost one: still just the latest.
