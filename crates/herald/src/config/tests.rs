@@ -1066,7 +1066,10 @@ fn list_item(path: &str) -> Option<serde_json::Value> {
             }))
         }
         // Lists of strings.
-        "client.allowed_origins" | "engine.redis.cluster_address" => None,
+        "client.allowed_origins"
+        | "engine.redis.cluster_address"
+        | "engine.redis.sentinel_address" => None,
+        _ if last == "allowed_delta_types" => None,
         _ if matches!(last, "http_headers" | "grpc_metadata" | "emulated_headers") => None,
         _ => panic!(
             "{path} is a list that is empty by default and list_item does not know it: \
