@@ -181,18 +181,28 @@ async fn read_latest(
     top_only: &HistoryQuery,
 ) -> Result<(StreamPosition, Option<Vec<herald_protocol::Publication>>), ErrorCode> {
     let broker = &node.engine.broker;
+    // With a tags filter the subscriber takes the newest publication its
+    // filter passes: look back as far as recovery may.
+    let depth = match plan.tags_filter {
+        Some(_) => node.client.recovery_max_publication_limit.max(1),
+        None => 1,
+    };
     let newest = HistoryQuery {
         since: None,
-        limit: Some(1),
+        limit: Some(depth),
         reverse: true,
         meta_ttl: top_only.meta_ttl,
     };
     match broker.history(&plan.channel, &newest).await {
         Ok(page) => {
-            let latest = page.publications.into_iter().next();
-            // What the subscriber is given is the latest publication; a
-            // filter of the subscription picks among the newest ones here.
-            let given = latest.clone();
+            let latest = page.publications.first().cloned();
+            let given = match &plan.tags_filter {
+                Some(filter) => page
+                    .publications
+                    .into_iter()
+                    .find(|p| filter.matches(&p.tags)),
+                None => latest.clone(),
+            };
             let recovered = cache_recovered(requested, &page.position, latest.as_ref(), given);
             Ok((page.position, recovered))
         }
