@@ -203,6 +203,28 @@ mod tests {
     }
 
     #[test]
+    fn the_publishers_delta_request_travels_and_old_envelopes_decode_without_it() {
+        let mut asked = publication();
+        asked.delta = true;
+        let wire = encode_unpositioned(&publication_body(&asked));
+        let Ok(ChannelMessage::Publication { publication: p, .. }) = decode_channel_message(&wire)
+        else {
+            panic!("not a publication");
+        };
+        assert!(p.delta);
+        // An envelope from before the flag existed: no `delta` key at all.
+        let old = br#"p1:3:E:{"data":{"x":1}}"#;
+        let Ok(ChannelMessage::Publication { publication: p, .. }) = decode_channel_message(old)
+        else {
+            panic!("not a publication");
+        };
+        assert!(!p.delta);
+        assert!(!String::from_utf8(publication_body(&publication()))
+            .unwrap()
+            .contains("delta"));
+    }
+
+    #[test]
     fn body_never_carries_the_offset() {
         let mut p = publication();
         p.offset = 7;
