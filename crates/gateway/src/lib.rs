@@ -38,7 +38,7 @@ use crate::http::routes::{internal_routes, public_routes, InternalRoutes};
 use crate::http::{api, body, transports};
 use crate::node::hub::Hub;
 use crate::node::{Node, NodeEvents};
-use crate::ws::deflate::{Deflate, DEFAULT_WINDOW_BITS};
+use crate::ws::deflate::Deflate;
 
 pub use config::{
     ClientAuth, ClientConfig, EndpointsConfig, GatewayConfig, GrpcApiConfig, HttpApiConfig,
@@ -244,10 +244,11 @@ where
     let public_transports = config.transports.clone();
     let uni_ws = &config.transports.uni_websocket;
     let settings = upgrade::UpgradeSettings {
-        deflate: config.websocket.compression.then(|| Deflate {
-            level: config.websocket.zlib_level(),
-            window_bits: DEFAULT_WINDOW_BITS,
-            min_size: config.websocket.compression_min_size,
+        deflate: config.websocket.compression.then(|| {
+            Deflate::new(
+                config.websocket.zlib_level(),
+                config.websocket.compression_min_size,
+            )
         }),
         echo: http.conformance_echo,
         unidirectional: uni_ws.enabled.then(|| {

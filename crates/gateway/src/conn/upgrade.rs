@@ -158,11 +158,18 @@ pub(crate) async fn upgrade<T>(
     };
     // permessage-deflate, when on, for the routes that speak it.
     let deflate = match (settings.deflate, route) {
-        (Some(node_deflate), Some(Route::Client | Route::Echo)) => {
+        (Some(node_deflate), Some(route @ (Route::Client | Route::Echo))) => {
             accepted.negotiate_deflate(req.head().headers());
-            accepted
-                .deflate()
-                .map(|agreed| node_deflate.with_window(agreed.window_bits))
+            accepted.deflate().map(|agreed| {
+                let deflate = node_deflate.with_window(agreed.window_bits);
+                // The echo compresses every message, as Autobahn's cases
+                // expect of a compressed connection.
+                if route == Route::Echo {
+                    deflate.even_if_larger()
+                } else {
+                    deflate
+                }
+            })
         }
         _ => None,
     };

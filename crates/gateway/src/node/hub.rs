@@ -1112,11 +1112,8 @@ mod tests {
     #[tokio::test]
     async fn one_compression_shared_by_all_compressing_recipients() {
         use crate::ws::deflate::{inflate, Deflate, DEFAULT_WINDOW_BITS};
-        let deflate = Deflate {
-            level: 1,
-            window_bits: DEFAULT_WINDOW_BITS,
-            min_size: 64,
-        };
+        let deflate = Deflate::new(1, 64);
+        assert_eq!(deflate.window_bits, DEFAULT_WINDOW_BITS);
         let hub = Hub::new(2);
         let gaps = Arc::new(Gaps::default());
         let outboxes: Vec<Arc<Outbox>> = (0..3)

@@ -43,9 +43,32 @@ pub(crate) struct Deflate {
     /// Messages with fewer payload bytes go uncompressed
     /// (`websocket.compression_min_size`).
     pub(crate) min_size: usize,
+    /// Compressed even when that is not smaller (the conformance echo:
+    /// Autobahn's cases expect every message of a compressed connection
+    /// compressed, as its reference peers do). Otherwise such a message
+    /// goes plain.
+    pub(crate) even_if_larger: bool,
 }
 
 impl Deflate {
+    /// The node's settings: `level`, `min_size`, the default window.
+    pub(crate) fn new(level: u32, min_size: usize) -> Self {
+        Self {
+            level,
+            window_bits: DEFAULT_WINDOW_BITS,
+            min_size,
+            even_if_larger: false,
+        }
+    }
+
+    /// The same, compressing every message even when it does not shrink.
+    pub(crate) fn even_if_larger(self) -> Self {
+        Self {
+            even_if_larger: true,
+            ..self
+        }
+    }
+
     /// The node's settings with the window the handshake agreed on.
     pub(crate) fn with_window(self, window_bits: u8) -> Self {
         Self {
@@ -60,9 +83,10 @@ impl Deflate {
     }
 
     /// Whether compressed frames made with these settings are the node's
-    /// shared ones (the default window; the level is one per node).
+    /// shared ones (the default window, and the node's rule for messages
+    /// that do not shrink; the level is one per node).
     pub(crate) fn shares_frames(&self) -> bool {
-        self.window_bits == DEFAULT_WINDOW_BITS
+        self.window_bits == DEFAULT_WINDOW_BITS && !self.even_if_larger
     }
 }
 
@@ -88,7 +112,8 @@ pub(crate) fn compress_frame(opcode: u8, payload: &[u8], deflate: &Deflate) -> O
 }
 
 /// `payload` as one raw deflate stream ending in a sync flush without its
-/// four-byte tail; None when that is not shorter than `payload`.
+/// four-byte tail; None when that is not shorter than `payload` (unless
+/// `even_if_larger`).
 fn compress(payload: &[u8], deflate: &Deflate) -> Option<Vec<u8>> {
     COMPRESSORS.with(|cell| {
         let mut compressors = cell.borrow_mut();
@@ -108,8 +133,13 @@ fn compress(payload: &[u8], deflate: &Deflate) -> Option<Vec<u8>> {
         let compressor = &mut compressors[index].2;
         compressor.reset();
         // Anything not shorter than the payload is thrown away, so the
-        // output never needs more room than this.
-        let room = payload.len() + SYNC_TAIL.len() + 8;
+        // output never needs more room than this; deflate's worst case
+        // (stored blocks) is a few bytes per 16 KiB more than the payload.
+        let room = if deflate.even_if_larger {
+            payload.len() + payload.len() / 1024 + 64
+        } else {
+            payload.len() + SYNC_TAIL.len() + 8
+        };
         let mut out = Vec::with_capacity(room);
         let mut consumed = 0usize;
         loop {
@@ -125,15 +155,18 @@ fn compress(payload: &[u8], deflate: &Deflate) -> Option<Vec<u8>> {
                 break;
             }
             if out.len() == out.capacity() {
-                // Full: the compressed form is not going to be shorter.
-                return None;
+                if !deflate.even_if_larger {
+                    // Full: the compressed form is not going to be shorter.
+                    return None;
+                }
+                out.reserve(1024);
             }
         }
         if !out.ends_with(&SYNC_TAIL) {
             return None;
         }
         out.truncate(out.len() - SYNC_TAIL.len());
-        (out.len() < payload.len()).then_some(out)
+        (deflate.even_if_larger || out.len() < payload.len()).then_some(out)
     })
 }
 
@@ -196,11 +229,7 @@ mod tests {
     use super::*;
 
     fn node(level: u32) -> Deflate {
-        Deflate {
-            level,
-            window_bits: DEFAULT_WINDOW_BITS,
-            min_size: 0,
-        }
+        Deflate::new(level, 0)
     }
 
     #[test]
@@ -245,6 +274,11 @@ mod tests {
             })
             .collect();
         assert_eq!(compress(&noise, &node(9)), None);
+        // The echo's rule: compressed all the same, and still inflates.
+        let larger = compress(&noise, &node(9).even_if_larger()).unwrap();
+        assert!(larger.len() >= noise.len());
+        assert_eq!(inflate(&larger, 1 << 20).unwrap(), noise);
+        assert!(compress(b"{}", &node(1).even_if_larger()).is_some());
     }
 
     #[test]

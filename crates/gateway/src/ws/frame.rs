@@ -808,11 +808,7 @@ mod tests {
 
     #[test]
     fn a_shared_frame_is_compressed_once_for_everyone() {
-        let deflate = Deflate {
-            level: 1,
-            window_bits: deflate::DEFAULT_WINDOW_BITS,
-            min_size: 0,
-        };
+        let deflate = Deflate::new(1, 0);
         let shared = DataFrame::text(&[b'a'; 300]).shared();
         let copy = shared.clone();
         let first = shared.deflated(&deflate);

@@ -47,13 +47,13 @@ pub(crate) fn negotiate(headers: &HeaderMap) -> Option<Agreed> {
         // A value that is not visible ASCII offers nothing herald can read.
         .filter_map(|v| v.to_str().ok())
         .flat_map(split_top_level_commas)
-        .filter_map(|element| parse_extension(element))
+        .filter_map(parse_extension)
         .filter(|(name, _)| name.eq_ignore_ascii_case(EXTENSION))
         .find_map(|(_, params)| accept(&params))
 }
 
 /// The answer to one permessage-deflate offer: None declines it.
-fn accept(params: &[(String, Option<String>)]) -> Option<Agreed> {
+fn accept(params: &Params) -> Option<Agreed> {
     let mut seen: Vec<&str> = Vec::new();
     let mut window: Option<u8> = None;
     for (name, value) in params {
@@ -126,10 +126,13 @@ fn split_top_level_commas(value: &str) -> Vec<&str> {
     out
 }
 
+/// An extension's parameters: name, and value if it has one.
+type Params = Vec<(String, Option<String>)>;
+
 /// One extension of the list (RFC 6455 §9.1): its name and parameters,
 /// quoted values unquoted. None for an empty element or one that does not
 /// follow the grammar.
-fn parse_extension(element: &str) -> Option<(String, Vec<(String, Option<String>)>)> {
+fn parse_extension(element: &str) -> Option<(String, Params)> {
     let mut parts = split_params(element).into_iter();
     let name = parts.next()?.trim();
     if !is_token(name) {

@@ -1209,3 +1209,28 @@ fn reference_config_sets_only_defaults_and_its_examples_load() {
         404
     );
 }
+
+#[test]
+fn websocket_compression_keys() {
+    let config = load(FileLayer::None, Vec::new()).unwrap().config;
+    assert_eq!(config.websocket, WebSocketConfig::default());
+    assert!(!config.websocket.compression);
+    assert_eq!(config.websocket.compression_min_size, 0);
+    assert_eq!(config.websocket.compression_level, 1);
+    let text = format!(
+        "[client.token]\nhmac_secret_key = \"{SECRET}\"\n[websocket]\ncompression = true\ncompression_min_size = 256\n"
+    );
+    let loaded = toml(&text, &[("HERALD_WEBSOCKET__COMPRESSION_LEVEL", "-1")]).unwrap();
+    let websocket = &loaded.config.websocket;
+    assert!(websocket.compression);
+    assert_eq!(websocket.compression_min_size, 256);
+    assert_eq!(websocket.zlib_level(), 6);
+    assert_eq!(loaded.config.gateway().websocket, *websocket);
+    for bad in ["10", "-2"] {
+        let err = toml_err(&text, &[("HERALD_WEBSOCKET__COMPRESSION_LEVEL", bad)]);
+        assert!(
+            err.starts_with("websocket.compression_level"),
+            "{bad}: {err}"
+        );
+    }
+}
