@@ -112,7 +112,8 @@ pub(crate) fn chain(
 /// the plain push for subscribers without delta, and for delta subscribers
 /// the full-payload push and the delta against the channel's previous
 /// publication on this node, which every subscriber that received that
-/// previous publication shares.
+/// previous publication shares. Each of these is `shared()`: a compressing
+/// connection compresses it once for all of them (ws/frame.rs).
 pub(crate) struct PublicationFrames<'a> {
     channel: &'a str,
     pub(crate) publication: Arc<Publication>,
@@ -154,7 +155,7 @@ impl<'a> PublicationFrames<'a> {
     pub(crate) fn plain(&mut self, format: Format) -> &DataFrame {
         let (channel, publication) = (self.channel, &self.publication);
         self.plain[slot(format)]
-            .get_or_insert_with(|| format::frame_publication(format, channel, publication))
+            .get_or_insert_with(|| format::frame_publication(format, channel, publication).shared())
     }
 
     /// The full payload for a delta subscriber.
@@ -166,7 +167,7 @@ impl<'a> PublicationFrames<'a> {
         let (channel, publication) = (self.channel, &self.publication);
         self.full[slot(format)]
             .get_or_insert_with(|| {
-                format::frame_publication(format, channel, &full(format, publication))
+                format::frame_publication(format, channel, &full(format, publication)).shared()
             })
             .clone()
     }
@@ -192,6 +193,7 @@ impl<'a> PublicationFrames<'a> {
             return self.shared_delta[slot(format)]
                 .get_or_insert_with(|| {
                     format::frame_publication(format, channel, &against(format, held, publication))
+                        .shared()
                 })
                 .clone();
         }

@@ -1158,4 +1158,44 @@ mod tests {
             .get();
         assert!(after > before);
     }
+
+    #[tokio::test]
+    async fn delta_frames_are_compressed_once_for_all_compressing_subscribers() {
+        use crate::ws::deflate::Deflate;
+        let deflate = Deflate::new(1, 0);
+        let hub = Hub::new(2);
+        let gaps = Arc::new(Gaps::default());
+        let outboxes: Vec<Arc<Outbox>> = (0..3)
+            .map(|_| Arc::new(Outbox::new(1 << 20).compressing(deflate.min_size)))
+            .collect();
+        for (i, outbox) in outboxes.iter().enumerate() {
+            let sub = Arc::new(
+                Subscriber::new(
+                    i as u64,
+                    "ch".into(),
+                    outbox.clone(),
+                    Format::Json,
+                    false,
+                    gaps.clone(),
+                )
+                .with_delta(true),
+            );
+            hub.add(sub.clone());
+            sub.go_live(None);
+        }
+        // The first goes full, the second as a delta: both frames are the
+        // node's one copy, so the one compression of each is shared too.
+        for (offset, value) in [(1, "one"), (2, "two")] {
+            hub.on_publication("ch", document(offset, value), "E");
+            let mut wire = Vec::new();
+            for outbox in &outboxes {
+                let Next::Write(frame) = outbox.next().await else {
+                    panic!("expected a write");
+                };
+                wire.push(frame.deflated(&deflate));
+            }
+            assert_eq!(wire[0].as_ptr(), wire[1].as_ptr(), "offset {offset}");
+            assert_eq!(wire[0].as_ptr(), wire[2].as_ptr(), "offset {offset}");
+        }
+    }
 }
