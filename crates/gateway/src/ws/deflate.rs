@@ -17,7 +17,7 @@ use std::cell::RefCell;
 use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
-use super::frame::{header_with, MAX_HEADER};
+use super::header::{header_with, MAX_HEADER};
 
 /// What a sync flush ends with; RFC 7692 §7.2.1 removes it from a
 /// compressed message and §7.2.2 puts it back before inflating.

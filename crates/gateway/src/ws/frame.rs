@@ -15,6 +15,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use herald_protocol::Disconnect;
 
 use super::deflate::{self, Deflate, InflateError, RSV1};
+use super::header::{server_header, MAX_HEADER};
 
 pub(crate) const OP_CONTINUATION: u8 = 0x0;
 pub(crate) const OP_TEXT: u8 = 0x1;
@@ -22,9 +23,6 @@ pub(crate) const OP_BINARY: u8 = 0x2;
 pub(crate) const OP_CLOSE: u8 = 0x8;
 pub(crate) const OP_PING: u8 = 0x9;
 pub(crate) const OP_PONG: u8 = 0xA;
-
-/// Longest server frame header: 2 bytes + 8 bytes of length (no mask).
-pub(crate) const MAX_HEADER: usize = 10;
 
 /// A whole message from the client.
 #[derive(Debug, PartialEq, Eq)]
@@ -347,29 +345,6 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     }
     for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
         *b ^= mask[i];
-    }
-}
-
-/// Writes the header of an unmasked, final server frame carrying `len`
-/// bytes into `out`; returns how many bytes of `out` it used.
-pub(crate) fn server_header(opcode: u8, len: usize, out: &mut [u8; MAX_HEADER]) -> usize {
-    header_with(0x80 | opcode, len, out)
-}
-
-/// The same with the whole first byte given (FIN, RSV bits, opcode).
-pub(crate) fn header_with(first: u8, len: usize, out: &mut [u8; MAX_HEADER]) -> usize {
-    out[0] = first;
-    if len < 126 {
-        out[1] = len as u8;
-        2
-    } else if len <= u16::MAX as usize {
-        out[1] = 126;
-        out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-        4
-    } else {
-        out[1] = 127;
-        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
     }
 }
 
