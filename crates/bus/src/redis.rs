@@ -722,16 +722,41 @@ fn standalone_client(config: &RedisConfig, address: &str) -> Result<redis::Clien
 /// A client of one server at `address` with the configured credentials,
 /// RESP3 and CA.
 fn standalone_client_of(config: &RedisConfig, address: &str) -> Result<redis::Client, RedisError> {
+    client_of(
+        address,
+        Credentials {
+            user: config.user.as_deref(),
+            password: config.password.as_deref(),
+            tls_ca_pem: config.tls_ca_pem.as_ref(),
+        },
+        ProtocolVersion::RESP3,
+    )
+}
+
+/// Who a client is and whom it trusts: the ACL user and password, which
+/// override any in the address, and the CA of a `rediss://` server.
+pub(super) struct Credentials<'a> {
+    pub(super) user: Option<&'a str>,
+    pub(super) password: Option<&'a str>,
+    pub(super) tls_ca_pem: Option<&'a Vec<u8>>,
+}
+
+/// A client of the server at `address` (a data server or a Sentinel).
+pub(super) fn client_of(
+    address: &str,
+    credentials: Credentials<'_>,
+    protocol: ProtocolVersion,
+) -> Result<redis::Client, RedisError> {
     let info = address.into_connection_info()?;
     let mut settings = info.redis_settings().clone();
-    if let Some(user) = &config.user {
+    if let Some(user) = credentials.user {
         settings = settings.set_username(user);
     }
-    if let Some(password) = &config.password {
+    if let Some(password) = credentials.password {
         settings = settings.set_password(password);
     }
-    let info = info.set_redis_settings(settings.set_protocol(ProtocolVersion::RESP3));
-    match &config.tls_ca_pem {
+    let info = info.set_redis_settings(settings.set_protocol(protocol));
+    match credentials.tls_ca_pem {
         Some(ca) => redis::Client::build_with_tls(
             info,
             TlsCertificates {

@@ -25,9 +25,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{
-    AsyncConnectionConfig, IntoConnectionInfo, ProtocolVersion, RedisError, TlsCertificates,
-};
+use redis::{AsyncConnectionConfig, ProtocolVersion, RedisError};
 use tokio::sync::{watch, Notify};
 
 use super::config::{RedisConfig, SentinelConfig};
@@ -343,25 +341,12 @@ fn join_host_port(host: &str, port: u16) -> String {
 }
 
 fn sentinel_client(sentinel: &SentinelConfig, address: &str) -> Result<redis::Client, RedisError> {
-    let info = address.into_connection_info()?;
-    let mut settings = info.redis_settings().clone();
-    if let Some(user) = &sentinel.user {
-        settings = settings.set_username(user);
-    }
-    if let Some(password) = &sentinel.password {
-        settings = settings.set_password(password);
-    }
-    let info = info.set_redis_settings(settings.set_protocol(ProtocolVersion::RESP2));
-    match &sentinel.tls_ca_pem {
-        Some(ca) => redis::Client::build_with_tls(
-            info,
-            TlsCertificates {
-                client_tls: None,
-                root_cert: Some(ca.clone()),
-            },
-        ),
-        None => redis::Client::open(info),
-    }
+    let credentials = super::Credentials {
+        user: sentinel.user.as_deref(),
+        password: sentinel.password.as_deref(),
+        tls_ca_pem: sentinel.tls_ca_pem.as_ref(),
+    };
+    super::client_of(address, credentials, ProtocolVersion::RESP2)
 }
 
 /// `run_id` and `master_replid` (their first [`LINEAGE_PART`] characters)
