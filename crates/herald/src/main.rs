@@ -151,6 +151,20 @@ struct UsageError(String);
 #[error("invalid token")]
 struct InvalidToken;
 
+/// `println!` that never panics: a closed stdout (`herald genconfig | head`)
+/// is the reader's choice, and what it did not read is of no use to anyone.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes to stdout, ignoring a reader that went away (EPIPE) or any other
+/// failure to write there: stdout is the user's, not herald's, to keep open.
+fn write_stdout(text: std::fmt::Arguments<'_>) {
+    let _ = std::io::stdout().lock().write_fmt(text);
+}
+
 fn main() -> ExitCode {
     herald_auth::install_crypto_provider();
     let cli = Cli::parse();
@@ -190,7 +204,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Genkey {
             kind: KeyKind::Bus | KeyKind::History | KeyKind::Proxy,
         } => {
-            println!("{}", profile::random_key_base64());
+            out!("{}", profile::random_key_base64());
             Ok(())
         }
     }
@@ -359,7 +373,7 @@ async fn shutdown_signal() -> &'static str {
 fn genconfig(profile: profile::Profile, file: Option<&Path>) -> anyhow::Result<()> {
     let text = profile::profile_text(profile, &profile::Secrets::generate());
     let Some(path) = file else {
-        print!("{text}");
+        write_stdout(format_args!("{text}"));
         std::io::stdout().flush()?;
         return Ok(());
     };
@@ -385,7 +399,7 @@ fn genconfig(profile: profile::Profile, file: Option<&Path>) -> anyhow::Result<(
     out.write_all(text.as_bytes())
         .and_then(|()| out.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    println!("wrote {}", path.display());
+    out!("wrote {}", path.display());
     if let Some(warning) = herald::gitcheck::unignored_secrets_warning(path) {
         eprintln!("warning: {warning}");
     }
@@ -397,14 +411,14 @@ fn checkconfig(path: &Path) -> anyhow::Result<()> {
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }
-    println!("config ok");
+    out!("config ok");
     Ok(())
 }
 
 fn gentoken(path: &Path, user: &str, ttl: Duration, channel: Option<&str>) -> anyhow::Result<()> {
     let loaded = config::load(FileLayer::Path(path), config::process_env()?)?;
     let ttl = (!ttl.is_zero()).then_some(ttl);
-    println!("{}", mint(&loaded.config, user, channel, ttl)?);
+    out!("{}", mint(&loaded.config, user, channel, ttl)?);
     Ok(())
 }
 
@@ -437,12 +451,12 @@ fn checktoken(path: &Path, token: &str) -> anyhow::Result<()> {
     });
     match verified {
         Ok(json) => {
-            println!("{}", json?);
+            out!("{}", json?);
             Ok(())
         }
         Err(reason) => {
             // "token expired" or "invalid token: <reason>".
-            println!("{reason}");
+            out!("{reason}");
             Err(InvalidToken.into())
         }
     }
