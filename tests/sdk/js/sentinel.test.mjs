@@ -18,6 +18,7 @@ import { test } from 'node:test';
 
 import { appendDiagnostics, ClientPool, connectClient, startNodes, subscribeSub } from './cluster_support.mjs';
 import { connectionToken, sleep, uniq, within } from './harness.mjs';
+import { checkSubscriber, describeTimeline } from './checker.mjs';
 import { startSentinelRedis } from './sentinel_support.mjs';
 
 const API_KEY = 'sentinel-api-key';
@@ -67,115 +68,6 @@ async function apiPublish(node, channel, n, extra = {}) {
     return { ok: false, why: `exception ${err.message.split('\n')[0]}` };
   }
 }
-
-/**
- * The checker. `timeline`: the subscription's events in order. For each acknowledged n:
- * delivered exactly once, in increasing n order, or missing with a "told" event
- * (subscribed with wasRecovering and recovered false) between the deliveries that
- * surround it. Returns the counts and, per problem, a short description.
- */
-function checkSubscriber(timeline, acked) {
-  const deliveredAt = new Map(); // n -> timeline index of first delivery
-  const told = []; // timeline indexes of recovered:false resubscribes
-  let duplicates = 0;
-  let reorders = 0;
-  let maxN = 0;
-  const problems = [];
-  timeline.forEach((e, i) => {
-    if (e.name === 'publication') {
-      const n = e.ctx.data?.n;
-      if (deliveredAt.has(n)) {
-        duplicates += 1;
-        problems.push(`n=${n} delivered again at event ${i}`);
-        return;
-      }
-      if (n < maxN) {
-        reorders += 1;
-        problems.push(`n=${n} after n=${maxN} at event ${i}`);
-      }
-      maxN = Math.max(maxN, n);
-      deliveredAt.set(n, i);
-    } else if (e.name === 'subscribed' && e.ctx.wasRecovering && e.ctx.recovered === false) {
-      told.push(i);
-    }
-  });
-  const delivered = [...deliveredAt.keys()].sort((a, b) => a - b);
-  let silentLoss = 0;
-  let toldPairs = 0;
-  for (const n of acked) {
-    if (deliveredAt.has(n)) continue;
-    // The deliveries around n: the last one below it, the first one above it.
-    let lo = -1;
-    let hi = timeline.length;
-    for (const d of delivered) {
-      if (d < n) lo = deliveredAt.get(d);
-      else {
-        hi = deliveredAt.get(d);
-        break;
-      }
-    }
-    if (told.some((i) => i > lo && i < hi)) toldPairs += 1;
-    else {
-      silentLoss += 1;
-      if (problems.length < 40) problems.push(`n=${n} never delivered and not told (events ${lo}..${hi})`);
-    }
-  }
-  return { duplicates, reorders, silentLoss, toldPairs, toldEvents: told.length, delivered: delivered.length, problems };
-}
-
-const ranges = (list) => {
-  const out = [];
-  for (const x of list) {
-    const last = out[out.length - 1];
-    if (last && x === last[1] + 1) last[1] = x;
-    else out.push([x, x]);
-  }
-  return out.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(',');
-};
-
-/** What a subscriber saw, compactly: delivered n as ranges between its other events. */
-function describeTimeline(timeline) {
-  const parts = [];
-  let run = [];
-  const flush = () => {
-    if (run.length) parts.push(`pubs[${ranges(run)}]`);
-    run = [];
-  };
-  for (const e of timeline) {
-    if (e.name === 'publication') run.push(e.ctx.data?.n);
-    else {
-      flush();
-      const c = e.ctx || {};
-      if (e.name === 'subscribed') {
-        parts.push(`subscribed(wasRecovering=${c.wasRecovering} recovered=${c.recovered} epoch=${c.streamPosition?.epoch} offset=${c.streamPosition?.offset})`);
-      } else if (e.name === 'subscribing' || e.name === 'unsubscribed') {
-        parts.push(`${e.name}(${c.code} ${c.reason ?? ''})`);
-      } else parts.push(e.name);
-    }
-  }
-  flush();
-  return parts.join(' ');
-}
-
-test('the checker finds silent loss, duplicates and reorders, and accepts a told gap', () => {
-  const pub = (n) => ({ name: 'publication', ctx: { data: { n } } });
-  const told = { name: 'subscribed', ctx: { wasRecovering: true, recovered: false } };
-  const recovered = { name: 'subscribed', ctx: { wasRecovering: true, recovered: true } };
-  const first = { name: 'subscribed', ctx: { wasRecovering: false } };
-  const check = (timeline, acked) => {
-    const r = checkSubscriber(timeline, acked);
-    return [r.silentLoss, r.duplicates, r.reorders, r.toldPairs];
-  };
-  assert.deepEqual(check([first, pub(1), pub(2), pub(3)], [1, 2, 3]), [0, 0, 0, 0]);
-  assert.deepEqual(check([first, pub(1), pub(3)], [1, 2, 3]), [1, 0, 0, 0], 'a gap nobody told of');
-  assert.deepEqual(check([first, pub(1), recovered, pub(3)], [1, 2, 3]), [1, 0, 0, 0], 'recovered: true is no excuse');
-  assert.deepEqual(check([first, pub(1), told, pub(3)], [1, 2, 3]), [0, 0, 0, 1], 'told between the neighbours');
-  assert.deepEqual(check([first, told, pub(1), pub(3)], [1, 2, 3]), [1, 0, 0, 0], 'told before, not between');
-  assert.deepEqual(check([first, pub(1), told], [1, 2, 3]), [0, 0, 0, 2], 'the tail, told');
-  assert.deepEqual(check([first, pub(1), pub(2), pub(2), pub(3)], [1, 2, 3]), [0, 1, 0, 0], 'a duplicate');
-  assert.deepEqual(check([first, pub(2), pub(1), pub(3)], [1, 2, 3]), [0, 0, 1, 0], 'a reorder');
-  assert.deepEqual(check([first, pub(1), pub(3)], [1, 3]), [0, 0, 0, 0], 'an unacknowledged publication may be missing');
-});
 
 test(`Sentinel failover: ${COUNT} API publications, master SIGKILLed, every acknowledged one delivered in order once or the subscriber told`, { timeout: CASE_TIMEOUT_MS }, async (t) => {
   const pool = new ClientPool();
