@@ -45,9 +45,10 @@ impl Commands {
     }
 
     /// Like [`Commands::script`] with one more argument last: the lineage
-    /// of the master the script runs on (sentinel.rs), empty when the shard
-    /// is not behind Sentinel. Taken from the same connection the script is
-    /// sent on, so the two always match.
+    /// of the master the script runs on (sentinel.rs), taken from the same
+    /// connection the script is sent on so the two always match; in Redis
+    /// Cluster the marker that has the script read it itself (the cluster
+    /// routes by slot); empty for a standalone server.
     pub(crate) async fn script_with_lineage<T: FromRedisValue>(
         &self,
         script: &Script,
@@ -80,7 +81,7 @@ impl Commands {
             }
             Self::Cluster(c) => {
                 if lineage {
-                    invocation.arg("");
+                    invocation.arg(super::scripts::CLUSTER_LINEAGE);
                 }
                 invocation.invoke_async(&mut c.clone()).await
             }
