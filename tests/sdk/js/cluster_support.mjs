@@ -133,10 +133,16 @@ export function redisCli(port, args, { timeout = 10_000 } = {}) {
 // One redis-server
 
 export class RedisServer {
-  constructor({ port, dir, cluster = false }) {
+  /**
+   * `nodeTimeout`: the Cluster's `cluster-node-timeout` in ms. `aof`: append-only file
+   * with `appendfsync` set to this (`always`, `everysec`, `no`); none by default.
+   */
+  constructor({ port, dir, cluster = false, nodeTimeout = 5_000, aof = null }) {
     this.port = port;
     this.dir = dir;
     this.cluster = cluster;
+    this.nodeTimeout = nodeTimeout;
+    this.aof = aof;
     this.child = null;
     this.output = '';
     this.starts = 0;
@@ -156,7 +162,8 @@ export class RedisServer {
       '--port', String(this.port),
       '--bind', '127.0.0.1',
       '--save', '',
-      '--appendonly', 'no',
+      '--appendonly', this.aof ? 'yes' : 'no',
+      ...(this.aof ? ['--appendfsync', this.aof, '--appenddirname', 'appendonly'] : []),
       '--dir', this.dir,
       '--dbfilename', 'dump.rdb',
       '--daemonize', 'no',
@@ -167,7 +174,7 @@ export class RedisServer {
       args.push(
         '--cluster-enabled', 'yes',
         '--cluster-config-file', path.join(this.dir, `nodes-${this.port}.conf`),
-        '--cluster-node-timeout', '5000',
+        '--cluster-node-timeout', String(this.nodeTimeout),
       );
     }
     this.starts += 1;
@@ -240,6 +247,27 @@ export class RedisServer {
     return this.child ? this.child.exited : Promise.resolve();
   }
 
+  /** Sends `signal` without waiting (SIGSTOP and SIGCONT pause and resume the server). */
+  signal(signal) {
+    if (this.child) this.child.kill(signal);
+  }
+
+  /** Runs `redis-cli` against this server. */
+  cli(args, options) {
+    return redisCli(this.port, args, options);
+  }
+
+  /** `INFO <section>` as an object of its `field:value` lines. */
+  async info(section) {
+    const out = await redisCli(this.port, ['info', section], { timeout: 3_000 });
+    const fields = {};
+    for (const line of out.split('\n')) {
+      const m = /^([a-z0-9_]+):(.*)$/.exec(line.trim());
+      if (m) fields[m[1]] = m[2];
+    }
+    return fields;
+  }
+
   logTail(lines = 25) {
     return `--- redis ${this.port} (last ${lines} lines) ---\n${this.output.trimEnd().split('\n').slice(-lines).join('\n')}`;
   }
@@ -275,7 +303,8 @@ export class RedisSetup {
     let last = '';
     for (;;) {
       let ok = 0;
-      for (const s of this.servers) {
+      const running = this.servers.filter((s) => s.running);
+      for (const s of running) {
         try {
           const info = await redisCli(s.port, ['cluster', 'info'], { timeout: 2_000 });
           if (/cluster_state:ok/.test(info)) ok += 1;
@@ -284,7 +313,16 @@ export class RedisSetup {
           last = `${s.port}: ${err.message}`;
         }
       }
-      if (ok === this.servers.length) return;
+      if (ok === running.length) {
+        // Replicas count once they hold their master's data.
+        const syncing = [];
+        for (const s of running) {
+          const repl = await s.info('replication').catch(() => ({ role: '?' }));
+          if (repl.role === 'slave' && (repl.master_link_status !== 'up' || repl.master_sync_in_progress !== '0')) syncing.push(s.port);
+        }
+        if (syncing.length === 0) return;
+        last = `replicas not in sync yet: ${syncing.join(', ')}`;
+      }
       if (Date.now() > deadline) {
         throw new Error(`Redis Cluster not ok after ${timeout} ms (${last})\n${this.logTail()}`);
       }
@@ -313,6 +351,65 @@ export class RedisSetup {
     await this.stopAll({ empty });
     if (downMs > 0) await sleep(downMs);
     await this.startAll();
+  }
+
+  /**
+   * The Cluster's nodes as one running server sees them (`CLUSTER NODES`): per node its
+   * id, port, role (`master`/`slave`), the id of its master, whether it is marked failed,
+   * and the slot ranges it serves.
+   */
+  async clusterNodes() {
+    let lastErr = null;
+    for (const s of this.servers.filter((x) => x.running)) {
+      try {
+        const out = await s.cli(['cluster', 'nodes'], { timeout: 3_000 });
+        return out
+          .trim()
+          .split('\n')
+          .filter(Boolean)
+          .map((line) => {
+            const f = line.split(' ');
+            const flags = f[2].split(',');
+            const slots = f.slice(8).filter((x) => /^\d+(-\d+)?$/.test(x)).map((r) => {
+              const [a, b] = r.split('-').map(Number);
+              return [a, b ?? a];
+            });
+            return {
+              id: f[0],
+              port: Number(f[1].split(':')[1].split('@')[0]),
+              role: flags.includes('master') ? 'master' : flags.includes('slave') ? 'slave' : '?',
+              masterId: f[3] === '-' ? null : f[3],
+              failed: flags.some((x) => x === 'fail' || x === 'fail?'),
+              slots,
+            };
+          });
+      } catch (err) {
+        lastErr = err;
+      }
+    }
+    throw lastErr ?? new Error('no running Redis Cluster server');
+  }
+
+  /** The server (RedisServer) with `port`. */
+  server(port) {
+    const s = this.servers.find((x) => x.port === port);
+    if (!s) throw new Error(`no Redis server on port ${port}`);
+    return s;
+  }
+
+  /** The slot of a key or channel name without braces (CLUSTER KEYSLOT). */
+  async keyslot(name) {
+    const s = this.servers.find((x) => x.running);
+    return Number((await s.cli(['cluster', 'keyslot', name])).trim());
+  }
+
+  /** The master serving `slot` and its replica (RedisServers; replica null when none). */
+  async ownerOfSlot(slot) {
+    const nodes = await this.clusterNodes();
+    const master = nodes.find((n) => n.role === 'master' && !n.failed && n.slots.some(([a, b]) => slot >= a && slot <= b));
+    if (!master) return { master: null, replica: null };
+    const replica = nodes.find((n) => n.role === 'slave' && n.masterId === master.id);
+    return { master: this.server(master.port), replica: replica ? this.server(replica.port) : null, masterId: master.id };
   }
 
   /** Sum of `cmdstat_<command>:calls=` over every server. */
@@ -378,8 +475,13 @@ export class RedisSetup {
   }
 }
 
-/** Starts the Redis servers of `mode`: standalone (1), sharded (2 independent), cluster (3 masters). */
-export async function startRedis(mode) {
+/**
+ * Starts the Redis servers of `mode`: standalone (1), sharded (2 independent), cluster
+ * (3 masters). Options: `replicas` (Cluster: replicas per master, default 0),
+ * `nodeTimeout` (Cluster: cluster-node-timeout in ms, default 5000), `aof` (every server
+ * writes an append-only file with this appendfsync policy: `always`, `everysec`).
+ */
+export async function startRedis(mode, { replicas = 0, nodeTimeout = 5_000, aof = null } = {}) {
   redisBinaries();
   const dir = mkdtempSync(path.join(tmpdir(), `herald-redis-${mode}-`));
   const servers = [];
@@ -391,20 +493,20 @@ export async function startRedis(mode) {
       for (let i = 0; i < count; i++) {
         const port = await freeServicePort(taken);
         const sdir = mkdtempSync(path.join(dir, `r${port}-`));
-        servers.push(new RedisServer({ port, dir: sdir }));
+        servers.push(new RedisServer({ port, dir: sdir, aof }));
       }
       await Promise.all(servers.map((s) => s.start()));
     } else if (mode === 'cluster') {
       const taken = new Set();
-      for (let i = 0; i < 3; i++) {
+      for (let i = 0; i < 3 * (1 + replicas); i++) {
         const port = await freeServicePort(taken, 10_000);
         const sdir = mkdtempSync(path.join(dir, `c${port}-`));
-        servers.push(new RedisServer({ port, dir: sdir, cluster: true }));
+        servers.push(new RedisServer({ port, dir: sdir, cluster: true, nodeTimeout, aof }));
       }
       await Promise.all(servers.map((s) => s.start()));
       await redisCli(
         servers[0].port,
-        ['--cluster', 'create', ...servers.map((s) => `127.0.0.1:${s.port}`), '--cluster-replicas', '0', '--cluster-yes'],
+        ['--cluster', 'create', ...servers.map((s) => `127.0.0.1:${s.port}`), '--cluster-replicas', String(replicas), '--cluster-yes'],
         { timeout: 60_000 },
       );
       await setup.waitClusterOk();
@@ -699,3 +801,133 @@ export async function subscribeSub({ sub, log }, { timeout = 10_000 } = {}) {
 }
 
 export { within };
+
+// ---------------------------------------------------------------------------
+// Reliability scenarios: server API publishes, /ready over time, Cluster slots
+
+/**
+ * One server API publish of `data` on `channel` through `node`; `{ ok: true, offset,
+ * epoch }` when acknowledged, else `{ ok: false, why }` (`error <code>`, `HTTP <status>`
+ * or `exception <message>`).
+ */
+export async function apiPublish(node, key, channel, data, { timeout = 5_000 } = {}) {
+  try {
+    const res = await within(
+      fetch(`${node.apiUrl}/api/publish`, {
+        method: 'POST',
+        headers: { 'X-API-Key': key, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ channel, data }),
+      }),
+      timeout,
+      'POST /api/publish',
+    );
+    const text = await res.text();
+    if (res.status !== 200) return { ok: false, why: `HTTP ${res.status}` };
+    const reply = JSON.parse(text);
+    if (reply.error) return { ok: false, why: `error ${reply.error.code}`, message: reply.error.message };
+    return { ok: true, offset: reply.result?.offset, epoch: reply.result?.epoch };
+  } catch (err) {
+    return { ok: false, why: `exception ${String(err?.message ?? err).split('\n')[0]}` };
+  }
+}
+
+/**
+ * Every acknowledged publication of `channel` as the server API's `history` returns
+ * it, paged oldest first: `{ epoch, top, publications: [{ offset, data }] }`.
+ */
+export async function apiHistoryAll(node, key, channel, { page = 1_000 } = {}) {
+  const publications = [];
+  let since = null;
+  let epoch = null;
+  let top = 0;
+  for (;;) {
+    const res = await within(
+      fetch(`${node.apiUrl}/api/history`, {
+        method: 'POST',
+        headers: { 'X-API-Key': key, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ channel, limit: page, ...(since ? { since } : {}) }),
+      }),
+      10_000,
+      'POST /api/history',
+    );
+    const reply = JSON.parse(await res.text());
+    if (reply.error) throw new Error(`history ${channel}: error ${reply.error.code} ${reply.error.message}`);
+    const r = reply.result ?? {};
+    epoch = r.epoch;
+    top = r.offset ?? 0;
+    const got = r.publications ?? [];
+    publications.push(...got.map((p) => ({ offset: p.offset, data: p.data })));
+    if (got.length < page || !got.length) break;
+    since = { offset: got[got.length - 1].offset, epoch };
+  }
+  return { epoch, top, publications };
+}
+
+/**
+ * Polls `GET /ready` of every node every `intervalMs` until `stop()`; keeps the
+ * transitions per node (time since start, status, reason). `describe()` prints them.
+ */
+export function watchReady(nodes, { intervalMs = 100 } = {}) {
+  const started = Date.now();
+  const states = nodes.map(() => []);
+  let running = true;
+  const poll = async (node, i) => {
+    while (running) {
+      let state;
+      try {
+        const res = await within(fetch(`${node.apiUrl}/ready`), 2_000, 'GET /ready');
+        const body = await res.text();
+        let reason = '';
+        try {
+          reason = JSON.parse(body).reason ?? '';
+        } catch {
+          reason = '';
+        }
+        state = res.status === 200 ? '200' : `${res.status} ${reason}`;
+      } catch (err) {
+        state = `unanswered (${String(err?.message ?? err).split('\n')[0]})`;
+      }
+      const list = states[i];
+      if (!list.length || list[list.length - 1].state !== state) list.push({ at: Date.now() - started, state });
+      await sleep(intervalMs);
+    }
+  };
+  const loops = nodes.map((node, i) => poll(node, i));
+  return {
+    states,
+    /** Transitions of node `i` after `sinceMs` (time since the watch started). */
+    after(i, sinceMs) {
+      return states[i].filter((s) => s.at >= sinceMs);
+    },
+    get elapsed() {
+      return Date.now() - started;
+    },
+    describe() {
+      return states.map((list, i) => `node ${i + 1} /ready: ${list.map((s) => `+${s.at}ms ${s.state}`).join(' -> ')}`).join('\n');
+    },
+    async stop() {
+      running = false;
+      await Promise.all(loops);
+    },
+  };
+}
+
+/** CRC16 (XMODEM), the hash of Redis Cluster key slots. */
+function crc16(bytes) {
+  let crc = 0;
+  for (const b of bytes) {
+    crc ^= b << 8;
+    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  }
+  return crc;
+}
+
+/** The Redis Cluster slot of `key` (with hash-tag rules), computed locally. */
+export function keySlot(key) {
+  const open = key.indexOf('{');
+  if (open >= 0) {
+    const close = key.indexOf('}', open + 1);
+    if (close > open + 1) key = key.slice(open + 1, close);
+  }
+  return crc16(Buffer.from(key, 'utf8')) % 16_384;
+}

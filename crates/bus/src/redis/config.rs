@@ -103,6 +103,8 @@ pub const ACL_COMMANDS: &[&str] = &[
     // Redis Cluster topology
     "cluster|slots",
     "cluster|shards",
+    // inside the scripts in Cluster mode: the lineage of a stream
+    "cluster|myid",
     "readonly",
     // pub/sub
     "publish",

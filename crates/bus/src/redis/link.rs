@@ -45,9 +45,10 @@ impl Commands {
     }
 
     /// Like [`Commands::script`] with one more argument last: the lineage
-    /// of the master the script runs on (sentinel.rs), empty when the shard
-    /// is not behind Sentinel. Taken from the same connection the script is
-    /// sent on, so the two always match.
+    /// of the master the script runs on (sentinel.rs), taken from the same
+    /// connection the script is sent on so the two always match; in Redis
+    /// Cluster the marker that has the script read it itself (the cluster
+    /// routes by slot); empty for a standalone server.
     pub(crate) async fn script_with_lineage<T: FromRedisValue>(
         &self,
         script: &Script,
@@ -80,7 +81,7 @@ impl Commands {
             }
             Self::Cluster(c) => {
                 if lineage {
-                    invocation.arg("");
+                    invocation.arg(super::scripts::CLUSTER_LINEAGE);
                 }
                 invocation.invoke_async(&mut c.clone()).await
             }
@@ -257,6 +258,12 @@ pub(crate) struct Inbox {
     /// Subscription confirmations we are waiting for, per pub/sub channel. A
     /// confirmation nobody waits for is a resubscription after a reconnect.
     expected: Mutex<HashMap<String, u32>>,
+    /// Unsubscription confirmations we are waiting for, per pub/sub channel.
+    /// One nobody waits for is the server dropping the channel: in Redis
+    /// Cluster a master that loses a slot (a failover, a resharding)
+    /// unsubscribes every client of the slot's sharded channels and keeps
+    /// the connection, so nothing else tells.
+    expected_unsubscribes: Mutex<HashMap<String, u32>>,
     pub(crate) dropped: AtomicU64,
     pub(crate) received: AtomicU64,
     /// When each channel was last told to recover because of a reconnect.
@@ -274,6 +281,10 @@ pub(crate) struct LinkSignals {
     pub(crate) healthy: AtomicBool,
     /// The connection dropped since the link last resubscribed everything.
     resync: AtomicBool,
+    /// Channels the server unsubscribed on its own since the link last
+    /// looked: subscribed again (on the slot's new owner), then their
+    /// positioned subscribers told to recover.
+    dropped: Mutex<Vec<String>>,
 }
 
 pub(crate) enum Incoming {
@@ -293,6 +304,7 @@ impl Inbox {
             workers,
             events,
             expected: Mutex::new(HashMap::new()),
+            expected_unsubscribes: Mutex::new(HashMap::new()),
             dropped: AtomicU64::new(0),
             received: AtomicU64::new(0),
             recent_gaps: Mutex::new(HashMap::new()),
@@ -318,22 +330,24 @@ impl Inbox {
         self.events.on_gap(channel);
     }
 
-    fn expect(&self, channels: &[String]) {
-        let mut expected = self.expected.lock();
+    fn expect(&self, kind: OpKind, channels: &[String]) {
+        let mut expected = self.awaited(kind).lock();
         for channel in channels {
             *expected.entry(channel.clone()).or_default() += 1;
         }
     }
 
-    fn forget(&self, channels: &[String]) {
-        let mut expected = self.expected.lock();
+    fn forget(&self, kind: OpKind, channels: &[String]) {
+        let mut expected = self.awaited(kind).lock();
         for channel in channels {
-            if let Some(n) = expected.get_mut(channel) {
-                *n -= 1;
-                if *n == 0 {
-                    expected.remove(channel);
-                }
-            }
+            take_one(&mut expected, channel);
+        }
+    }
+
+    fn awaited(&self, kind: OpKind) -> &Mutex<HashMap<String, u32>> {
+        match kind {
+            OpKind::Subscribe => &self.expected,
+            OpKind::Unsubscribe => &self.expected_unsubscribes,
         }
     }
 
@@ -374,23 +388,23 @@ impl Inbox {
                 let Ok(name) = String::from_utf8(name) else {
                     return;
                 };
-                let awaited = {
-                    let mut expected = self.expected.lock();
-                    match expected.get_mut(&name) {
-                        Some(n) => {
-                            *n -= 1;
-                            if *n == 0 {
-                                expected.remove(&name);
-                            }
-                            true
-                        }
-                        None => false,
-                    }
-                };
+                let awaited = take_one(&mut self.expected.lock(), &name);
                 if !awaited {
                     if let Some(channel) = self.keys.channel_of(&name) {
                         self.reconnect_gap(channel);
                     }
+                }
+            }
+            PushKind::Unsubscribe | PushKind::SUnsubscribe => {
+                let Some(name) = push.data.into_iter().next().and_then(bytes_of) else {
+                    return;
+                };
+                let Ok(name) = String::from_utf8(name) else {
+                    return;
+                };
+                if !take_one(&mut self.expected_unsubscribes.lock(), &name) {
+                    tracing::warn!(channel = %name, "redis dropped a pub/sub subscription (slot moved?); subscribing again");
+                    link.dropped.lock().push(name);
                 }
             }
             PushKind::Disconnection => {
@@ -398,6 +412,10 @@ impl Inbox {
                 link.resync.store(true, Ordering::Relaxed);
                 // A new reconnect: its resubscriptions must signal again.
                 self.recent_gaps.lock().clear();
+                // Confirmations lost with the connection never come; a late
+                // one taken for the server's own unsubscribe costs at most a
+                // needless resubscription.
+                self.expected_unsubscribes.lock().clear();
                 tracing::warn!("redis pub/sub connection lost; reconnecting");
             }
             _ => {}
@@ -416,6 +434,20 @@ impl Inbox {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
+    }
+}
+
+/// Takes one awaited confirmation of `name`; false when none was awaited.
+fn take_one(awaited: &mut HashMap<String, u32>, name: &str) -> bool {
+    match awaited.get_mut(name) {
+        Some(n) => {
+            *n -= 1;
+            if *n == 0 {
+                awaited.remove(name);
+            }
+            true
+        }
+        None => false,
     }
 }
 
@@ -615,7 +647,12 @@ impl LinkTask {
             Ok(Ok(()))
         );
         if alive && self.signals.resync.swap(false, Ordering::Relaxed) {
+            // Everything is subscribed again, the dropped channels with it.
+            self.signals.dropped.lock().clear();
             self.resync().await;
+        }
+        if alive {
+            self.subscribe_dropped().await;
         }
         if alive && !self.stale.is_empty() {
             let stale: Vec<String> = self.stale.iter().cloned().collect();
@@ -647,6 +684,34 @@ impl LinkTask {
         }
     }
 
+    /// The channels the server unsubscribed on its own: subscribed again
+    /// (the cluster client routes them to the slot's owner now), then the
+    /// positioned subscribers of each told to recover what they missed.
+    async fn subscribe_dropped(&mut self) {
+        let dropped: Vec<String> = std::mem::take(&mut *self.signals.dropped.lock());
+        let mut channels: Vec<String> = dropped
+            .into_iter()
+            .filter(|name| self.desired.contains(name))
+            .collect();
+        channels.sort();
+        channels.dedup();
+        if channels.is_empty() {
+            return;
+        }
+        for chunk in channels.chunks(BATCH) {
+            if self.apply(OpKind::Subscribe, chunk).await.is_err() {
+                // Try again at the next tick.
+                self.signals.dropped.lock().extend(chunk.iter().cloned());
+                continue;
+            }
+            for name in chunk {
+                if let Some(channel) = self.inbox.keys.channel_of(name) {
+                    self.inbox.reconnect_gap(channel);
+                }
+            }
+        }
+    }
+
     async fn apply(&mut self, kind: OpKind, channels: &[String]) -> RedisResult<()> {
         apply(
             &mut self.connection,
@@ -669,21 +734,17 @@ async fn apply(
     if channels.is_empty() {
         return Ok(());
     }
+    inbox.expect(kind, channels);
     let result = match kind {
-        OpKind::Subscribe => {
-            inbox.expect(channels);
-            let result = tokio::time::timeout(timeout, connection.subscribe(channels))
-                .await
-                .unwrap_or_else(|_| Err(timed_out()));
-            if result.is_err() {
-                inbox.forget(channels);
-            }
-            result
+        OpKind::Subscribe => tokio::time::timeout(timeout, connection.subscribe(channels)).await,
+        OpKind::Unsubscribe => {
+            tokio::time::timeout(timeout, connection.unsubscribe(channels)).await
         }
-        OpKind::Unsubscribe => tokio::time::timeout(timeout, connection.unsubscribe(channels))
-            .await
-            .unwrap_or_else(|_| Err(timed_out())),
-    };
+    }
+    .unwrap_or_else(|_| Err(timed_out()));
+    if result.is_err() {
+        inbox.forget(kind, channels);
+    }
     if let Err(e) = &result {
         tracing::warn!(error = %e, ?kind, channels = channels.len(), "redis pub/sub command failed");
     }

@@ -24,7 +24,9 @@ pub(crate) const PUBLISH_CONFLICT: u8 = 2;
 ///   empty, or a replica promoted without the last writes, gives new epochs;
 ///   behind Sentinel the master's lineage instead (`run_id` and
 ///   `master_replid`, the last argument of PUBLISH and HISTORY), which also
-///   changes when a server is promoted again without a restart;
+///   changes when a server is promoted again without a restart; in Redis
+///   Cluster ([`CLUSTER_LINEAGE`]) `run_id` and `master_replid` read here,
+///   for the same reason;
 /// - the `meta_ttl` period of the server clock: a meta expires `meta_ttl`
 ///   after its last touch, which followed its creation, so the stream that
 ///   follows is made in a later period.
@@ -34,8 +36,11 @@ pub(crate) const PUBLISH_CONFLICT: u8 = 2;
 const FRESH_EPOCH: &str = r#"
 local function fresh_epoch(meta_key, meta_ttl, lineage)
   local run_id = lineage
-  if run_id == '' then
+  if run_id == '' or run_id == '@myid' then
     run_id = string.match(redis.call('info', 'server'), 'run_id:(%x+)') or ''
+    if lineage == '@myid' then
+      run_id = run_id .. ':' .. (string.match(redis.call('info', 'replication'), 'master_replid:(%x+)') or '')
+    end
   end
   local period = 0
   local ttl = tonumber(meta_ttl)
@@ -44,7 +49,24 @@ local function fresh_epoch(meta_key, meta_ttl, lineage)
   end
   return string.sub(redis.sha1hex(run_id .. ':' .. period .. ':' .. meta_key), 1, 12)
 end
+local function lineage_of(arg)
+  if arg == '@myid' then
+    return redis.call('cluster', 'myid')
+  end
+  return arg
+end
 "#;
+
+/// The lineage argument of PUBLISH and HISTORY in Redis Cluster mode: the
+/// script reads the lineage itself, as the id of the cluster node it runs on
+/// (`CLUSTER MYID`). The node cannot pass it: the cluster client routes the
+/// script by slot, and only the server that runs it knows who it is. A
+/// failover (manual or not) moves the slot to another node id, so a stream
+/// last written on the old master starts a new epoch on the new one, as
+/// behind Sentinel: the promoted replica may lack acknowledged writes. A
+/// restart keeps the id (nodes.conf), and so the epoch, as a standalone
+/// server does.
+pub(crate) const CLUSTER_LINEAGE: &str = "@myid";
 
 /// Publish, with or without history, optionally idempotent.
 ///
@@ -56,7 +78,8 @@ end
 /// signature prefix of the pub/sub message (empty when signing is off;
 /// integrity.rs), 8 the sealed record to store instead of ARGV[1] (empty when
 /// history is stored in clear; seal.rs), 9 and 10 the epoch and offset it was
-/// sealed for, 11 the master's lineage behind Sentinel (empty otherwise). A
+/// sealed for, 11 the master's lineage behind Sentinel, [`CLUSTER_LINEAGE`]
+/// in Redis Cluster (the node id read by the script), empty otherwise. A
 /// new stream takes the epoch of [`FRESH_EPOCH`]; so does a stream whose meta
 /// holds another lineage (field `w`) than ARGV[11]: it was last written on
 /// another master, which may have had writes this one lacks, so its offsets
@@ -81,9 +104,10 @@ local offset = 0
 local epoch = ''
 local stored = ARGV[1]
 if ARGV[2] ~= '0' then
+  local lineage = lineage_of(ARGV[11])
   local meta = redis.call('hmget', KEYS[2], 'e', 'w')
   epoch = meta[1]
-  local fresh = not epoch or (ARGV[11] ~= '' and meta[2] ~= ARGV[11])
+  local fresh = not epoch or (lineage ~= '' and meta[2] ~= lineage)
   if fresh then
     epoch = fresh_epoch(KEYS[2], ARGV[4], ARGV[11])
   end
@@ -100,8 +124,8 @@ if ARGV[2] ~= '0' then
   end
   if fresh then
     redis.call('hset', KEYS[2], 'e', epoch, 's', 0)
-    if ARGV[11] ~= '' then
-      redis.call('hset', KEYS[2], 'w', ARGV[11])
+    if lineage ~= '' then
+      redis.call('hset', KEYS[2], 'w', lineage)
     end
   end
   offset = redis.call('hincrby', KEYS[2], 's', 1)
@@ -135,16 +159,18 @@ return {offset, epoch, 0}
 /// KEYS: 1 stream, 2 stream meta.
 /// ARGV: 1 `1` when a `since` offset is given, 2 that offset, 3 limit (-1 = no
 /// limit), 4 `1` = newest first, 5 meta TTL seconds (0 = none), 6 the
-/// master's lineage behind Sentinel (empty otherwise).
+/// master's lineage behind Sentinel, [`CLUSTER_LINEAGE`] in Redis Cluster,
+/// empty otherwise.
 ///
 /// Returns `{top offset, epoch, entries}` with entries as XRANGE gives them.
 pub(crate) static HISTORY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{FRESH_EPOCH}{}",
         r#"
+local lineage = lineage_of(ARGV[6])
 local meta = redis.call('hmget', KEYS[2], 'e', 'w')
 local epoch = meta[1]
-if not epoch or (ARGV[6] ~= '' and meta[2] ~= ARGV[6]) then
+if not epoch or (lineage ~= '' and meta[2] ~= lineage) then
   return {0, fresh_epoch(KEYS[2], ARGV[5], ARGV[6]), {}}
 end
 if ARGV[5] ~= '0' then
