@@ -24,7 +24,19 @@
 //! - `document`: fanout of a ~2 KB JSON document of which ~1% changes per
 //!   publication (docs/benchmarks.md uses 2,000 subscribers); with `--delta`
 //!   the subscribers negotiate fossil delta compression and apply every
-//!   delta, and the report adds the WebSocket payload bytes per delivery.
+//!   delta, and the report adds the WebSocket payload bytes per delivery;
+//! - `hold`: connections held for the duration that reconnect like
+//!   centrifuge-js (its backoff, `recover: true` from their position),
+//!   optional publications through the API, `--churn`, and a check of every
+//!   offset received (gaps, duplicates, reorders) (hold.rs).
+//!
+//! Every connection answers the server's pings, from its connect to its
+//! close (while the others open too). A connection that ends does not end
+//! the run: the summary's `disconnects` counts them by close code (or
+//! `io`, `eof`, `churn`) with a reason, `disconnects_total` sums them; a
+//! client publisher that is closed reconnects. `--processes N` spreads the
+//! connections over N worker processes and prints one merged summary
+//! (workers.rs).
 //!
 //! `--compression` makes every WebSocket client offer permessage-deflate
 //! and inflate what the server compresses (deflate.rs); every report of a
