@@ -20,7 +20,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::{now_micros, wire, Ws};
+use crate::{disconnects, now_micros, wire, Ws};
 
 /// What one connection's loop did in the measured window.
 pub(crate) struct Outcome {
@@ -112,15 +112,18 @@ pub(crate) async fn drive(
         let next = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
         let message = match next {
             Ok(Some(Ok(Message::Close(frame)))) => {
+                disconnects::record(&wire::closed(frame.as_ref()));
                 outcome.fail(format!("closed: {frame:?}"));
                 break;
             }
             Ok(Some(Ok(message))) => message,
             Ok(Some(Err(e))) => {
+                disconnects::record(&disconnects::Ended::Io(e.to_string()));
                 outcome.fail(e.to_string());
                 break;
             }
             Ok(None) => {
+                disconnects::record(&disconnects::Ended::Eof);
                 outcome.fail("connection closed".into());
                 break;
             }

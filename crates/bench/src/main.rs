@@ -24,7 +24,19 @@
 //! - `document`: fanout of a ~2 KB JSON document of which ~1% changes per
 //!   publication (docs/benchmarks.md uses 2,000 subscribers); with `--delta`
 //!   the subscribers negotiate fossil delta compression and apply every
-//!   delta, and the report adds the WebSocket payload bytes per delivery.
+//!   delta, and the report adds the WebSocket payload bytes per delivery;
+//! - `hold`: connections held for the duration that reconnect like
+//!   centrifuge-js (its backoff, `recover: true` from their position),
+//!   optional publications through the API, `--churn`, and a check of every
+//!   offset received (gaps, duplicates, reorders) (hold.rs).
+//!
+//! Every connection answers the server's pings, from its connect to its
+//! close (while the others open too). A connection that ends does not end
+//! the run: the summary's `disconnects` counts them by close code (or
+//! `io`, `eof`, `churn`) with a reason, `disconnects_total` sums them; a
+//! client publisher that is closed reconnects. `--processes N` spreads the
+//! connections over N worker processes and prints one merged summary
+//! (workers.rs).
 //!
 //! `--compression` makes every WebSocket client offer permessage-deflate
 //! and inflate what the server compresses (deflate.rs); every report of a
@@ -42,8 +54,11 @@
 
 mod calls;
 mod deflate;
+mod disconnects;
+mod hold;
 mod stream;
 mod wire;
+mod workers;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -83,6 +98,7 @@ enum Scenario {
     Subscribe,
     Backend,
     Document,
+    Hold,
 }
 
 /// How WebSocket clients authenticate (`--auth`).
@@ -142,7 +158,7 @@ struct Args {
     /// `idle`, `rpc`, `subscribe` and `backend`.
     #[arg(long, default_value_t = 100)]
     subscribers: usize,
-    /// Channels of the `channels` scenario.
+    /// Channels of the `channels` and `hold` scenarios.
     #[arg(long, default_value_t = 10)]
     channels: usize,
     /// The channel; for `subscribe`, the prefix of its channels (`ns:name`).
@@ -207,6 +223,21 @@ struct Args {
     /// gets; the run fails if the server does not negotiate it. ws:// only.
     #[arg(long)]
     compression: bool,
+    /// Spread the connections over this many processes (each process is
+    /// limited in open files): fanout, channels, document, connect, idle,
+    /// cluster and hold. The summary merges theirs.
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// `hold`: the percentage of the connections the bench itself closes
+    /// per minute (spread evenly), each reconnecting as after any close.
+    #[arg(long, default_value_t = 0.0)]
+    churn: f64,
+    /// A worker of `--processes`: its index and the number of workers (I/N).
+    #[arg(long, hide = true, value_parser = workers::parse_worker)]
+    worker: Option<(usize, usize)>,
+    /// A worker's clock zero (Unix microseconds), shared by all workers.
+    #[arg(long, hide = true, default_value_t = 0)]
+    epoch: u64,
 }
 
 /// How subscribers ask for publications to be encoded on the wire (more
@@ -284,10 +315,25 @@ fn tls_config(
     Ok(Some(Arc::new(config)))
 }
 
-/// Microseconds since the bench started: the clock of send timestamps.
+/// `--epoch` (Unix microseconds): the zero of the bench clock shared by the
+/// workers of `--processes`; 0 = this process's start.
+static EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// Microseconds since the bench started (since `--epoch` in a worker): the
+/// clock of send timestamps.
 pub(crate) fn now_micros() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_micros() as u64
+    let start = START.get_or_init(|| {
+        let epoch = EPOCH.load(Ordering::Relaxed);
+        let now = Instant::now();
+        let since = workers::unix_micros().saturating_sub(epoch);
+        if epoch == 0 {
+            now
+        } else {
+            now.checked_sub(Duration::from_micros(since)).unwrap_or(now)
+        }
+    });
+    start.elapsed().as_micros() as u64
 }
 
 /// How connection tokens are signed: HS256 with `--secret`, or ES256 with
@@ -340,6 +386,8 @@ struct Receiver {
     deliveries: u64,
     /// WebSocket payload bytes of the messages that carried measured deliveries.
     bytes: u64,
+    /// A delta subscriber's last publication: the base of the next delta.
+    held: Vec<u8>,
 }
 
 /// Connects, authenticates and subscribes to `channels`, in `format`.
@@ -351,6 +399,39 @@ async fn open_client(
     format: Format,
     encoding: Encoding,
 ) -> anyhow::Result<Ws> {
+    let mut ws = connect_ws(url, cookie, format).await?;
+    let connect = Command {
+        id: 1,
+        method: Method::Connect(ConnectRequest {
+            token: token.to_owned(),
+            ..Default::default()
+        }),
+    };
+    ws.send(wire::command(format, &connect)).await?;
+    await_reply(&mut ws, 1, format).await?;
+    for (i, channel) in channels.iter().enumerate() {
+        let id = 2 + i as u32;
+        let subscribe = Command {
+            id,
+            method: Method::Subscribe(SubscribeRequest {
+                channel: channel.clone(),
+                delta: if encoding.delta {
+                    "fossil".into()
+                } else {
+                    String::new()
+                },
+                ..Default::default()
+            }),
+        };
+        ws.send(wire::command(format, &subscribe)).await?;
+        await_reply(&mut ws, id, format).await?;
+    }
+    Ok(ws)
+}
+
+/// A WebSocket to `url` speaking `format` (`--compression` and `--ca-file`
+/// applied), before any command.
+async fn connect_ws(url: &str, cookie: Option<&str>, format: Format) -> anyhow::Result<Ws> {
     let connector = TLS
         .get()
         .cloned()
@@ -383,7 +464,7 @@ async fn open_client(
         .with_context(|| format!("connect to {url}"))?;
     tcp.set_nodelay(true)?;
     let stream = deflate::Wire::new(tcp, compression);
-    let (mut ws, response) =
+    let (ws, response) =
         tokio_tungstenite::client_async_tls_with_config(request, stream, None, connector)
             .await
             .with_context(|| format!("connect to {url}"))?;
@@ -395,32 +476,6 @@ async fn open_client(
             .is_some_and(|v| v.starts_with("permessage-deflate"))
     {
         bail!("{url} did not negotiate permessage-deflate (websocket.compression off?)");
-    }
-    let connect = Command {
-        id: 1,
-        method: Method::Connect(ConnectRequest {
-            token: token.to_owned(),
-            ..Default::default()
-        }),
-    };
-    ws.send(wire::command(format, &connect)).await?;
-    await_reply(&mut ws, 1, format).await?;
-    for (i, channel) in channels.iter().enumerate() {
-        let id = 2 + i as u32;
-        let subscribe = Command {
-            id,
-            method: Method::Subscribe(SubscribeRequest {
-                channel: channel.clone(),
-                delta: if encoding.delta {
-                    "fossil".into()
-                } else {
-                    String::new()
-                },
-                ..Default::default()
-            }),
-        };
-        ws.send(wire::command(format, &subscribe)).await?;
-        await_reply(&mut ws, id, format).await?;
     }
     Ok(ws)
 }
@@ -452,35 +507,57 @@ async fn await_reply(ws: &mut Ws, id: u32, format: Format) -> anyhow::Result<()>
 /// counted or recorded.
 static MEASURE_FROM: AtomicU64 = AtomicU64::new(u64::MAX);
 
-/// Reads until `stop`, recording the latency of every measured publication.
+/// Reads until `stop`, recording the latency of every measured
+/// publication and answering every ping. A connection that ends is counted
+/// in `disconnects` (and `errors` before `stop`); the others go on.
 async fn receive(mut client: Client, stop: Arc<AtomicBool>, counters: Arc<Counters>) -> Receiver {
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-    let mut deliveries = 0;
-    let mut bytes = 0;
-    // A delta subscriber's last publication: the base of the next delta.
-    let mut held: Vec<u8> = Vec::new();
+    let mut receiver = Receiver {
+        histogram: workers::new_histogram(),
+        deliveries: 0,
+        bytes: 0,
+        held: Vec::new(),
+    };
     loop {
         let next = tokio::time::timeout(Duration::from_millis(200), client.next()).await;
-        let (now, received) = match next {
-            Ok(Some(Ok(read))) => read,
-            Ok(_) => {
-                if !stop.load(Ordering::Relaxed) {
-                    counters.errors.fetch_add(1, Ordering::Relaxed);
+        let ended = match next {
+            Ok(Some(Ok((now, received)))) => {
+                client.answer(received.pings).await;
+                let ended = receiver.take(now, received, &counters);
+                if ended.is_none() {
+                    continue;
                 }
-                break;
+                ended
             }
-            Err(_) => {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                continue;
-            }
+            Ok(Some(Err(e))) => Some(disconnects::Ended::Io(format!("{e:#}"))),
+            Ok(None) => Some(disconnects::Ended::Eof),
+            Err(_) if stop.load(Ordering::Relaxed) => None,
+            Err(_) => continue,
         };
-        client.answer(received.pings).await;
+        if let Some(ended) = ended {
+            disconnects::record(&ended);
+            if !stop.load(Ordering::Relaxed) {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        break;
+    }
+    client.close().await;
+    receiver
+}
+
+impl Receiver {
+    /// Records the measured deliveries of what was read at `now`; returns
+    /// how the connection ended if the message says it did.
+    fn take(
+        &mut self,
+        now: u64,
+        received: wire::Received,
+        counters: &Counters,
+    ) -> Option<disconnects::Ended> {
         let mut stamps = received.stamps;
         for (is_delta, data) in received.payloads {
             let document = if is_delta {
-                match herald_fossil::decode(&held, &data) {
+                match herald_fossil::decode(&self.held, &data) {
                     Ok(document) => document,
                     Err(_) => {
                         counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -493,23 +570,18 @@ async fn receive(mut client: Client, stop: Arc<AtomicBool>, counters: Arc<Counte
             if let Ok(stamp) = serde_json::from_slice::<wire::Stamp>(&document) {
                 stamps.push(stamp.t);
             }
-            held = document;
+            self.held = document;
         }
         let measure_from = MEASURE_FROM.load(Ordering::Relaxed);
         let measured = stamps.iter().filter(|s| **s >= measure_from).count() as u64;
         if measured > 0 {
-            bytes += received.bytes as u64;
+            self.bytes += received.bytes as u64;
         }
-        deliveries += measured;
+        self.deliveries += measured;
         for stamp in stamps.into_iter().filter(|s| *s >= measure_from) {
-            let _ = histogram.record(now.saturating_sub(stamp).max(1));
+            let _ = self.histogram.record(now.saturating_sub(stamp).max(1));
         }
-    }
-    client.close().await;
-    Receiver {
-        histogram,
-        deliveries,
-        bytes,
+        received.ended
     }
 }
 
@@ -575,28 +647,18 @@ fn payload(size: usize) -> String {
     "x".repeat(pad)
 }
 
-/// Publishes at `rate` per second over `channels` until `until`.
+/// Publishes at `rate` per second over `channels` until `until`; returns
+/// how many it sent. A publication that fails counts as an error, and the
+/// publisher reconnects (at most once a second) rather than ending the run.
 async fn publish(
     args: &Args,
+    publisher: &mut Publisher,
+    document: &mut Option<Document>,
     channels: &[String],
     until: Instant,
-    counters: Arc<Counters>,
-) -> anyhow::Result<()> {
+    counters: &Counters,
+) -> u64 {
     let pad = payload(args.payload);
-    let mut document = (args.scenario == Scenario::Document).then(Document::new);
-    let mut publisher = match &args.api_key {
-        Some(key) => Publisher::Api(ApiClient::connect(&args.url[0], key).await?, args.delta),
-        None => {
-            let token = Signer::from_args(args)?.token("bench-publisher", &[])?;
-            let format = args.format.publisher();
-            let encoding = Encoding::default();
-            let ws = open_client(&args.url[0], &token, None, channels, format, encoding).await?;
-            let (sink, stream) = ws.split();
-            let errors = counters.clone();
-            tokio::spawn(read_publish_replies(stream, format, errors));
-            Publisher::Ws(sink, 100, format)
-        }
-    };
     let start = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_millis(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -606,34 +668,122 @@ async fn publish(
         let due = (start.elapsed().as_secs_f64() * args.rate) as u64;
         while sent < due {
             let channel = &channels[sent as usize % channels.len()];
-            let data = match &mut document {
+            let data = match document {
                 Some(document) => document.next_version(now_micros()),
                 None => format!("{{\"t\":{},\"p\":\"{pad}\"}}", now_micros()),
             };
-            publisher.publish(channel, &data, &counters).await?;
+            if let Err(e) = publisher.publish(channel, &data, counters).await {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                publisher.repair(args, &e).await;
+            }
             sent += 1;
         }
     }
-    counters.published.store(sent, Ordering::Relaxed);
-    Ok(())
+    sent
 }
 
-enum Publisher {
-    /// A client: its sink, the last command id, its format.
-    Ws(SplitSink<Ws, Message>, u32, Format),
+/// Where publications go: a client, or the server API.
+struct Publisher {
+    kind: PublisherKind,
+    channels: Vec<String>,
+    counters: Arc<Counters>,
+    /// No reconnect before this, after one failed.
+    next_repair: Instant,
+}
+
+enum PublisherKind {
+    /// A client: its sink (shared with the reader, which answers pings),
+    /// the reader, the last command id, its format.
+    Ws(
+        Arc<tokio::sync::Mutex<SplitSink<Ws, Message>>>,
+        tokio::task::JoinHandle<()>,
+        u32,
+        Format,
+    ),
     /// The API, and whether publications ask for delta delivery.
     Api(ApiClient, bool),
+    /// Not connected (the last attempt failed).
+    Broken,
 }
 
 impl Publisher {
+    /// A publisher for `channels`: through the API with `--api-key`, else a
+    /// client subscribed to them (so namespaces that let only subscribers
+    /// publish accept it).
+    async fn open(
+        args: &Args,
+        channels: &[String],
+        counters: Arc<Counters>,
+    ) -> anyhow::Result<Self> {
+        let kind = Self::connect(args, channels, &counters).await?;
+        Ok(Self {
+            kind,
+            channels: channels.to_vec(),
+            counters,
+            next_repair: Instant::now(),
+        })
+    }
+
+    async fn connect(
+        args: &Args,
+        channels: &[String],
+        counters: &Arc<Counters>,
+    ) -> anyhow::Result<PublisherKind> {
+        Ok(match &args.api_key {
+            Some(key) => {
+                PublisherKind::Api(ApiClient::connect(&args.url[0], key).await?, args.delta)
+            }
+            None => {
+                let token = Signer::from_args(args)?.token("bench-publisher", &[])?;
+                let format = args.format.publisher();
+                let encoding = Encoding::default();
+                let ws =
+                    open_client(&args.url[0], &token, None, channels, format, encoding).await?;
+                let (sink, stream) = ws.split();
+                let sink = Arc::new(tokio::sync::Mutex::new(sink));
+                let reader = tokio::spawn(read_publish_replies(
+                    stream,
+                    sink.clone(),
+                    format,
+                    counters.clone(),
+                ));
+                PublisherKind::Ws(sink, reader, 100, format)
+            }
+        })
+    }
+
+    /// After a failed publication: a new connection, unless one was tried
+    /// less than a second ago.
+    async fn repair(&mut self, args: &Args, error: &anyhow::Error) {
+        if Instant::now() < self.next_repair {
+            return;
+        }
+        self.next_repair = Instant::now() + Duration::from_secs(1);
+        if let PublisherKind::Ws(_, reader, ..) = &self.kind {
+            reader.abort();
+        }
+        if let PublisherKind::Api(..) = self.kind {
+            disconnects::record(&disconnects::Ended::Io(format!(
+                "the API publisher: {error:#}"
+            )));
+        }
+        self.kind = match Self::connect(args, &self.channels, &self.counters).await {
+            Ok(kind) => kind,
+            Err(e) => {
+                eprintln!("herald-bench: the publisher cannot reconnect: {e:#}");
+                PublisherKind::Broken
+            }
+        };
+    }
+
     async fn publish(
         &mut self,
         channel: &str,
         data: &str,
         counters: &Counters,
     ) -> anyhow::Result<()> {
-        match self {
-            Publisher::Ws(sink, id, format) => {
+        match &mut self.kind {
+            PublisherKind::Ws(sink, _, id, format) => {
                 *id += 1;
                 let command = Command {
                     id: *id,
@@ -642,9 +792,12 @@ impl Publisher {
                         data: Some(RawJson::from_str(data)?),
                     }),
                 };
-                sink.send(wire::command(*format, &command)).await?;
+                sink.lock()
+                    .await
+                    .send(wire::command(*format, &command))
+                    .await?;
             }
-            Publisher::Api(api, delta) => {
+            PublisherKind::Api(api, delta) => {
                 let delta = if *delta { ",\"delta\":true" } else { "" };
                 let body = format!(
                     "{{\"channel\":{},\"data\":{data}{delta}}}",
@@ -654,24 +807,50 @@ impl Publisher {
                     counters.errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            PublisherKind::Broken => bail!("the publisher is not connected"),
         }
         Ok(())
     }
 }
 
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if let PublisherKind::Ws(_, reader, ..) = &self.kind {
+            reader.abort();
+        }
+    }
+}
+
+/// The publisher client's reader: counts failed publications, answers the
+/// server's pings, and counts how the connection ended.
 async fn read_publish_replies(
     mut stream: SplitStream<Ws>,
+    sink: Arc<tokio::sync::Mutex<SplitSink<Ws, Message>>>,
     format: Format,
     counters: Arc<Counters>,
 ) {
-    while let Some(Ok(message)) = stream.next().await {
-        let failed = wire::read(format, &message)
-            .answers
-            .iter()
-            .filter(|(_, error)| error.is_some())
-            .count();
-        counters.errors.fetch_add(failed as u64, Ordering::Relaxed);
-    }
+    let ended = loop {
+        match stream.next().await {
+            Some(Ok(message)) => {
+                let received = wire::read(format, &message);
+                let failed = received
+                    .answers
+                    .iter()
+                    .filter(|(_, error)| error.is_some())
+                    .count();
+                counters.errors.fetch_add(failed as u64, Ordering::Relaxed);
+                for _ in 0..received.pings {
+                    let _ = sink.lock().await.send(wire::pong(format)).await;
+                }
+                if let Some(ended) = received.ended {
+                    break ended;
+                }
+            }
+            Some(Err(e)) => break disconnects::Ended::Io(e.to_string()),
+            None => break disconnects::Ended::Eof,
+        }
+    };
+    disconnects::record(&ended);
 }
 
 /// A keep-alive HTTP/1.1 client for POST /api/publish.
@@ -698,6 +877,11 @@ impl ApiClient {
 
     /// True on HTTP 200 without an `error` in the body.
     async fn post(&mut self, path: &str, body: &str) -> anyhow::Result<bool> {
+        Ok(self.post_body(path, body).await?.0)
+    }
+
+    /// [`ApiClient::post`], and the response body.
+    async fn post_body(&mut self, path: &str, body: &str) -> anyhow::Result<(bool, Vec<u8>)> {
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: {}\r\nX-API-Key: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.host,
@@ -723,7 +907,11 @@ impl ApiClient {
         }
         let mut response = vec![0; length];
         self.stream.read_exact(&mut response).await?;
-        Ok(status.contains(" 200 ") && !response.windows(8).any(|w| w == b"\"error\":"))
+        if status.is_empty() {
+            bail!("the API connection closed");
+        }
+        let ok = status.contains(" 200 ") && !response.windows(8).any(|w| w == b"\"error\":");
+        Ok((ok, response))
     }
 }
 
@@ -799,7 +987,12 @@ impl Client {
     }
 }
 
-/// Opens `n` subscribed clients, `concurrency` at a time, spread over `urls`.
+/// Opens this process's share of `n` subscribed clients (all of them
+/// without `--processes`), `concurrency` at a time, spread over `urls` by
+/// their global index. A client that is open keeps answering pings while
+/// the others open and until `workers::sync` lets the run go on (every
+/// worker's clients open); one that ends meanwhile is counted in
+/// `disconnects` and left out.
 async fn open_many(
     args: &Args,
     n: usize,
@@ -810,7 +1003,9 @@ async fn open_many(
     let mut tasks = Vec::with_capacity(n);
     // Checked in main before any scenario runs.
     let signer = Signer::from_args(args).expect("the token key was readable at start");
-    for i in 0..n {
+    let (release, released) = tokio::sync::watch::channel(false);
+    let (opened_tx, mut opened) = tokio::sync::mpsc::unbounded_channel::<()>();
+    for i in workers::indices(n) {
         let url = args.url[i % args.url.len()].clone();
         let signer = signer.clone();
         let channels = channels_of(i);
@@ -819,18 +1014,54 @@ async fn open_many(
         let transport = args.transport;
         let encoding = Encoding::from_args(args);
         let jwt = args.auth == AuthArg::Jwt;
+        let mut released = released.clone();
+        // Says this connection's attempt is over, however the task ends.
+        let opened_guard = Opened(opened_tx.clone());
         tasks.push(tokio::spawn(async move {
-            let _permit = gate.acquire_owned().await;
+            let permit = gate.acquire_owned().await;
             let started = Instant::now();
             let user = format!("bench-{i}");
             let auth = jwt.then_some(&signer);
             let client =
-                Client::open(transport, &url, auth, &user, &channels, format, encoding).await?;
-            anyhow::Ok((client, started.elapsed()))
+                Client::open(transport, &url, auth, &user, &channels, format, encoding).await;
+            let took = started.elapsed();
+            drop(permit);
+            drop(opened_guard);
+            let mut client = client?;
+            // Parked: pings answered until the run takes the client.
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = async { released.wait_for(|go| *go).await.map(|_| ()) } => break,
+                    next = client.next() => {
+                        let ended = match next {
+                            Some(Ok((_, received))) => {
+                                client.answer(received.pings).await;
+                                received.ended
+                            }
+                            Some(Err(e)) => Some(disconnects::Ended::Io(format!("{e:#}"))),
+                            None => Some(disconnects::Ended::Eof),
+                        };
+                        if let Some(ended) = ended {
+                            disconnects::record(&ended);
+                            bail!("closed before the run started ({}: {})", ended.key(), ended.reason());
+                        }
+                    }
+                }
+            }
+            anyhow::Ok((client, took))
         }));
     }
-    let mut clients = Vec::with_capacity(n);
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    drop(opened_tx);
+    for _ in 0..tasks.len() {
+        if opened.recv().await.is_none() {
+            break;
+        }
+    }
+    workers::sync().await;
+    let _ = release.send(true);
+    let mut clients = Vec::with_capacity(tasks.len());
+    let mut histogram = workers::new_histogram();
     let mut first_error = None;
     for task in tasks {
         match task.await {
@@ -852,6 +1083,15 @@ async fn open_many(
         eprintln!("herald-bench: some connections failed, first: {e}");
     }
     (clients, histogram)
+}
+
+/// Sends once when dropped: a connection attempt of `open_many` is over.
+struct Opened(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
 }
 
 /// `--subscribers` clients, all subscribed to `--channel`.
@@ -913,7 +1153,20 @@ impl Report {
         }
         json.insert("max_ms".into(), ms(h.max()).into());
         json.insert("errors".into(), self.errors.into());
+        json.insert("disconnects".into(), disconnects::json());
+        json.insert("disconnects_total".into(), disconnects::total().into());
         json.extend(self.extra.clone());
+        if workers::is_worker() {
+            // Raw figures for the parent's merge (workers.rs).
+            let mut worker = match json.remove("worker") {
+                Some(serde_json::Value::Object(worker)) => worker,
+                _ => serde_json::Map::new(),
+            };
+            worker.insert("histogram".into(), workers::histogram_pairs(h));
+            json.insert("worker".into(), worker.into());
+        } else {
+            json.remove("worker");
+        }
         eprintln!(
             "{}: {:.0} deliveries/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors",
             self.scenario,
@@ -927,7 +1180,10 @@ impl Report {
     }
 }
 
-/// Publishes for warm-up + duration and collects every receiver.
+/// Publishes for warm-up + duration and collects every receiver. The
+/// timeline starts at the go of `workers::sync` (passed in `open_many`), so
+/// the workers of `--processes` measure the same window; only the first
+/// publishes.
 async fn run_publishing(
     args: &Args,
     scenario: &'static str,
@@ -937,28 +1193,51 @@ async fn run_publishing(
 ) -> anyhow::Result<Report> {
     let stop = Arc::new(AtomicBool::new(false));
     let subscribers = clients.len() as u64;
-    MEASURE_FROM.store(u64::MAX, Ordering::Relaxed);
+    let go = workers::sync().await;
+    let warm_until = go + args.warmup.as_micros() as u64;
+    let measure_from = if args.warmup.is_zero() {
+        go
+    } else {
+        warm_until + 500_000
+    };
+    let measure_until = measure_from + args.duration.as_micros() as u64;
+    MEASURE_FROM.store(measure_from, Ordering::Relaxed);
     let receivers: Vec<_> = clients
         .into_iter()
         .map(|client| tokio::spawn(receive(client, stop.clone(), counters.clone())))
         .collect();
-    if !args.warmup.is_zero() {
-        let warm = Arc::new(Counters::default());
-        publish(args, &channels, Instant::now() + args.warmup, warm).await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut publisher = if workers::publishes() {
+        Some(Publisher::open(args, &channels, counters.clone()).await?)
+    } else {
+        None
+    };
+    let mut document = (args.scenario == Scenario::Document).then(Document::new);
+    if let Some(publisher) = publisher.as_mut() {
+        if !args.warmup.is_zero() {
+            let warm = Counters::default();
+            let until = workers::at(warm_until).into_std();
+            publish(args, publisher, &mut document, &channels, until, &warm).await;
+        }
     }
-    MEASURE_FROM.store(now_micros(), Ordering::Relaxed);
+    tokio::time::sleep_until(workers::at(measure_from)).await;
     let cpu_before = args.server_pid.and_then(cpu_micros);
     let wire_before = deflate::WIRE_BYTES_READ.load(Ordering::Relaxed);
     let started = Instant::now();
-    publish(args, &channels, started + args.duration, counters.clone()).await?;
+    if let Some(publisher) = publisher.as_mut() {
+        let until = workers::at(measure_until).into_std();
+        let sent = publish(args, publisher, &mut document, &channels, until, &counters).await;
+        counters.published.store(sent, Ordering::Relaxed);
+    } else {
+        tokio::time::sleep_until(workers::at(measure_until)).await;
+    }
     let published_for = started.elapsed();
     // Let the last publications arrive.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cpu_after = args.server_pid.and_then(cpu_micros);
     let wire_read = deflate::WIRE_BYTES_READ.load(Ordering::Relaxed) - wire_before;
     stop.store(true, Ordering::Relaxed);
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    drop(publisher);
+    let mut histogram = workers::new_histogram();
     let mut delivered = 0;
     let mut bytes = 0;
     for receiver in receivers {
@@ -1004,6 +1283,13 @@ async fn run_publishing(
             ((per * 100.0).round() / 100.0).into(),
         );
     }
+    extra.insert(
+        "worker".into(),
+        serde_json::json!({
+            "delivered": delivered, "bytes": bytes, "missing": missing,
+            "published_for_s": published_for.as_secs_f64(),
+        }),
+    );
     Ok(Report {
         scenario,
         deliveries_per_sec: delivered.min(expected) as f64 / published_for.as_secs_f64(),
@@ -1186,6 +1472,8 @@ async fn run(args: Args) -> anyhow::Result<Report> {
             run_publishing(&args, "channels", clients, channels, counters).await
         }
         Scenario::Connect => {
+            // Every worker starts connecting at once.
+            workers::sync().await;
             let cpu = CpuWatch::start(&args);
             let started = Instant::now();
             let (clients, histogram) = open_on_one_channel(&args, &counters).await;
@@ -1201,6 +1489,10 @@ async fn run(args: Args) -> anyhow::Result<Report> {
                 "connects_per_sec".into(),
                 ((connected as f64 / took.as_secs_f64()).round()).into(),
             );
+            extra.insert(
+                "worker".into(),
+                serde_json::json!({ "took_s": took.as_secs_f64() }),
+            );
             Ok(Report {
                 scenario: "connect",
                 deliveries_per_sec: 0.0,
@@ -1212,6 +1504,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         Scenario::Rpc | Scenario::Subscribe | Scenario::Backend => {
             run_calls(&args, &counters).await
         }
+        Scenario::Hold => hold::run(&args).await,
         Scenario::Idle => {
             let before = args.server_pid.and_then(rss_kib);
             let (clients, histogram) = open_on_one_channel(&args, &counters).await;
@@ -1221,7 +1514,8 @@ async fn run(args: Args) -> anyhow::Result<Report> {
                 .into_iter()
                 .map(|client| tokio::spawn(receive(client, stop.clone(), counters.clone())))
                 .collect();
-            tokio::time::sleep(args.duration).await;
+            let go = workers::sync().await;
+            tokio::time::sleep_until(workers::at(go + args.duration.as_micros() as u64)).await;
             let after = args.server_pid.and_then(rss_kib);
             stop.store(true, Ordering::Relaxed);
             for holder in holders {
@@ -1249,9 +1543,73 @@ async fn run(args: Args) -> anyhow::Result<Report> {
     }
 }
 
+/// Why `--processes` cannot serve this run, if it cannot.
+fn processes_conflict(args: &Args) -> Option<String> {
+    if args.processes == 0 {
+        return Some("--processes must be at least 1".into());
+    }
+    if args.processes > 1
+        && matches!(
+            args.scenario,
+            Scenario::Rpc | Scenario::Subscribe | Scenario::Backend
+        )
+    {
+        return Some(format!(
+            "--processes works with fanout, channels, document, connect, idle, cluster and hold, \
+             not {} (its connections are few enough for one process)",
+            label(args.scenario)
+        ));
+    }
+    None
+}
+
+/// The parent of `--processes N`: runs the workers, prints their merged
+/// summary.
+fn run_processes(args: &Args, runtime: &tokio::runtime::Runtime) -> ! {
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let channels = match args.scenario {
+        Scenario::Channels => args.channels.max(1),
+        _ => 1,
+    };
+    match runtime.block_on(workers::run_parent(args.processes, raw, channels)) {
+        Ok(summary) => {
+            let get = |key: &str| {
+                summary
+                    .get(key)
+                    .and_then(serde_json::Value::as_f64)
+                    .unwrap_or(0.0)
+            };
+            eprintln!(
+                "{} over {} processes: {:.0} deliveries/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors",
+                summary["scenario"].as_str().unwrap_or("?"),
+                args.processes,
+                get("deliveries_per_sec"),
+                get("p50_ms"),
+                get("p99_ms"),
+                get("max_ms"),
+                get("errors"),
+            );
+            println!("{summary}");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("herald-bench: {e:#}");
+            std::process::exit(1)
+        }
+    }
+}
+
 fn main() {
     let args = Args::parse();
+    if let Some((index, total)) = args.worker {
+        workers::set_share(index, total);
+        EPOCH.store(args.epoch, Ordering::Relaxed);
+    }
     now_micros();
+    if let Some(conflict) = processes_conflict(&args).or_else(|| hold::conflict(&args)) {
+        eprintln!("herald-bench: {conflict}");
+        std::process::exit(2);
+    }
     let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     // A bad --es256-key is reported here, before any connection is made.
@@ -1292,6 +1650,9 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if args.processes > 1 && args.worker.is_none() {
+        run_processes(&args, &runtime);
+    }
     let (format, transport, auth) = (args.format, args.transport, args.auth);
     match runtime.block_on(run(args)) {
         Ok(mut report) => {

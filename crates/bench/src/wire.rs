@@ -7,6 +7,8 @@ use herald_protocol::{Command, Format, PushBody, Reply};
 use serde::Deserialize;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::disconnects::Ended;
+
 /// The subprotocol a client of `format` offers.
 pub(crate) fn subprotocol(format: Format) -> &'static str {
     match format {
@@ -49,6 +51,9 @@ pub(crate) struct Received {
     pub(crate) payloads: Vec<(bool, Vec<u8>)>,
     /// The WebSocket payload bytes of the message.
     pub(crate) bytes: usize,
+    /// The server ended the connection: a close frame, or a `disconnect`
+    /// push (the HTTP transports).
+    pub(crate) ended: Option<Ended>,
 }
 
 /// Reads a server message of `format`; a message of the other kind, or one
@@ -76,6 +81,9 @@ pub(crate) fn read_documents(format: Format, message: &Message, documents: bool)
                 match reply {
                     Reply::Ping => received.pings += 1,
                     Reply::Push(push) => {
+                        if let PushBody::Disconnect(d) = &push.body {
+                            received.ended = Some(Ended::Code(d.code, d.reason.clone()));
+                        }
                         if let PushBody::Publication(p) = push.body {
                             if p.delta {
                                 let patch = p.data.binary_bytes().unwrap_or_default();
@@ -98,9 +106,20 @@ pub(crate) fn read_documents(format: Format, message: &Message, documents: bool)
                 }
             }
         }
+        (_, Message::Close(frame)) => received.ended = Some(closed(frame.as_ref())),
         _ => {}
     }
     received
+}
+
+/// How a close frame ended a connection (1005: it gave no code).
+pub(crate) fn closed(
+    frame: Option<&tokio_tungstenite::tungstenite::protocol::CloseFrame>,
+) -> Ended {
+    match frame {
+        Some(frame) => Ended::Code(u16::from(frame.code).into(), frame.reason.to_string()),
+        None => Ended::Code(1005, "close frame without a code".into()),
+    }
 }
 
 /// Adds what one JSON line holds to `received`: a reply or a push
@@ -115,9 +134,16 @@ pub(crate) fn read_json_line(line: &str, received: &mut Received) {
         received.pings += 1;
         return;
     }
-    let Ok(parsed) = serde_json::from_str::<Line<'_>>(line) else {
+    let Ok(mut parsed) = serde_json::from_str::<Line<'_>>(line) else {
         return;
     };
+    let disconnect = parsed
+        .disconnect
+        .or_else(|| parsed.push.as_mut().and_then(|p| p.disconnect.take()));
+    if let Some(d) = disconnect {
+        received.ended = Some(Ended::Code(d.code, d.reason));
+        return;
+    }
     let publication = parsed
         .push
         .and_then(|p| p.publication)
@@ -153,6 +179,17 @@ struct Line<'a> {
     publication: Option<PublicationLine<'a>>,
     #[serde(default)]
     error: Option<serde_json::Value>,
+    #[serde(default)]
+    disconnect: Option<DisconnectLine>,
+}
+
+/// A `disconnect` push: how the HTTP transports end a connection.
+#[derive(Deserialize)]
+struct DisconnectLine {
+    #[serde(default)]
+    code: u32,
+    #[serde(default)]
+    reason: String,
 }
 
 #[derive(Deserialize)]
@@ -162,6 +199,8 @@ struct PushLine<'a> {
     #[serde(borrow, default)]
     #[allow(dead_code)]
     channel: Option<&'a str>,
+    #[serde(default)]
+    disconnect: Option<DisconnectLine>,
 }
 
 #[derive(Deserialize)]
