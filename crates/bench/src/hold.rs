@@ -2,7 +2,10 @@
 //! the way centrifuge-js does, for reconnect storms and soaks.
 //!
 //! `--subscribers N` WebSocket connections (JSON or protobuf, `--format`)
-//! spread round-robin over the `--url`s; connection i subscribes to
+//! spread round-robin over the `--url`s, each reconnect going to another
+//! `--url` in turn, half the connections forward through the list and half
+//! backward (as through a round-robin balancer: the connections of a node
+//! that died come back spread over the others); connection i subscribes to
 //! `<--channel>-<i mod --channels>` (a namespace with history, e.g.
 //! `--channel hold:c`) and remembers the stream position (offset, epoch) of
 //! every publication it gets. With `--api-key` and `--rate R`, R
@@ -725,7 +728,13 @@ async fn progress(shared: Arc<Shared>) {
 /// One connection, from its first connect to the end, reconnecting.
 async fn hold_one(i: usize, shared: Arc<Shared>, gate: Arc<tokio::sync::Semaphore>) -> Finish {
     let channel = format!("{}-{}", shared.channel, i % shared.channels);
-    let url = shared.urls[i % shared.urls.len()].clone();
+    // Every (re)connect goes to another URL in turn, as through a round-robin
+    // balancer: a connection whose node died comes back on another. Half the
+    // connections step forward through the list, half backward (n - 1 is -1
+    // mod n), so one node's connections spread over the others.
+    let urls = shared.urls.len();
+    let stride = if (i / urls) % 2 == 0 { 1 } else { urls - 1 };
+    let mut attempt: usize = 0;
     let format = shared.format_of.subscriber(i);
     let user = format!("bench-{i}");
     let mut check = Check::default();
@@ -755,7 +764,9 @@ async fn hold_one(i: usize, shared: Arc<Shared>, gate: Arc<tokio::sync::Semaphor
             None
         };
         first = false;
-        let opened = open(&url, &shared, &user, &channel, format, &check).await;
+        let url = &shared.urls[(i + attempt * stride) % urls];
+        attempt = attempt.wrapping_add(1);
+        let opened = open(url, &shared, &user, &channel, format, &check).await;
         drop(permit);
         let (mut ws, subscribed) = match opened {
             Ok(opened) => opened,
