@@ -14,10 +14,12 @@
 // HERALD_RELIABILITY_FULL=1 makes the streams and the fault periods longer.
 
 import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { appendDiagnostics, ClientPool, connectClient, startRedis, subscribeSub } from './cluster_support.mjs';
+import { ClientPool, connectClient, startRedis, subscribeSub } from './cluster_support.mjs';
 import { checkAll, History, waitCaughtUp } from './checker.mjs';
 import { startFaultProxy } from './fault_proxy.mjs';
 import { connectionToken, sleep, startHerald, testConfig, uniq, within } from './harness.mjs';
@@ -33,6 +35,7 @@ const DROP_EVERY_MS = 2_000;
 const DROP_FOR_MS = FULL ? 40_000 : 10_000;
 const CLIENT_DROPS = FULL ? 10 : 3;
 const PAD = 'x'.repeat(2_000); // each publication carries about 2 KB
+const SLOW_PAD = 'x'.repeat(16_000); // (a): 16 KB, so the busiest links run near the cap
 
 const config = {
   http_api: { key: API_KEY },
@@ -49,6 +52,24 @@ const config = {
     ],
   },
 };
+
+/**
+ * Prints `diag` (what every part saw) on stderr and into HERALD_TEST_LOG_DIR, and
+ * returns `err` with a pointer to it. Not appended to the error itself: node 20's test
+ * runner sometimes hangs for good on a failure whose message is tens of KB long.
+ */
+function withDiagnostics(err, diag, name) {
+  console.error(`===== ${name}: diagnostics of the failure below =====\n${diag}\n===== end of ${name} diagnostics =====`);
+  const dir = process.env.HERALD_TEST_LOG_DIR;
+  if (dir) {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(path.join(dir, `${name}.failure.log`), `${err?.stack ?? err}\n${diag}\n`);
+  }
+  if (err && typeof err === 'object' && typeof err.message === 'string') {
+    err.message += `\n(diagnostics: on stderr above${dir ? ` and in ${dir}/${name}.failure.log` : ''})`;
+  }
+  return err;
+}
 
 const percentile = (sorted, p) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : NaN);
 
@@ -268,7 +289,7 @@ describe('slow and lossy links (fault proxies between nodes and Redis, and betwe
    * over the nodes), `fault` run while it publishes; then everyone catches up and the
    * checker runs. Resolves with { check, history, subs, failures, latencies }.
    */
-  async function streamCase(t, name, { fault, note, minMs = 0 }) {
+  async function streamCase(t, name, { fault, note, minMs = 0, pad = PAD }) {
     const pool = new ClientPool();
     const history = new History();
     const subs = [];
@@ -296,7 +317,7 @@ describe('slow and lossy links (fault proxies between nodes and Redis, and betwe
           if (Date.now() > deadline) throw new Error(`publisher of ${channel} still running at the deadline`);
           const node = env.nodes[attempt++ % NODES];
           const n = history.next(channel);
-          const data = { n, t: Date.now(), pad: PAD };
+          const data = { n, t: Date.now(), pad };
           const r = await apiPublish(node, channel, data);
           if (r.ok) history.ack(channel, n, { offset: r.offset, epoch: r.epoch, data });
           else {
@@ -308,8 +329,16 @@ describe('slow and lossy links (fault proxies between nodes and Redis, and betwe
       });
       const started = Date.now();
       await sleep(500);
+      const bytesBefore = allProxies().map((p) => p.bytes);
+      const faultAt = Date.now();
       await fault();
       await sleep(Math.max(0, minMs - (Date.now() - started)));
+      const seconds = (Date.now() - faultAt) / 1000;
+      const throughput = allProxies().map((p, i) => ({
+        label: p.label,
+        up: Math.round((p.bytes.up - bytesBefore[i].up) / seconds / 1000),
+        down: Math.round((p.bytes.down - bytesBefore[i].down) / seconds / 1000),
+      }));
       state.stop = true;
       await Promise.all(publishers);
       for (const p of allProxies()) p.set('both', { latency: 0, jitter: 0, rate: 0 });
@@ -326,9 +355,10 @@ describe('slow and lossy links (fault proxies between nodes and Redis, and betwe
       const latencies = [];
       for (const s of subs) for (const e of s.log.entries) if (e.name === 'publication' && e.ctx?.data?.t) latencies.push(e.at - e.ctx.data.t);
       latencies.sort((a, b) => a - b);
-      return { check, history, subs, failures, latencies, pool };
+      return { check, history, subs, failures, latencies, throughput };
     } catch (err) {
-      throw appendDiagnostics(err, pool.diagnostics({ frames: 8 }));
+      err.clientDiagnostics = pool.diagnostics({ frames: 8 });
+      throw err;
     } finally {
       state.stop = true;
       await pool.closeAll();
@@ -343,14 +373,16 @@ describe('slow and lossy links (fault proxies between nodes and Redis, and betwe
       try {
         await fn(t, note);
       } catch (err) {
-        throw appendDiagnostics(
+        throw withDiagnostics(
           err,
           [
             `--- notes ---\n${notes.join('\n')}`,
+            err?.clientDiagnostics ?? '',
             ...allProxies().map((p) => p.describe()),
             ...env.nodes.map((n, i) => `===== node ${i + 1} =====\n${n.logs().split('\n').filter((l) => !/ redis::/.test(l)).slice(-60).join('\n')}`),
             env.redis ? env.redis.logTail(15) : '',
           ].join('\n'),
+          `reliability-links-${name.slice(1, 2)}`,
         );
       } finally {
         for (const p of allProxies()) p.set('both', { latency: 0, jitter: 0, rate: 0 });
@@ -359,19 +391,23 @@ describe('slow and lossy links (fault proxies between nodes and Redis, and betwe
   }
 
   linksTest(`(a) ${SLOW.latency} ± ${SLOW.jitter} ms and ${SLOW.rate / 1e6} MB/s on every link, both ways, for ${SLOW_STREAM_MS / 1000} s: everything delivered, latency reported`, async (t, note) => {
-    const { check, latencies, failures } = await streamCase(t, 'slow', {
+    const { check, latencies, failures, throughput } = await streamCase(t, 'slow', {
       note,
       minMs: SLOW_STREAM_MS,
+      pad: SLOW_PAD,
       fault: async () => {
         for (const p of allProxies()) p.set('both', SLOW);
         note(`every proxy at ${JSON.stringify(SLOW)} both ways`);
       },
     });
-    // Only publications sent while the links were slow: skip the first half second.
     const line = `publish->receive latency over ${latencies.length} deliveries: p50 ${percentile(latencies, 50)} ms, p99 ${percentile(latencies, 99)} ms, max ${latencies[latencies.length - 1]} ms`;
     console.log(`(a) ${line}`);
     t.diagnostic(line);
     note(line);
+    const load = `mean throughput through each proxy while slow (KB/s, up/down): ${throughput.map((x) => `${x.label} ${x.up}/${x.down}`).join(', ')}`;
+    console.log(`(a) ${load}`);
+    t.diagnostic(load);
+    note(load);
     for (const p of allProxies()) note(p.describe());
     assert.equal(check.totals.silentLoss, 0, 'no acknowledged publication lost silently');
     assert.equal(check.totals.duplicates, 0, 'no publication delivered twice');

@@ -20,9 +20,11 @@
 // Needs root and iproute2 (`apt-get install -y iproute2`); the test fails saying so otherwise.
 
 import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { test } from 'node:test';
 
-import { appendDiagnostics, ClientPool, connectClient, subscribeSub } from './cluster_support.mjs';
+import { ClientPool, connectClient, subscribeSub } from './cluster_support.mjs';
 import { checkAll, History, isTold, waitCaughtUp } from './checker.mjs';
 import { startFaultProxy } from './fault_proxy.mjs';
 import { connectionToken, heraldBin, sleep, startHerald, testConfig, uniq, within } from './harness.mjs';
@@ -34,6 +36,7 @@ const CUTS = FULL ? [0, 1, 2] : [0]; // the nodes cut, one after the other
 const WARM_MS = 2_000; // steady publishing before each cut
 const SETTLE_MS = 3_000; // steady publishing after each heal
 const INTERVAL_MS = 20;
+const CATCH_UP_MS = 10_000; // observed about 1 s; generous for a busy machine
 const SUBS_PER_NODE = 2;
 const API_KEY = 'partition-api-key';
 const REDIS_PORT = 6379;
@@ -167,7 +170,23 @@ async function startLabNode(lab, name, fullConfig, label) {
   };
 }
 
-const percentile = (sorted, p) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : NaN);
+/**
+ * Prints `diag` (what every part saw) on stderr and into HERALD_TEST_LOG_DIR, and
+ * returns `err` with a pointer to it. Not appended to the error itself: node 20's test
+ * runner sometimes hangs for good on a failure whose message is tens of KB long.
+ */
+function withDiagnostics(err, diag, name) {
+  console.error(`===== ${name}: diagnostics of the failure below =====\n${diag}\n===== end of ${name} diagnostics =====`);
+  const dir = process.env.HERALD_TEST_LOG_DIR;
+  if (dir) {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(path.join(dir, `${name}.failure.log`), `${err?.stack ?? err}\n${diag}\n`);
+  }
+  if (err && typeof err === 'object' && typeof err.message === 'string') {
+    err.message += `\n(diagnostics: on stderr above${dir ? ` and in ${dir}/${name}.failure.log` : ''})`;
+  }
+  return err;
+}
 
 test(`partition node <-> Redis: ${CUTS.map((i) => `node ${i + 1}`).join(', ')} cut for ${CUT_MS / 1000} s while the others publish; silent_loss=0, the cut node unready, its subscribers recover or are told`, { timeout: CASE_TIMEOUT_MS }, async (t) => {
   requireNetns(); // fails saying what is missing (root, iproute2)
@@ -361,6 +380,10 @@ test(`partition node <-> Redis: ${CUTS.map((i) => `node ${i + 1}`).join(', ')} c
     note(`probe publications delivered (a failed probe landing later would show here): ${JSON.stringify(lateProbes)}`);
 
     assert.equal(totals.silentLoss, 0, 'no acknowledged publication lost silently');
+    // A publish answered with an error must not be applied long after: the node drops a
+    // connection whose bytes go unacknowledged (TCP_USER_TIMEOUT, 2 x command_timeout),
+    // and with it the commands queued in it. Kept open, it delivered them at the heal.
+    assert.deepEqual(lateProbes, [], 'no probe publish answered with an error during the cut was applied after the heal');
     assert.equal(totals.duplicates, 0, 'no publication delivered twice');
     assert.equal(totals.reorders, 0, 'no publication out of order');
     for (const fig of figures) {
@@ -373,6 +396,9 @@ test(`partition node <-> Redis: ${CUTS.map((i) => `node ${i + 1}`).join(', ')} c
       assert.ok(!fig.probeErrors.includes('acknowledged'), `no publish to the cut node was acknowledged: ${fig.probes.join(', ')}`);
       assert.ok(fig.publishedDuringCut > 0, 'the other nodes kept publishing during the cut');
       assert.equal(Object.keys(fig.catchUp).length, SUBS_PER_NODE + 1, `every subscriber of node ${fig.node} caught up after the heal: ${JSON.stringify(fig.catchUp)}`);
+      for (const [label, took] of Object.entries(fig.catchUp)) {
+        assert.ok(parseInt(took, 10) <= CATCH_UP_MS, `${label} caught up within ${CATCH_UP_MS} ms of the heal (a reconnect, not TCP's retransmission backoff): ${took}`);
+      }
     }
   } catch (err) {
     publisher.stop = true;
@@ -384,11 +410,18 @@ test(`partition node <-> Redis: ${CUTS.map((i) => `node ${i + 1}`).join(', ')} c
       ...nodes.map((n, i) => `===== node ${i + 1} =====\n${n.server.logs().split('\n').filter((l) => !/ redis::/.test(l)).slice(-80).join('\n')}`),
       redis ? redis.logTail() : '',
     ].join('\n');
-    throw appendDiagnostics(err, diag);
+    throw withDiagnostics(err, diag, 'reliability-partition');
   } finally {
     publisher.stop = true;
     await publisher.done?.catch(() => {});
     for (const line of notes.slice(0, 2)) t.diagnostic(line);
+    const logDir = process.env.HERALD_TEST_LOG_DIR;
+    if (logDir) {
+      mkdirSync(logDir, { recursive: true });
+      nodes.forEach((n, i) => writeFileSync(path.join(logDir, `reliability-partition.node${i + 1}.log`), n.server.logs()));
+      writeFileSync(path.join(logDir, 'reliability-partition.notes.log'), `${notes.join('\n')}\n`);
+      if (redis) writeFileSync(path.join(logDir, 'reliability-partition.redis.log'), redis.logTail(100_000));
+    }
     await pool.closeAll();
     if (balancer) await balancer.close().catch(() => {});
     await Promise.all(nodes.map((n) => n.stop().catch(() => {})));
