@@ -27,6 +27,7 @@ use rand::distr::Alphabetic;
 use rand::Rng;
 use redis::aio::ConnectionManagerConfig;
 use redis::cluster::ClusterClientBuilder;
+use redis::io::tcp::TcpSettings;
 use redis::{IntoConnectionInfo, ProtocolVersion, RedisError, TlsCertificates, Value};
 use tokio::sync::mpsc;
 
@@ -730,6 +731,7 @@ fn standalone_client_of(config: &RedisConfig, address: &str) -> Result<redis::Cl
             tls_ca_pem: config.tls_ca_pem.as_ref(),
         },
         ProtocolVersion::RESP3,
+        Some(config.dead_link_timeout()),
     )
 }
 
@@ -741,13 +743,20 @@ pub(super) struct Credentials<'a> {
     pub(super) tls_ca_pem: Option<&'a Vec<u8>>,
 }
 
-/// A client of the server at `address` (a data server or a Sentinel).
+/// A client of the server at `address` (a data server or a Sentinel);
+/// `dead_link`: the connection's `TCP_USER_TIMEOUT` (see
+/// [`RedisConfig::dead_link_timeout`]).
 pub(super) fn client_of(
     address: &str,
     credentials: Credentials<'_>,
     protocol: ProtocolVersion,
+    dead_link: Option<Duration>,
 ) -> Result<redis::Client, RedisError> {
-    let info = address.into_connection_info()?;
+    let mut info = address.into_connection_info()?;
+    if let Some(timeout) = dead_link {
+        let tcp = with_dead_link(info.tcp_settings().clone(), timeout);
+        info = info.set_tcp_settings(tcp);
+    }
     let mut settings = info.redis_settings().clone();
     if let Some(user) = credentials.user {
         settings = settings.set_username(user);
@@ -768,6 +777,16 @@ pub(super) fn client_of(
     }
 }
 
+/// `settings` with `TCP_USER_TIMEOUT` set to `timeout` (Linux only; other
+/// systems keep TCP's own, much longer, limit).
+fn with_dead_link(settings: TcpSettings, timeout: Duration) -> TcpSettings {
+    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+    let settings = settings.set_user_timeout(timeout);
+    #[cfg(not(any(target_os = "android", target_os = "fuchsia", target_os = "linux")))]
+    let _ = timeout;
+    settings
+}
+
 async fn cluster_shard(
     config: &RedisConfig,
     inbox: &Arc<Inbox>,
@@ -779,7 +798,11 @@ async fn cluster_shard(
         let mut builder = ClusterClientBuilder::new(config.cluster_addresses.clone())
             .connection_timeout(config.connect_timeout)
             .response_timeout(config.command_timeout)
-            .use_protocol(ProtocolVersion::RESP3);
+            .use_protocol(ProtocolVersion::RESP3)
+            .tcp_settings(with_dead_link(
+                TcpSettings::default(),
+                config.dead_link_timeout(),
+            ));
         if let Some(user) = &config.user {
             builder = builder.username(user);
         }

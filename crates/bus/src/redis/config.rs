@@ -73,6 +73,25 @@ impl RedisConfig {
     pub(crate) fn is_cluster(&self) -> bool {
         self.sentinel.is_none() && !self.cluster_addresses.is_empty()
     }
+
+    /// How long bytes sent on a data connection may stay unacknowledged by
+    /// the server's kernel before this node's kernel closes the connection
+    /// (`TCP_USER_TIMEOUT`): twice `command_timeout`, at least 2 s.
+    ///
+    /// Without it, a network partition (packets dropped, no RST) leaves every
+    /// connection open until TCP gives up, about 15 minutes: the node keeps
+    /// waiting on it instead of reconnecting, so after the network heals it
+    /// stays deaf until TCP's doubled retransmission timer next fires (up to
+    /// 2 minutes), and the commands that timed out meanwhile, already
+    /// answered with an error, are still queued in the socket and run on
+    /// Redis when it does. Closing the connection drops them, and the node
+    /// reconnects (and its subscribers recover) as soon as the network
+    /// answers. Commands are pinged every second, so a dead link always has
+    /// unacknowledged bytes. A slow server does not trigger it (its kernel
+    /// acknowledges what it receives); only a path that delivers nothing does.
+    pub(crate) fn dead_link_timeout(&self) -> Duration {
+        (self.command_timeout * 2).max(Duration::from_secs(2))
+    }
 }
 
 /// Where the Sentinels of one master are and how to talk to them.

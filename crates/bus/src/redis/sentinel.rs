@@ -346,7 +346,9 @@ fn sentinel_client(sentinel: &SentinelConfig, address: &str) -> Result<redis::Cl
         password: sentinel.password.as_deref(),
         tls_ca_pem: sentinel.tls_ca_pem.as_ref(),
     };
-    super::client_of(address, credentials, ProtocolVersion::RESP2)
+    // Sentinels are asked with a timeout on each question, on connections
+    // that carry nothing in between: no dead-link timeout needed.
+    super::client_of(address, credentials, ProtocolVersion::RESP2, None)
 }
 
 /// `run_id` and `master_replid` (their first [`LINEAGE_PART`] characters)
