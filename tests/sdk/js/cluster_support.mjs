@@ -777,8 +777,17 @@ export function nodesSuite({ nodes = 3, mode, config = {}, label } = {}) {
   };
 }
 
+// node 20's test runner can hang for good on a failing test whose error is tens of KB
+// (seen with a plain 60 KB message in 2 of 6 runs): longer diagnostics go to stderr in
+// full, and the error keeps their end.
+const MAX_ERROR_DIAGNOSTICS = 12_000;
+
 /** Appends `diag` to an error's message and stack (reporters print the stack). */
 export function appendDiagnostics(err, diag) {
+  if (typeof diag === 'string' && diag.length > MAX_ERROR_DIAGNOSTICS) {
+    console.error(`--- diagnostics of a failure (${diag.length} chars, in full) ---\n${diag}\n--- end of diagnostics ---`);
+    diag = `[diagnostics cut to their last ${MAX_ERROR_DIAGNOSTICS} chars; in full on stderr above]\n…${diag.slice(-MAX_ERROR_DIAGNOSTICS)}`;
+  }
   if (err && typeof err === 'object') {
     err.message = `${err.message}\n${diag}`;
     if (typeof err.stack === 'string') err.stack = `${err.stack}\n${diag}`;
