@@ -190,6 +190,33 @@ pub struct BrokerCounters {
     pub streams_evicted: u64,
 }
 
+/// This node's clock against the engine's (Redis `TIME`), measured with every
+/// heartbeat: `herald_engine_clock_skew_seconds` and `/ready` read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockReading {
+    /// This node's clock minus the engine's, in milliseconds (positive: this
+    /// node is ahead), taken at the midpoint of one round trip.
+    pub skew_ms: i64,
+    /// The envelope window of the signed bus ([`integrity::MAX_CLOCK_SKEW_MS`])
+    /// while this node checks envelopes (it holds bus keys), else `None`.
+    pub window_ms: Option<u64>,
+}
+
+impl ClockReading {
+    /// Past the envelope window: this node refuses the envelopes of every node
+    /// in step with the engine, and they refuse its own.
+    pub fn outside_window(&self) -> bool {
+        self.window_ms
+            .is_some_and(|window| self.skew_ms.unsigned_abs() > window)
+    }
+
+    /// Past half the window (whether or not envelopes are checked): a node
+    /// as far off the other way would refuse this one's envelopes.
+    pub fn past_half_window(&self) -> bool {
+        self.skew_ms.unsigned_abs() > integrity::MAX_CLOCK_SKEW_MS / 2
+    }
+}
+
 /// One node as the registry knows it (heartbeat content, `/api/info`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -291,6 +318,12 @@ pub trait Broker: Send + Sync + 'static {
     /// Running totals for metrics.
     fn counters(&self) -> BrokerCounters {
         BrokerCounters::default()
+    }
+
+    /// The last measurement of this node's clock against the engine's; `None`
+    /// for an engine without a clock of its own (memory) or before the first.
+    fn clock(&self) -> Option<ClockReading> {
+        None
     }
 }
 

@@ -39,8 +39,8 @@ use self::link::{Commands, FollowingPubSub, Inbox, Incoming, Link, LinkSignals, 
 use crate::integrity::{BusKeyring, Integrity, Rejection};
 use crate::seal::HistoryKeyring;
 use crate::{
-    Broker, BrokerCounters, BrokerEvents, BusError, ControlCommand, Emulated, Engine, HistoryPage,
-    HistoryQuery, NodeInfo, PresenceStats, PresenceStore, PublishOptions, SurveyReply,
+    Broker, BrokerCounters, BrokerEvents, BusError, ClockReading, ControlCommand, Emulated, Engine,
+    HistoryPage, HistoryQuery, NodeInfo, PresenceStats, PresenceStore, PublishOptions, SurveyReply,
     SurveyRequest,
 };
 use arc_swap::ArcSwap;
@@ -56,6 +56,10 @@ const MAX_SEAL_ATTEMPTS: usize = 32;
 const MAX_POSITIONS: usize = 65_536;
 /// At most one log line per integrity refusal reason in this interval.
 const REFUSAL_LOG_INTERVAL_MS: u64 = 10_000;
+/// While this node's clock is off, the warning is repeated this often.
+const CLOCK_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// A `TIME` round trip longer than this says too little about the clock.
+const CLOCK_MAX_ROUND_TRIP_US: u64 = 1_000_000;
 
 /// Figures for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -110,6 +114,32 @@ struct Inner {
     next_control_shard: AtomicUsize,
     /// Set by `leave`: heartbeats stop so the others do not list us again.
     left: AtomicBool,
+    /// This node's clock minus Redis's (ms), measured with each heartbeat.
+    clock_skew: Mutex<Option<i64>>,
+    /// What was last logged about the clock, and when.
+    clock_logged: Mutex<(ClockState, Option<Instant>)>,
+}
+
+/// How far off Redis's clock this node's is, as logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClockState {
+    InStep,
+    /// Past half the envelope window.
+    Off,
+    /// Past the window with envelopes checked: refused both ways.
+    OutsideWindow,
+}
+
+impl ClockState {
+    fn of(reading: &ClockReading) -> Self {
+        if reading.outside_window() {
+            Self::OutsideWindow
+        } else if reading.past_half_window() {
+            Self::Off
+        } else {
+            Self::InStep
+        }
+    }
 }
 
 /// One Redis server, or the whole cluster in Cluster mode.
@@ -315,6 +345,8 @@ impl Inner {
             unopened_logged: AtomicU64::new(0),
             next_control_shard: AtomicUsize::new(0),
             left: AtomicBool::new(false),
+            clock_skew: Mutex::new(None),
+            clock_logged: Mutex::new((ClockState::InStep, None)),
             config,
         });
         for rx in receivers {
@@ -412,16 +444,20 @@ impl Inner {
     }
 
     /// The unsigned message inside an envelope that arrived on the Redis
-    /// channel `name()`, or `None` (counted and logged) when the integrity
-    /// check refuses it. With signing off the name is never computed.
-    fn open<'a>(&self, name: impl FnOnce() -> String, payload: &'a [u8]) -> Option<&'a [u8]> {
+    /// channel `name()`, or why the integrity check refused it (counted and
+    /// logged). With signing off the name is never computed.
+    fn open<'a>(
+        &self,
+        name: impl FnOnce() -> String,
+        payload: &'a [u8],
+    ) -> Result<&'a [u8], Rejection> {
         if !self.integrity.needs_check(payload) {
-            return Some(payload);
+            return Ok(payload);
         }
         let name = name();
         let name = name.as_bytes();
         match self.integrity.open(name, payload, unix_millis()) {
-            Ok(inner) => Some(inner),
+            Ok(inner) => Ok(inner),
             Err(rejection) => {
                 let total = self.refused[rejection.index()].fetch_add(1, Ordering::Relaxed) + 1;
                 // Whoever can write to Redis can send these by the thousand:
@@ -436,7 +472,7 @@ impl Inner {
                 {
                     tracing::warn!(channel = %String::from_utf8_lossy(name), reason = %rejection, total, "dropped an envelope that failed the integrity check");
                 }
-                None
+                Err(rejection)
             }
         }
     }
@@ -446,8 +482,18 @@ impl Inner {
             match incoming {
                 Incoming::Channel { channel, payload } => {
                     let name = || self.keys.client_channel(&channel);
-                    let Some(payload) = self.open(name, &payload) else {
-                        continue;
+                    let payload = match self.open(name, &payload) {
+                        Ok(payload) => payload,
+                        Err(Rejection::Stale) => {
+                            // A real envelope (its tag passed) from a node whose
+                            // clock is too far from ours: a publication of the
+                            // channel may be lost, and positioned subscribers
+                            // must recover it from the stream now rather than at
+                            // the next publication that gets through, if any.
+                            self.events.on_gap(&channel);
+                            continue;
+                        }
+                        Err(_) => continue,
                     };
                     match envelope::decode_channel_message(payload) {
                         Ok(ChannelMessage::Publication { publication, epoch }) => {
@@ -466,7 +512,7 @@ impl Inner {
                     }
                 }
                 Incoming::Control(payload) => {
-                    let Some(payload) = self.open(|| self.keys.control_channel(), &payload) else {
+                    let Ok(payload) = self.open(|| self.keys.control_channel(), &payload) else {
                         continue;
                     };
                     match envelope::decode_control(payload) {
@@ -668,6 +714,7 @@ impl Inner {
             if self.left.load(Ordering::Relaxed) {
                 return;
             }
+            self.measure_clock().await;
             let info = self.events.node_info();
             if let Err(e) = self.send_control(ControlBody::Heartbeat(info)).await {
                 tracing::debug!(error = %e, "heartbeat not sent");
@@ -677,6 +724,72 @@ impl Inner {
                 .lock()
                 .retain(|_, (_, seen)| seen.elapsed() < ttl);
         }
+    }
+
+    /// Reads Redis's `TIME` (the first shard's) and keeps this node's offset
+    /// from it; logs when the offset crosses half the envelope window or the
+    /// window, and every minute while it stays past half.
+    async fn measure_clock(&self) {
+        let Some(shard) = self.shards.first() else {
+            return;
+        };
+        let before = unix_micros();
+        let time = self
+            .bounded(
+                "time",
+                shard.commands.query::<(u64, u64)>(&redis::cmd("TIME")),
+            )
+            .await;
+        let after = unix_micros();
+        let skew = match time {
+            Ok((secs, micros)) => clock_skew_ms(before, after, secs, micros),
+            Err(e) => {
+                tracing::debug!(error = %e, "redis clock not read");
+                None
+            }
+        };
+        let Some(skew_ms) = skew else {
+            return;
+        };
+        *self.clock_skew.lock() = Some(skew_ms);
+        let Some(reading) = self.clock() else {
+            return;
+        };
+        let state = ClockState::of(&reading);
+        let mut logged = self.clock_logged.lock();
+        let due = logged.1.is_none_or(|at| at.elapsed() >= CLOCK_LOG_INTERVAL);
+        if state == logged.0 && (state == ClockState::InStep || !due) {
+            return;
+        }
+        *logged = (state, Some(Instant::now()));
+        drop(logged);
+        let skew_s = skew_ms as f64 / 1000.0;
+        let window_s = crate::integrity::MAX_CLOCK_SKEW_MS / 1000;
+        match state {
+            ClockState::InStep => {
+                tracing::info!(skew_s, "this node's clock is back in step with redis");
+            }
+            ClockState::Off => tracing::warn!(
+                skew_s,
+                window_s,
+                "this node's clock is off redis's by more than half the signed bus's envelope window: a node as far off the other way refuses its envelopes"
+            ),
+            ClockState::OutsideWindow => tracing::error!(
+                skew_s,
+                window_s,
+                "this node's clock is off redis's by more than the signed bus's envelope window: envelopes between it and the nodes in step are refused as stale, and /ready reports not ready"
+            ),
+        }
+    }
+
+    fn clock(&self) -> Option<ClockReading> {
+        let skew_ms = (*self.clock_skew.lock())?;
+        let window_ms = self
+            .integrity
+            .keyring()
+            .requires_signatures()
+            .then_some(crate::integrity::MAX_CLOCK_SKEW_MS);
+        Some(ClockReading { skew_ms, window_ms })
     }
 
     async fn run_health(self: Arc<Self>) {
@@ -936,6 +1049,26 @@ fn random_id(len: usize) -> String {
 /// Whole seconds for EXPIRE, rounding up so a sub-second TTL is not "none".
 fn ttl_secs(ttl: Duration) -> u64 {
     ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)
+}
+
+/// This node's clock minus Redis's (ms) from one `TIME` round trip: local
+/// time before and after (µs since the epoch) against Redis's answer, taken
+/// at the midpoint. `None` when the round trip took too long to tell, or the
+/// local clock went back during it.
+fn clock_skew_ms(before_us: u64, after_us: u64, secs: u64, micros: u64) -> Option<i64> {
+    let round_trip = after_us.checked_sub(before_us)?;
+    if round_trip > CLOCK_MAX_ROUND_TRIP_US {
+        return None;
+    }
+    let local = i128::from(before_us) + i128::from(round_trip / 2);
+    let remote = i128::from(secs) * 1_000_000 + i128::from(micros);
+    i64::try_from((local - remote) / 1000).ok()
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 fn unix_millis() -> u64 {
@@ -1289,6 +1422,10 @@ impl Broker for RedisEngine {
         self.inner.healthy()
     }
 
+    fn clock(&self) -> Option<ClockReading> {
+        self.inner.clock()
+    }
+
     fn counters(&self) -> BrokerCounters {
         let stats = self.stats();
         BrokerCounters {
@@ -1510,5 +1647,55 @@ mod tests {
         assert_eq!(ttl_secs(Duration::from_millis(1)), 1);
         assert_eq!(ttl_secs(Duration::from_secs(3)), 3);
         assert_eq!(ttl_secs(Duration::from_millis(3001)), 4);
+    }
+
+    #[test]
+    fn clock_skew_is_taken_at_the_round_trip_midpoint() {
+        let redis = 1_700_000_000_u64;
+        // 40 s ahead, a 2 ms round trip: Redis answered at our midpoint.
+        let before = (redis + 40) * 1_000_000 - 1_000;
+        assert_eq!(
+            clock_skew_ms(before, before + 2_000, redis, 0),
+            Some(40_000)
+        );
+        // 20.5 s behind.
+        let before = redis * 1_000_000 - 20_500_000;
+        assert_eq!(clock_skew_ms(before, before, redis, 0), Some(-20_500));
+        // In step, Redis's microseconds count.
+        assert_eq!(
+            clock_skew_ms(
+                redis * 1_000_000 + 250_000,
+                redis * 1_000_000 + 250_000,
+                redis,
+                250_000
+            ),
+            Some(0)
+        );
+        // Too slow a round trip, or the clock went back: no reading.
+        assert_eq!(clock_skew_ms(0, 1_000_001, 0, 0), None);
+        assert_eq!(clock_skew_ms(10, 9, 0, 0), None);
+        // Absurd answers do not overflow.
+        assert_eq!(clock_skew_ms(0, 0, u64::MAX, 999_999), None);
+    }
+
+    #[test]
+    fn clock_states_follow_the_envelope_window() {
+        let reading = |skew_ms, signed: bool| ClockReading {
+            skew_ms,
+            window_ms: signed.then_some(crate::integrity::MAX_CLOCK_SKEW_MS),
+        };
+        assert_eq!(ClockState::of(&reading(14_000, true)), ClockState::InStep);
+        assert_eq!(ClockState::of(&reading(-20_000, true)), ClockState::Off);
+        assert_eq!(ClockState::of(&reading(20_000, false)), ClockState::Off);
+        assert_eq!(
+            ClockState::of(&reading(40_000, true)),
+            ClockState::OutsideWindow
+        );
+        assert_eq!(
+            ClockState::of(&reading(-40_000, true)),
+            ClockState::OutsideWindow
+        );
+        // Without bus keys nothing is refused: only the warning.
+        assert_eq!(ClockState::of(&reading(40_000, false)), ClockState::Off);
     }
 }

@@ -13,13 +13,13 @@ use herald_auth::{InvalidReason, TokenError};
 use herald_protocol::api::ApiError;
 use herald_protocol::{Disconnect, ErrorCode, Format};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::transport::Transport;
 
-use herald_bus::BrokerCounters;
+use herald_bus::{BrokerCounters, ClockReading};
 
 /// Client protocol methods, the `method` label of client metrics.
 pub(crate) const CLIENT_METHODS: &[&str] = &[
@@ -177,6 +177,8 @@ pub(crate) struct NodeFigures {
     pub(crate) subscriptions: usize,
     pub(crate) nodes: usize,
     pub(crate) engine_healthy: bool,
+    /// This node's clock against the engine's (`None`: not measured).
+    pub(crate) clock: Option<ClockReading>,
     pub(crate) counters: BrokerCounters,
 }
 
@@ -190,6 +192,9 @@ pub(crate) struct Metrics {
     /// 1 while the engine answers (what `/ready` checks), else 0: the direct
     /// signal for a Redis outage, even on a single idle node.
     pub(crate) engine_healthy: IntGauge,
+    /// This node's clock minus Redis's, in seconds (0 until measured, and
+    /// with the memory engine).
+    pub(crate) engine_clock_skew: Gauge,
     pub(crate) connections_accepted: IntCounter,
     pub(crate) reply_errors: IntCounterVec,
     pub(crate) server_disconnects: IntCounterVec,
@@ -341,6 +346,17 @@ impl Metrics {
                 "herald_engine_healthy",
                 "1 while this node's engine (Redis) is reachable, else 0.",
             ),
+            engine_clock_skew: {
+                let g = Gauge::new(
+                    "herald_engine_clock_skew_seconds",
+                    "This node's clock minus Redis's (TIME, measured with every heartbeat), in seconds; 0 with the memory engine. Past 30 s either way the signed bus refuses envelopes between this node and the nodes in step, and /ready reports not ready.",
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("unique metric");
+                g
+            },
             connections_accepted: counter(
                 "herald_client_connections_accepted_total",
                 "Connections that completed connect.",
@@ -608,6 +624,8 @@ impl Metrics {
         self.num_subscriptions.set(gauge_value(node.subscriptions));
         self.num_nodes.set(gauge_value(node.nodes));
         self.engine_healthy.set(i64::from(node.engine_healthy));
+        self.engine_clock_skew
+            .set(node.clock.map_or(0.0, |c| c.skew_ms as f64 / 1000.0));
         let counters = &node.counters;
         let before = self
             .seen_undecryptable

@@ -476,6 +476,7 @@ impl Node {
             subscriptions: self.hub.num_subscriptions(),
             nodes: self.engine.broker.nodes().len(),
             engine_healthy: self.engine.broker.healthy(),
+            clock: self.engine.broker.clock(),
             counters: self.engine.broker.counters(),
         }
     }

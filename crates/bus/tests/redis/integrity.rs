@@ -1,6 +1,7 @@
 //! Signed envelopes (SEC-BUS-1): forged, replayed and tampered messages, key rotation.
 
 use super::*;
+use herald_bus::integrity::MAX_CLOCK_SKEW_MS;
 
 // ---------------------------------------------------------------------------
 // Signed envelopes (SEC-BUS)
@@ -288,4 +289,92 @@ fn unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
+}
+
+/// A real envelope from a node whose clock is outside the window is refused
+/// as `stale`, and the channel's positioned subscribers are told to recover
+/// (the publication is in the stream): a node with a skewed clock never
+/// starves them silently. A forged envelope (bad tag) tells nobody anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_envelope_is_refused_and_its_channel_told_to_recover() {
+    let redis = blocking(RedisServer::start).await;
+    let prefix = prefix("stale");
+    let ring = || keyring("k1", &[("k1", 7)]);
+    let b = signed_node(config(vec![redis.url()], &prefix), "node-b", ring()).await;
+    b.subscribe("news").await.unwrap();
+    b.subscribe("other").await.unwrap();
+
+    let client_channel = format!("{prefix}.client.news");
+    let body = br#"{"data":{"n":1}}"#;
+    let envelope = |node: &str, ts_ms: u64| {
+        let mut e =
+            Integrity::new(ring(), node).sign(client_channel.as_bytes(), b"p1", body, ts_ms);
+        e.extend_from_slice(b"p1:0::");
+        e.extend_from_slice(body);
+        e
+    };
+    // 40 s ahead and 40 s behind: both outside the 30 s window.
+    let ahead = envelope("node-ahead", unix_ms() + 40_000);
+    let behind = envelope("node-behind", unix_ms() - 40_000);
+    let mut forged = envelope("node-forged", unix_ms() - 40_000);
+    let last = forged.len() - 2;
+    forged[last] ^= 0x01;
+    for (bytes, what) in [(&ahead, "ahead"), (&behind, "behind"), (&forged, "forged")] {
+        let reply = redis.cli_stdin(&["PUBLISH", &client_channel], bytes);
+        assert_eq!(reply.trim(), "1", "{what}: node B got it");
+    }
+    let engine = b.engine.clone();
+    wait_until(
+        "three refusals",
+        5.0,
+        || engine.stats().envelopes_rejected.iter().sum::<u64>() >= 3,
+        || refused(&engine),
+    )
+    .await;
+    assert_eq!(
+        refused(&b.engine),
+        BTreeMap::from([("bad_mac", 1), ("stale", 2)])
+    );
+    assert_eq!(b.events.gaps("news"), 2, "one gap per stale envelope");
+    assert_eq!(b.events.gaps("other"), 0, "only the envelope's channel");
+    assert!(b.events.data("news").is_empty(), "nothing stale delivered");
+
+    // An envelope inside the window is delivered, and tells nothing.
+    let fresh = envelope("node-fresh", unix_ms() - 20_000);
+    redis.cli_stdin(&["PUBLISH", &client_channel], &fresh);
+    let events = b.events.clone();
+    wait_until(
+        "the publication 20 s old",
+        5.0,
+        || events.data("news").len() == 1,
+        || events.events(),
+    )
+    .await;
+    assert_eq!(b.events.gaps("news"), 2);
+}
+
+/// Each heartbeat measures this node's clock against Redis's `TIME`: in step
+/// here, with the envelope window only while the node checks envelopes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clock_is_measured_against_redis() {
+    let redis = blocking(RedisServer::start).await;
+    let prefix = prefix("clock");
+    let signed = signed_node(
+        config(vec![redis.url()], &prefix),
+        "node-signed",
+        keyring("k1", &[("k1", 7)]),
+    )
+    .await;
+    let plain = healthy_node(config(vec![redis.url()], &prefix), "node-plain").await;
+    for (node, window) in [(&signed, Some(MAX_CLOCK_SKEW_MS)), (&plain, None)] {
+        let engine = node.engine.clone();
+        wait_until("a clock reading", 5.0, || engine.clock().is_some(), || ()).await;
+        let reading = node.engine.clock().unwrap();
+        assert!(
+            reading.skew_ms.abs() < 1_000,
+            "this host and its Redis share a clock: {reading:?}"
+        );
+        assert_eq!(reading.window_ms, window);
+        assert!(!reading.outside_window() && !reading.past_half_window());
+    }
 }

@@ -98,6 +98,10 @@ enum BufferedItem {
     /// A publication the tags filter holds back: only its position is
     /// kept, so that going live counts it as seen.
     HeldBack,
+    /// The engine signalled a possible loss while the subscribe ran: the
+    /// stream read may or may not hold what was lost, so a positioned
+    /// subscription recovers again once live.
+    Gap,
 }
 
 impl BufferedItem {
@@ -107,7 +111,7 @@ impl BufferedItem {
             BufferedItem::Publication(p, _) => p.data.get().len() + 64,
             // Counted so that filtered-out traffic cannot grow the buffer
             // without bound either.
-            BufferedItem::HeldBack => std::mem::size_of::<Buffered>(),
+            BufferedItem::HeldBack | BufferedItem::Gap => std::mem::size_of::<Buffered>(),
         }
     }
 }
@@ -214,6 +218,13 @@ impl Subscriber {
                     self.pass_locked(&mut delivery, *offset, epoch)
                 }
                 (None, BufferedItem::Frame(frame)) => self.push(&mut delivery, frame),
+                (_, BufferedItem::Gap) => {
+                    if matches!(*delivery, Delivery::Positioned { .. }) {
+                        self.gap(&mut delivery)
+                    } else {
+                        true
+                    }
+                }
                 (None, BufferedItem::Publication(..) | BufferedItem::HeldBack) => true,
             };
             if !keep_going {
@@ -223,11 +234,27 @@ impl Subscriber {
     }
 
     /// The engine lost delivery for a while: a positioned subscription can
-    /// no longer trust its position and must recover.
+    /// no longer trust its position and must recover. One still subscribing
+    /// remembers it: the stream read of its subscribe may have missed what
+    /// was lost, so it recovers again once live (if positioned).
     fn interrupted(&self) {
         let mut delivery = self.delivery.lock();
-        if matches!(*delivery, Delivery::Positioned { .. }) {
-            self.gap(&mut delivery);
+        match *delivery {
+            Delivery::Positioned { .. } => {
+                self.gap(&mut delivery);
+            }
+            Delivery::Buffering(ref buffered, _)
+                if buffered
+                    .last()
+                    .is_some_and(|b| matches!(b.item, BufferedItem::Gap)) => {}
+            Delivery::Buffering(..) => {
+                let item = Buffered {
+                    position: None,
+                    item: BufferedItem::Gap,
+                };
+                self.buffer(&mut delivery, item);
+            }
+            Delivery::Live | Delivery::Gone => {}
         }
     }
 
@@ -655,6 +682,48 @@ mod tests {
         }));
         hub.on_publication("ch", publication(2), "OTHER");
         assert_eq!(gaps.0.lock().len(), 2);
+    }
+
+    /// A gap signalled while the subscribe runs (say, a publication refused
+    /// as stale after the stream was read) is not forgotten: the subscription
+    /// recovers again as soon as it is live and positioned, after what was
+    /// buffered before the gap. An unpositioned one just goes live.
+    #[tokio::test]
+    async fn a_gap_while_subscribing_ends_the_subscription_once_live() {
+        let hub = Hub::new(4);
+        let gaps = Arc::new(Gaps::default());
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let sub = subscriber(1, &outbox, &gaps);
+        hub.add(sub.clone());
+        hub.on_publication("ch", publication(6), "E");
+        hub.on_gap("ch");
+        hub.on_gap("ch");
+        // In sequence: only the buffered signal can end the subscription.
+        hub.on_publication("ch", publication(7), "E");
+        assert!(gaps.0.lock().is_empty(), "told once live, not before");
+        outbox.push(DataFrame::text(b"REPLY"));
+        sub.go_live(Some(Position {
+            offset: 5,
+            epoch: "E".into(),
+        }));
+        assert_eq!(gaps.0.lock().as_slice(), ["ch".to_string()]);
+        let frame = drain(&outbox).await;
+        assert!(frame.starts_with("REPLY\n"), "{frame}");
+        assert!(
+            frame.contains("\"n\":6") && !frame.contains("\"n\":7"),
+            "{frame}"
+        );
+        // Gone: later publications do not reach it.
+        hub.on_publication("ch", publication(9), "E");
+        assert_eq!(outbox.queued_bytes(), 0);
+
+        let unpositioned = subscriber(2, &outbox, &gaps);
+        hub.add(unpositioned.clone());
+        hub.on_gap("ch");
+        unpositioned.go_live(None);
+        hub.on_publication("ch", publication(0), "");
+        assert!(drain(&outbox).await.contains("\"n\":0"));
+        assert_eq!(gaps.0.lock().len(), 1);
     }
 
     #[tokio::test]
