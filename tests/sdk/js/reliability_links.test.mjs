@@ -19,10 +19,10 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { ClientPool, connectClient, startRedis, subscribeSub } from './cluster_support.mjs';
+import { ClientPool, connectClient, startRedis, subscribeSub, apiPublish as apiPublishWithKey } from './cluster_support.mjs';
 import { checkAll, History, waitCaughtUp } from './checker.mjs';
 import { startFaultProxy } from './fault_proxy.mjs';
-import { connectionToken, sleep, startHerald, testConfig, uniq, within } from './harness.mjs';
+import { connectionToken, sleep, startHerald, testConfig, uniq } from './harness.mjs';
 
 const FULL = process.env.HERALD_RELIABILITY_FULL === '1';
 const NODES = 2;
@@ -221,27 +221,8 @@ test('fault proxy: latency, jitter, bandwidth cap, drops, refusals and stalls ar
 // ---------------------------------------------------------------------------
 // herald nodes behind proxies
 
-/** One server API publish: `{ ok, offset, epoch }` or `{ ok: false, why }`. */
-async function apiPublish(node, channel, data) {
-  try {
-    const res = await within(
-      fetch(`${node.apiUrl}/api/publish`, {
-        method: 'POST',
-        headers: { 'X-API-Key': API_KEY, 'Content-Type': 'application/json' },
-        body: JSON.stringify({ channel, data }),
-      }),
-      15_000,
-      'POST /api/publish',
-    );
-    const text = await res.text();
-    if (res.status !== 200) return { ok: false, why: `HTTP ${res.status} ${text.slice(0, 80)}` };
-    const reply = JSON.parse(text);
-    if (reply.error) return { ok: false, why: `error ${reply.error.code} ${reply.error.message ?? ''}`.trim() };
-    return { ok: true, offset: reply.result?.offset, epoch: reply.result?.epoch };
-  } catch (err) {
-    return { ok: false, why: `exception ${err.message.split('\n')[0]}` };
-  }
-}
+/** One server API publish (cluster_support's, with this test's key). */
+const apiPublish = (node, channel, data) => apiPublishWithKey(node, API_KEY, channel, data, { timeout: 15_000 });
 
 describe('slow and lossy links (fault proxies between nodes and Redis, and between clients and nodes)', () => {
   const env = { redis: null, nodes: [], redisProxies: [], clientProxies: [] };

@@ -24,7 +24,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 
-import { ClientPool, connectClient, subscribeSub } from './cluster_support.mjs';
+import { ClientPool, connectClient, subscribeSub, apiPublish as apiPublishWithKey } from './cluster_support.mjs';
 import { checkAll, History, isTold, waitCaughtUp } from './checker.mjs';
 import { startFaultProxy } from './fault_proxy.mjs';
 import { connectionToken, heraldBin, sleep, startHerald, testConfig, uniq, within } from './harness.mjs';
@@ -58,27 +58,8 @@ const config = {
   },
 };
 
-/** One server API publish: `{ ok, offset, epoch }` or `{ ok: false, why }`. */
-async function apiPublish(node, channel, data) {
-  try {
-    const res = await within(
-      fetch(`${node.apiUrl}/api/publish`, {
-        method: 'POST',
-        headers: { 'X-API-Key': API_KEY, 'Content-Type': 'application/json' },
-        body: JSON.stringify({ channel, data }),
-      }),
-      15_000,
-      'POST /api/publish',
-    );
-    const text = await res.text();
-    if (res.status !== 200) return { ok: false, why: `HTTP ${res.status} ${text.slice(0, 80)}` };
-    const reply = JSON.parse(text);
-    if (reply.error) return { ok: false, why: `error ${reply.error.code} ${reply.error.message ?? ''}`.trim() };
-    return { ok: true, offset: reply.result?.offset, epoch: reply.result?.epoch };
-  } catch (err) {
-    return { ok: false, why: `exception ${err.message.split('\n')[0]}` };
-  }
-}
+/** One server API publish (cluster_support's, with this test's key). */
+const apiPublish = (node, channel, data) => apiPublishWithKey(node, API_KEY, channel, data, { timeout: 15_000 });
 
 /** `GET /ready`: { status, reason } (reason '' when ready), or { status: 0, reason: error }. */
 async function readiness(node) {

@@ -30,7 +30,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 
-import { appendDiagnostics, ClientPool, connectClient, startRedis, subscribeSub } from './cluster_support.mjs';
+import { appendDiagnostics, ClientPool, connectClient, startRedis, subscribeSub, apiPublish as apiPublishWithKey } from './cluster_support.mjs';
 import { connectionToken, metricSample, sleep, startHerald, testConfig, uniq, within } from './harness.mjs';
 import { checkAll, History, waitCaughtUp } from './checker.mjs';
 
@@ -78,27 +78,8 @@ const config = (engine) =>
     bus_integrity: { active: 'k1', keys: [{ id: 'k1', secret: randomBytes(32).toString('base64') }] },
   });
 
-/** One server API publish; `{ ok: true, offset, epoch }` when acknowledged, else why not. */
-async function apiPublish(node, channel, data) {
-  try {
-    const res = await within(
-      fetch(`${node.apiUrl}/api/publish`, {
-        method: 'POST',
-        headers: { 'X-API-Key': API_KEY, 'Content-Type': 'application/json' },
-        body: JSON.stringify({ channel, data }),
-      }),
-      5_000,
-      'POST /api/publish',
-    );
-    const text = await res.text();
-    if (res.status !== 200) return { ok: false, why: `HTTP ${res.status}` };
-    const reply = JSON.parse(text);
-    if (reply.error) return { ok: false, why: `error ${reply.error.code}` };
-    return { ok: true, offset: reply.result?.offset, epoch: reply.result?.epoch };
-  } catch (err) {
-    return { ok: false, why: `exception ${err.message.split('\n')[0]}` };
-  }
-}
+/** One server API publish (cluster_support's, with this test's key). */
+const apiPublish = (node, channel, data) => apiPublishWithKey(node, API_KEY, channel, data, { timeout: 5_000 });
 
 /** What a node says of itself: /ready, the skew gauge, stale refusals, live nodes. */
 async function observe(node) {
