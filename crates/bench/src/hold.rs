@@ -733,7 +733,11 @@ async fn hold_one(i: usize, shared: Arc<Shared>, gate: Arc<tokio::sync::Semaphor
     // connections step forward through the list, half backward (n - 1 is -1
     // mod n), so one node's connections spread over the others.
     let urls = shared.urls.len();
-    let stride = if (i / urls).is_multiple_of(2) { 1 } else { urls - 1 };
+    let stride = if (i / urls).is_multiple_of(2) {
+        1
+    } else {
+        urls - 1
+    };
     let mut attempt: usize = 0;
     let format = shared.format_of.subscriber(i);
     let user = format!("bench-{i}");

@@ -1563,6 +1563,13 @@ fn processes_conflict(args: &Args) -> Option<String> {
     None
 }
 
+/// How the parent of `--processes N` merges `hold`'s records and prints its
+/// progress (the other scenarios have neither).
+pub(crate) const HOLD_HOOKS: workers::Hooks = workers::Hooks {
+    merge_records: hold::merge_raw,
+    progress_text: hold::progress_text,
+};
+
 /// The parent of `--processes N`: runs the workers, prints their merged
 /// summary.
 fn run_processes(args: &Args, runtime: &tokio::runtime::Runtime) -> ! {
@@ -1571,7 +1578,12 @@ fn run_processes(args: &Args, runtime: &tokio::runtime::Runtime) -> ! {
         Scenario::Channels => args.channels.max(1),
         _ => 1,
     };
-    match runtime.block_on(workers::run_parent(args.processes, raw, channels)) {
+    match runtime.block_on(workers::run_parent(
+        args.processes,
+        raw,
+        channels,
+        HOLD_HOOKS,
+    )) {
         Ok(summary) => {
             let get = |key: &str| {
                 summary

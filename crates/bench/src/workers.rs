@@ -135,12 +135,23 @@ pub(crate) fn at(micros: u64) -> tokio::time::Instant {
     }
 }
 
+/// What a scenario with records of its own (`hold`) adds to the merge: the
+/// parent knows only summaries, the scenario its records.
+#[derive(Clone, Copy)]
+pub(crate) struct Hooks {
+    /// The summary fields made of the workers' `worker.hold` records.
+    pub(crate) merge_records: fn(&[Value]) -> Map<String, Value>,
+    /// One progress line from the workers' progress sums at second `t`.
+    pub(crate) progress_text: fn(u64, &Map<String, Value>, usize) -> String,
+}
+
 /// The parent: runs `processes` workers of this binary with `args` (the
 /// command line without the program name) and returns their merged summary.
 pub(crate) async fn run_parent(
     processes: usize,
     args: Vec<std::ffi::OsString>,
     channels: usize,
+    hooks: Hooks,
 ) -> anyhow::Result<Value> {
     let exe = std::env::current_exe().context("find the herald-bench binary")?;
     let epoch = unix_micros();
@@ -207,7 +218,7 @@ pub(crate) async fn run_parent(
                 add_numbers(&mut entry.1, &value);
                 if entry.0 == processes {
                     if let Some((_, sums)) = progress.remove(&t) {
-                        eprintln!("{}", crate::hold::progress_text(t, &sums, processes));
+                        eprintln!("{}", (hooks.progress_text)(t, &sums, processes));
                     }
                 }
             }
@@ -238,7 +249,7 @@ pub(crate) async fn run_parent(
     if summaries.len() != processes {
         bail!("{} of {processes} workers reported", summaries.len());
     }
-    Ok(merge(&summaries, channels))
+    Ok(merge(&summaries, channels, hooks))
 }
 
 enum Event {
@@ -309,7 +320,7 @@ fn num(v: &Value, key: &str) -> f64 {
 /// sums, server-wide readings (CPU, RSS) taken once. `channels` is the
 /// number of channels publications are spread over (for the expected
 /// deliveries).
-pub(crate) fn merge(summaries: &[Value], channels: usize) -> Value {
+pub(crate) fn merge(summaries: &[Value], channels: usize, hooks: Hooks) -> Value {
     let mut out = Map::new();
     let mut histogram = new_histogram();
     let mut disconnects = Tally::default();
@@ -430,7 +441,7 @@ pub(crate) fn merge(summaries: &[Value], channels: usize) -> Value {
         );
     }
     if !holds.is_empty() {
-        for (key, value) in crate::hold::merge_raw(&holds) {
+        for (key, value) in (hooks.merge_records)(&holds) {
             out.insert(key, value);
         }
     }
@@ -442,6 +453,12 @@ pub(crate) fn merge(summaries: &[Value], channels: usize) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Scenarios without records of their own.
+    const NO_RECORDS: Hooks = Hooks {
+        merge_records: |_| Map::new(),
+        progress_text: |_, _, _| String::new(),
+    };
 
     #[test]
     fn worker_arguments_parse_and_refuse_nonsense() {
@@ -505,7 +522,7 @@ mod tests {
             "worker": {"histogram": histogram_pairs(&h1), "delivered": 190, "bytes": 900,
                        "missing": 0, "published_for_s": 10.0},
         });
-        let merged = merge(&[w0, w1], 1);
+        let merged = merge(&[w0, w1], 1, NO_RECORDS);
         assert_eq!(merged["scenario"], "fanout");
         assert_eq!(merged["subscribers"], 4);
         assert_eq!(merged["publications"], 100);
@@ -532,7 +549,11 @@ mod tests {
                    "rss_after_kib": after, "rss_per_conn_kib": 0.0, "connects_per_sec": 1,
                    "worker": {"histogram": [], "took_s": took}})
         };
-        let merged = merge(&[w(1000, 5000, 100, 2.0), w(1100, 5100, 100, 4.0)], 1);
+        let merged = merge(
+            &[w(1000, 5000, 100, 2.0), w(1100, 5100, 100, 4.0)],
+            1,
+            NO_RECORDS,
+        );
         assert_eq!(merged["connections"], 200);
         assert_eq!(merged["rss_before_kib"], 1000);
         assert_eq!(merged["rss_after_kib"], 5100);
