@@ -7,11 +7,30 @@
 // A `History` records what publishers were told (per channel: the number `n` each
 // publication carries in its data, with offset, epoch and a hash of the payload).
 // Subscribers are real centrifuge-js subscriptions whose events an EventLog records
-// (harness.mjs); `check` reads that log. Publications are identified by `data.n`, which
+// (harness.mjs), JSON or protobuf; `check` reads that log. Publications are identified
+// by `data.n` (publicationN), which
 // increases with every publish attempt of a channel: an attempt that failed may still
 // have landed, so it takes a number of its own that nobody is owed.
 
 import { createHash } from 'node:crypto';
+
+const utf8 = new TextDecoder();
+
+/**
+ * The number `n` of a publication as a subscriber got it: JSON clients get the data as
+ * an object, protobuf clients (centrifuge-js's protobuf build) as the JSON's bytes.
+ */
+export function publicationN(ctx) {
+  const data = ctx?.data;
+  if (data instanceof Uint8Array) {
+    try {
+      return JSON.parse(utf8.decode(data))?.n;
+    } catch {
+      return undefined;
+    }
+  }
+  return data?.n;
+}
 
 /** What was acknowledged to publishers, per channel. */
 export class History {
@@ -81,7 +100,7 @@ export function checkSubscriber(timeline, acked) {
   const problems = [];
   timeline.forEach((e, i) => {
     if (e.name === 'publication') {
-      const n = e.ctx?.data?.n;
+      const n = publicationN(e.ctx);
       if (deliveredAt.has(n)) {
         duplicates += 1;
         if (problems.length < 40) problems.push(`n=${n} delivered again at event ${i}`);
@@ -134,7 +153,7 @@ export function describeTimeline(timeline) {
     run = [];
   };
   for (const e of timeline) {
-    if (e.name === 'publication') run.push(e.ctx?.data?.n);
+    if (e.name === 'publication') run.push(publicationN(e.ctx));
     else {
       flush();
       const c = e.ctx || {};
@@ -184,7 +203,7 @@ export async function waitCaughtUp(history, subscribers, { timeout = 30_000, sle
       for (let i = log.entries.length - 1; i >= 0; i--) {
         const e = log.entries[i];
         if (isTold(e)) return false;
-        if (e.name === 'publication') return !log.entries.some((x) => x.name === 'publication' && x.ctx?.data?.n === last);
+        if (e.name === 'publication') return !log.entries.some((x) => x.name === 'publication' && publicationN(x.ctx) === last);
       }
       return true;
     });

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { checkAll, checkSubscriber, History } from './checker.mjs';
+import { checkAll, checkSubscriber, History, publicationN } from './checker.mjs';
 
 test('the checker finds silent loss, duplicates and reorders, and accepts a told gap', () => {
   const pub = (n) => ({ name: 'publication', ctx: { data: { n } } });
@@ -43,4 +43,14 @@ test('an unsubscribe tells the client', () => {
   const pub = (n) => ({ name: 'publication', ctx: { data: { n } } });
   const r = checkSubscriber([first, pub(1), { name: 'unsubscribed', ctx: { code: 2500 } }], [1, 2, 3]);
   assert.deepEqual([r.silentLoss, r.toldPairs], [0, 2]);
+});
+
+test('protobuf subscribers: the data arrives as the JSON bytes and is read the same', () => {
+  const bytes = (n) => new TextEncoder().encode(JSON.stringify({ n }));
+  const first = { name: 'subscribed', ctx: { wasRecovering: false } };
+  const pub = (n) => ({ name: 'publication', ctx: { data: bytes(n) } });
+  assert.equal(publicationN({ data: bytes(7) }), 7);
+  assert.equal(publicationN({ data: { n: 7 } }), 7);
+  const r = checkSubscriber([first, pub(1), pub(3), pub(3)], [1, 2, 3]);
+  assert.deepEqual([r.silentLoss, r.duplicates, r.reorders], [1, 1, 0]);
 });

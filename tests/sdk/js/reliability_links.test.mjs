@@ -280,8 +280,8 @@ describe('slow and lossy links (fault proxies between nodes and Redis, and betwe
     try {
       for (let i = 0; i < NODES; i++) {
         for (let k = 0; k < CLIENTS_PER_NODE; k++) {
-          const label = `c${k + 1}@node${i + 1}`;
-          const handle = pool.client(env.nodes[i].proxiedWsUrl, { label, token: connectionToken({ sub: uniq('reader') }) });
+          const label = `c${k + 1}${k % 2 === 1 ? '-protobuf' : ''}@node${i + 1}`;
+          const handle = pool.client(env.nodes[i].proxiedWsUrl, { label, protobuf: k % 2 === 1, token: connectionToken({ sub: uniq('reader') }) });
           await connectClient(handle, { timeout: 20_000 });
           for (const channel of channels) {
             const s = pool.subscription(handle, channel, { minResubscribeDelay: 100, maxResubscribeDelay: 1_000 });

@@ -143,8 +143,8 @@ function failoverCase(name, { kind }) {
       // Subscribers: CLIENTS_PER_NODE clients per node, each following every channel.
       for (let node = 0; node < 3; node++) {
         for (let i = 0; i < CLIENTS_PER_NODE; i++) {
-          const label = `c${i + 1}@node${node + 1}`;
-          const handle = pool.client(cluster.url(node), { label, token: connectionToken({ sub: uniq('reader') }) });
+          const label = `c${i + 1}${i % 2 === 1 ? '-protobuf' : ''}@node${node + 1}`;
+          const handle = pool.client(cluster.url(node), { label, protobuf: i % 2 === 1, token: connectionToken({ sub: uniq('reader') }) });
           await connectClient(handle);
           for (const channel of channels) {
             const s = pool.subscription(handle, channel, { minResubscribeDelay: 50, maxResubscribeDelay: 500 });
