@@ -55,6 +55,7 @@ const config = {
         history_ttl: '3600s',
         force_recovery: true,
         allow_subscribe_for_client: true,
+        allow_publish_for_client: true,
       },
     ],
   },
@@ -90,6 +91,16 @@ function restartCase(signal) {
           }
         }
       }
+
+      // Every third publication is a client publish (centrifuge-js `publish`, one
+      // publisher client per node); the rest go through the server API.
+      const publishers = [];
+      for (let node = 0; node < 2; node++) {
+        const handle = pool.client(cluster.url(node), { label: `publisher@node${node + 1}`, token: connectionToken({ sub: uniq('writer') }) });
+        await connectClient(handle);
+        publishers.push(handle);
+      }
+      const clientFailures = new Map();
 
       ready = watchReady(cluster.nodes);
       const failures = new Map();
@@ -130,7 +141,22 @@ function restartCase(signal) {
         const n = history.next(channel);
         const data = { n };
         attempts += 1;
-        const r = await apiPublish(cluster.nodes[Math.floor(i / channels.length) % 2], API_KEY, channel, data);
+        const node = Math.floor(i / channels.length) % 2;
+        if (i % 3 === 2) {
+          // A client publish: acknowledged when the SDK's promise resolves (its result
+          // has no offset); a rejection or timeout means it is not owed.
+          try {
+            await publishers[node].client.publish(channel, data);
+            history.ack(channel, n, { data });
+            acked += 1;
+          } catch (err) {
+            const why = `client publish: ${err?.code ?? '?'} ${err?.message ?? err}`;
+            clientFailures.set(why, (clientFailures.get(why) || 0) + 1);
+            await sleep(20);
+          }
+          continue;
+        }
+        const r = await apiPublish(cluster.nodes[node], API_KEY, channel, data);
         if (r.ok) {
           history.ack(channel, n, { offset: r.offset, epoch: r.epoch, data });
           epochs.get(channel).add(r.epoch);
@@ -156,7 +182,7 @@ function restartCase(signal) {
       }
       if (restartError) throw restartError;
       await ready.stop();
-      note(`${acked} acknowledged of ${attempts} attempts; failures ${JSON.stringify([...failures])}${failureSamples.length ? `: ${failureSamples.join('; ')}` : ''}`);
+      note(`${acked} acknowledged of ${attempts} attempts; client publish failures ${JSON.stringify([...clientFailures])}; failures ${JSON.stringify([...failures])}${failureSamples.length ? `: ${failureSamples.join('; ')}` : ''}`);
       note(ready.describe());
       t.diagnostic(`publish failures: ${JSON.stringify([...failures])}`);
 
@@ -191,7 +217,12 @@ function restartCase(signal) {
         const want = history.channels.get(channel).acked;
         assert.equal(page.epoch, [...epochs.get(channel)][0], `${channel}: history has the same epoch`);
         const byOffset = new Map(page.publications.map((p) => [p.offset, p.data]));
-        const missing = want.filter((a) => byOffset.get(a.offset)?.n !== a.n).map((a) => `${a.offset}:n=${a.n}`);
+        const inHistory = new Set(page.publications.map((p) => p.data?.n));
+        // API publishes at their offset; client publishes (no offset in the SDK's result) anywhere.
+        const missing = want
+          .filter((a) => (a.offset === null ? !inHistory.has(a.n) : byOffset.get(a.offset)?.n !== a.n))
+          .map((a) => `${a.offset ?? 'client'}:n=${a.n}`);
+        assert.ok(want.some((a) => a.offset === null), `${channel}: some acknowledged publications were client publishes`);
         assert.deepEqual(missing, [], `${channel}: history holds every acknowledged publication at its offset (${page.publications.length} entries, top ${page.top})`);
         const offsets = page.publications.map((p) => p.offset);
         assert.deepEqual(offsets, Array.from({ length: page.top }, (_, k) => k + 1), `${channel}: history is offsets 1..${page.top}, in order`);
