@@ -940,3 +940,21 @@ export function keySlot(key) {
   }
   return crc16(Buffer.from(key, 'utf8')) % 16_384;
 }
+
+/**
+ * Prints `diag` (what every part saw) on stderr and into HERALD_TEST_LOG_DIR, and
+ * returns `err` with a pointer to it. Not appended to the error itself: node 20's test
+ * runner sometimes hangs for good on a failure whose message is tens of KB long.
+ */
+export function withDiagnostics(err, diag, name) {
+  console.error(`===== ${name}: diagnostics of the failure below =====\n${diag}\n===== end of ${name} diagnostics =====`);
+  const dir = process.env.HERALD_TEST_LOG_DIR;
+  if (dir) {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(path.join(dir, `${name}.failure.log`), `${err?.stack ?? err}\n${diag}\n`);
+  }
+  if (err && typeof err === 'object' && typeof err.message === 'string') {
+    err.message += `\n(diagnostics: on stderr above${dir ? ` and in ${dir}/${name}.failure.log` : ''})`;
+  }
+  return err;
+}

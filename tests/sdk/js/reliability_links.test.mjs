@@ -14,12 +14,10 @@
 // HERALD_RELIABILITY_FULL=1 makes the streams and the fault periods longer.
 
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { ClientPool, connectClient, startRedis, subscribeSub, apiPublish as apiPublishWithKey } from './cluster_support.mjs';
+import { ClientPool, connectClient, startRedis, subscribeSub, apiPublish as apiPublishWithKey, withDiagnostics } from './cluster_support.mjs';
 import { checkAll, History, waitCaughtUp } from './checker.mjs';
 import { startFaultProxy } from './fault_proxy.mjs';
 import { connectionToken, sleep, startHerald, testConfig, uniq } from './harness.mjs';
@@ -53,23 +51,6 @@ const config = {
   },
 };
 
-/**
- * Prints `diag` (what every part saw) on stderr and into HERALD_TEST_LOG_DIR, and
- * returns `err` with a pointer to it. Not appended to the error itself: node 20's test
- * runner sometimes hangs for good on a failure whose message is tens of KB long.
- */
-function withDiagnostics(err, diag, name) {
-  console.error(`===== ${name}: diagnostics of the failure below =====\n${diag}\n===== end of ${name} diagnostics =====`);
-  const dir = process.env.HERALD_TEST_LOG_DIR;
-  if (dir) {
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(path.join(dir, `${name}.failure.log`), `${err?.stack ?? err}\n${diag}\n`);
-  }
-  if (err && typeof err === 'object' && typeof err.message === 'string') {
-    err.message += `\n(diagnostics: on stderr above${dir ? ` and in ${dir}/${name}.failure.log` : ''})`;
-  }
-  return err;
-}
 
 const percentile = (sorted, p) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : NaN);
 

@@ -24,7 +24,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 
-import { ClientPool, connectClient, subscribeSub, apiPublish as apiPublishWithKey } from './cluster_support.mjs';
+import { ClientPool, connectClient, subscribeSub, apiPublish as apiPublishWithKey, withDiagnostics } from './cluster_support.mjs';
 import { checkAll, History, isTold, waitCaughtUp } from './checker.mjs';
 import { startFaultProxy } from './fault_proxy.mjs';
 import { connectionToken, heraldBin, sleep, startHerald, testConfig, uniq, within } from './harness.mjs';
@@ -151,23 +151,6 @@ async function startLabNode(lab, name, fullConfig, label) {
   };
 }
 
-/**
- * Prints `diag` (what every part saw) on stderr and into HERALD_TEST_LOG_DIR, and
- * returns `err` with a pointer to it. Not appended to the error itself: node 20's test
- * runner sometimes hangs for good on a failure whose message is tens of KB long.
- */
-function withDiagnostics(err, diag, name) {
-  console.error(`===== ${name}: diagnostics of the failure below =====\n${diag}\n===== end of ${name} diagnostics =====`);
-  const dir = process.env.HERALD_TEST_LOG_DIR;
-  if (dir) {
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(path.join(dir, `${name}.failure.log`), `${err?.stack ?? err}\n${diag}\n`);
-  }
-  if (err && typeof err === 'object' && typeof err.message === 'string') {
-    err.message += `\n(diagnostics: on stderr above${dir ? ` and in ${dir}/${name}.failure.log` : ''})`;
-  }
-  return err;
-}
 
 test(`partition node <-> Redis: ${CUTS.map((i) => `node ${i + 1}`).join(', ')} cut for ${CUT_MS / 1000} s while the others publish; silent_loss=0, the cut node unready, its subscribers recover or are told`, { timeout: CASE_TIMEOUT_MS }, async (t) => {
   requireNetns(); // fails saying what is missing (root, iproute2)
