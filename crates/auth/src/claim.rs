@@ -37,6 +37,11 @@ pub struct ConnectionClaims {
     /// Server-side subscriptions with per-subscription options; take
     /// precedence over `channels`.
     pub subs: BTreeMap<String, SubOptions>,
+    /// `admin: true`: the bearer may log in to the web console when
+    /// `admin.token_auth` is on. Any other value (or none) is false; it
+    /// never changes what a client connection may do.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub admin: bool,
 }
 
 impl ConnectionClaims {
@@ -173,6 +178,8 @@ pub(crate) struct Payload<'a> {
     client: Option<&'a RawValue>,
     #[serde(borrow, rename = "override")]
     override_: Option<&'a RawValue>,
+    #[serde(borrow)]
+    admin: Option<&'a RawValue>,
 }
 
 /// The registered claims every token kind shares, type-checked.
@@ -242,6 +249,7 @@ impl<'a> Payload<'a> {
             info: json_or_base64(self.info, self.b64info)?,
             channels,
             subs,
+            admin: self.admin.is_some_and(|raw| raw.get() == "true"),
         })
     }
 

@@ -325,6 +325,29 @@ pub trait Broker: Send + Sync + 'static {
     fn clock(&self) -> Option<ClockReading> {
         None
     }
+
+    /// The ids of the keys the engine holds, never their material: the bus
+    /// signing keys (a Redis engine) and the history sealing keys.
+    fn key_ids(&self) -> EngineKeyIds {
+        EngineKeyIds::default()
+    }
+}
+
+/// Which keys of a keyring are held and which one is active (ids only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KeyIds {
+    /// The key new signatures or seals use; `None`: signing or sealing is off.
+    pub active: Option<String>,
+    /// Every key id held, sorted (the active one included).
+    pub ids: Vec<String>,
+}
+
+/// [`Broker::key_ids`]: `None` for a keyring the engine does not use (the
+/// memory engine has no bus).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EngineKeyIds {
+    pub bus: Option<KeyIds>,
+    pub history: Option<KeyIds>,
 }
 
 /// Who is in a channel, across every node.

@@ -508,6 +508,17 @@ impl Broker for MemoryEngine {
             .is_some_and(|(before, _)| issued_at.unwrap_or(0) < *before))
     }
 
+    fn key_ids(&self) -> crate::EngineKeyIds {
+        let history = self.history_keys.load();
+        crate::EngineKeyIds {
+            bus: None,
+            history: Some(crate::KeyIds {
+                active: history.active_id().map(str::to_owned),
+                ids: history.ids(),
+            }),
+        }
+    }
+
     fn counters(&self) -> crate::BrokerCounters {
         crate::BrokerCounters {
             history_undecryptable: self.undecryptable.load(Ordering::Relaxed),

@@ -1426,6 +1426,21 @@ impl Broker for RedisEngine {
         self.inner.clock()
     }
 
+    fn key_ids(&self) -> crate::EngineKeyIds {
+        let bus = self.inner.integrity.keyring();
+        let history = self.inner.history_keys.load();
+        crate::EngineKeyIds {
+            bus: Some(crate::KeyIds {
+                active: bus.active_id().map(str::to_owned),
+                ids: bus.ids(),
+            }),
+            history: Some(crate::KeyIds {
+                active: history.active_id().map(str::to_owned),
+                ids: history.ids(),
+            }),
+        }
+    }
+
     fn counters(&self) -> BrokerCounters {
         let stats = self.stats();
         BrokerCounters {

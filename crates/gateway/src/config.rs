@@ -8,7 +8,10 @@ use herald_auth::{ChannelConfig, SubscriptionTokenConfig, TokenConfig};
 pub use herald_identity::IntrospectionConfig;
 use serde::{Deserialize, Serialize};
 
+mod admin;
 mod transports;
+
+pub use self::admin::{AdminConfig, AdminListener, DemoConfig, DemoTokens};
 
 pub use self::transports::{
     ConnectCodeToHttpResponse, ConnectCodeToUnidirectionalDisconnect, EmulatedStreamConfig,
@@ -430,6 +433,12 @@ pub struct GatewayConfig {
     /// Signs every proxy request (`proxy_signing`); the default signs
     /// nothing. A shared handle: the keyring reload swaps its keys.
     pub proxy_signer: herald_proxy::ProxySigner,
+    /// `admin`: the web console.
+    pub admin: AdminConfig,
+    /// `demo`: the chat page of the development profile.
+    pub demo: DemoConfig,
+    /// How the demo page gets tokens; required when `demo.enabled`.
+    pub demo_tokens: Option<DemoTokens>,
 }
 
 /// Which optional internal endpoints are served (`prometheus.enabled`,

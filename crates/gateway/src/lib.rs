@@ -2,6 +2,7 @@
 //! fans publications out to local sessions, and the HTTP endpoints.
 
 mod access_log;
+mod admin;
 #[doc(hidden)]
 pub mod bench;
 mod codes;
@@ -33,6 +34,7 @@ use herald_bus::{BrokerEvents, BusError, Engine};
 use herald_identity::Authenticator;
 
 use crate::access_log::access_log;
+use crate::config::AdminListener;
 use crate::conn::{accept as listener, upgrade};
 use crate::http::routes::{internal_routes, public_routes, InternalRoutes};
 use crate::http::{api, body, transports};
@@ -46,6 +48,8 @@ pub use config::{
     ShutdownConfig, TlsConfig, WebSocketConfig,
 };
 pub use error::GatewayError;
+/// The console password hash (`herald hashpassword`, config checks).
+pub use admin::password as admin_password;
 
 /// A running node.
 pub struct RunningServer {
@@ -188,16 +192,6 @@ where
     let events = Arc::new(NodeEvents::new(hub.clone(), &policy, uid.clone()));
     let engine = make_engine(events.clone()).await?;
     let proxies = build_proxies(&config)?;
-    let node = Arc::new(Node::new(
-        config.client.clone(),
-        policy,
-        auth,
-        engine,
-        hub,
-        uid,
-        proxies,
-    ));
-    events.link(&node);
 
     let http = &config.http_server;
     let shared_port = http.internal_port == 0;
@@ -213,13 +207,62 @@ where
         None => public_addr,
     };
 
+    let mut client = config.client.clone();
+    let demo_tokens = match (&config.demo.enabled, &config.demo_tokens) {
+        (false, _) => None,
+        (true, Some(tokens)) => {
+            let origins = admin::demo::demo_origins(public_addr, http.tls.enabled);
+            tracing::info!(?origins, "demo page on /: its own origins may connect");
+            client.allowed_origins.extend(origins);
+            Some(tokens.clone())
+        }
+        (true, None) => {
+            return Err(GatewayError::Config(
+                "demo.enabled: the demo page needs client.token.hmac_secret_key to mint tokens"
+                    .to_owned(),
+            ))
+        }
+    };
+    let node = Arc::new(Node::new(
+        client,
+        policy,
+        auth,
+        engine,
+        hub,
+        uid,
+        proxies,
+    ));
+    events.link(&node);
+
     let data = web::Data::new(node.clone());
     // One set of API places and limits for the HTTP and gRPC APIs.
     let api_settings = Arc::new(api::ApiSettings::new(&config.http_api));
+    // The console on the listener `admin.listener` names; with a shared
+    // port that is one App either way, configured once.
+    let console_tls = http.tls.enabled
+        && (config.admin.listener == AdminListener::Public || shared_port);
+    let console = if config.admin.enabled {
+        let console = admin::Console::new(
+            &config.admin,
+            api_settings.clone(),
+            config.proxy_signer.clone(),
+            console_tls,
+        )
+        .map_err(GatewayError::Config)?;
+        admin::publish_every(&node, config.admin.stats_interval);
+        Some(web::Data::new(console))
+    } else {
+        None
+    };
+    let (internal_console, public_console) = match config.admin.listener {
+        AdminListener::Internal => (console, None),
+        AdminListener::Public => (None, console),
+    };
     let internal_settings = InternalRoutes {
         api: web::Data::from(api_settings.clone()),
         metrics: config.endpoints.prometheus,
         health: config.endpoints.health,
+        console: internal_console,
     };
     let body_limits = |close_on_error| {
         web::Data::new(body::BodyLimits {
@@ -284,6 +327,12 @@ where
                 .app_data(public_data.clone())
                 .configure(|cfg| transports::routes(cfg, &public_transports))
                 .configure(public_routes);
+            if let Some(console) = &public_console {
+                app = app.configure(|cfg| admin::routes(cfg, console));
+            }
+            if let Some(tokens) = &demo_tokens {
+                app = app.configure(|cfg| admin::demo::routes(cfg, tokens));
+            }
             if shared_port {
                 let settings = public_internal.clone();
                 app = app.configure(move |cfg| internal_routes(cfg, &settings));

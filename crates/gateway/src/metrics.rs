@@ -212,6 +212,12 @@ pub(crate) struct Metrics {
     pub(crate) handshake_refusals: IntCounterVec,
     pub(crate) bodies_cut: IntCounterVec,
     pub(crate) api_refused: IntCounterVec,
+    /// Console logins by result (`admin::LOGIN_RESULTS`).
+    pub(crate) admin_logins: IntCounterVec,
+    /// Console requests refused, by reason (`admin::REFUSALS`).
+    pub(crate) admin_refused: IntCounterVec,
+    /// Console actions run through the server API, by method.
+    pub(crate) admin_actions: IntCounterVec,
     /// History streams the engine keeps (memory engine).
     pub(crate) engine_streams: IntGauge,
     pub(crate) engine_streams_evicted: IntCounter,
@@ -428,6 +434,21 @@ impl Metrics {
                 "herald_api_requests_refused_total",
                 "Server API requests refused before their body was read: wrong key, method or path, or http_api.max_concurrent_requests reached.",
                 &["reason"],
+            ),
+            admin_logins: counter_vec(
+                "herald_admin_logins_total",
+                "Web console logins, by result: ok, wrong_password, wrong_token (invalid, or without the admin claim), throttled (too many failures from the address), busy.",
+                &["result"],
+            ),
+            admin_refused: counter_vec(
+                "herald_admin_requests_refused_total",
+                "Web console requests refused, by reason: unauthorized, session_expired, cross_origin, csrf, content_type, too_large, invalid_json, unknown_method, too_many_requests.",
+                &["reason"],
+            ),
+            admin_actions: counter_vec(
+                "herald_admin_actions_total",
+                "Server API methods the web console ran, by method.",
+                &["method"],
             ),
             engine_streams: gauge(
                 "herald_engine_streams",

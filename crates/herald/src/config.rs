@@ -48,6 +48,8 @@ pub const FILE_KEYS: &[&str] = &[
     "grpc_api.key",
     "engine.redis.password",
     "engine.redis.sentinel_password",
+    "admin.password",
+    "admin.secret",
 ];
 
 /// Keys whose environment value is a comma-separated list.
@@ -148,6 +150,10 @@ pub struct Config {
     pub rpc: herald_proxy::RpcConfig,
     /// `proxies`: named proxies a namespace or RPC namespace may select.
     pub proxies: Vec<herald_proxy::NamedProxy>,
+    /// `admin`: the web console (docs/operations.md, "The web console").
+    pub admin: herald_gateway::config::AdminConfig,
+    /// `demo`: the development profile's chat page at `/`.
+    pub demo: herald_gateway::config::DemoConfig,
 }
 
 /// Section `[channel]`: the namespaces (herald-auth's [`ChannelConfig`])
@@ -531,6 +537,10 @@ impl Config {
             // Built from `proxy_signing` by the caller (`proxy_signing_keyring`),
             // which also hands it to the keyring watcher.
             proxy_signer: herald_proxy::ProxySigner::default(),
+            admin: self.admin.clone(),
+            demo: self.demo.clone(),
+            // Set by `serve`, which mints tokens (`token::mint`).
+            demo_tokens: None,
         }
     }
 }
@@ -905,6 +915,37 @@ fn nested_unknown_keys(
     }
 }
 
+/// The console and the demo page.
+fn validate_admin(config: &Config, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+    let admin = &config.admin;
+    if let Some(problem) = admin.problem() {
+        let (key, message) = problem.split_once(": ").unwrap_or(("admin", problem.as_str()));
+        return Err(ConfigError::invalid(key, message));
+    }
+    if admin.enabled && !admin.password.is_empty() {
+        herald_gateway::admin_password::check_hash(&admin.password)
+            .map_err(|why| ConfigError::invalid("admin.password", &why))?;
+    }
+    if admin.enabled && admin.insecure {
+        warnings.push(
+            "admin.insecure is on: the web console asks for no login; development only".to_owned(),
+        );
+    }
+    if config.demo.enabled {
+        if config.client.token.hmac_secret_key.is_empty() {
+            return Err(ConfigError::invalid(
+                "demo.enabled",
+                "the demo page mints tokens with client.token.hmac_secret_key, which is empty",
+            ));
+        }
+        warnings.push(
+            "demo.enabled: the chat page at / mints a token for any user name; development only"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
 /// Checks what serde cannot, and builds the channel policy and token
 /// verifier to surface their errors. Returns warnings.
 fn validate(config: &Config) -> Result<Vec<String>, ConfigError> {
@@ -949,6 +990,7 @@ fn validate(config: &Config) -> Result<Vec<String>, ConfigError> {
         );
     }
 
+    validate_admin(config, &mut warnings)?;
     validate_transports(config)?;
     validate_proxies(config)?;
     validate_grpc_api(config)?;

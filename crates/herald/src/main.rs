@@ -118,6 +118,15 @@ enum Command {
         /// access token.
         token: String,
     },
+    /// Hash a web console password for `admin.password`.
+    ///
+    /// Reads the password from the first line of stdin (without the line
+    /// end) and prints its Argon2id hash, a PHC string "$argon2id$v=19$...",
+    /// on stdout, e.g. `printf '%s' "$PASSWORD" | herald hashpassword`.
+    /// The password itself is never printed or stored.
+    ///
+    /// Exit codes: 0 printed, 2 the password is empty or over 1024 bytes.
+    Hashpassword,
     /// Print a new random key (base64 of 32 bytes) for a keyring.
     Genkey {
         #[arg(long, value_enum)]
@@ -201,6 +210,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         } => gentoken(&config, &user, ttl, channel.as_deref()),
         Command::Checktoken { config, token } => checktoken(&config, &token),
         // Every keyring takes 32 random bytes (HMAC-SHA256 and XChaCha20-Poly1305 keys).
+        Command::Hashpassword => hashpassword(),
         Command::Genkey {
             kind: KeyKind::Bus | KeyKind::History | KeyKind::Proxy,
         } => {
@@ -244,6 +254,15 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
         None => None,
     };
     let mut gateway = config.gateway();
+    if config.demo.enabled {
+        let minting = config.clone();
+        gateway.demo_tokens = Some(herald_gateway::config::DemoTokens(std::sync::Arc::new(
+            move |user: &str| {
+                mint(&minting, user, None, Some(Duration::from_secs(3600)))
+                    .map_err(|e| e.to_string())
+            },
+        )));
+    }
     let proxy_keys = config.proxy_signing_keyring()?;
     if let Some(active) = proxy_keys.active_id() {
         info!(active, keys = ?proxy_keys.ids(), "proxy requests are signed");
@@ -251,6 +270,7 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
     let proxy_signer = herald_proxy::ProxySigner::new(proxy_keys);
     gateway.proxy_signer = proxy_signer.clone();
     let tls = gateway.http_server.tls.enabled;
+    let admin_path = gateway.admin.path.clone();
     let history_keys = config.history_keyring()?;
     let redis = match config.engine.kind {
         EngineKind::Memory => None,
@@ -320,12 +340,17 @@ fn serve(path: Option<&Path>) -> anyhow::Result<()> {
         }
         writeln!(stdout, "{ready}")?;
         if let (Some(secrets), Some(token)) = (&dev, &dev_token) {
+            let console_url = format!("{api_url}{}/", admin_path);
+            let demo_url = format!("{http}://{}/", running.public_addr);
             let banner = profile::Banner {
                 ws_url: &ws_url,
                 api_url: &api_url,
                 api_key: &secrets.api_key,
                 hmac_secret: &secrets.hmac_secret,
                 token,
+                console_url: &console_url,
+                console_password: &secrets.admin_password,
+                demo_url: &demo_url,
             };
             write!(stdout, "{}", banner.render())?;
         }
@@ -371,10 +396,19 @@ async fn shutdown_signal() -> &'static str {
 }
 
 fn genconfig(profile: profile::Profile, file: Option<&Path>) -> anyhow::Result<()> {
-    let text = profile::profile_text(profile, &profile::Secrets::generate());
+    let secrets = profile::Secrets::generate();
+    let text = profile::profile_text(profile, &secrets);
+    // Only the hash is in the config: this is the one time the password shows.
+    let tell_password = || {
+        eprintln!(
+            "web console password (only its hash is in the config; keep it now): {}",
+            secrets.admin_password
+        );
+    };
     let Some(path) = file else {
         write_stdout(format_args!("{text}"));
         std::io::stdout().flush()?;
+        tell_password();
         return Ok(());
     };
     let mut options = std::fs::OpenOptions::new();
@@ -400,9 +434,22 @@ fn genconfig(profile: profile::Profile, file: Option<&Path>) -> anyhow::Result<(
         .and_then(|()| out.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))?;
     out!("wrote {}", path.display());
+    tell_password();
     if let Some(warning) = herald::gitcheck::unignored_secrets_warning(path) {
         eprintln!("warning: {warning}");
     }
+    Ok(())
+}
+
+fn hashpassword() -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from stdin")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    let hash = herald_gateway::admin_password::hash(password).map_err(UsageError)?;
+    out!("{hash}");
     Ok(())
 }
 

@@ -25,15 +25,25 @@ pub struct Secrets {
     pub bus_key: String,
     /// History sealing key: base64 of 32 random bytes.
     pub history_key: String,
+    /// The web console's password (shown once, never written to the file)
+    /// and its Argon2id hash (what the file holds).
+    pub admin_password: String,
+    pub admin_password_hash: String,
 }
 
 impl Secrets {
     pub fn generate() -> Self {
+        // 16 random bytes as hex: 128 bits, easy to copy.
+        let admin_password = hex(&random_bytes()[..16]);
+        let admin_password_hash = herald_gateway::admin_password::hash(&admin_password)
+            .expect("a 32-character password hashes");
         Self {
             hmac_secret: hex(&random_bytes()),
             api_key: hex(&random_bytes()),
             bus_key: random_key_base64(),
             history_key: random_key_base64(),
+            admin_password,
+            admin_password_hash,
         }
     }
 }
@@ -76,12 +86,13 @@ pub fn config_text(secrets: &Secrets) -> String {
 
 /// `profile` as a commented TOML config holding `secrets`.
 pub fn profile_text(profile: Profile, secrets: &Secrets) -> String {
-    let (about, http_server, limits, channels) = match profile {
+    let (about, http_server, limits, channels, demo) = match profile {
         Profile::Dev => (
             DEV_ABOUT,
             DEV_HTTP_SERVER,
             DEV_LIMITS.to_owned(),
             DEV_CHANNELS,
+            DEV_DEMO,
         ),
         Profile::Production => (
             PRODUCTION_ABOUT,
@@ -90,6 +101,7 @@ pub fn profile_text(profile: Profile, secrets: &Secrets) -> String {
                 .replace("@PER_IP@", &PRODUCTION_CONNECTION_LIMIT_PER_IP.to_string())
                 .replace("@RATE@", &PRODUCTION_COMMAND_RATE_LIMIT.to_string()),
             PRODUCTION_CHANNELS,
+            PRODUCTION_DEMO,
         ),
     };
     TEMPLATE
@@ -97,6 +109,8 @@ pub fn profile_text(profile: Profile, secrets: &Secrets) -> String {
         .replace("@HTTP_SERVER@", http_server)
         .replace("@LIMITS@", &limits)
         .replace("@CHANNELS@", channels)
+        .replace("@DEMO@", demo)
+        .replace("@ADMIN_PASSWORD_HASH@", &secrets.admin_password_hash)
         .replace("@HMAC_SECRET@", &secrets.hmac_secret)
         .replace("@API_KEY@", &secrets.api_key)
         .replace("@BUS_KEY@", &secrets.bus_key)
@@ -110,6 +124,11 @@ pub struct Banner<'a> {
     pub api_key: &'a str,
     pub hmac_secret: &'a str,
     pub token: &'a str,
+    /// The console's URL and password.
+    pub console_url: &'a str,
+    pub console_password: &'a str,
+    /// The demo page's URL.
+    pub demo_url: &'a str,
 }
 
 impl Banner<'_> {
@@ -120,6 +139,9 @@ impl Banner<'_> {
             api_key,
             hmac_secret,
             token,
+            console_url,
+            console_password,
+            demo_url,
         } = self;
         let mut text = String::new();
         // Writing to a String cannot fail.
@@ -129,6 +151,8 @@ impl Banner<'_> {
              herald dev profile: one node, in-memory engine, secrets generated for this run.\n\
              Not for production; `herald genconfig herald.toml` writes this profile to a file.\n\
              \n\
+             \x20 Demo chat    {demo_url}   (open it in two browser tabs)\n\
+             \x20 Console      {console_url}   (password {console_password})\n\
              \x20 WebSocket    {ws_url}\n\
              \x20 Server API   {api_url}/api/<method>   (header X-API-Key)\n\
              \x20 API key      {api_key}\n\
@@ -193,6 +217,14 @@ const PRODUCTION_LIMITS: &str = "\
 connection_limit_per_ip = @PER_IP@
 # Commands per second per connection (and the burst): 111 past it, then 3013.
 command_rate_limit = @RATE@";
+
+const DEV_DEMO: &str = "\
+[demo]                         # the chat page at / (development only: it mints tokens for anyone)
+enabled = true";
+
+const PRODUCTION_DEMO: &str = "\
+# [demo]                       # the chat page at /: development only, it mints tokens for anyone
+# enabled = false";
 
 const DEV_CHANNELS: &str = r#"[channel.without_namespace]    # channels without a "namespace:" prefix
 presence = true
@@ -324,6 +356,19 @@ active = "hist1"               # key id new records are sealed with
 # three steps (docs/operations.md). New key: herald genkey --kind history
 keys = [{ id = "hist1", key = "@HISTORY_KEY@" }]
 
+[admin]                        # the web console (docs/operations.md, "The web console")
+enabled = true
+# path = "/admin"              # on the internal listener (listener = "public" to move it)
+# Argon2id hash of the console password, never the password: `herald hashpassword`.
+password = "@ADMIN_PASSWORD_HASH@"
+# secret = ""                  # signs session cookies; empty = random per start
+# session_ttl = "8h"
+# token_auth = false           # also log in with a client.token JWT carrying "admin": true
+# stats_interval = "2s"        # how often each node publishes its figures to the console
+# insecure = false             # no login at all: development only
+
+@DEMO@
+
 [prometheus]
 enabled = true
 
@@ -350,6 +395,11 @@ mod tests {
         assert_ne!(a.api_key, b.api_key);
         assert_ne!(a.bus_key, b.bus_key);
         assert_ne!(a.history_key, b.history_key);
+        assert_ne!(a.admin_password, b.admin_password);
+        assert!(herald_gateway::admin_password::verify(
+            &a.admin_password_hash,
+            &a.admin_password
+        ));
         assert_eq!(a.hmac_secret.len(), 64);
         assert!(a.hmac_secret.bytes().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(a.api_key.len(), 64);
@@ -373,6 +423,9 @@ mod tests {
             api_key: "KEY",
             hmac_secret: "SECRET",
             token: "TOKEN",
+            console_url: "http://127.0.0.1:8000/admin/",
+            console_password: "PASSWORD",
+            demo_url: "http://127.0.0.1:8000/",
         }
         .render();
         for want in [
@@ -383,6 +436,9 @@ mod tests {
             "SECRET",
             "TOKEN",
             "dev-user",
+            "http://127.0.0.1:8000/admin/",
+            "PASSWORD",
+            "Demo chat    http://127.0.0.1:8000/",
         ] {
             assert!(text.contains(want), "{want} missing from {text}");
         }

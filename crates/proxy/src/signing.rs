@@ -187,6 +187,11 @@ impl ProxySigner {
         self.keyring.load().active_id().map(str::to_owned)
     }
 
+    /// Every key id of the current keyring, sorted (never the secrets).
+    pub fn ids(&self) -> Vec<String> {
+        self.keyring.load().ids()
+    }
+
     /// The header (name, value) for a request of `method` to `path` (path
     /// and query as on the request line) with `body`, at `now_unix`; `None`
     /// when there is no active key.

@@ -191,7 +191,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-fn to_raw<T: Serialize>(value: &T) -> Box<RawValue> {
+pub(crate) fn to_raw<T: Serialize>(value: &T) -> Box<RawValue> {
     serde_json::value::to_raw_value(value).expect("API results always serialize")
 }
 

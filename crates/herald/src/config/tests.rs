@@ -506,12 +506,40 @@ fn insecure_mode_and_short_secrets_warn() {
 }
 
 #[test]
+fn the_console_refuses_a_password_in_clear_and_needs_a_way_in() {
+    let clear = toml("[admin]\nenabled = true\npassword = \"hunter2\"\n", &[]).unwrap_err();
+    assert!(clear.to_string().starts_with("admin.password"), "{clear}");
+    assert!(clear.to_string().contains("herald hashpassword"), "{clear}");
+    let none = toml("[admin]\nenabled = true\n", &[]).unwrap_err();
+    assert!(none.to_string().starts_with("admin.password"), "{none}");
+    let path = toml("[admin]\nenabled = true\ninsecure = true\npath = \"/api\"\n", &[]).unwrap_err();
+    assert!(path.to_string().starts_with("admin.path"), "{path}");
+    let insecure = toml("[admin]\nenabled = true\ninsecure = true\n", &[]).unwrap();
+    assert!(
+        insecure.warnings.iter().any(|w| w.contains("admin.insecure")),
+        "{:?}",
+        insecure.warnings
+    );
+    let demo = toml("[demo]\nenabled = true\n", &[]).unwrap_err();
+    assert!(demo.to_string().starts_with("demo.enabled"), "{demo}");
+}
+
+#[test]
 fn dev_profile_values() {
     let secrets = Secrets::generate();
     let text = profile::config_text(&secrets);
     let loaded = toml(&text, &[]).unwrap();
-    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    // The one warning: the demo page, which is what the profile is for.
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    assert!(loaded.warnings[0].starts_with("demo.enabled"), "{:?}", loaded.warnings);
     let config = loaded.config;
+    assert!(config.demo.enabled);
+    assert!(config.admin.enabled && !config.admin.insecure);
+    assert!(herald_gateway::admin_password::verify(
+        &config.admin.password,
+        &secrets.admin_password
+    ));
+    assert!(!text.contains(&secrets.admin_password), "the password is in the file");
     assert_eq!(config.http_server.address, "127.0.0.1");
     assert_eq!(config.http_server.port, 8000);
     assert_eq!(config.http_server.internal_port, 0);
@@ -561,6 +589,13 @@ fn production_profile_values() {
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     let config = loaded.config;
     assert_eq!(config.http_server.address, "0.0.0.0");
+    assert!(!config.demo.enabled, "no demo page in production");
+    assert!(config.admin.enabled && !config.admin.insecure);
+    assert_eq!(
+        config.admin.listener,
+        herald_gateway::config::AdminListener::Internal,
+        "the console stays on the internal port"
+    );
     assert_eq!(
         config.http_server.internal_port, 9000,
         "API and metrics off the public port"
