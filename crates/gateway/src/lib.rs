@@ -258,11 +258,12 @@ where
         AdminListener::Internal => (console, None),
         AdminListener::Public => (None, console),
     };
+    // The console of the internal listener, when that is the public port.
+    let shared_console = internal_console.clone().filter(|_| shared_port);
     let internal_settings = InternalRoutes {
         api: web::Data::from(api_settings.clone()),
         metrics: config.endpoints.prometheus,
         health: config.endpoints.health,
-        console: internal_console,
     };
     let body_limits = |close_on_error| {
         web::Data::new(body::BodyLimits {
@@ -336,6 +337,9 @@ where
             if shared_port {
                 let settings = public_internal.clone();
                 app = app.configure(move |cfg| internal_routes(cfg, &settings));
+                if let Some(console) = &shared_console {
+                    app = app.configure(|cfg| admin::routes(cfg, console));
+                }
             }
             let node = public_node.clone();
             let settings = settings.clone();
@@ -388,12 +392,18 @@ where
         Some(listener) => Some(
             HttpServer::new(move || {
                 let settings = internal_settings.clone();
+                let console = internal_console.clone();
                 App::new()
                     .wrap(actix_web::middleware::from_fn(body::guard))
                     .wrap(actix_web::middleware::from_fn(access_log))
                     .app_data(internal_bodies.clone())
                     .app_data(data.clone())
-                    .configure(move |cfg| internal_routes(cfg, &settings))
+                    .configure(move |cfg| {
+                        internal_routes(cfg, &settings);
+                        if let Some(console) = &console {
+                            admin::routes(cfg, console);
+                        }
+                    })
             })
             .workers(1)
             .disable_signals()

@@ -24,11 +24,12 @@ use crate::node::hub::{GapListener, Subscriber};
 use crate::node::Node;
 use crate::outbox::Outbox;
 
-/// The internal channel of the snapshots. Its first byte is a control
-/// character, which no client or API channel name may hold
-/// (`ChannelPolicy::resolve` refuses it as a bad name), so only nodes
-/// publish there and only console streams subscribe.
+/// The internal channel of the snapshots. It starts with
+/// `hub::INTERNAL_PREFIX`, a control character no client or API channel
+/// name may hold, so only nodes publish there, only console streams
+/// subscribe, and it is left out of the node's figures.
 pub(crate) const STATS_CHANNEL: &str = "\u{1}herald.admin.stats";
+const _: () = assert!(STATS_CHANNEL.as_bytes()[0] == crate::node::hub::INTERNAL_PREFIX as u8);
 
 /// Bytes a console stream may fall behind before it is closed as slow.
 const STREAM_QUEUE_BYTES: usize = 256 * 1024;
@@ -65,7 +66,7 @@ pub(crate) fn snapshot(node: &Node) -> Snapshot {
         users: info.num_users,
         subscriptions: info.num_subs,
         channels: info.num_channels,
-        publications: METRICS.broker_messages_received.get(),
+        publications: node.hub.publications_received(),
         deliveries: METRICS.sent_publication.get(),
         engine: if node.engine.broker.healthy() {
             "ok"

@@ -1,6 +1,6 @@
 //! The routes of both listeners' Apps: what a non-upgrade request on the
 //! public port reaches, and the internal routes (server API, metrics,
-//! health, readiness, the web console when it lives there).
+//! health, readiness).
 
 use std::sync::Arc;
 
@@ -25,8 +25,6 @@ pub(crate) struct InternalRoutes {
     pub(crate) api: web::Data<api::ApiSettings>,
     pub(crate) metrics: bool,
     pub(crate) health: bool,
-    /// The web console, when it is on and lives on this listener.
-    pub(crate) console: Option<web::Data<crate::admin::Console>>,
 }
 
 /// Routes of the internal listener: server API, metrics, health, readiness.
@@ -34,9 +32,6 @@ pub(crate) fn internal_routes(cfg: &mut web::ServiceConfig, settings: &InternalR
     cfg.app_data(settings.api.clone())
         .service(web::resource("/api").to(api::legacy))
         .service(web::resource("/api/{method}").to(api::handle));
-    if let Some(console) = &settings.console {
-        crate::admin::routes(cfg, console);
-    }
     if settings.health {
         cfg.service(web::resource("/health").route(web::get().to(|| async {
             HttpResponse::Ok()

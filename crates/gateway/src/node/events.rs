@@ -53,7 +53,9 @@ impl NodeEvents {
 
 impl BrokerEvents for NodeEvents {
     fn on_publication(&self, channel: &str, mut publication: Publication, epoch: &str) {
-        crate::metrics::METRICS.broker_messages_received.inc();
+        if !super::hub::is_internal(channel) {
+            crate::metrics::METRICS.broker_messages_received.inc();
+        }
         if self.is_binary(channel) {
             publication.data.mark_binary();
         }

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use herald_protocol::{ClientInfo, Disconnect, Format, Publication, TagsFilter};
@@ -28,6 +28,16 @@ use crate::node::delta::PublicationFrames;
 use crate::node::plan::Position;
 use crate::outbox::{Outbox, Pushed};
 use crate::ws::frame::DataFrame;
+
+/// Channels only the node itself uses (the web console's stats channel)
+/// start with this character, which no client or API channel name may
+/// hold (`ChannelPolicy::resolve` refuses control characters). They are
+/// left out of the node's counts, its metrics and the `channels` API.
+pub(crate) const INTERNAL_PREFIX: char = '\u{1}';
+
+pub(crate) fn is_internal(channel: &str) -> bool {
+    channel.starts_with(INTERNAL_PREFIX)
+}
 
 /// Told when live delivery finds a gap or epoch change on a positioned
 /// subscription: the session must drop it (the client recovers by resubscribing).
@@ -40,6 +50,9 @@ pub(crate) struct Hub {
     hasher: BuildHasherDefault<DefaultHasher>,
     num_channels: AtomicUsize,
     num_subscriptions: AtomicUsize,
+    /// Publications the engine handed over (internal channels aside), with
+    /// or without local subscribers: the console's publications/s.
+    publications: AtomicU64,
 }
 
 #[derive(Default)]
@@ -440,6 +453,7 @@ impl Hub {
             hasher: BuildHasherDefault::default(),
             num_channels: AtomicUsize::new(0),
             num_subscriptions: AtomicUsize::new(0),
+            publications: AtomicU64::new(0),
         }
     }
 
@@ -450,17 +464,19 @@ impl Hub {
 
     /// Adds a subscriber; true when it is the channel's first on this node.
     pub(crate) fn add(&self, subscriber: Arc<Subscriber>) -> bool {
+        let counted = !is_internal(&subscriber.channel);
         let mut shard = self.shard(&subscriber.channel).write();
         let channel = shard.entry(subscriber.channel.clone()).or_default();
         let first = channel.subscribers.is_empty();
         channel.delta_subscribers += usize::from(subscriber.delta);
         match channel.subscribers.insert(subscriber.session, subscriber) {
-            None => {
+            None if counted => {
                 self.num_subscriptions.fetch_add(1, Ordering::Relaxed);
             }
+            None => {}
             Some(replaced) => channel.delta_subscribers -= usize::from(replaced.delta),
         }
-        if first {
+        if first && counted {
             self.num_channels.fetch_add(1, Ordering::Relaxed);
         }
         first
@@ -472,16 +488,21 @@ impl Hub {
         let Some(entry) = shard.get_mut(channel) else {
             return false;
         };
+        let counted = !is_internal(channel);
         if let Some(subscriber) = entry.subscribers.remove(&session) {
             subscriber.close();
             entry.delta_subscribers -= usize::from(subscriber.delta);
-            self.num_subscriptions.fetch_sub(1, Ordering::Relaxed);
+            if counted {
+                self.num_subscriptions.fetch_sub(1, Ordering::Relaxed);
+            }
         } else {
             return false;
         }
         if entry.subscribers.is_empty() {
             shard.remove(channel);
-            self.num_channels.fetch_sub(1, Ordering::Relaxed);
+            if counted {
+                self.num_channels.fetch_sub(1, Ordering::Relaxed);
+            }
             return true;
         }
         false
@@ -499,7 +520,7 @@ impl Hub {
     pub(crate) fn channel_counts(&self) -> std::collections::BTreeMap<String, u32> {
         let mut counts = std::collections::BTreeMap::new();
         for shard in self.shards.iter() {
-            for (name, channel) in shard.read().iter() {
+            for (name, channel) in shard.read().iter().filter(|(name, _)| !is_internal(name)) {
                 let n = channel.subscribers.len().try_into().unwrap_or(u32::MAX);
                 counts.insert(name.clone(), n);
             }
@@ -530,7 +551,15 @@ impl Hub {
         let _ = self.for_each(channel, |s| s.interrupted());
     }
 
+    /// Publications the engine handed to this node since it started.
+    pub(crate) fn publications_received(&self) -> u64 {
+        self.publications.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn on_publication(&self, channel: &str, publication: Publication, epoch: &str) {
+        if !is_internal(channel) {
+            self.publications.fetch_add(1, Ordering::Relaxed);
+        }
         if !self.has_subscribers(channel) {
             return;
         }
@@ -558,7 +587,9 @@ impl Hub {
             n += u64::from(subscriber.deliver_publication(offset, epoch, &mut frames));
         }
         drop(shard);
-        crate::metrics::METRICS.sent_publication.inc_by(n);
+        if !is_internal(channel) {
+            crate::metrics::METRICS.sent_publication.inc_by(n);
+        }
     }
 
     pub(crate) fn on_join(&self, channel: &str, info: ClientInfo) {
@@ -658,6 +689,34 @@ mod tests {
         hub.on_publication("ch", publication(7), "E");
         assert!(drain(&outbox).await.contains("\"offset\":7"));
         assert!(gaps.0.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn internal_channels_are_delivered_but_left_out_of_the_figures() {
+        let hub = Hub::new(4);
+        let gaps = Arc::new(Gaps::default());
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let internal = format!("{INTERNAL_PREFIX}stats");
+        let sub = Arc::new(Subscriber::new(
+            1,
+            internal.clone(),
+            outbox.clone(),
+            Format::Json,
+            false,
+            gaps.clone(),
+        ));
+        assert!(hub.add(sub.clone()));
+        sub.go_live(None);
+        hub.add(subscriber(2, &Arc::new(Outbox::new(1 << 20)), &gaps));
+        assert_eq!((hub.num_channels(), hub.num_subscriptions()), (1, 1));
+        assert_eq!(hub.channel_counts().keys().collect::<Vec<_>>(), ["ch"]);
+        hub.on_publication(&internal, publication(0), "");
+        assert!(drain(&outbox).await.contains("\"n\":0"));
+        assert_eq!(hub.publications_received(), 0);
+        hub.on_publication("ch", publication(1), "E");
+        assert_eq!(hub.publications_received(), 1);
+        assert!(hub.remove(&internal, 1));
+        assert_eq!((hub.num_channels(), hub.num_subscriptions()), (1, 1));
     }
 
     #[tokio::test]
