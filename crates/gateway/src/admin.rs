@@ -59,6 +59,9 @@ pub(crate) const METHODS: &[&str] = &[
     "invalidate_user_tokens",
 ];
 
+/// How long a session cookie outlives its session (see `login`).
+const COOKIE_GRACE_SECS: u64 = 24 * 3600;
+
 /// Console actions per second on one node, all sessions together: far
 /// above what people click, far below what a runaway script would send.
 const ACTIONS_PER_SECOND: u32 = 50;
@@ -348,22 +351,13 @@ async fn asset(file: web::Path<String>) -> HttpResponse {
 }
 
 /// `GET <path>/session`: who is logged in, with the CSRF token; 401 with
-/// the login options otherwise. In insecure mode a session is handed out.
+/// the login options otherwise. In insecure mode everyone is, without a
+/// cookie (the CSRF token is still asked for).
 async fn session(
     req: HttpRequest,
     console: web::Data<Console>,
     node: web::Data<Arc<Node>>,
 ) -> HttpResponse {
-    if console.insecure {
-        let (session, cookie) = console.sessions.issue("insecure", unix_now(), None);
-        let mut response = json_response(StatusCode::OK, &console.session_view(&session, &node));
-        if let Ok(value) = header::HeaderValue::from_str(
-            &console.set_cookie(&cookie, console.sessions.ttl_secs()),
-        ) {
-            response.headers_mut().insert(header::SET_COOKIE, value);
-        }
-        return response;
-    }
     match console.authenticate(&req) {
         Ok(session) => json_response(StatusCode::OK, &console.session_view(&session, &node)),
         Err(refusal) => refusal,
@@ -463,7 +457,10 @@ async fn login(
     METRICS.admin_logins.with_label_values(&["ok"]).inc();
     let (session, cookie) = console.sessions.issue(&user, now, until);
     audit(&session.user, "login", from, &Target::default(), "ok");
-    let max_age = session.expires_at.saturating_sub(now);
+    // The cookie outlives the session by a day, so that a page coming back
+    // after the session ended hears "session_expired", not "unauthorized";
+    // the expiry inside the signed value is what ends the session.
+    let max_age = session.expires_at.saturating_sub(now) + COOKIE_GRACE_SECS;
     let mut response = json_response(StatusCode::OK, &console.session_view(&session, &node));
     if let Ok(value) = header::HeaderValue::from_str(&console.set_cookie(&cookie, max_age)) {
         response.headers_mut().insert(header::SET_COOKIE, value);
