@@ -26,8 +26,12 @@ fn main() {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .expect("asset file names are UTF-8");
-            writeln!(code, "    ({name:?}, include_bytes!({:?})),", path.display().to_string())
-                .unwrap();
+            writeln!(
+                code,
+                "    ({name:?}, include_bytes!({:?})),",
+                path.display().to_string()
+            )
+            .unwrap();
         }
         writeln!(code, "];").unwrap();
     }

@@ -99,7 +99,8 @@ impl Console {
             return Err(problem);
         }
         if !config.password.is_empty() {
-            password::check_hash(&config.password).map_err(|why| format!("admin.password: {why}"))?;
+            password::check_hash(&config.password)
+                .map_err(|why| format!("admin.password: {why}"))?;
         }
         if config.insecure {
             tracing::warn!(
@@ -209,7 +210,7 @@ fn cookie_value(req: &HttpRequest) -> Option<String> {
 
 impl Console {
     /// The session of the request's cookie, or the 401 to answer.
-    fn authenticate(&self, req: &HttpRequest) -> Result<Session, HttpResponse> {
+    fn authenticate(&self, req: &HttpRequest) -> Result<Session, Box<HttpResponse>> {
         let now = unix_now();
         if self.insecure {
             return Ok(Session {
@@ -219,13 +220,17 @@ impl Console {
             });
         }
         let Some(cookie) = cookie_value(req) else {
-            return Err(self.unauthorized("unauthorized", "not logged in"));
+            return Err(Box::new(self.unauthorized("unauthorized", "not logged in")));
         };
-        self.sessions.open(&cookie, now).map_err(|refusal| match refusal {
-            Refusal::Expired => {
-                self.unauthorized("session_expired", "the session expired; log in again")
-            }
-            Refusal::Invalid | Refusal::Ended => self.unauthorized("unauthorized", "not logged in"),
+        self.sessions.open(&cookie, now).map_err(|refusal| {
+            Box::new(match refusal {
+                Refusal::Expired => {
+                    self.unauthorized("session_expired", "the session expired; log in again")
+                }
+                Refusal::Invalid | Refusal::Ended => {
+                    self.unauthorized("unauthorized", "not logged in")
+                }
+            })
         })
     }
 
@@ -244,13 +249,13 @@ impl Console {
     }
 
     /// Origin, session and CSRF token: what a state-changing request needs.
-    fn authorize_change(&self, req: &HttpRequest) -> Result<Session, HttpResponse> {
+    fn authorize_change(&self, req: &HttpRequest) -> Result<Session, Box<HttpResponse>> {
         if !same_origin(req) {
-            return Err(refuse(
+            return Err(Box::new(refuse(
                 StatusCode::FORBIDDEN,
                 "cross_origin",
                 "a page of another origin cannot use the console",
-            ));
+            )));
         }
         let session = self.authenticate(req)?;
         let offered = req
@@ -259,18 +264,18 @@ impl Console {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         if !self.sessions.csrf_matches(&session, offered) {
-            return Err(refuse(
+            return Err(Box::new(refuse(
                 StatusCode::FORBIDDEN,
                 "csrf",
                 "missing or wrong X-CSRF-Token header",
-            ));
+            )));
         }
         if !is_json(req) {
-            return Err(refuse(
+            return Err(Box::new(refuse(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "content_type",
                 "send Content-Type: application/json",
-            ));
+            )));
         }
         Ok(session)
     }
@@ -360,7 +365,7 @@ async fn session(
 ) -> HttpResponse {
     match console.authenticate(&req) {
         Ok(session) => json_response(StatusCode::OK, &console.session_view(&session, &node)),
-        Err(refusal) => refusal,
+        Err(refusal) => *refusal,
     }
 }
 
@@ -409,7 +414,11 @@ async fn login(
     let request: LoginRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) if e.is_syntax() || e.is_eof() => {
-            return refuse(StatusCode::BAD_REQUEST, "invalid_json", "the body is not JSON")
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                "the body is not JSON",
+            )
         }
         Err(_) => {
             return refuse(
@@ -440,7 +449,11 @@ async fn login(
         Err(busy) => return busy,
     };
     let Some((user, until)) = granted else {
-        let failed = if by_token { Failed::Token } else { Failed::Password };
+        let failed = if by_token {
+            Failed::Token
+        } else {
+            Failed::Password
+        };
         let (result, message) = match failed {
             Failed::Password => ("wrong_password", "wrong password"),
             Failed::Token => ("wrong_token", "the token is not valid for the console"),
@@ -474,7 +487,10 @@ fn body_has_token(body: &[u8]) -> bool {
 
 fn too_many_attempts(from: IpAddr, wait: Duration) -> HttpResponse {
     METRICS.admin_logins.with_label_values(&["throttled"]).inc();
-    METRICS.admin_refused.with_label_values(&["too_many_attempts"]).inc();
+    METRICS
+        .admin_refused
+        .with_label_values(&["too_many_attempts"])
+        .inc();
     audit("-", "login", from, &Target::default(), "throttled");
     let secs = wait.as_secs().max(1);
     let body = serde_json::json!({
@@ -495,17 +511,18 @@ async fn check_password(console: &Console, password: String) -> Result<bool, Htt
     let Some(hash) = console.password.clone() else {
         return Ok(false);
     };
-    let place = match tokio::time::timeout(VERIFY_WAIT, console.verifying.clone().acquire_owned()).await {
-        Ok(Ok(place)) => place,
-        _ => {
-            METRICS.admin_logins.with_label_values(&["busy"]).inc();
-            return Err(refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                "too many logins at once; try again",
-            ));
-        }
-    };
+    let place =
+        match tokio::time::timeout(VERIFY_WAIT, console.verifying.clone().acquire_owned()).await {
+            Ok(Ok(place)) => place,
+            _ => {
+                METRICS.admin_logins.with_label_values(&["busy"]).inc();
+                return Err(refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "too many logins at once; try again",
+                ));
+            }
+        };
     let verified = tokio::task::spawn_blocking(move || {
         let _place = place;
         password::verify(&hash, &password)
@@ -563,10 +580,16 @@ async fn read_body(req: &HttpRequest, payload: web::Payload) -> Result<Bytes, Ht
 async fn logout(req: HttpRequest, console: web::Data<Console>) -> HttpResponse {
     let session = match console.authorize_change(&req) {
         Ok(session) => session,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     console.sessions.end(&session, unix_now());
-    audit(&session.user, "logout", remote(&req), &Target::default(), "ok");
+    audit(
+        &session.user,
+        "logout",
+        remote(&req),
+        &Target::default(),
+        "ok",
+    );
     let mut response = assets::secure(&mut HttpResponse::NoContent()).finish();
     if let Ok(value) = header::HeaderValue::from_str(&console.set_cookie("", 0)) {
         response.headers_mut().insert(header::SET_COOKIE, value);
@@ -585,7 +608,7 @@ async fn action(
 ) -> HttpResponse {
     let session = match console.authorize_change(&req) {
         Ok(session) => session,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let method = method.into_inner();
     let Some(method) = METHODS.iter().find(|m| **m == method) else {
@@ -608,13 +631,20 @@ async fn action(
         Err(refusal) => return refusal,
     };
     if serde_json::from_slice::<&RawValue>(&body).is_err() {
-        return refuse(StatusCode::BAD_REQUEST, "invalid_json", "the body is not JSON");
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the body is not JSON",
+        );
     }
     let target: Target = serde_json::from_slice(&body).unwrap_or_default();
     METRICS.admin_actions.with_label_values(&[method]).inc();
     let outcome = api::call_counted(&node, &console.api, method, &body).await;
     let (json, result) = match outcome {
-        Ok(result) => (api::to_raw(&ApiReply::<&RawValue>::Result(&result)), "ok".to_owned()),
+        Ok(result) => (
+            api::to_raw(&ApiReply::<&RawValue>::Result(&result)),
+            "ok".to_owned(),
+        ),
         Err(error) => {
             let code = error.code;
             (
@@ -674,7 +704,7 @@ async fn keys(
     node: web::Data<Arc<Node>>,
 ) -> HttpResponse {
     if let Err(refusal) = console.authenticate(&req) {
-        return refusal;
+        return *refusal;
     }
     let engine = node.engine.broker.key_ids();
     let proxy = herald_bus::KeyIds {
@@ -700,7 +730,7 @@ async fn stream(
 ) -> HttpResponse {
     let session = match console.authenticate(&req) {
         Ok(session) => session,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let lasts = Duration::from_secs(session.expires_at.saturating_sub(unix_now()));
     stats::stream(Arc::clone(&node), lasts).await

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 mod admin;
 mod transports;
 
-pub use self::admin::{AdminConfig, AdminListener, DemoConfig, DemoTokens};
+pub use self::admin::{AdminConfig, AdminListener, DemoConfig, DemoTokens, MintToken};
 
 pub use self::transports::{
     ConnectCodeToHttpResponse, ConnectCodeToUnidirectionalDisconnect, EmulatedStreamConfig,

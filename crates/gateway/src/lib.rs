@@ -42,14 +42,14 @@ use crate::node::hub::Hub;
 use crate::node::{Node, NodeEvents};
 use crate::ws::deflate::Deflate;
 
+/// The console password hash (`herald hashpassword`, config checks).
+pub use admin::password as admin_password;
 pub use config::{
     ClientAuth, ClientConfig, EndpointsConfig, GatewayConfig, GrpcApiConfig, HttpApiConfig,
     HttpServerConfig, IdentitySource, IntrospectionConfig, MinVersion, PersonalChannelConfig,
     ShutdownConfig, TlsConfig, WebSocketConfig,
 };
 pub use error::GatewayError;
-/// The console password hash (`herald hashpassword`, config checks).
-pub use admin::password as admin_password;
 
 /// A running node.
 pub struct RunningServer {
@@ -223,15 +223,7 @@ where
             ))
         }
     };
-    let node = Arc::new(Node::new(
-        client,
-        policy,
-        auth,
-        engine,
-        hub,
-        uid,
-        proxies,
-    ));
+    let node = Arc::new(Node::new(client, policy, auth, engine, hub, uid, proxies));
     events.link(&node);
 
     let data = web::Data::new(node.clone());
@@ -239,8 +231,8 @@ where
     let api_settings = Arc::new(api::ApiSettings::new(&config.http_api));
     // The console on the listener `admin.listener` names; with a shared
     // port that is one App either way, configured once.
-    let console_tls = http.tls.enabled
-        && (config.admin.listener == AdminListener::Public || shared_port);
+    let console_tls =
+        http.tls.enabled && (config.admin.listener == AdminListener::Public || shared_port);
     let console = if config.admin.enabled {
         let console = admin::Console::new(
             &config.admin,

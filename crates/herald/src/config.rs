@@ -919,7 +919,9 @@ fn nested_unknown_keys(
 fn validate_admin(config: &Config, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
     let admin = &config.admin;
     if let Some(problem) = admin.problem() {
-        let (key, message) = problem.split_once(": ").unwrap_or(("admin", problem.as_str()));
+        let (key, message) = problem
+            .split_once(": ")
+            .unwrap_or(("admin", problem.as_str()));
         return Err(ConfigError::invalid(key, message));
     }
     if admin.enabled && !admin.password.is_empty() {

@@ -15,7 +15,10 @@ pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src '
      base-uri 'none'";
 
 /// A file of `table` by name, with its content type; `None` for an unknown name.
-pub(crate) fn find(table: &[(&str, &'static [u8])], name: &str) -> Option<(&'static [u8], &'static str)> {
+pub(crate) fn find(
+    table: &[(&str, &'static [u8])],
+    name: &str,
+) -> Option<(&'static [u8], &'static str)> {
     let (_, bytes) = table.iter().find(|(file, _)| *file == name)?;
     Some((bytes, content_type(name)?))
 }
@@ -34,7 +37,9 @@ fn content_type(name: &str) -> Option<&'static str> {
 }
 
 /// The headers every console and demo response carries.
-pub(crate) fn secure(builder: &mut actix_web::HttpResponseBuilder) -> &mut actix_web::HttpResponseBuilder {
+pub(crate) fn secure(
+    builder: &mut actix_web::HttpResponseBuilder,
+) -> &mut actix_web::HttpResponseBuilder {
     builder
         .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
         .insert_header((header::X_FRAME_OPTIONS, "DENY"))
@@ -73,7 +78,11 @@ mod tests {
             for name in &on_disk {
                 assert!(content_type(name).is_some(), "{name} has no content type");
             }
-            assert!(find(table, "index.html").is_some(), "{} has index.html", dir.display());
+            assert!(
+                find(table, "index.html").is_some(),
+                "{} has index.html",
+                dir.display()
+            );
         }
     }
 

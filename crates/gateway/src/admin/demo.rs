@@ -74,11 +74,7 @@ fn refusal(status: StatusCode, reason: &str, message: &str) -> HttpResponse {
 }
 
 /// `POST /demo/token` `{"user":"alice"}` → `{"token","user"}`.
-async fn token(
-    req: HttpRequest,
-    body: web::Bytes,
-    tokens: web::Data<DemoTokens>,
-) -> HttpResponse {
+async fn token(req: HttpRequest, body: web::Bytes, tokens: web::Data<DemoTokens>) -> HttpResponse {
     if !super::same_origin(&req) {
         return refusal(
             StatusCode::FORBIDDEN,
@@ -94,7 +90,11 @@ async fn token(
         );
     }
     let Ok(request) = serde_json::from_slice::<TokenRequest>(&body) else {
-        return refusal(StatusCode::BAD_REQUEST, "bad_request", "send {\"user\": \"name\"}");
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "send {\"user\": \"name\"}",
+        );
     };
     let user = request.user;
     let well_formed = !user.is_empty()

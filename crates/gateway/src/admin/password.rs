@@ -86,7 +86,8 @@ mod tests {
         assert!(clear.contains("herald hashpassword"), "{clear}");
         let bcrypt = check_hash("$2b$12$abcdefghijklmnopqrstuuu").unwrap_err();
         assert!(bcrypt.contains("hashpassword"), "{bcrypt}");
-        let scrypt = check_hash("$scrypt$ln=15,r=8,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA").unwrap_err();
+        let scrypt =
+            check_hash("$scrypt$ln=15,r=8,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA").unwrap_err();
         assert!(scrypt.contains("not supported"), "{scrypt}");
         assert!(!verify("hunter2", "hunter2"));
         assert!(hash("").is_err());

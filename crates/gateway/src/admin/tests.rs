@@ -16,7 +16,10 @@ fn only_requests_of_this_origin_or_of_no_page_pass() {
     };
     assert!(ours(None, None), "curl");
     assert!(ours(Some("http://127.0.0.1:9000"), Some("same-origin")));
-    assert!(ours(Some("https://127.0.0.1:9000"), None), "behind a TLS proxy");
+    assert!(
+        ours(Some("https://127.0.0.1:9000"), None),
+        "behind a TLS proxy"
+    );
     assert!(!ours(Some("http://127.0.0.1:9001"), None), "another port");
     assert!(!ours(Some("http://evil.example"), None));
     assert!(!ours(Some("null"), None));

@@ -87,9 +87,17 @@ impl AdminConfig {
                 "admin.path: {path:?} must start with '/', not end with one, and use only letters, digits, '/', '-', '_', '.'"
             ));
         }
-        if ["/api", "/connection", "/metrics", "/health", "/ready", "/emulation", "/demo"]
-            .iter()
-            .any(|taken| path == *taken || path.starts_with(&format!("{taken}/")))
+        if [
+            "/api",
+            "/connection",
+            "/metrics",
+            "/health",
+            "/ready",
+            "/emulation",
+            "/demo",
+        ]
+        .iter()
+        .any(|taken| path == *taken || path.starts_with(&format!("{taken}/")))
         {
             return Some(format!("admin.path: {path:?} is taken by another route"));
         }
@@ -154,7 +162,10 @@ pub struct DemoConfig {
 /// Mints the demo page's connection tokens (the binary owns token minting
 /// and the HMAC key): a user id in, a token out, or why not.
 #[derive(Clone)]
-pub struct DemoTokens(pub Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>);
+pub struct DemoTokens(pub Arc<MintToken>);
+
+/// A user id in, a connection token out (or why not).
+pub type MintToken = dyn Fn(&str) -> Result<String, String> + Send + Sync;
 
 impl std::fmt::Debug for DemoTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -512,11 +512,18 @@ fn the_console_refuses_a_password_in_clear_and_needs_a_way_in() {
     assert!(clear.to_string().contains("herald hashpassword"), "{clear}");
     let none = toml("[admin]\nenabled = true\n", &[]).unwrap_err();
     assert!(none.to_string().starts_with("admin.password"), "{none}");
-    let path = toml("[admin]\nenabled = true\ninsecure = true\npath = \"/api\"\n", &[]).unwrap_err();
+    let path = toml(
+        "[admin]\nenabled = true\ninsecure = true\npath = \"/api\"\n",
+        &[],
+    )
+    .unwrap_err();
     assert!(path.to_string().starts_with("admin.path"), "{path}");
     let insecure = toml("[admin]\nenabled = true\ninsecure = true\n", &[]).unwrap();
     assert!(
-        insecure.warnings.iter().any(|w| w.contains("admin.insecure")),
+        insecure
+            .warnings
+            .iter()
+            .any(|w| w.contains("admin.insecure")),
         "{:?}",
         insecure.warnings
     );
@@ -531,7 +538,11 @@ fn dev_profile_values() {
     let loaded = toml(&text, &[]).unwrap();
     // The one warning: the demo page, which is what the profile is for.
     assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
-    assert!(loaded.warnings[0].starts_with("demo.enabled"), "{:?}", loaded.warnings);
+    assert!(
+        loaded.warnings[0].starts_with("demo.enabled"),
+        "{:?}",
+        loaded.warnings
+    );
     let config = loaded.config;
     assert!(config.demo.enabled);
     assert!(config.admin.enabled && !config.admin.insecure);
@@ -539,7 +550,10 @@ fn dev_profile_values() {
         &config.admin.password,
         &secrets.admin_password
     ));
-    assert!(!text.contains(&secrets.admin_password), "the password is in the file");
+    assert!(
+        !text.contains(&secrets.admin_password),
+        "the password is in the file"
+    );
     assert_eq!(config.http_server.address, "127.0.0.1");
     assert_eq!(config.http_server.port, 8000);
     assert_eq!(config.http_server.internal_port, 0);
