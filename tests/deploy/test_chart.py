@@ -136,6 +136,11 @@ def test_redis_value_set():
     assert config["engine"]["redis"]["address"] == ["redis://redis-master.redis.svc.cluster.local:6379"]
     assert config["engine"]["redis"]["password_file"].startswith("/etc/herald/")
     assert config["bus_integrity"]["active"] == "k1"
+    # The web console: its password hash and session key come from the Secret as files.
+    assert config["admin"]["enabled"] is True
+    assert config["admin"]["password_file"] == "/etc/herald/secrets/admin_password"
+    assert config["admin"]["secret_file"] == "/etc/herald/secrets/admin_secret"
+    assert "password" not in config["admin"] and "secret" not in config["admin"]
     ingress = load("redis", "ingress.yaml")
     ann = ingress["metadata"]["annotations"]
     assert int(ann["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600

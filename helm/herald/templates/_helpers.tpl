@@ -108,6 +108,12 @@ Rendered as JSON; use with fromJson.
 {{- if or (and $ext $e.introspectionClientSecret) (and (not $ext) $s.introspectionClientSecret) }}
 {{- $files = append $files (dict "entry" "introspection_client_secret" "path" (printf "%s/introspection_client_secret" $dir) "configKey" "client.introspection.client_secret_file") }}
 {{- end }}
+{{- if or (and $ext $e.adminPasswordHash) (and (not $ext) $s.adminPasswordHash) }}
+{{- $files = append $files (dict "entry" "admin_password" "path" (printf "%s/admin_password" $dir) "configKey" "admin.password_file") }}
+{{- end }}
+{{- if or (and $ext $e.adminSecret) (and (not $ext) $s.adminSecret) }}
+{{- $files = append $files (dict "entry" "admin_secret" "path" (printf "%s/admin_secret" $dir) "configKey" "admin.secret_file") }}
+{{- end }}
 {{- $bus := ternary $e.busKeys (keys $s.busKeys | sortAlpha) $ext }}
 {{- range $id := $bus }}
 {{- $files = append $files (dict "entry" (printf "bus_key.%s" $id) "path" (printf "%s/bus-keys/%s" (include "herald.configDir" $) $id) "configKey" "" "busKey" $id) }}
