@@ -45,19 +45,7 @@ pub(crate) use self::stats::publish_every;
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Server API methods the console may run.
-pub(crate) const METHODS: &[&str] = &[
-    "info",
-    "channels",
-    "presence",
-    "presence_stats",
-    "history",
-    "history_remove",
-    "publish",
-    "unsubscribe",
-    "disconnect",
-    "revoke_token",
-    "invalidate_user_tokens",
-];
+pub(crate) use crate::metrics::ADMIN_METHODS as METHODS;
 
 /// How long a session cookie outlives its session (see `login`).
 const COOKIE_GRACE_SECS: u64 = 24 * 3600;

@@ -149,6 +149,43 @@ pub(crate) const BODY_CUT_REASONS: [&str; 3] = ["timeout", "too_large", "unread"
 pub(crate) const API_REFUSAL_REASONS: [&str; 4] =
     ["unauthorized", "method", "not_found", "concurrency"];
 
+/// Server API methods the web console may run (`herald_admin_actions_total{method}`).
+pub(crate) const ADMIN_METHODS: &[&str] = &[
+    "info",
+    "channels",
+    "presence",
+    "presence_stats",
+    "history",
+    "history_remove",
+    "publish",
+    "unsubscribe",
+    "disconnect",
+    "revoke_token",
+    "invalidate_user_tokens",
+];
+
+/// `result` values of `herald_admin_logins_total`.
+pub(crate) const ADMIN_LOGIN_RESULTS: [&str; 5] =
+    ["ok", "wrong_password", "wrong_token", "throttled", "busy"];
+
+/// `reason` values of `herald_admin_requests_refused_total`.
+pub(crate) const ADMIN_REFUSAL_REASONS: [&str; 14] = [
+    "unauthorized",
+    "session_expired",
+    "cross_origin",
+    "csrf",
+    "content_type",
+    "too_large",
+    "invalid_json",
+    "bad_request",
+    "invalid_credentials",
+    "unknown_method",
+    "too_many_requests",
+    "too_many_attempts",
+    "busy",
+    "engine_unreachable",
+];
+
 /// `kind` values of `herald_websocket_compressions_total`: a shared frame's
 /// one compression per node, or a message compressed for one connection.
 pub(crate) const COMPRESSION_KINDS: [&str; 2] = ["shared", "connection"];
@@ -442,7 +479,7 @@ impl Metrics {
             ),
             admin_refused: counter_vec(
                 "herald_admin_requests_refused_total",
-                "Web console requests refused, by reason: unauthorized, session_expired, cross_origin, csrf, content_type, too_large, invalid_json, unknown_method, too_many_requests.",
+                "Web console requests refused, by reason: unauthorized, session_expired, cross_origin, csrf, content_type, too_large, invalid_json, bad_request, invalid_credentials, unknown_method, too_many_requests, too_many_attempts, busy, engine_unreachable.",
                 &["reason"],
             ),
             admin_actions: counter_vec(
@@ -580,6 +617,15 @@ impl Metrics {
         }
         for limit in CONNECTION_LIMITS {
             self.connection_limit_refusals.with_label_values(&[limit]);
+        }
+        for result in ADMIN_LOGIN_RESULTS {
+            self.admin_logins.with_label_values(&[result]);
+        }
+        for reason in ADMIN_REFUSAL_REASONS {
+            self.admin_refused.with_label_values(&[reason]);
+        }
+        for method in ADMIN_METHODS {
+            self.admin_actions.with_label_values(&[method]);
         }
         for reason in API_REFUSAL_REASONS {
             self.api_refused.with_label_values(&[reason]);

@@ -138,6 +138,10 @@ pub(crate) async fn stream(node: Arc<Node>, lasts: Duration) -> HttpResponse {
     ));
     if let Err(e) = node.attach(STATS_CHANNEL, subscriber.clone()).await {
         tracing::warn!(error = %e, "console stream: engine subscribe failed");
+        METRICS
+            .admin_refused
+            .with_label_values(&["engine_unreachable"])
+            .inc();
         return HttpResponse::ServiceUnavailable()
             .content_type("application/json")
             .body(r#"{"reason":"engine_unreachable","message":"the engine cannot be reached"}"#);
