@@ -25,26 +25,12 @@ import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
+import { ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, CHROMIUM_MISSING } from './browser_support.mjs';
 import { appendDiagnostics } from './cluster_support.mjs';
 import { apiCall, connectionToken, signHs256, sleep, startHerald, testConfig, uniq } from './harness.mjs';
 import { freePort, nginxBin, startNginx, streamingProxy } from './nginx_support.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const ARTIFACTS = path.join(here, 'artifacts');
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-const CHROMIUM_MISSING =
-  `chromium not found at ${CHROMIUM}: install it with 'apt-get install -y chromium' ` +
-  '(scripts/test does this itself when run as root), or point CHROMIUM_BIN at a Chromium binary';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 const API_KEY = `api-key-${uniq('browser')}`;
 

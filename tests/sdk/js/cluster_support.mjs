@@ -14,7 +14,7 @@ import { after, before, test } from 'node:test';
 import { Centrifuge } from 'centrifuge';
 import { Centrifuge as CentrifugeProtobuf } from 'centrifuge/build/protobuf';
 
-import { EventLog, recordingWebSocket, sleep, startHerald, testConfig, uniq, within } from './harness.mjs';
+import { EventLog, recordingWebSocket, repoRoot, sleep, startHerald, testConfig, uniq, within } from './harness.mjs';
 
 export const REDIS_MISSING =
   'redis-server not found: install it with `apt-get install -y redis-server` (scripts/test does this when run as root)';
@@ -957,4 +957,26 @@ export function withDiagnostics(err, diag, name) {
     err.message += `\n(diagnostics: on stderr above${dir ? ` and in ${dir}/${name}.failure.log` : ''})`;
   }
   return err;
+}
+
+/** `scripts/cluster`, the local three-node cluster of the README. */
+export const CLUSTER_SCRIPT = path.join(repoRoot, 'scripts', 'cluster');
+
+/** Runs `scripts/cluster <args>` with `env`; resolves with { code, stdout, stderr }. */
+export function runScriptsCluster(args, env, { timeout = 120_000 } = {}) {
+  return new Promise((resolve) => {
+    execFile(CLUSTER_SCRIPT, args, { env, timeout, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (err.code ?? err.signal ?? 'error') : 0, stdout, stderr });
+    });
+  });
+}
+
+/** The machine-readable `key=value` lines of `scripts/cluster up`. */
+export function parseClusterSummary(stdout) {
+  const out = {};
+  for (const line of stdout.split('\n')) {
+    const m = /^([a-z0-9_]+)=(\S*)$/.exec(line.trim());
+    if (m) out[m[1]] = m[2];
+  }
+  return out;
 }

@@ -11,37 +11,25 @@
 // script's install message (the script installs them itself when run as root).
 
 import assert from 'node:assert/strict';
-import { execFile, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 
-import { appendDiagnostics, ClientPool, connectClient, subscribeSub } from './cluster_support.mjs';
-import { heraldBin, repoRoot, sleep, uniq, within } from './harness.mjs';
+import {
+  appendDiagnostics,
+  ClientPool,
+  CLUSTER_SCRIPT,
+  connectClient,
+  parseClusterSummary,
+  runScriptsCluster,
+  subscribeSub,
+} from './cluster_support.mjs';
+import { heraldBin, sleep, uniq, within } from './harness.mjs';
 
-const SCRIPT = path.join(repoRoot, 'scripts', 'cluster');
 const NODES = 3;
 const OUTAGE_COUNT = 20;
-
-/** Runs scripts/cluster with our state dir; resolves with { code, stdout, stderr }. */
-function cluster(args, env, { timeout = 120_000 } = {}) {
-  return new Promise((resolve) => {
-    execFile(SCRIPT, args, { env, timeout, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (err.code ?? err.signal ?? 'error') : 0, stdout, stderr });
-    });
-  });
-}
-
-/** The `key=value` lines of `scripts/cluster up`. */
-function parseSummary(stdout) {
-  const out = {};
-  for (const line of stdout.split('\n')) {
-    const m = /^([a-z0-9_]+)=(\S*)$/.exec(line.trim());
-    if (m) out[m[1]] = m[2];
-  }
-  return out;
-}
 
 /** A process that exists and is not a zombie (a zombie is gone, just not reaped). */
 function alive(pid) {
@@ -141,20 +129,20 @@ test('scripts/cluster: clients through nginx and on a node exchange messages; a 
   let downDone = false;
   // If the test process dies midway, do not leave the cluster behind.
   const emergencyDown = () => {
-    if (!downDone) spawnSync(SCRIPT, ['down'], { env, timeout: 20_000 });
+    if (!downDone) spawnSync(CLUSTER_SCRIPT, ['down'], { env, timeout: 20_000 });
   };
   process.on('exit', emergencyDown);
 
   try {
     const started = Date.now();
-    up = await cluster(['up'], env, { timeout: 200_000 });
+    up = await runScriptsCluster(['up'], env, { timeout: 200_000 });
     assert.equal(
       up.code,
       0,
       `scripts/cluster up failed (exit ${up.code}):\n--- stderr ---\n${up.stderr}\n--- stdout ---\n${up.stdout}`,
     );
     note(`scripts/cluster up took ${Date.now() - started} ms`);
-    const info = parseSummary(up.stdout);
+    const info = parseClusterSummary(up.stdout);
     for (const key of ['balancer_ws', 'api_key', 'token', 'state_dir', 'nginx_pid', 'redis_url']) {
       assert.ok(info[key], `scripts/cluster up printed ${key}=...:\n${up.stdout}`);
     }
@@ -167,13 +155,13 @@ test('scripts/cluster: clients through nginx and on a node exchange messages; a 
     assert.equal(wsPorts.size, NODES + 1, 'the balancer and the three nodes listen on ports of their own');
 
     // `status` says everything runs; `up` again says it is up and changes nothing.
-    const status = await cluster(['status'], env);
+    const status = await runScriptsCluster(['status'], env);
     assert.equal(status.code, 0, `status: every process runs:\n${status.stdout}${status.stderr}`);
     assert.match(status.stdout, /5 of 5 running/);
-    const again = await cluster(['up'], env);
+    const again = await runScriptsCluster(['up'], env);
     assert.equal(again.code, 0, `up while up succeeds:\n${again.stderr}`);
     assert.match(again.stderr, /already up/);
-    assert.equal(parseSummary(again.stdout).balancer_ws, info.balancer_ws, 'up while up keeps the running cluster');
+    assert.equal(parseClusterSummary(again.stdout).balancer_ws, info.balancer_ws, 'up while up keeps the running cluster');
 
     const token = info.token;
     const pids = Array.from({ length: NODES }, (_, i) => Number(info[`node${i + 1}_pid`]));
@@ -336,7 +324,7 @@ test('scripts/cluster: clients through nginx and on a node exchange messages; a 
     for (const pid of processesOf(state).keys()) tracked.add(pid);
     note(`processes before down: ${JSON.stringify([...tracked])}`);
     await pool.closeAll();
-    const down = await cluster(['down'], env, { timeout: 60_000 });
+    const down = await runScriptsCluster(['down'], env, { timeout: 60_000 });
     downDone = true;
     assert.equal(down.code, 0, `scripts/cluster down failed:\n${down.stdout}${down.stderr}`);
     note(`down: ${down.stdout.trim()}`);
@@ -345,7 +333,7 @@ test('scripts/cluster: clients through nginx and on a node exchange messages; a 
     assert.deepEqual(leftover, [], 'every process the cluster ran is gone after down');
     assert.deepEqual(stray, [], 'no process names the state dir after down');
     assert.equal(existsSync(state), false, 'down removed the state dir');
-    const after = await cluster(['status'], env);
+    const after = await runScriptsCluster(['status'], env);
     assert.match(after.stdout, /no local cluster/, 'status after down');
   } catch (err) {
     const diag = [
@@ -359,7 +347,7 @@ test('scripts/cluster: clients through nginx and on a node exchange messages; a 
     for (const line of notes) t.diagnostic(line);
     await pool.closeAll();
     if (!downDone) {
-      await cluster(['down'], env, { timeout: 60_000 });
+      await runScriptsCluster(['down'], env, { timeout: 60_000 });
       downDone = true;
     }
     process.off('exit', emergencyDown);
