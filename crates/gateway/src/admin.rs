@@ -417,6 +417,11 @@ async fn login(
         }
     };
     let now = unix_now();
+    let failed = if request.token.is_some() {
+        Failed::Token
+    } else {
+        Failed::Password
+    };
     let outcome = match (request.password, request.token) {
         (Some(password), None) => check_password(&console, password)
             .await
@@ -431,17 +436,11 @@ async fn login(
             )
         }
     };
-    let by_token = body_has_token(&body);
     let granted = match outcome {
         Ok(granted) => granted,
         Err(busy) => return busy,
     };
     let Some((user, until)) = granted else {
-        let failed = if by_token {
-            Failed::Token
-        } else {
-            Failed::Password
-        };
         let (result, message) = match failed {
             Failed::Password => ("wrong_password", "wrong password"),
             Failed::Token => ("wrong_token", "the token is not valid for the console"),
@@ -467,10 +466,6 @@ async fn login(
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
-}
-
-fn body_has_token(body: &[u8]) -> bool {
-    serde_json::from_slice::<LoginRequest>(body).is_ok_and(|r| r.token.is_some())
 }
 
 fn too_many_attempts(from: IpAddr, wait: Duration) -> HttpResponse {
