@@ -5,15 +5,10 @@
 //! node's snapshots through the same fan-out as any client, with the
 //! `uni_sse` framing (`http/stream.rs`). Nothing polls.
 
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use actix_web::body::{BodySize, MessageBody};
 use actix_web::HttpResponse;
-use bytes::Bytes;
 use herald_bus::PublishOptions;
 use herald_protocol::{Disconnect, Format, Publication, RawJson};
 use serde::Serialize;
@@ -154,12 +149,7 @@ pub(crate) async fn stream(node: Arc<Node>, lasts: Duration) -> HttpResponse {
             outbox.close(Disconnect::EXPIRED);
         }
     });
-    // Nothing reads the inbound side: a stream takes no commands.
-    let (inbound, _) = futures_channel::mpsc::channel(1);
-    let body = StreamBody {
-        body: OutboxBody::new(outbox, Framing::UniSse, inbound),
-        _subscribed: Subscribed { node, session },
-    };
+    let body = OutboxBody::new(outbox, Framing::UniSse, Subscribed { node, session });
     let mut response = HttpResponse::Ok();
     crate::admin::assets::secure(&mut response)
         .content_type("text/event-stream")
@@ -179,25 +169,5 @@ impl Drop for Subscribed {
         let node = self.node.clone();
         let session = self.session;
         actix_web::rt::spawn(async move { node.detach(STATS_CHANNEL, session).await });
-    }
-}
-
-struct StreamBody {
-    body: OutboxBody,
-    _subscribed: Subscribed,
-}
-
-impl MessageBody for StreamBody {
-    type Error = Infallible;
-
-    fn size(&self) -> BodySize {
-        BodySize::Stream
-    }
-
-    fn poll_next(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, Infallible>>> {
-        Pin::new(&mut self.get_mut().body).poll_next(cx)
     }
 }

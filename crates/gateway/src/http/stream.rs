@@ -12,10 +12,9 @@ use std::task::{Context, Poll};
 
 use actix_web::body::{BodySize, MessageBody};
 use bytes::{BufMut as _, Bytes, BytesMut};
-use futures_channel::mpsc;
 use herald_protocol::Format;
 
-use crate::format::{self, ClientMessage};
+use crate::format;
 use crate::metrics;
 use crate::outbox::{Next, Outbox};
 use crate::ws::frame::DataFrame;
@@ -85,29 +84,27 @@ impl Framing {
     }
 }
 
-/// The response body of one connection (module docs). Holds the Session's
-/// inbound channel: when the client goes away, actix drops the body, and
-/// with it the channel, which ends the Session.
+/// The response body of one connection (module docs). Holds what must live
+/// exactly as long as the response: a connection's Session inbound channel
+/// (when the client goes away, actix drops the body, and with it the
+/// channel, which ends the Session), or a console stream's subscription
+/// (`admin/stats.rs`).
 pub(crate) struct OutboxBody {
     outbox: Arc<Outbox>,
     framing: Framing,
     preamble: Option<Bytes>,
     ended: bool,
-    _inbound: mpsc::Sender<ClientMessage>,
+    _held: Box<dyn Send>,
 }
 
 impl OutboxBody {
-    pub(crate) fn new(
-        outbox: Arc<Outbox>,
-        framing: Framing,
-        inbound: mpsc::Sender<ClientMessage>,
-    ) -> Self {
+    pub(crate) fn new(outbox: Arc<Outbox>, framing: Framing, held: impl Send + 'static) -> Self {
         Self {
             outbox,
             framing,
             preamble: framing.preamble(),
             ended: false,
-            _inbound: inbound,
+            _held: Box::new(held),
         }
     }
 }
@@ -193,8 +190,11 @@ mod tests {
     #[tokio::test]
     async fn the_body_starts_with_the_preamble_and_ends_after_a_disconnect_push() {
         use actix_web::body::MessageBody as _;
+        use futures_channel::mpsc;
+
+        use crate::format::ClientMessage;
         let outbox = Arc::new(Outbox::new(1024));
-        let (inbound, _rx) = mpsc::channel(1);
+        let (inbound, _rx) = mpsc::channel::<ClientMessage>(1);
         let mut body = OutboxBody::new(outbox.clone(), Framing::UniSse, inbound);
         outbox.push(DataFrame::text(
             br#"{"push":{"channel":"c","pub":{"data":1}}}"#,
